@@ -1,0 +1,190 @@
+//! The map layout shared by the redirector agent (userspace) and its BPF programs.
+//!
+//! This is the one place the layout is documented. Every type is `#[repr(C)]`, has
+//! no implicit padding and is `Copy`, so the bytes the agent writes are exactly the
+//! bytes the kernel programs read.
+//!
+//! # Maps
+//!
+//! | name          | type                         | key            | value            |
+//! |---------------|------------------------------|----------------|------------------|
+//! | `ROUTES`      | hash of maps, no prealloc    | [`ServiceKey`] | one route table  |
+//! | route table   | array (inner map)            | `u32` index    | [`TableEntry`]   |
+//! | `ORIGINS`     | socket local storage         | socket         | [`OriginalDest`] |
+//!
+//! `ROUTES` holds one entry per service address and port the node redirects. Its
+//! value is a whole route table: a separate array map created by the agent and
+//! sized exactly to the route (`1 + backends + endpoints` entries, up to
+//! [`MAX_TABLE_ENTRIES`]). A connect() does one hash lookup in `ROUTES` and then
+//! at most three array lookups in the table it found.
+//!
+//! ## Why a map of maps
+//!
+//! Replacing a route swaps one `ROUTES` value (the inner map) for another. The
+//! kernel keeps a replaced inner map alive until every program that looked it
+//! up has finished (RCU), so a connect sees either the whole old table or the
+//! whole new one, never a mix and never a table with entries missing. `ROUTES`
+//! is created with `BPF_F_NO_PREALLOC` because a preallocated hash map recycles
+//! a replaced element immediately, which a concurrent reader could observe.
+//!
+//! ## Route table layout
+//!
+//! ```text
+//! index 0                : TableEntry::header    (TableHeader)
+//! index 1 ..= n          : TableEntry::backend   (BackendSlot, one per backendRef)
+//! index n+1 ..           : TableEntry::endpoint  (Endpoint, grouped by backend)
+//! ```
+//!
+//! Backend choice is Walker's alias method with integer thresholds, which
+//! reproduces the configured weights exactly: draw a slot `i` uniformly from
+//! `0..n`, then a number `u` uniformly from `0..total_weight`; the backend is `i`
+//! when `u < threshold` and `alias` otherwise. The endpoint is then drawn
+//! uniformly among the chosen backend's endpoints. Uniform draws use Lemire's
+//! multiply-shift with rejection; the rejection bounds are precomputed here so
+//! the kernel needs no division.
+//!
+//! Addresses are stored in IPv6 form: IPv4 addresses as IPv4-mapped IPv6
+//! (`::ffff:a.b.c.d`). The `connect4` hook builds the same mapped key, so a
+//! dual-stack IPv6 socket dialling `::ffff:a.b.c.d` finds the IPv4 route.
+#![no_std]
+
+/// Upper bound on the number of service address:port entries in `ROUTES`.
+pub const MAX_ROUTES: u32 = 65_536;
+
+/// Upper bound on the entries of one route table (header + backends + endpoints).
+pub const MAX_TABLE_ENTRIES: u32 = 65_536;
+
+/// Name of the outer map in the BPF object.
+pub const ROUTES_MAP: &str = "ROUTES";
+
+/// Name of the socket-storage map that remembers the dialled address.
+pub const ORIGINS_MAP: &str = "ORIGINS";
+
+/// errno returned to connect() when the chosen backend has no endpoints, or the
+/// route can select no backend at all (every weight is zero). `ECONNREFUSED` is
+/// what kube-proxy's REJECT rule gives a client of a service without endpoints,
+/// so applications already handle it.
+pub const NO_ENDPOINT_ERRNO: i32 = 111;
+
+/// Key of `ROUTES`: the destination an application dials.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    /// Destination address, IPv6 form, as four words in network byte order.
+    pub addr: [u32; 4],
+    /// Destination port in network byte order.
+    pub port: u16,
+    /// Always zero; makes the padding explicit so keys hash identically.
+    pub pad: u16,
+}
+
+/// Entry 0 of a route table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableHeader {
+    /// Number of backend slots (entries `1..=backend_count`). Zero means no
+    /// backend can be chosen and connect() fails with [`NO_ENDPOINT_ERRNO`].
+    pub backend_count: u32,
+    /// Lemire rejection bound for a uniform draw in `0..backend_count`:
+    /// `2^32 mod backend_count`.
+    pub backend_reject: u32,
+    /// Sum of the backend weights; the range of the alias threshold draw.
+    pub total_weight: u32,
+    /// Lemire rejection bound for a uniform draw in `0..total_weight`.
+    pub weight_reject: u32,
+    /// Always zero; keeps the union's views the same size.
+    pub reserved: u32,
+}
+
+/// Entries `1..=n` of a route table: one alias slot per backendRef.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackendSlot {
+    /// The slot keeps its own backend when the weight draw is below this.
+    pub threshold: u32,
+    /// Backend index (0-based) chosen when the draw is at or above `threshold`.
+    pub alias: u32,
+    /// Table index of this backend's first endpoint.
+    pub first_endpoint: u32,
+    /// Number of endpoints; zero makes connect() fail with [`NO_ENDPOINT_ERRNO`].
+    pub endpoint_count: u32,
+    /// Lemire rejection bound for a uniform draw in `0..endpoint_count`.
+    pub endpoint_reject: u32,
+}
+
+/// Endpoint entries of a route table: where a connect() is sent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Address, IPv6 form, network byte order words (IPv4 as IPv4-mapped).
+    pub addr: [u32; 4],
+    /// Port in network byte order.
+    pub port: u16,
+    /// Always zero.
+    pub pad: u16,
+}
+
+/// One element of a route table; which view applies depends on the index.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub union TableEntry {
+    /// Index 0.
+    pub header: TableHeader,
+    /// Indices `1..=backend_count`.
+    pub backend: BackendSlot,
+    /// Indices after the backend slots.
+    pub endpoint: Endpoint,
+}
+
+/// Per-socket memory of a redirected connect(), kept in `ORIGINS` for the
+/// socket's lifetime so getpeername() can report what the application dialled.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OriginalDest {
+    /// The service address the application dialled, IPv6 form, network order.
+    pub service_addr: [u32; 4],
+    /// The backend address the socket was connected to instead.
+    pub backend_addr: [u32; 4],
+    /// Service port, network byte order.
+    pub service_port: u16,
+    /// Backend port, network byte order.
+    pub backend_port: u16,
+}
+
+/// The IPv4-mapped IPv6 form of an IPv4 address given in network byte order.
+#[inline(always)]
+pub const fn mapped_v4(addr_be: u32) -> [u32; 4] {
+    [0, 0, u32::to_be(0x0000_ffff), addr_be]
+}
+
+/// Whether an IPv6-form address is IPv4-mapped.
+#[inline(always)]
+pub const fn is_mapped_v4(addr: &[u32; 4]) -> bool {
+    addr[0] == 0 && addr[1] == 0 && addr[2] == u32::to_be(0x0000_ffff)
+}
+
+/// The Lemire rejection bound for uniform draws in `0..range`: `2^32 mod range`
+/// (zero for an empty range, which is never drawn from).
+#[inline(always)]
+pub const fn reject_bound(range: u32) -> u32 {
+    if range == 0 { 0 } else { range.wrapping_neg() % range }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+
+    // SAFETY: all types are repr(C), Copy, and have no implicit padding.
+    unsafe impl aya::Pod for ServiceKey {}
+    unsafe impl aya::Pod for TableEntry {}
+    unsafe impl aya::Pod for OriginalDest {}
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<ServiceKey>() == 20);
+    assert!(core::mem::size_of::<TableHeader>() == 20);
+    assert!(core::mem::size_of::<BackendSlot>() == 20);
+    assert!(core::mem::size_of::<Endpoint>() == 20);
+    assert!(core::mem::size_of::<TableEntry>() == 20);
+    assert!(core::mem::size_of::<OriginalDest>() == 36);
+};

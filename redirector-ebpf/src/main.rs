@@ -1,0 +1,275 @@
+//! cgroup socket-address hooks that enforce MeshTCPRoute before a packet exists.
+//!
+//! `connect4`/`connect6` run inside connect() for every socket of the cgroup the
+//! agent attached them to. A TCP connect to a service address found in `ROUTES`
+//! is rewritten to one backend endpoint, chosen per connection by weight; the
+//! kernel then connects to that endpoint directly, so there is no NAT state and
+//! no per-packet or per-byte cost afterwards. `getpeername4`/`getpeername6`
+//! undo the rewrite for the application's view, like Cilium's socket LB.
+//!
+//! The map layout and the selection method are documented in `redirector-common`.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::{BPF_F_INNER_MAP, BPF_F_NO_PREALLOC, bpf_sock_addr},
+    btf_maps::{Array, HashOfMaps, SkStorage},
+    helpers::generated::{bpf_get_prandom_u32, bpf_set_retval},
+    macros::{btf_map, cgroup_sock_addr},
+    programs::SockAddrContext,
+};
+use aya_log_ebpf::{debug, error};
+use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
+use redirector_common::{
+    BackendSlot, Endpoint, MAX_ROUTES, NO_ENDPOINT_ERRNO, OriginalDest, ServiceKey, TableEntry,
+    TableHeader, is_mapped_v4, mapped_v4,
+};
+
+/// Service address:port -> route table (an array map of [`TableEntry`]).
+/// The inner template has one entry; `BPF_F_INNER_MAP` lets each real table
+/// have its own size.
+#[btf_map]
+static ROUTES: HashOfMaps<
+    ServiceKey,
+    Array<TableEntry, 1, { BPF_F_INNER_MAP as usize }>,
+    { MAX_ROUTES as usize },
+    { BPF_F_NO_PREALLOC as usize },
+> = HashOfMaps::new();
+
+/// The address each redirected socket dialled. Socket storage is freed with
+/// the socket, so this never leaks and never evicts a live entry (an LRU keyed
+/// by socket cookie would do both).
+#[btf_map]
+static ORIGINS: SkStorage<OriginalDest> = SkStorage::new();
+
+const AF_INET: u32 = 2;
+const AF_INET6: u32 = 10;
+const IPPROTO_TCP: u32 = 6;
+
+/// Let the syscall proceed (with or without a rewritten address).
+const ALLOW: i32 = 1;
+/// Fail the syscall; the errno is set with `bpf_set_retval`.
+const DENY: i32 = 0;
+
+/// How many times a uniform draw may be rejected before the last draw is used.
+/// A rejection has probability below `range / 2^32`, so four in a row do not
+/// happen in practice; the bound only keeps the verifier happy.
+const DRAW_TRIES: u32 = 4;
+
+#[cgroup_sock_addr(connect4)]
+pub fn connect4(ctx: SockAddrContext) -> i32 {
+    let sa = ctx.sock_addr;
+    // SAFETY: the kernel hands us a valid bpf_sock_addr for the program's life.
+    unsafe {
+        if read_volatile(addr_of!((*sa).protocol)) != IPPROTO_TCP {
+            return ALLOW;
+        }
+        let key = ServiceKey {
+            addr: mapped_v4(read_volatile(addr_of!((*sa).user_ip4))),
+            port: read_volatile(addr_of!((*sa).user_port)) as u16,
+            pad: 0,
+        };
+        redirect(&ctx, &key, AF_INET)
+    }
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn connect6(ctx: SockAddrContext) -> i32 {
+    let sa = ctx.sock_addr;
+    // SAFETY: as in connect4.
+    unsafe {
+        if read_volatile(addr_of!((*sa).protocol)) != IPPROTO_TCP {
+            return ALLOW;
+        }
+        let key = ServiceKey {
+            addr: read_ip6(sa),
+            port: read_volatile(addr_of!((*sa).user_port)) as u16,
+            pad: 0,
+        };
+        redirect(&ctx, &key, AF_INET6)
+    }
+}
+
+#[cgroup_sock_addr(getpeername4)]
+pub fn getpeername4(ctx: SockAddrContext) -> i32 {
+    let sa = ctx.sock_addr;
+    // SAFETY: as in connect4; ORIGINS values are only written by connect hooks.
+    unsafe {
+        let Some(origin) = origin_of(&ctx) else {
+            return ALLOW;
+        };
+        let peer = mapped_v4(read_volatile(addr_of!((*sa).user_ip4)));
+        let port = read_volatile(addr_of!((*sa).user_port)) as u16;
+        if peer == origin.backend_addr && port == origin.backend_port {
+            write_volatile(addr_of_mut!((*sa).user_ip4), origin.service_addr[3]);
+            write_volatile(addr_of_mut!((*sa).user_port), origin.service_port as u32);
+        }
+    }
+    ALLOW
+}
+
+#[cgroup_sock_addr(getpeername6)]
+pub fn getpeername6(ctx: SockAddrContext) -> i32 {
+    let sa = ctx.sock_addr;
+    // SAFETY: as in getpeername4.
+    unsafe {
+        let Some(origin) = origin_of(&ctx) else {
+            return ALLOW;
+        };
+        let port = read_volatile(addr_of!((*sa).user_port)) as u16;
+        if read_ip6(sa) == origin.backend_addr && port == origin.backend_port {
+            write_ip6(sa, &origin.service_addr);
+            write_volatile(addr_of_mut!((*sa).user_port), origin.service_port as u32);
+        }
+    }
+    ALLOW
+}
+
+/// Looks the destination up and, if it is a service, rewrites it to an endpoint.
+///
+/// # Safety
+/// `ctx.sock_addr` must be the context the kernel passed in.
+#[inline(always)]
+unsafe fn redirect(ctx: &SockAddrContext, key: &ServiceKey, family: u32) -> i32 {
+    let Some(header) = (unsafe { ROUTES.get_value(key, &0) }) else {
+        return ALLOW;
+    };
+    // SAFETY: entry 0 of every table is a header (redirector-common layout).
+    let header: TableHeader = unsafe { header.header };
+    let Some(endpoint) = (unsafe { pick(key, &header) }) else {
+        debug!(ctx, "refused connect to a route without endpoints");
+        return refuse();
+    };
+    // A connect4 can only reach an IPv4 endpoint. The agent never puts another
+    // kind in a table keyed by an IPv4 service, so this only guards the kernel
+    // against a corrupt table.
+    if family == AF_INET && !is_mapped_v4(&endpoint.addr) {
+        error!(ctx, "IPv6 endpoint in an IPv4 route table");
+        return refuse();
+    }
+    let sa = ctx.sock_addr;
+    // SAFETY: sa is valid; ORIGINS belongs to this socket.
+    unsafe {
+        if family == AF_INET {
+            write_volatile(addr_of_mut!((*sa).user_ip4), endpoint.addr[3]);
+        } else {
+            write_ip6(sa, &endpoint.addr);
+        }
+        write_volatile(addr_of_mut!((*sa).user_port), endpoint.port as u32);
+        let mut origin = OriginalDest {
+            service_addr: key.addr,
+            backend_addr: endpoint.addr,
+            service_port: key.port,
+            backend_port: endpoint.port,
+        };
+        let stored = ORIGINS.get_or_insert_ptr_mut(ctx, Some(&mut origin));
+        if !stored.is_null() {
+            // The socket may already carry storage from an earlier connect
+            // attempt; get_or_insert only initialises new storage.
+            *stored = origin;
+        }
+    }
+    ALLOW
+}
+
+/// Chooses an endpoint: alias slot, then weight draw, then uniform endpoint.
+///
+/// # Safety
+/// The table behind `key` must follow the redirector-common layout.
+#[inline(always)]
+unsafe fn pick(key: &ServiceKey, header: &TableHeader) -> Option<Endpoint> {
+    if header.backend_count == 0 {
+        return None;
+    }
+    let slot_index = uniform(header.backend_count, header.backend_reject);
+    let slot = unsafe { backend(key, slot_index)? };
+    let chosen = if uniform(header.total_weight, header.weight_reject) < slot.threshold {
+        slot
+    } else {
+        unsafe { backend(key, slot.alias)? }
+    };
+    if chosen.endpoint_count == 0 {
+        return None;
+    }
+    let k = uniform(chosen.endpoint_count, chosen.endpoint_reject);
+    let entry = unsafe { ROUTES.get_value(key, &(chosen.first_endpoint + k))? };
+    // SAFETY: indices from first_endpoint on hold endpoints.
+    Some(unsafe { entry.endpoint })
+}
+
+/// Backend slot `index` (0-based) of the route table behind `key`.
+///
+/// The table is looked up again rather than kept from the header lookup: the
+/// inner map stays the same object for the whole program run (RCU), and a
+/// route swap in between is harmless because each table is self-consistent.
+/// Bounds are checked by the array map itself.
+#[inline(always)]
+unsafe fn backend(key: &ServiceKey, index: u32) -> Option<BackendSlot> {
+    let entry = unsafe { ROUTES.get_value(key, &(index + 1))? };
+    // SAFETY: indices 1..=backend_count hold backend slots.
+    Some(unsafe { entry.backend })
+}
+
+/// A uniform draw in `0..range` (Lemire's multiply-shift with rejection).
+#[inline(always)]
+fn uniform(range: u32, reject: u32) -> u32 {
+    let mut product = 0u64;
+    for _ in 0..DRAW_TRIES {
+        // SAFETY: bpf_get_prandom_u32 has no preconditions.
+        let r = unsafe { bpf_get_prandom_u32() };
+        product = r as u64 * range as u64;
+        if product as u32 >= reject {
+            break;
+        }
+    }
+    (product >> 32) as u32
+}
+
+/// Fails the connect() with [`NO_ENDPOINT_ERRNO`] instead of the default EPERM.
+#[inline(always)]
+fn refuse() -> i32 {
+    // SAFETY: bpf_set_retval is allowed in cgroup sock_addr programs.
+    unsafe { bpf_set_retval(-NO_ENDPOINT_ERRNO) };
+    DENY
+}
+
+/// The original destination remembered for this socket, if it was redirected.
+#[inline(always)]
+unsafe fn origin_of(ctx: &SockAddrContext) -> Option<OriginalDest> {
+    let ptr = unsafe { ORIGINS.get_ptr_mut(ctx) };
+    if ptr.is_null() { None } else { Some(unsafe { *ptr }) }
+}
+
+/// Reads `user_ip6` one word at a time: the verifier only allows 4-byte
+/// (or aligned 8-byte) context accesses there.
+#[inline(always)]
+unsafe fn read_ip6(sa: *mut bpf_sock_addr) -> [u32; 4] {
+    unsafe {
+        [
+            read_volatile(addr_of!((*sa).user_ip6[0])),
+            read_volatile(addr_of!((*sa).user_ip6[1])),
+            read_volatile(addr_of!((*sa).user_ip6[2])),
+            read_volatile(addr_of!((*sa).user_ip6[3])),
+        ]
+    }
+}
+
+#[inline(always)]
+unsafe fn write_ip6(sa: *mut bpf_sock_addr, addr: &[u32; 4]) {
+    unsafe {
+        write_volatile(addr_of_mut!((*sa).user_ip6[0]), addr[0]);
+        write_volatile(addr_of_mut!((*sa).user_ip6[1]), addr[1]);
+        write_volatile(addr_of_mut!((*sa).user_ip6[2]), addr[2]);
+        write_volatile(addr_of_mut!((*sa).user_ip6[3]), addr[3]);
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,239 @@
+//! From resolved routes to the kernel's route tables, and diffs between two
+//! sets of tables. Pure: no kernel access. The layout is documented in
+//! `redirector-common`.
+
+use crate::resolve::ResolvedRoute;
+use redirector_common::{
+    BackendSlot, Endpoint, MAX_ROUTES, MAX_TABLE_ENTRIES, ServiceKey, TableEntry, TableHeader,
+    mapped_v4, reject_bound,
+};
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+};
+
+/// Every route table, by the destination it serves.
+pub type Tables = BTreeMap<ServiceKey, Table>;
+
+/// Why a configuration cannot be turned into tables.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CompileError {
+    /// More destinations than `ROUTES` holds.
+    #[error("{count} service addresses and ports exceed the limit of {MAX_ROUTES}")]
+    TooManyRoutes {
+        /// Destinations requested.
+        count: usize,
+    },
+    /// One route with more backends and endpoints than a table holds.
+    #[error("{service} at {addr}: {entries} table entries exceed the limit of {MAX_TABLE_ENTRIES}")]
+    TableTooLarge {
+        /// `MeshService/name`.
+        service: String,
+        /// Destination.
+        addr: SocketAddr,
+        /// Entries needed.
+        entries: usize,
+    },
+    /// The weights of one route add up to more than 32 bits.
+    #[error("{service} at {addr}: sum of weights exceeds {}", u32::MAX)]
+    WeightOverflow {
+        /// `MeshService/name`.
+        service: String,
+        /// Destination.
+        addr: SocketAddr,
+    },
+}
+
+/// One route table: what the kernel reads for one destination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Table {
+    /// Entry 0.
+    pub header: TableHeader,
+    /// Entries `1..=n`.
+    pub backends: Vec<BackendSlot>,
+    /// The remaining entries.
+    pub endpoints: Vec<Endpoint>,
+}
+
+impl Table {
+    /// The table as the array the kernel reads.
+    pub fn entries(&self) -> Vec<TableEntry> {
+        std::iter::once(TableEntry { header: self.header })
+            .chain(self.backends.iter().map(|&backend| TableEntry { backend }))
+            .chain(self.endpoints.iter().map(|&endpoint| TableEntry { endpoint }))
+            .collect()
+    }
+}
+
+/// Walker's alias table over integer weights, with integer thresholds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AliasTable {
+    /// Per slot: keep the slot's own index when the weight draw is below this.
+    pub thresholds: Vec<u32>,
+    /// Per slot: the index chosen otherwise.
+    pub aliases: Vec<u32>,
+    /// Sum of the weights (range of the weight draw).
+    pub total: u32,
+}
+
+impl AliasTable {
+    /// Builds the table with Vose's method in exact integer arithmetic.
+    /// Each weight is scaled by `n` so that every slot holds exactly `total`.
+    /// Returns `None` when the weights sum to zero or to more than `u32::MAX`.
+    pub fn new(weights: &[u32]) -> Option<Self> {
+        let n = weights.len() as u64;
+        let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
+        let total_u32 = u32::try_from(total).ok().filter(|&t| t > 0)?;
+        let mut scaled: Vec<u64> = weights.iter().map(|&w| u64::from(w) * n).collect();
+        let mut thresholds = vec![total_u32; weights.len()];
+        let mut aliases: Vec<u32> = (0..weights.len() as u32).collect();
+        let (mut small, mut large): (Vec<usize>, Vec<usize>) =
+            (0..weights.len()).partition(|&i| scaled[i] < total);
+        small.reverse();
+        large.reverse();
+        while let (Some(&l), Some(&g)) = (small.last(), large.last()) {
+            small.pop();
+            // scaled[l] < total, so it fits in u32.
+            thresholds[l] = scaled[l] as u32;
+            aliases[l] = g as u32;
+            scaled[g] -= total - scaled[l];
+            if scaled[g] < total {
+                large.pop();
+                small.push(g);
+            }
+        }
+        // Exact arithmetic leaves every remaining slot exactly full, so they
+        // keep the defaults (threshold = total, alias = self).
+        Some(Self { thresholds, aliases, total: total_u32 })
+    }
+
+    /// For each index `i`, the count `c_i` such that the chance of choosing
+    /// `i` is exactly `c_i / (n * total)`. Equals `weight_i * n` when the table
+    /// reproduces the weights.
+    pub fn exact_shares(&self) -> Vec<u64> {
+        let mut shares = vec![0u64; self.thresholds.len()];
+        for (slot, (&t, &a)) in self.thresholds.iter().zip(&self.aliases).enumerate() {
+            shares[slot] += u64::from(t);
+            shares[a as usize] += u64::from(self.total - t);
+        }
+        shares
+    }
+}
+
+/// The `ROUTES` key of a destination.
+pub fn service_key(addr: IpAddr, port: u16) -> ServiceKey {
+    ServiceKey { addr: ip_words(addr), port: port.to_be(), pad: 0 }
+}
+
+/// An address in the kernel's IPv6 form: four network-order words, IPv4 mapped.
+pub fn ip_words(addr: IpAddr) -> [u32; 4] {
+    match addr {
+        IpAddr::V4(v4) => mapped_v4(u32::from(v4).to_be()),
+        IpAddr::V6(v6) => {
+            let o = v6.octets();
+            std::array::from_fn(|i| u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]]))
+        }
+    }
+}
+
+/// The inverse of [`ip_words`]: IPv4-mapped addresses come back as IPv4.
+pub fn words_ip(words: [u32; 4]) -> IpAddr {
+    let mut o = [0u8; 16];
+    for (i, w) in words.iter().enumerate() {
+        o[4 * i..4 * i + 4].copy_from_slice(&w.to_ne_bytes());
+    }
+    let v6 = std::net::Ipv6Addr::from(o);
+    v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+}
+
+/// Builds the table for one route. Endpoints a connect to this address
+/// family cannot reach are left out: an IPv4 service address gets only IPv4
+/// endpoints (a `connect4` cannot be turned into an IPv6 connection), an IPv6
+/// one gets both (IPv4 endpoints as IPv4-mapped addresses, reachable from
+/// dual-stack sockets).
+pub fn compile_route(route: &ResolvedRoute) -> Result<Table, CompileError> {
+    let addr = SocketAddr::new(route.vip, route.port);
+    let weights: Vec<u32> = route.backends.iter().map(|b| b.weight).collect();
+    let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
+    if total > u64::from(u32::MAX) {
+        return Err(CompileError::WeightOverflow { service: route.service.clone(), addr });
+    }
+    let Some(alias) = AliasTable::new(&weights) else {
+        // Every weight is zero (or there is no backend): nothing can be chosen.
+        return Ok(Table { header: header(0, 0), backends: Vec::new(), endpoints: Vec::new() });
+    };
+    let n = route.backends.len();
+    let mut backends = Vec::with_capacity(n);
+    let mut endpoints = Vec::new();
+    for (i, backend) in route.backends.iter().enumerate() {
+        let first = (1 + n + endpoints.len()) as u32;
+        let reachable = backend.endpoints.iter().filter(|e| route.vip.is_ipv6() || e.is_ipv4());
+        endpoints.extend(reachable.map(|e| Endpoint { addr: ip_words(e.ip()), port: e.port().to_be(), pad: 0 }));
+        let count = (1 + n + endpoints.len()) as u32 - first;
+        backends.push(BackendSlot {
+            threshold: alias.thresholds[i],
+            alias: alias.aliases[i],
+            first_endpoint: first,
+            endpoint_count: count,
+            endpoint_reject: reject_bound(count),
+        });
+    }
+    let entries = 1 + n + endpoints.len();
+    if entries > MAX_TABLE_ENTRIES as usize {
+        return Err(CompileError::TableTooLarge { service: route.service.clone(), addr, entries });
+    }
+    Ok(Table { header: header(n as u32, alias.total), backends, endpoints })
+}
+
+fn header(backend_count: u32, total_weight: u32) -> TableHeader {
+    TableHeader {
+        backend_count,
+        backend_reject: reject_bound(backend_count),
+        total_weight,
+        weight_reject: reject_bound(total_weight),
+        reserved: 0,
+    }
+}
+
+/// Builds every table.
+pub fn compile(routes: &[ResolvedRoute]) -> Result<Tables, CompileError> {
+    if routes.len() > MAX_ROUTES as usize {
+        return Err(CompileError::TooManyRoutes { count: routes.len() });
+    }
+    routes
+        .iter()
+        .map(|route| Ok((service_key(route.vip, route.port), compile_route(route)?)))
+        .collect()
+}
+
+/// What must change in the kernel to go from one set of tables to another.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Diff {
+    /// Destinations whose table is new or different.
+    pub upsert: Vec<ServiceKey>,
+    /// Destinations that are no longer served.
+    pub remove: Vec<ServiceKey>,
+    /// Destinations whose table is the same.
+    pub unchanged: usize,
+}
+
+impl Diff {
+    /// Compares `old` (what the kernel has) with `new` (what it should have).
+    pub fn between(old: &Tables, new: &Tables) -> Self {
+        let mut diff = Diff::default();
+        for (key, table) in new {
+            if old.get(key) == Some(table) {
+                diff.unchanged += 1;
+            } else {
+                diff.upsert.push(*key);
+            }
+        }
+        diff.remove = old.keys().filter(|k| !new.contains_key(k)).copied().collect();
+        diff
+    }
+
+    /// Whether nothing changes.
+    pub fn is_empty(&self) -> bool {
+        self.upsert.is_empty() && self.remove.is_empty()
+    }
+}

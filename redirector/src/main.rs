@@ -1,0 +1,93 @@
+//! The `redirector` command line.
+
+use clap::{Parser, Subcommand};
+use redirector::{agent, model::Severity, plan};
+use std::{path::PathBuf, process::ExitCode};
+
+/// Sidecarless, in-kernel enforcement of Kuma's MeshTCPRoute.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a config file or directory: exit 0, or print each problem and exit 1.
+    Check {
+        /// File or directory of Kuma YAML resources.
+        path: PathBuf,
+    },
+    /// Apply a config to a cgroup and keep it in force until SIGINT/SIGTERM.
+    Run {
+        /// File or directory of Kuma YAML resources.
+        #[arg(long)]
+        config: PathBuf,
+        /// cgroup2 directory whose processes (and descendants) are redirected.
+        #[arg(long)]
+        cgroup: PathBuf,
+        /// Directory on bpffs for pins.
+        #[arg(long, default_value = agent::DEFAULT_BPFFS_DIR)]
+        bpffs: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { path } => check(&path),
+        Command::Run { config, cgroup, bpffs } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: starting the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(agent::run(agent::RunOptions { config, cgroup, bpffs })) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match plan::build(path) {
+        Ok(plan) => {
+            for w in &plan.warnings {
+                eprintln!("{w}");
+            }
+            println!(
+                "{}: ok: {} MeshTCPRoutes, {} MeshServices, {} Dataplanes; {} destinations routed",
+                path.display(),
+                plan.config.routes.len(),
+                plan.config.services.len(),
+                plan.config.dataplanes.len(),
+                plan.tables.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            for p in &problems.0 {
+                if p.severity == Severity::Error {
+                    println!("{p}");
+                } else {
+                    eprintln!("{p}");
+                }
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! Reading files and YAML documents into [`Config`].
+
+use super::{Config, Dataplane, MeshService, MeshTcpRoute, Origin, Problem, Severity};
+use serde::{Deserialize as _, de::DeserializeOwned};
+use serde_yaml::{Mapping, Value};
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+};
+
+/// Largest input file accepted; larger ones are reported, not read.
+const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Kuma kinds that are read and accepted but have no effect here.
+const IGNORED_KINDS: &[&str] = &[
+    "Mesh",
+    "MeshHTTPRoute",
+    "MeshTimeout",
+    "MeshRetry",
+    "MeshCircuitBreaker",
+    "MeshHealthCheck",
+    "MeshAccessLog",
+    "MeshTrafficPermission",
+    "MeshLoadBalancingStrategy",
+    "MeshFaultInjection",
+    "MeshRateLimit",
+    "MeshProxyPatch",
+    "MeshTrace",
+    "MeshMetric",
+    "MeshTLS",
+    "MeshPassthrough",
+    "MeshIdentity",
+    "MeshTrust",
+    "MeshGateway",
+    "MeshExternalService",
+    "MeshMultiZoneService",
+    "TrafficRoute",
+];
+
+/// Reads a file, or every `.yaml`/`.yml` file below a directory (name order).
+/// Returns what could be read and every problem met on the way.
+pub fn load_path(path: &Path) -> (Config, Vec<Problem>) {
+    let mut problems = Vec::new();
+    let mut files = Vec::new();
+    collect_files(path, &mut files, &mut problems);
+    if files.is_empty() && problems.is_empty() {
+        problems.push(file_problem(path, "no .yaml or .yml files found"));
+    }
+    let mut config = Config::default();
+    for file in files {
+        match read_file(&file) {
+            Ok(text) => load_into(&mut config, &file, &text, &mut problems),
+            Err(message) => problems.push(file_problem(&file, message)),
+        }
+    }
+    check_duplicates(&config, &mut problems);
+    (config, problems)
+}
+
+/// Reads YAML text as if it came from `file`.
+pub fn load_str(file: &Path, text: &str) -> (Config, Vec<Problem>) {
+    let mut config = Config::default();
+    let mut problems = Vec::new();
+    load_into(&mut config, file, text, &mut problems);
+    check_duplicates(&config, &mut problems);
+    (config, problems)
+}
+
+fn collect_files(path: &Path, files: &mut Vec<PathBuf>, problems: &mut Vec<Problem>) {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => {
+            problems.push(file_problem(path, format!("cannot read: {e}")));
+            return;
+        }
+    };
+    if !meta.is_dir() {
+        files.push(path.to_path_buf());
+        return;
+    }
+    let entries = match std::fs::read_dir(path) {
+        Ok(entries) => entries,
+        Err(e) => {
+            problems.push(file_problem(path, format!("cannot list directory: {e}")));
+            return;
+        }
+    };
+    let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    children.sort();
+    for child in children {
+        let name = child.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with('.') {
+            continue;
+        }
+        if child.is_dir() {
+            collect_files(&child, files, problems);
+        } else if name.ends_with(".yaml") || name.ends_with(".yml") {
+            files.push(child);
+        }
+    }
+}
+
+fn read_file(file: &Path) -> Result<String, String> {
+    let meta = std::fs::metadata(file).map_err(|e| format!("cannot read: {e}"))?;
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(format!(
+            "file is {} bytes, larger than the {MAX_FILE_BYTES}-byte limit",
+            meta.len()
+        ));
+    }
+    let bytes = std::fs::read(file).map_err(|e| format!("cannot read: {e}"))?;
+    String::from_utf8(bytes).map_err(|e| format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))
+}
+
+fn file_problem(file: &Path, message: impl Into<String>) -> Problem {
+    Problem {
+        severity: Severity::Error,
+        file: file.to_path_buf(),
+        resource: String::new(),
+        path: String::new(),
+        message: message.into(),
+    }
+}
+
+fn load_into(config: &mut Config, file: &Path, text: &str, problems: &mut Vec<Problem>) {
+    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let value = match Value::deserialize(document) {
+            Ok(v) => v,
+            Err(e) => {
+                problems.push(file_problem(file, format!("document {}: invalid YAML: {e}", index + 1)));
+                // The YAML stream cannot be resynchronised after a syntax error.
+                return;
+            }
+        };
+        if value.is_null() {
+            continue;
+        }
+        if let Err(p) = load_document(config, file, index, value) {
+            problems.push(p);
+        }
+    }
+}
+
+/// The envelope of one document, in either form, and what is left of it.
+struct Envelope {
+    origin: Origin,
+    /// Universal form (body fields at top level) or Kubernetes form (`spec`).
+    kubernetes: bool,
+    rest: Mapping,
+}
+
+fn load_document(config: &mut Config, file: &Path, index: usize, value: Value) -> Result<(), Problem> {
+    let doc_problem = |resource: String, path: &str, message: String| Problem {
+        severity: Severity::Error,
+        file: file.to_path_buf(),
+        resource,
+        path: path.to_string(),
+        message,
+    };
+    let Value::Mapping(map) = value else {
+        return Err(doc_problem(
+            String::new(),
+            "",
+            format!("document {}: expected a mapping with `type` (universal) or `kind` (Kubernetes)", index + 1),
+        ));
+    };
+    let env = envelope(file, index, map).map_err(|(path, msg)| doc_problem(String::new(), &path, msg))?;
+    let resource = env.origin.display_name();
+    let fail = |(path, msg): (String, String)| doc_problem(resource.clone(), &path, msg);
+    match env.origin.kind.as_str() {
+        "MeshTCPRoute" => {
+            let (spec, ()) = body(env.rest, false).map_err(fail)?;
+            config.routes.push(MeshTcpRoute { origin: env.origin, spec });
+        }
+        "MeshService" => {
+            let (spec, status) = body(env.rest, true).map_err(fail)?;
+            config.services.push(MeshService { origin: env.origin, spec, status });
+        }
+        "Dataplane" => {
+            let spec = if env.kubernetes {
+                body::<_, ()>(env.rest, false).map_err(fail)?.0
+            } else {
+                typed(Value::Mapping(env.rest), "").map_err(fail)?
+            };
+            config.dataplanes.push(Dataplane { origin: env.origin, spec });
+        }
+        kind if IGNORED_KINDS.contains(&kind) => config.ignored.push(env.origin),
+        kind => {
+            return Err(doc_problem(
+                resource.clone(),
+                if env.kubernetes { "kind" } else { "type" },
+                format!("unknown resource type {kind:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn envelope(file: &Path, index: usize, mut map: Mapping) -> Result<Envelope, (String, String)> {
+    let take_str = |map: &mut Mapping, key: &str, path: &str| -> Result<Option<String>, (String, String)> {
+        match map.remove(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err((path.to_string(), format!("expected a string, found {}", kind_of(&other)))),
+        }
+    };
+    let take_labels = |value: Option<Value>, path: &str| -> Result<BTreeMap<String, String>, (String, String)> {
+        match value {
+            None | Some(Value::Null) => Ok(BTreeMap::new()),
+            Some(v) => typed(v, path),
+        }
+    };
+    if map.contains_key("apiVersion") || map.contains_key("metadata") {
+        let api = take_str(&mut map, "apiVersion", "apiVersion")?;
+        if api.as_deref() != Some("kuma.io/v1alpha1") {
+            return Err(("apiVersion".into(), format!("expected \"kuma.io/v1alpha1\", found {api:?}")));
+        }
+        let kind = take_str(&mut map, "kind", "kind")?
+            .ok_or_else(|| ("kind".to_string(), "missing".to_string()))?;
+        let Some(Value::Mapping(mut meta)) = map.remove("metadata") else {
+            return Err(("metadata".into(), "missing or not a mapping".into()));
+        };
+        let name = take_str(&mut meta, "name", "metadata.name")?
+            .ok_or_else(|| ("metadata.name".to_string(), "missing".to_string()))?;
+        let namespace = take_str(&mut meta, "namespace", "metadata.namespace")?;
+        let labels = take_labels(meta.remove("labels"), "metadata.labels")?;
+        let mesh = labels.get("kuma.io/mesh").cloned().unwrap_or_else(|| "default".into());
+        let origin = Origin { file: file.to_path_buf(), kind, name, namespace, mesh, labels };
+        return Ok(Envelope { origin, kubernetes: true, rest: map });
+    }
+    let kind = take_str(&mut map, "type", "type")?.ok_or_else(|| {
+        (String::new(), format!("document {}: missing `type` (universal form) or `apiVersion`/`kind` (Kubernetes form)", index + 1))
+    })?;
+    let name = take_str(&mut map, "name", "name")?
+        .ok_or_else(|| ("name".to_string(), format!("{kind}: missing")))?;
+    let mesh = take_str(&mut map, "mesh", "mesh")?.unwrap_or_else(|| "default".into());
+    let labels = take_labels(map.remove("labels"), "labels")?;
+    for key in ["creationTime", "modificationTime"] {
+        map.remove(key);
+    }
+    let origin = Origin { file: file.to_path_buf(), kind, name, namespace: None, mesh, labels };
+    Ok(Envelope { origin, kubernetes: false, rest: map })
+}
+
+/// Splits `spec` (and `status`, where allowed) out of a document body.
+fn body<S: DeserializeOwned + Default, T: DeserializeOwned + Default>(
+    mut rest: Mapping,
+    with_status: bool,
+) -> Result<(S, T), (String, String)> {
+    let spec = rest.remove("spec");
+    let status = if with_status { rest.remove("status") } else { None };
+    if let Some((key, _)) = rest.into_iter().next() {
+        let key = key.as_str().map(str::to_string).unwrap_or_else(|| format!("{key:?}"));
+        return Err((key, "unknown field".into()));
+    }
+    let spec = match spec {
+        None | Some(Value::Null) => return Err(("spec".into(), "missing".into())),
+        Some(v) => typed(v, "spec")?,
+    };
+    let status = match status {
+        None | Some(Value::Null) => T::default(),
+        Some(v) => typed(v, "status")?,
+    };
+    Ok((spec, status))
+}
+
+/// Deserializes `value`, reporting the exact field path on failure.
+fn typed<T: DeserializeOwned>(value: Value, prefix: &str) -> Result<T, (String, String)> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let inner = e.path().to_string();
+        let path = match (prefix.is_empty(), inner == ".") {
+            (true, _) => inner,
+            (false, true) => prefix.to_string(),
+            (false, false) => format!("{prefix}.{inner}"),
+        };
+        (path, e.into_inner().to_string())
+    })
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value",
+    }
+}
+
+fn check_duplicates(config: &Config, problems: &mut Vec<Problem>) {
+    let mut seen: HashMap<(String, String, Option<String>, String), &Origin> = HashMap::new();
+    let origins = config
+        .routes
+        .iter()
+        .map(|r| &r.origin)
+        .chain(config.services.iter().map(|s| &s.origin))
+        .chain(config.dataplanes.iter().map(|d| &d.origin))
+        .chain(config.ignored.iter());
+    for origin in origins {
+        let key = (origin.kind.clone(), origin.name.clone(), origin.namespace.clone(), origin.mesh.clone());
+        if let Some(first) = seen.get(&key) {
+            problems.push(Problem {
+                severity: Severity::Error,
+                file: origin.file.clone(),
+                resource: origin.display_name(),
+                path: "name".into(),
+                message: format!(
+                    "duplicate resource: {} in mesh {:?} is also defined in {}",
+                    origin.display_name(),
+                    origin.mesh,
+                    first.file.display()
+                ),
+            });
+        } else {
+            seen.insert(key, origin);
+        }
+    }
+}

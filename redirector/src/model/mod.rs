@@ -1,0 +1,104 @@
+//! Kuma resources: reading YAML files into typed resources, and validating them.
+//!
+//! Input is a file or a directory (its `.yaml`/`.yml` files, recursively, in
+//! name order), each holding one or more YAML documents in Kuma's universal form
+//! (`type`, `name`, `mesh`, `labels`) or Kubernetes form (`apiVersion`, `kind`,
+//! `metadata`). Reading never stops at the first problem: every problem of every
+//! file is collected, so one `check` shows them all.
+
+mod load;
+mod problem;
+mod types;
+mod validate;
+
+pub use load::{load_path, load_str};
+pub use problem::{Problem, Problems, Severity};
+pub use types::*;
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+/// Where a resource came from and what it is called.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// Source file.
+    pub file: PathBuf,
+    /// Resource kind (`MeshTCPRoute`, ...).
+    pub kind: String,
+    /// Resource name.
+    pub name: String,
+    /// Kubernetes namespace, if given.
+    pub namespace: Option<String>,
+    /// Mesh the resource belongs to (`default` when not given).
+    pub mesh: String,
+    /// Resource labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Origin {
+    /// `Kind/name`, as used in problem reports.
+    pub fn display_name(&self) -> String {
+        format!("{}/{}", self.kind, self.name)
+    }
+}
+
+/// A MeshService: addresses clients dial and the dataplanes behind them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeshService {
+    /// Identity and source.
+    pub origin: Origin,
+    /// Selector and ports.
+    pub spec: MeshServiceSpec,
+    /// Virtual addresses.
+    pub status: MeshServiceStatus,
+}
+
+/// A Dataplane: one workload's addresses and inbound ports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dataplane {
+    /// Identity and source.
+    pub origin: Origin,
+    /// Networking.
+    pub spec: DataplaneSpec,
+}
+
+/// A MeshTCPRoute policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeshTcpRoute {
+    /// Identity and source.
+    pub origin: Origin,
+    /// The policy.
+    pub spec: MeshTcpRouteSpec,
+}
+
+/// Everything read from the input, typed but not yet validated.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// MeshServices.
+    pub services: Vec<MeshService>,
+    /// Dataplanes.
+    pub dataplanes: Vec<Dataplane>,
+    /// MeshTCPRoutes.
+    pub routes: Vec<MeshTcpRoute>,
+    /// Kuma resources this version reads but does not act on (Mesh, other policies).
+    pub ignored: Vec<Origin>,
+}
+
+impl Config {
+    /// Validates the configuration; returns every problem found (errors and warnings).
+    pub fn validate(&self) -> Vec<Problem> {
+        validate::validate(self)
+    }
+}
+
+/// Reads and validates `path`: the configuration when it has no errors (the
+/// warnings come along), or every problem.
+pub fn read(path: &std::path::Path) -> Result<(Config, Vec<Problem>), Problems> {
+    let (config, mut problems) = load_path(path);
+    problems.extend(config.validate());
+    let problems = Problems(problems);
+    if problems.has_errors() {
+        Err(problems)
+    } else {
+        Ok((config, problems.0))
+    }
+}

@@ -1,0 +1,241 @@
+//! Kuma resource types as they appear in YAML (universal and Kubernetes forms).
+//!
+//! Field names follow Kuma's API (`camelCase`). Unknown fields are rejected,
+//! except the documentation generator's hints (`_port`, `_version`) that the
+//! MeshTCPRoute reference pages carry in their examples.
+
+use serde::Deserialize;
+use std::{collections::BTreeMap, fmt, net::IpAddr};
+
+/// Every `kind` a Kuma `targetRef` or `backendRef` may name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+pub enum RefKind {
+    /// The whole mesh.
+    Mesh,
+    /// Proxies selected by tags (deprecated in current Kuma).
+    MeshSubset,
+    /// A service, by name (and namespace / section).
+    MeshService,
+    /// A service's endpoints filtered by tags.
+    MeshServiceSubset,
+    /// A service outside the mesh.
+    MeshExternalService,
+    /// A service spanning zones.
+    MeshMultiZoneService,
+    /// A gateway (optionally a listener by tags).
+    MeshGateway,
+    /// An HTTP route.
+    MeshHTTPRoute,
+    /// Dataplanes, by labels or name.
+    Dataplane,
+}
+
+impl fmt::Display for RefKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// A top-level or `to[]` target reference.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TargetRef {
+    /// What is targeted.
+    pub kind: Option<RefKind>,
+    /// Resource name.
+    pub name: Option<String>,
+    /// Resource namespace (Kubernetes form).
+    pub namespace: Option<String>,
+    /// Label selector (Dataplane, MeshService by labels).
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Tag selector (MeshSubset, MeshServiceSubset, MeshGateway listeners).
+    pub tags: Option<BTreeMap<String, String>>,
+    /// Port name or number of the targeted service.
+    pub section_name: Option<String>,
+    /// Mesh of the target (cross-mesh references).
+    pub mesh: Option<String>,
+    /// Proxy types the policy applies to (`Sidecar`, `Gateway`).
+    pub proxy_types: Option<Vec<String>>,
+    /// Documentation-generator hint: the destination port.
+    #[serde(rename = "_port")]
+    pub doc_port: Option<u16>,
+}
+
+/// One entry of `rules[].default.backendRefs`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BackendRef {
+    /// Backend kind.
+    pub kind: Option<RefKind>,
+    /// Backend name.
+    pub name: Option<String>,
+    /// Backend namespace (Kubernetes form).
+    pub namespace: Option<String>,
+    /// Label selector.
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Tags (required for MeshServiceSubset).
+    pub tags: Option<BTreeMap<String, String>>,
+    /// Service port of the backend.
+    pub port: Option<u32>,
+    /// Relative weight; Kuma's default is 1.
+    pub weight: Option<u64>,
+    /// Documentation-generator hint: the backend port.
+    #[serde(rename = "_port")]
+    pub doc_port: Option<u32>,
+    /// Documentation-generator hint: a version label.
+    #[serde(rename = "_version")]
+    pub doc_version: Option<String>,
+}
+
+/// `rules[].default`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RuleConf {
+    /// Where matching traffic goes.
+    pub backend_refs: Option<Vec<BackendRef>>,
+}
+
+/// One element of `to[].rules`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// The configuration of the rule.
+    pub default: RuleConf,
+}
+
+/// One element of `spec.to`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct To {
+    /// The destination.
+    pub target_ref: TargetRef,
+    /// At most one rule; absent means "to the destination itself".
+    pub rules: Option<Vec<Rule>>,
+}
+
+/// `MeshTCPRoute.spec`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MeshTcpRouteSpec {
+    /// Which proxies (here: workloads) the policy applies to.
+    pub target_ref: Option<TargetRef>,
+    /// Per-destination rules.
+    pub to: Option<Vec<To>>,
+}
+
+/// `MeshService.spec.selector`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Selector {
+    /// Tags a Dataplane inbound must carry to be an endpoint.
+    pub dataplane_tags: Option<BTreeMap<String, String>>,
+    /// Selects Dataplanes by reference (Kubernetes form; not used for endpoints here).
+    pub dataplane_ref: Option<serde_yaml::Value>,
+}
+
+/// A MeshService `targetPort`: a number or an inbound's name.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum PortRef {
+    /// Inbound port number.
+    Number(u16),
+    /// Inbound name.
+    Name(String),
+}
+
+/// One element of `MeshService.spec.ports`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServicePort {
+    /// Service port (what clients dial on the VIP).
+    pub port: u16,
+    /// Dataplane inbound the port maps to; defaults to `port`.
+    pub target_port: Option<PortRef>,
+    /// Protocol (`tcp`, `http`, ...).
+    pub app_protocol: Option<String>,
+    /// Port name (a `sectionName` may refer to it).
+    pub name: Option<String>,
+}
+
+/// `MeshService.spec`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MeshServiceSpec {
+    /// Which dataplanes are the service's endpoints.
+    pub selector: Option<Selector>,
+    /// Service ports.
+    pub ports: Option<Vec<ServicePort>>,
+    /// Identities (accepted, unused here).
+    pub identities: Option<serde_yaml::Value>,
+    /// Session state (accepted, unused here).
+    pub state: Option<String>,
+}
+
+/// One element of `MeshService.status.vips`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vip {
+    /// Virtual address clients dial.
+    pub ip: IpAddr,
+}
+
+/// `MeshService.status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshServiceStatus {
+    /// Service addresses.
+    pub vips: Option<Vec<Vip>>,
+}
+
+/// One element of `Dataplane.networking.inbound`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Inbound {
+    /// Port the inbound listens on.
+    pub port: u16,
+    /// Port the application listens on (defaults to `port`). With no sidecar,
+    /// connections go here directly.
+    pub service_port: Option<u16>,
+    /// Address of the inbound (defaults to `networking.address`).
+    pub address: Option<IpAddr>,
+    /// Address of the application (accepted; the inbound address is used).
+    pub service_address: Option<IpAddr>,
+    /// Inbound name (a MeshService `targetPort` may refer to it).
+    pub name: Option<String>,
+    /// Tags of the inbound.
+    pub tags: Option<BTreeMap<String, String>>,
+    /// Health (accepted, unused here).
+    pub health: Option<serde_yaml::Value>,
+}
+
+/// `Dataplane.networking`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Networking {
+    /// Address of the dataplane.
+    pub address: Option<IpAddr>,
+    /// Advertised address (accepted, unused).
+    pub advertised_address: Option<IpAddr>,
+    /// Inbounds.
+    pub inbound: Option<Vec<Inbound>>,
+    /// Outbounds (accepted; legacy service addresses come in a later version).
+    pub outbound: Option<serde_yaml::Value>,
+    /// Transparent proxying settings (accepted, unused).
+    pub transparent_proxying: Option<serde_yaml::Value>,
+    /// Gateway settings (accepted, unused).
+    pub gateway: Option<serde_yaml::Value>,
+    /// Admin port (accepted, unused).
+    pub admin: Option<serde_yaml::Value>,
+}
+
+/// `Dataplane` body (top level in universal form, `spec` in Kubernetes form).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DataplaneSpec {
+    /// Network settings.
+    pub networking: Networking,
+    /// Metrics settings (accepted, unused).
+    pub metrics: Option<serde_yaml::Value>,
+    /// Probes (accepted, unused).
+    pub probes: Option<serde_yaml::Value>,
+}
