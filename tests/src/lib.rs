@@ -1,1 +1,427 @@
+//! Harness for end-to-end runs against the real kernel: private network
+//! namespaces, throwaway cgroups, tiny backends, the agent as a child process
+//! and the `rdr-probe` client. Used by the kernel tests and by `xtask demo`.
+//!
+//! Everything here creates its own resources and removes them on drop; nothing
+//! attaches to a cgroup it did not create, and all traffic stays on loopback
+//! inside a namespace the caller made.
 
+use anyhow::{Context as _, anyhow, bail};
+use std::{
+    collections::BTreeMap,
+    io::{BufRead as _, BufReader, Write as _},
+    net::{SocketAddr, TcpListener, UdpSocket},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc, Mutex, Once,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+pub use redirector::cgroup::ChildCgroup;
+
+/// Fails loudly unless running as root: kernel tests must never be skipped.
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "kernel tests need root (run `cargo xtask test`); refusing to skip them"
+    );
+}
+
+/// Moves the calling thread into a new network namespace with loopback up.
+/// Threads and processes it starts afterwards inherit the namespace.
+pub fn enter_private_netns() -> anyhow::Result<()> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).context("unshare(CLONE_NEWNET)")?;
+    run_ip(&["link", "set", "lo", "up"])
+}
+
+/// Adds an IPv6 address to loopback in the current namespace.
+pub fn add_loopback_v6(addr: &str) -> anyhow::Result<()> {
+    run_ip(&["-6", "addr", "add", &format!("{addr}/128"), "dev", "lo", "nodad"])
+}
+
+fn run_ip(args: &[&str]) -> anyhow::Result<()> {
+    let status = Command::new("ip").args(args).status().context("running ip (iproute2)")?;
+    if !status.success() {
+        bail!("ip {} failed: {status}", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Mounts bpffs at /sys/fs/bpf once per process if nothing is mounted there,
+/// before any agent starts (two agents racing to mount would stack mounts).
+pub fn ensure_bpffs() -> anyhow::Result<()> {
+    static ONCE: Once = Once::new();
+    static RESULT: Mutex<Option<String>> = Mutex::new(None);
+    ONCE.call_once(|| {
+        let outcome = (|| -> anyhow::Result<()> {
+            let path = Path::new("/sys/fs/bpf");
+            let fs = nix::sys::statfs::statfs(path)?;
+            if fs.filesystem_type().0 as i64 != 0xcafe_4a11 {
+                nix::mount::mount(Some("bpf"), path, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)?;
+            }
+            Ok(())
+        })();
+        *RESULT.lock().unwrap() = outcome.err().map(|e| format!("{e:#}"));
+    });
+    match RESULT.lock().unwrap().as_ref() {
+        Some(e) => Err(anyhow!("mounting bpffs: {e}")),
+        None => Ok(()),
+    }
+}
+
+/// A unique, not-yet-existing pin directory on bpffs, removed on drop if left behind.
+#[derive(Debug)]
+pub struct PinDir(PathBuf);
+
+impl PinDir {
+    /// `/sys/fs/bpf/<prefix>-<pid>`.
+    pub fn new(prefix: &str) -> anyhow::Result<Self> {
+        ensure_bpffs()?;
+        Ok(Self(PathBuf::from(format!("/sys/fs/bpf/{prefix}-{}", std::process::id()))))
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Whether anything is left in it (or the directory itself).
+    pub fn leftovers(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = std::fs::read_dir(&self.0)
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        if self.0.exists() {
+            out.push(self.0.clone());
+        }
+        out
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        if let Ok(entries) = std::fs::read_dir(&self.0) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// A TCP server that answers every connection with its id and closes it.
+pub struct Backend {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Backend {
+    /// Listens on `addr` and answers with `id`.
+    pub fn tcp(addr: &str, id: &str) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(addr).with_context(|| format!("binding backend {addr}"))?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, reply) = (stop.clone(), format!("{id}\n"));
+        let thread = thread::spawn(move || {
+            for stream in listener.incoming() {
+                if flag.load(Ordering::Relaxed) {
+                    break;
+                }
+                if let Ok(mut s) = stream {
+                    let _ = s.write_all(reply.as_bytes());
+                }
+            }
+        });
+        Ok(Self { addr, stop, thread: Some(thread) })
+    }
+
+    /// A UDP server on `addr` answering each datagram with `id`.
+    pub fn udp(addr: &str, id: &str) -> anyhow::Result<Self> {
+        let socket = UdpSocket::bind(addr).with_context(|| format!("binding UDP backend {addr}"))?;
+        socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+        let addr = socket.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, reply) = (stop.clone(), id.to_string());
+        let thread = thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            while !flag.load(Ordering::Relaxed) {
+                if let Ok((_, from)) = socket.recv_from(&mut buf) {
+                    let _ = socket.send_to(reply.as_bytes(), from);
+                }
+            }
+        });
+        Ok(Self { addr, stop, thread: Some(thread) })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake a blocking accept(); UDP servers poll the flag.
+        let _ = std::net::TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The `redirector` binary: `$REDIRECTOR_BIN`, else next to the running test binary's directory.
+pub fn redirector_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("REDIRECTOR_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().expect("exe dir");
+    let dir = if dir.ends_with("deps") { dir.parent().expect("target dir") } else { dir };
+    let bin = dir.join("redirector");
+    assert!(bin.exists(), "{} not built; run `cargo xtask test` or set REDIRECTOR_BIN", bin.display());
+    bin
+}
+
+/// The `rdr-probe` binary next to the `redirector` binary (or `$RDR_PROBE_BIN`).
+pub fn probe_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("RDR_PROBE_BIN") {
+        return PathBuf::from(path);
+    }
+    redirector_bin().with_file_name("rdr-probe")
+}
+
+/// A running `redirector run`.
+pub struct Agent {
+    child: Option<Child>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Agent {
+    /// Starts the agent and waits (up to 60 s) for its `ready` line.
+    pub fn start(config: &Path, cgroup: &Path, bpffs: &Path) -> anyhow::Result<Self> {
+        let mut child = Command::new(redirector_bin())
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .arg("--cgroup")
+            .arg(cgroup)
+            .arg("--bpffs")
+            .arg(bpffs)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting redirector run")?;
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let sink = log.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.trim_end().ends_with("ready") {
+                    let _ = ready_tx.send(());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut agent = Self { child: Some(child), log };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if ready_rx.recv_timeout(Duration::from_millis(50)).is_ok() {
+                return Ok(agent);
+            }
+            if let Some(status) = agent.child.as_mut().unwrap().try_wait()? {
+                thread::sleep(Duration::from_millis(100));
+                bail!("agent exited with {status} before ready:\n{}", agent.log());
+            }
+            if Instant::now() > deadline {
+                bail!("agent not ready after 60 s:\n{}", agent.log());
+            }
+        }
+    }
+
+    /// Everything the agent logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        let mut child = self.child.take().expect("running");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                thread::sleep(Duration::from_millis(50));
+                if !status.success() {
+                    bail!("agent exited with {status}:\n{}", self.log());
+                }
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("agent did not stop within 30 s of SIGTERM:\n{}", self.log());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = child.wait();
+        }
+    }
+}
+
+/// What one `rdr-probe` run observed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ProbeResult {
+    /// Backend id -> connections it answered.
+    pub replies: BTreeMap<String, u32>,
+    /// errno -> failed connections.
+    pub errors: BTreeMap<i32, u32>,
+    /// getpeername() result -> connections.
+    pub peers: BTreeMap<SocketAddr, u32>,
+}
+
+impl ProbeResult {
+    /// Connections answered by `id`.
+    pub fn replies_from(&self, id: &str) -> u32 {
+        self.replies.get(id).copied().unwrap_or(0)
+    }
+
+    /// Total answered connections.
+    pub fn answered(&self) -> u32 {
+        self.replies.values().sum()
+    }
+}
+
+/// Runs `rdr-probe` against `target`, `count` times, from inside `cgroup`
+/// (or from outside any test cgroup when `None`).
+pub fn probe(target: &str, count: u32, udp: bool, cgroup: Option<&Path>) -> anyhow::Result<ProbeResult> {
+    let mut cmd = Command::new(probe_bin());
+    cmd.args(["--connect", target, "--count", &count.to_string()]);
+    if udp {
+        cmd.arg("--udp");
+    }
+    if let Some(dir) = cgroup {
+        cmd.arg("--cgroup").arg(dir);
+    }
+    let out = cmd.stderr(Stdio::inherit()).output().context("running rdr-probe")?;
+    if !out.status.success() {
+        bail!("rdr-probe failed: {}", out.status);
+    }
+    let mut result = ProbeResult::default();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [tag, what, n] = fields[..] else { bail!("unexpected probe output {line:?}") };
+        let n: u32 = n.parse()?;
+        match tag {
+            "ok" => {
+                result.replies.insert(what.to_string(), n);
+            }
+            "err" => {
+                result.errors.insert(what.parse()?, n);
+            }
+            "peer" => {
+                result.peers.insert(what.parse()?, n);
+            }
+            _ => bail!("unexpected probe output {line:?}"),
+        }
+    }
+    Ok(result)
+}
+
+/// Pearson's chi-square statistic of observed counts against expected shares.
+pub fn chi_square(observed: &[u32], expected_shares: &[f64]) -> f64 {
+    let total: f64 = observed.iter().map(|&o| f64::from(o)).sum();
+    observed
+        .iter()
+        .zip(expected_shares)
+        .map(|(&o, &p)| {
+            let e = total * p;
+            (f64::from(o) - e).powi(2) / e
+        })
+        .sum()
+}
+
+/// Number of programs attached directly to `cgroup` for a BPF attach type
+/// (e.g. `BPF_CGROUP_INET4_CONNECT`), via `BPF_PROG_QUERY`.
+pub fn attached_programs(cgroup: &Path, attach_type: u32) -> anyhow::Result<u32> {
+    use std::os::fd::AsRawFd as _;
+    /// The `query` member of `union bpf_attr`.
+    #[repr(C)]
+    #[derive(Default)]
+    struct Query {
+        target_fd: u32,
+        attach_type: u32,
+        query_flags: u32,
+        attach_flags: u32,
+        prog_ids: u64,
+        prog_cnt: u32,
+        pad: u32,
+        prog_attach_flags: u64,
+        link_ids: u64,
+        link_attach_flags: u64,
+        revision: u64,
+    }
+    const BPF_PROG_QUERY: libc::c_long = 16;
+    let dir = std::fs::File::open(cgroup)?;
+    let mut attr = Query { target_fd: dir.as_raw_fd() as u32, attach_type, ..Default::default() };
+    // SAFETY: attr is a valid, initialised bpf_attr prefix of the size passed.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_PROG_QUERY, &mut attr as *mut Query, size_of::<Query>() as u32)
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("BPF_PROG_QUERY");
+    }
+    Ok(attr.prog_cnt)
+}
+
+/// The cgroup attach types the agent uses: connect4, connect6, getpeername4, getpeername6.
+pub const AGENT_ATTACH_TYPES: [u32; 4] = [10, 11, 29, 30];
+
+/// A scratch directory for config files, removed on drop.
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    /// Creates a fresh directory under the system temp dir.
+    pub fn new(prefix: &str) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self(dir))
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Writes `name` with `text`.
+    pub fn write(&self, name: &str, text: &str) -> anyhow::Result<PathBuf> {
+        let path = self.0.join(name);
+        std::fs::write(&path, text)?;
+        Ok(path)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,0 +1,270 @@
+//! End-to-end tests against the running kernel (root only, never skipped).
+//!
+//! Each test runs in its own network namespace (so every address below is
+//! private to it), its own child cgroup and its own bpffs pin directory. The
+//! agent is the real `redirector run` binary; the client is `rdr-probe`,
+//! moved into the test's cgroup before it connects.
+
+use integration_tests::{
+    AGENT_ATTACH_TYPES, Agent, Backend, ChildCgroup, PinDir, ScratchDir, add_loopback_v6,
+    attached_programs, chi_square, enter_private_netns, probe, require_root,
+};
+use std::fmt::Write as _;
+
+/// Chi-square critical values at p = 0.001: a correct implementation fails
+/// one run in a thousand.
+const CHI2_P001_DF1: f64 = 10.83;
+const CHI2_P001_DF2: f64 = 13.82;
+
+/// ECONNREFUSED: what connect() returns for a route without endpoints.
+const ECONNREFUSED: i32 = 111;
+
+/// One test's private world.
+struct Env {
+    cgroup: ChildCgroup,
+    pins: PinDir,
+    config: ScratchDir,
+}
+
+impl Env {
+    fn new(name: &str) -> Self {
+        require_root();
+        enter_private_netns().expect("network namespace");
+        Self {
+            cgroup: ChildCgroup::create_unique(&format!("rdr-test-{name}")).expect("cgroup"),
+            pins: PinDir::new(&format!("rdr-test-{name}")).expect("pin dir"),
+            config: ScratchDir::new(&format!("rdr-test-{name}")).expect("scratch dir"),
+        }
+    }
+
+    fn start(&self, yaml: &str) -> Agent {
+        self.config.write("config.yaml", yaml).expect("writing config");
+        Agent::start(self.config.path(), self.cgroup.path(), self.pins.path()).expect("agent start")
+    }
+
+    fn probe(&self, target: &str, count: u32) -> integration_tests::ProbeResult {
+        probe(target, count, false, Some(self.cgroup.path())).expect("probe")
+    }
+}
+
+/// A MeshService `name` on `vip:80`, selecting inbounds tagged `app: <app>` (plus `extra` tags).
+fn service(name: &str, vip: &str, app: &str, extra: &[(&str, &str)]) -> String {
+    let mut tags = format!("      app: {app}\n");
+    for (k, v) in extra {
+        let _ = writeln!(tags, "      {k}: {v}");
+    }
+    format!(
+        "---\ntype: MeshService\nname: {name}\nmesh: default\nspec:\n  selector:\n    dataplaneTags:\n{tags}  ports:\n    - port: 80\n      targetPort: 8080\n      name: main\nstatus:\n  vips:\n    - ip: {vip}\n"
+    )
+}
+
+/// A Dataplane at `address` whose application listens on `port`.
+fn dataplane(name: &str, address: &str, port: u16, app: &str, extra: &[(&str, &str)]) -> String {
+    let mut tags = format!("        app: {app}\n");
+    for (k, v) in extra {
+        let _ = writeln!(tags, "        {k}: {v}");
+    }
+    format!(
+        "---\ntype: Dataplane\nname: {name}\nmesh: default\nnetworking:\n  address: {address}\n  inbound:\n    - port: 8080\n      servicePort: {port}\n      tags:\n{tags}"
+    )
+}
+
+/// A Mesh-wide MeshTCPRoute from `to` to weighted MeshService backends.
+fn route(name: &str, to: &str, backends: &[(&str, u32)]) -> String {
+    let mut refs = String::new();
+    for (backend, weight) in backends {
+        let _ = write!(
+            refs,
+            "              - kind: MeshService\n                name: {backend}\n                port: 80\n                weight: {weight}\n"
+        );
+    }
+    format!(
+        "---\ntype: MeshTCPRoute\nname: {name}\nmesh: default\nspec:\n  targetRef:\n    kind: Mesh\n  to:\n    - targetRef:\n        kind: MeshService\n        name: {to}\n      rules:\n        - default:\n            backendRefs:\n{refs}"
+    )
+}
+
+/// backend (127.10.0.1) split 90/10 between backend-v1 (two instances) and backend-v2.
+fn canary_config() -> String {
+    [
+        service("backend", "127.10.0.1", "backend", &[]),
+        service("backend-v1", "127.10.0.2", "backend", &[("version", "v1")]),
+        service("backend-v2", "127.10.0.3", "backend", &[("version", "v2")]),
+        dataplane("v1a", "127.10.1.1", 18081, "backend", &[("version", "v1")]),
+        dataplane("v1b", "127.10.1.2", 18081, "backend", &[("version", "v1")]),
+        dataplane("v2a", "127.10.2.1", 18082, "backend", &[("version", "v2")]),
+        route("canary", "backend", &[("backend-v1", 90), ("backend-v2", 10)]),
+    ]
+    .concat()
+}
+
+fn canary_backends() -> Vec<Backend> {
+    vec![
+        Backend::tcp("127.10.1.1:18081", "v1a").unwrap(),
+        Backend::tcp("127.10.1.2:18081", "v1b").unwrap(),
+        Backend::tcp("127.10.2.1:18082", "v2a").unwrap(),
+    ]
+}
+
+#[test]
+fn weighted_split_follows_weights_chi_square() {
+    let env = Env::new("split");
+    let _backends = canary_backends();
+    let agent = env.start(&canary_config());
+    let n = 3000;
+    let result = env.probe("127.10.0.1:80", n);
+    assert!(result.errors.is_empty(), "failed connects: {result:?}");
+    assert_eq!(result.answered(), n);
+    let observed = [result.replies_from("v1a"), result.replies_from("v1b"), result.replies_from("v2a")];
+    let chi2 = chi_square(&observed, &[0.45, 0.45, 0.10]);
+    eprintln!("split over {n} connects: v1a={} v1b={} v2a={} chi2={chi2:.2}", observed[0], observed[1], observed[2]);
+    assert!(chi2 < CHI2_P001_DF2, "split {observed:?} is not 45/45/10 (chi2 {chi2:.2})");
+    agent.stop().unwrap();
+}
+
+#[test]
+fn zero_weight_backend_is_never_chosen() {
+    let env = Env::new("zero-weight");
+    let _backends = canary_backends();
+    let config = canary_config().replace("weight: 90", "weight: 0").replace("weight: 10", "weight: 3");
+    let agent = env.start(&config);
+    let result = env.probe("127.10.0.1:80", 500);
+    assert!(result.errors.is_empty(), "{result:?}");
+    assert_eq!(result.replies_from("v1a") + result.replies_from("v1b"), 0, "{result:?}");
+    assert_eq!(result.replies_from("v2a"), 500);
+    agent.stop().unwrap();
+}
+
+#[test]
+fn single_backend_redirection_and_getpeername_shows_service() {
+    let env = Env::new("redirect");
+    let _other = Backend::tcp("127.10.3.1:19000", "other").unwrap();
+    let config = [
+        service("backend", "127.10.0.1", "backend", &[]),
+        service("other", "127.10.0.9", "other", &[]),
+        dataplane("other-1", "127.10.3.1", 19000, "other", &[]),
+        route("to-other", "backend", &[("other", 1)]),
+    ]
+    .concat();
+    let agent = env.start(&config);
+    let result = env.probe("127.10.0.1:80", 200);
+    assert_eq!(result.replies_from("other"), 200, "{result:?}");
+    let peers: Vec<String> = result.peers.keys().map(|p| p.to_string()).collect();
+    assert_eq!(peers, ["127.10.0.1:80"], "getpeername must show the dialled service");
+    // The backend service's own address keeps Kuma's default route to itself.
+    let direct = env.probe("127.10.0.9:80", 20);
+    assert_eq!(direct.replies_from("other"), 20, "{direct:?}");
+    agent.stop().unwrap();
+}
+
+#[test]
+fn ipv6_services_are_redirected() {
+    let env = Env::new("ipv6");
+    add_loopback_v6("fd00:10::11").unwrap();
+    let _v6 = Backend::tcp("[fd00:10::11]:18081", "b6").unwrap();
+    let _v4 = Backend::tcp("127.10.1.1:18081", "b4").unwrap();
+    let config = [
+        service("svc6", "fd00:10::1", "six", &[]),
+        dataplane("six-1", "fd00:10::11", 18081, "six", &[]),
+        // An IPv6 address whose endpoint is IPv4: reached as ::ffff:127.10.1.1.
+        service("svc46", "fd00:10::2", "four", &[]),
+        dataplane("four-1", "127.10.1.1", 18081, "four", &[]),
+    ]
+    .concat();
+    let agent = env.start(&config);
+    let six = env.probe("[fd00:10::1]:80", 100);
+    assert_eq!(six.replies_from("b6"), 100, "{six:?}");
+    assert_eq!(six.peers.keys().map(|p| p.to_string()).collect::<Vec<_>>(), ["[fd00:10::1]:80"]);
+    let mixed = env.probe("[fd00:10::2]:80", 100);
+    assert_eq!(mixed.replies_from("b4"), 100, "{mixed:?}");
+    assert_eq!(mixed.peers.keys().map(|p| p.to_string()).collect::<Vec<_>>(), ["[fd00:10::2]:80"]);
+    agent.stop().unwrap();
+}
+
+#[test]
+fn v4_mapped_address_on_dual_stack_socket_is_redirected() {
+    let env = Env::new("mapped");
+    let _backends = canary_backends();
+    let agent = env.start(&canary_config());
+    let result = env.probe("[::ffff:127.10.0.2]:80", 200);
+    assert!(result.errors.is_empty(), "{result:?}");
+    assert_eq!(result.replies_from("v1a") + result.replies_from("v1b"), 200, "{result:?}");
+    let peers: Vec<String> = result.peers.keys().map(|p| p.to_string()).collect();
+    assert_eq!(peers, ["[::ffff:127.10.0.2]:80"]);
+    agent.stop().unwrap();
+}
+
+#[test]
+fn only_processes_in_the_cgroup_and_its_descendants_are_redirected() {
+    let env = Env::new("scope");
+    let _backends = canary_backends();
+    // Something real at the service address, to see where unredirected connects go.
+    let _vip = Backend::tcp("127.10.0.2:80", "vip").unwrap();
+    let agent = env.start(&canary_config());
+    let outside = probe("127.10.0.2:80", 100, false, None).unwrap();
+    assert_eq!(outside.replies_from("vip"), 100, "outside the cgroup: {outside:?}");
+    let inside = env.probe("127.10.0.2:80", 100);
+    assert_eq!(inside.replies_from("vip"), 0, "inside the cgroup: {inside:?}");
+    assert_eq!(inside.answered(), 100);
+    let nested = ChildCgroup::create(env.cgroup.path(), "nested").unwrap();
+    let below = probe("127.10.0.2:80", 100, false, Some(nested.path())).unwrap();
+    assert_eq!(below.replies_from("v1a") + below.replies_from("v1b"), 100, "nested cgroup: {below:?}");
+    agent.stop().unwrap();
+}
+
+#[test]
+fn udp_is_untouched() {
+    let env = Env::new("udp");
+    let _vip = Backend::udp("127.10.0.2:80", "vip-udp").unwrap();
+    let _b1 = Backend::udp("127.10.1.1:18081", "backend-udp").unwrap();
+    let _b2 = Backend::udp("127.10.1.2:18081", "backend-udp").unwrap();
+    let agent = env.start(&canary_config());
+    let result = probe("127.10.0.2:80", 50, true, Some(env.cgroup.path())).unwrap();
+    assert_eq!(result.replies_from("vip-udp"), 50, "{result:?}");
+    agent.stop().unwrap();
+}
+
+#[test]
+fn routes_without_endpoints_refuse_with_econnrefused() {
+    let env = Env::new("no-endpoints");
+    let _v1 = Backend::tcp("127.10.1.1:18081", "v1a").unwrap();
+    let config = [
+        service("backend", "127.10.0.1", "backend", &[]),
+        service("backend-v1", "127.10.0.2", "backend", &[("version", "v1")]),
+        service("empty", "127.10.0.5", "nobody", &[]),
+        dataplane("v1a", "127.10.1.1", 18081, "backend", &[("version", "v1")]),
+        route("to-empty", "backend-v1", &[("empty", 1)]),
+        route("half-empty", "backend", &[("backend-v1", 1), ("empty", 1)]),
+    ]
+    .concat();
+    let agent = env.start(&config);
+    let all = env.probe("127.10.0.2:80", 100);
+    assert_eq!(all.errors.get(&ECONNREFUSED), Some(&100), "{all:?}");
+    // As with Envoy's weighted clusters, a backend without endpoints keeps its
+    // share and that share fails.
+    let n = 2000;
+    let half = env.probe("127.10.0.1:80", n);
+    let refused = half.errors.get(&ECONNREFUSED).copied().unwrap_or(0);
+    assert_eq!(half.replies_from("v1a") + refused, n, "{half:?}");
+    let chi2 = chi_square(&[half.replies_from("v1a"), refused], &[0.5, 0.5]);
+    assert!(chi2 < CHI2_P001_DF1, "{half:?} is not 50/50 (chi2 {chi2:.2})");
+    agent.stop().unwrap();
+}
+
+#[test]
+fn agent_exit_leaves_no_program_and_no_pin() {
+    let env = Env::new("cleanup");
+    let _backends = canary_backends();
+    let _vip = Backend::tcp("127.10.0.2:80", "vip").unwrap();
+    let agent = env.start(&canary_config());
+    for attach_type in AGENT_ATTACH_TYPES {
+        assert_eq!(attached_programs(env.cgroup.path(), attach_type).unwrap(), 1, "attach type {attach_type}");
+    }
+    assert!(!env.pins.leftovers().is_empty(), "the route map is pinned while running");
+    agent.stop().unwrap();
+    for attach_type in AGENT_ATTACH_TYPES {
+        assert_eq!(attached_programs(env.cgroup.path(), attach_type).unwrap(), 0, "attach type {attach_type}");
+    }
+    assert_eq!(env.pins.leftovers(), Vec::<std::path::PathBuf>::new());
+    let after = env.probe("127.10.0.2:80", 20);
+    assert_eq!(after.replies_from("vip"), 20, "still redirected after exit: {after:?}");
+}
