@@ -17,6 +17,9 @@ fn main() -> anyhow::Result<()> {
         .manifest_path
         .parent()
         .ok_or_else(|| anyhow!("redirector-ebpf manifest has no parent directory"))?;
+    // The nested cargo's progress lines would each become a cargo warning.
+    // SAFETY: build scripts are single-threaded here.
+    unsafe { std::env::set_var("CARGO_TERM_QUIET", "true") };
     aya_build::build_ebpf(
         [Package {
             name: ebpf.name.as_str(),

@@ -178,8 +178,7 @@ fn new_table_map(entries: &[TableEntry]) -> anyhow::Result<MapData> {
 fn prepare_pin_dir(dir: &Path) -> anyhow::Result<bool> {
     let parent = dir.parent().unwrap_or(Path::new("/"));
     mount_default_bpffs_if_needed(parent)?;
-    let fs = nix::sys::statfs::statfs(parent).with_context(|| format!("--bpffs {}: statfs of parent", dir.display()))?;
-    if fs.filesystem_type().0 as i64 != BPF_FS_MAGIC {
+    if !is_bpffs(parent).with_context(|| format!("--bpffs {}", dir.display()))? {
         bail!("--bpffs {}: {} is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)", dir.display(), parent.display());
     }
     if dir.exists() {
@@ -193,14 +192,27 @@ fn prepare_pin_dir(dir: &Path) -> anyhow::Result<bool> {
 
 /// Mounts bpffs at `/sys/fs/bpf` when that is where pins go and nothing is mounted there.
 fn mount_default_bpffs_if_needed(parent: &Path) -> anyhow::Result<()> {
-    let default = Path::new("/sys/fs/bpf");
-    if !parent.starts_with(default) || !default.is_dir() {
+    if parent.starts_with(DEFAULT_BPFFS) {
+        ensure_bpffs_mounted()?;
+    }
+    Ok(())
+}
+
+/// Where bpffs is conventionally mounted.
+pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf";
+
+/// Whether `path` is on a bpf filesystem.
+pub fn is_bpffs(path: &Path) -> anyhow::Result<bool> {
+    let fs = nix::sys::statfs::statfs(path).with_context(|| format!("statfs {}", path.display()))?;
+    Ok(fs.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+}
+
+/// Mounts bpffs at [`DEFAULT_BPFFS`] unless one is mounted there already.
+pub fn ensure_bpffs_mounted() -> anyhow::Result<()> {
+    let path = Path::new(DEFAULT_BPFFS);
+    if is_bpffs(path)? {
         return Ok(());
     }
-    let fs = nix::sys::statfs::statfs(default)?;
-    if fs.filesystem_type().0 as i64 == BPF_FS_MAGIC {
-        return Ok(());
-    }
-    nix::mount::mount(Some("bpf"), default, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
-        .context("mounting bpffs at /sys/fs/bpf")
+    nix::mount::mount(Some("bpf"), path, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
+        .with_context(|| format!("mounting bpffs at {DEFAULT_BPFFS}"))
 }

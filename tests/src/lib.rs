@@ -58,14 +58,7 @@ pub fn ensure_bpffs() -> anyhow::Result<()> {
     static ONCE: Once = Once::new();
     static RESULT: Mutex<Option<String>> = Mutex::new(None);
     ONCE.call_once(|| {
-        let outcome = (|| -> anyhow::Result<()> {
-            let path = Path::new("/sys/fs/bpf");
-            let fs = nix::sys::statfs::statfs(path)?;
-            if fs.filesystem_type().0 as i64 != 0xcafe_4a11 {
-                nix::mount::mount(Some("bpf"), path, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)?;
-            }
-            Ok(())
-        })();
+        let outcome = redirector::datapath::ensure_bpffs_mounted();
         *RESULT.lock().unwrap() = outcome.err().map(|e| format!("{e:#}"));
     });
     match RESULT.lock().unwrap().as_ref() {
@@ -82,7 +75,8 @@ impl PinDir {
     /// `/sys/fs/bpf/<prefix>-<pid>`.
     pub fn new(prefix: &str) -> anyhow::Result<Self> {
         ensure_bpffs()?;
-        Ok(Self(PathBuf::from(format!("/sys/fs/bpf/{prefix}-{}", std::process::id()))))
+        let name = format!("{prefix}-{}", std::process::id());
+        Ok(Self(Path::new(redirector::datapath::DEFAULT_BPFFS).join(name)))
     }
 
     /// The directory.

@@ -1,1 +1,112 @@
-fn main(){}
+//! Developer tasks. `cargo xtask <task>`; `demo` and `test` run `setup` first.
+
+mod demo;
+mod setup;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+#[derive(Parser)]
+#[command(about = "redirector developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Make this machine ready: nightly rust-src, bpf-linker, iproute2, bpffs. Idempotent.
+    Setup,
+    /// Build the agent (with its BPF programs) and the test client.
+    Build,
+    /// Unit, property and kernel tests (kernel tests need root and are never skipped).
+    Test {
+        /// Extra arguments for the test binaries (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Run the agent on the demo config (examples/canary) against local backends
+    /// and show the observed split next to the configured weights.
+    Demo {
+        /// Connections per destination.
+        #[arg(long, default_value_t = 10_000)]
+        connects: u32,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup::run(),
+        Task::Build => build(),
+        Task::Test { args } => {
+            setup::run()?;
+            test(&args)
+        }
+        Task::Demo { connects } => {
+            setup::run()?;
+            build()?;
+            demo::run(&workspace_root().join("examples/canary"), connects)
+        }
+    }
+}
+
+/// The workspace root (parent of this crate).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+/// `target/debug`, where `build` puts the binaries.
+pub fn bin_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+        .join("debug")
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn build() -> anyhow::Result<()> {
+    run(cargo().args(["build", "--package", "redirector", "--package", "integration-tests", "--bins"]))
+}
+
+fn test(args: &[String]) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("the kernel tests need root: run `sudo -E cargo xtask test` (they are never skipped)");
+    }
+    build()?;
+    let bins = bin_dir();
+    // Unit and property tests first, the kernel tests last (and on their own),
+    // so the run ends with the kernel tests' result line.
+    let mut unit = cargo();
+    unit.args(["test", "--lib", "--bins", "--tests"]);
+    for p in ["redirector", "redirector-common", "xtask"] {
+        unit.args(["--package", p]);
+    }
+    let mut kernel = cargo();
+    kernel
+        .args(["test", "--package", "integration-tests", "--lib", "--bins", "--tests"])
+        .env("REDIRECTOR_BIN", bins.join("redirector"))
+        .env("RDR_PROBE_BIN", bins.join("rdr-probe"));
+    if !args.is_empty() {
+        unit.arg("--").args(args);
+        kernel.arg("--").args(args);
+    }
+    run(&mut unit)?;
+    run(&mut kernel)
+}
