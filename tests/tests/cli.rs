@@ -1,0 +1,108 @@
+//! The `redirector` command line as users meet it: exit codes and messages.
+
+use integration_tests::{AGENT_ATTACH_TYPES, ChildCgroup, PinDir, ScratchDir, attached_programs, redirector_bin, require_root};
+use std::{os::unix::process::CommandExt as _, path::Path, process::Command};
+
+fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root")
+}
+
+fn output(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().expect("running redirector");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_accepts_the_demo_config() {
+    let (code, stdout, stderr) = output(Command::new(redirector_bin()).arg("check").arg(workspace_root().join("examples/canary")));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("ok: 1 MeshTCPRoutes, 3 MeshServices, 3 Dataplanes; 3 destinations routed"), "{stdout}");
+}
+
+#[test]
+fn check_prints_every_problem_with_its_location_and_exits_1() {
+    let dir = ScratchDir::new("rdr-cli-check").unwrap();
+    let file = dir
+        .write(
+            "bad.yaml",
+            "type: MeshTCPRoute\nname: r1\nmesh: default\nspec:\n  targetRef:\n    kind: Mesh\n  to:\n    - targetRef:\n        kind: MeshGateway\n        name: gw\n      rules:\n        - default:\n            backendRefs: []\n---\ntype: MeshTCPRoute\nname: r2\nspec:\n  targetRef:\n    kind: Mesh\n  to:\n    - targetRef:\n        kind: MeshService\n        name: a\n      rules:\n        - default:\n            backendRefs:\n              - kind: MeshService\n                name: b\n                weight: -3\n",
+        )
+        .unwrap();
+    let (code, stdout, _) = output(Command::new(redirector_bin()).arg("check").arg(&file));
+    assert_eq!(code, 1, "{stdout}");
+    let f = file.display();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines.contains(&format!("{f}: MeshTCPRoute/r1: spec.to[0].targetRef.kind: value MeshGateway is not supported").as_str()), "{stdout}");
+    assert!(lines.contains(&format!("{f}: MeshTCPRoute/r1: spec.to[0].rules[0].default.backendRefs: must not be empty").as_str()), "{stdout}");
+    assert!(
+        lines.iter().any(|l| l.starts_with(&format!("{f}: MeshTCPRoute/r2: spec.to[0].rules[0].default.backendRefs[0].weight: invalid value: integer `-3`"))),
+        "{stdout}"
+    );
+    assert_eq!(lines.len(), 3, "{stdout}");
+}
+
+#[test]
+fn check_reports_a_missing_path() {
+    let (code, stdout, _) = output(Command::new(redirector_bin()).args(["check", "/nonexistent/rdr-config"]));
+    assert_eq!(code, 1);
+    assert!(stdout.starts_with("/nonexistent/rdr-config: cannot read: No such file or directory"), "{stdout}");
+}
+
+#[test]
+fn run_refuses_a_directory_that_is_not_a_cgroup2_directory() {
+    require_root();
+    let pins = PinDir::new("rdr-cli-notcg").unwrap();
+    let (code, _, stderr) = output(
+        Command::new(redirector_bin())
+            .args(["run", "--cgroup", "/tmp", "--bpffs"])
+            .arg(pins.path())
+            .arg("--config")
+            .arg(workspace_root().join("examples/canary")),
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("--cgroup /tmp: not a cgroup2 directory"), "{stderr}");
+    assert!(pins.leftovers().is_empty());
+}
+
+#[test]
+fn run_refuses_without_privileges() {
+    require_root();
+    let (code, _, stderr) = output(
+        Command::new(redirector_bin())
+            .args(["run", "--cgroup", "/tmp", "--config"])
+            .arg(workspace_root().join("examples/canary"))
+            .uid(65534)
+            .gid(65534),
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("needs root, or CAP_BPF and CAP_NET_ADMIN"), "{stderr}");
+}
+
+#[test]
+fn run_with_an_invalid_config_attaches_nothing() {
+    require_root();
+    let cgroup = ChildCgroup::create_unique("rdr-cli-invalid").unwrap();
+    let pins = PinDir::new("rdr-cli-invalid").unwrap();
+    let dir = ScratchDir::new("rdr-cli-invalid").unwrap();
+    dir.write("bad.yaml", "type: MeshTCPRoute\nname: r\nspec: {}\n").unwrap();
+    let (code, _, stderr) = output(
+        Command::new(redirector_bin())
+            .arg("run")
+            .arg("--config")
+            .arg(dir.path())
+            .arg("--cgroup")
+            .arg(cgroup.path())
+            .arg("--bpffs")
+            .arg(pins.path()),
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("MeshTCPRoute/r: spec.to: needs at least one item"), "{stderr}");
+    for attach_type in AGENT_ATTACH_TYPES {
+        assert_eq!(attached_programs(cgroup.path(), attach_type).unwrap(), 0);
+    }
+    assert!(pins.leftovers().is_empty());
+}
