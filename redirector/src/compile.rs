@@ -153,6 +153,7 @@ pub fn words_ip(words: [u32; 4]) -> IpAddr {
 /// dual-stack sockets).
 pub fn compile_route(route: &ResolvedRoute) -> Result<Table, CompileError> {
     let addr = SocketAddr::new(route.vip, route.port);
+    let ipv6_service = route.vip.to_canonical().is_ipv6();
     let weights: Vec<u32> = route.backends.iter().map(|b| b.weight).collect();
     let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
     if total > u64::from(u32::MAX) {
@@ -167,7 +168,7 @@ pub fn compile_route(route: &ResolvedRoute) -> Result<Table, CompileError> {
     let mut endpoints = Vec::new();
     for (i, backend) in route.backends.iter().enumerate() {
         let first = (1 + n + endpoints.len()) as u32;
-        let reachable = backend.endpoints.iter().filter(|e| route.vip.is_ipv6() || e.is_ipv4());
+        let reachable = backend.endpoints.iter().filter(|e| ipv6_service || e.ip().to_canonical().is_ipv4());
         endpoints.extend(reachable.map(|e| Endpoint { addr: ip_words(e.ip()), port: e.port().to_be(), pad: 0 }));
         let count = (1 + n + endpoints.len()) as u32 - first;
         backends.push(BackendSlot {

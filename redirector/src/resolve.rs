@@ -72,7 +72,8 @@ pub fn resolve(config: &Config) -> (Vec<ResolvedRoute>, Vec<Problem>) {
                 routes.push(ResolvedRoute {
                     mesh: service.origin.mesh.clone(),
                     service: service.origin.display_name(),
-                    vip: vip.ip,
+                    // `::ffff:a.b.c.d` is the kernel's key for a.b.c.d.
+                    vip: vip.ip.to_canonical(),
                     port: port.port,
                     policy: policy.clone(),
                     backends: backends.clone(),
@@ -84,17 +85,29 @@ pub fn resolve(config: &Config) -> (Vec<ResolvedRoute>, Vec<Problem>) {
     routes.sort_by(|a, b| (a.vip, a.port).cmp(&(b.vip, b.port)));
     for pair in routes.windows(2) {
         if (pair[0].vip, pair[0].port) == (pair[1].vip, pair[1].port) {
-            let service = config.services.iter().find(|s| s.origin.display_name() == pair[1].service);
+            let service = config
+                .services
+                .iter()
+                .find(|s| s.origin.display_name() == pair[1].service && s.origin.mesh == pair[1].mesh);
             if let Some(service) = service {
                 problems.push(problem(
                     Severity::Error,
                     service,
                     "status.vips",
-                    format!("{}:{} is also an address of {}", pair[1].vip, pair[1].port, pair[0].service),
+                    format!(
+                        "{} is also an address of {}{}",
+                        SocketAddr::new(pair[1].vip, pair[1].port),
+                        pair[0].service,
+                        if pair[0].mesh == pair[1].mesh { String::new() } else { format!(" in mesh {:?}", pair[0].mesh) }
+                    ),
                 ));
             }
         }
     }
+    // A `to` entry that wins several ports resolves its backends once per
+    // port; report each problem once.
+    let mut seen = std::collections::HashSet::new();
+    problems.retain(|p| seen.insert(p.to_string()));
     (routes, problems)
 }
 
@@ -261,7 +274,7 @@ pub fn endpoints(dataplanes: &[Dataplane], service: &MeshService, port: &Service
                     PortRef::Number(n) => inbound.port == *n,
                     PortRef::Name(name) => inbound.name.as_deref() == Some(name.as_str()),
                 };
-                let address = inbound.address.or(net.address)?;
+                let address = inbound.address.or(net.address)?.to_canonical();
                 (selected && named).then(|| SocketAddr::new(address, inbound.service_port.unwrap_or(inbound.port)))
             })
         })

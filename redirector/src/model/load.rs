@@ -144,8 +144,6 @@ fn load_into(config: &mut Config, file: &Path, text: &str, problems: &mut Vec<Pr
 /// The envelope of one document, in either form, and what is left of it.
 struct Envelope {
     origin: Origin,
-    /// Universal form (body fields at top level) or Kubernetes form (`spec`).
-    kubernetes: bool,
     rest: Mapping,
 }
 
@@ -177,7 +175,7 @@ fn load_document(config: &mut Config, file: &Path, index: usize, value: Value) -
             config.services.push(MeshService { origin: env.origin, spec, status });
         }
         "Dataplane" => {
-            let spec = if env.kubernetes {
+            let spec = if env.origin.kubernetes {
                 body::<_, ()>(env.rest, false).map_err(fail)?.0
             } else {
                 typed(Value::Mapping(env.rest), "").map_err(fail)?
@@ -188,7 +186,7 @@ fn load_document(config: &mut Config, file: &Path, index: usize, value: Value) -
         kind => {
             return Err(doc_problem(
                 resource.clone(),
-                if env.kubernetes { "kind" } else { "type" },
+                if env.origin.kubernetes { "kind" } else { "type" },
                 format!("unknown resource type {kind:?}"),
             ));
         }
@@ -224,9 +222,12 @@ fn envelope(file: &Path, index: usize, mut map: Mapping) -> Result<Envelope, (St
             .ok_or_else(|| ("metadata.name".to_string(), "missing".to_string()))?;
         let namespace = take_str(&mut meta, "namespace", "metadata.namespace")?;
         let labels = take_labels(meta.remove("labels"), "metadata.labels")?;
-        let mesh = labels.get("kuma.io/mesh").cloned().unwrap_or_else(|| "default".into());
-        let origin = Origin { file: file.to_path_buf(), kind, name, namespace, mesh, labels };
-        return Ok(Envelope { origin, kubernetes: true, rest: map });
+        // Dataplane objects carry `mesh` at top level; others use the label.
+        let mesh = take_str(&mut map, "mesh", "mesh")?
+            .or_else(|| labels.get("kuma.io/mesh").cloned())
+            .unwrap_or_else(|| "default".into());
+        let origin = Origin { file: file.to_path_buf(), kind, name, namespace, mesh, labels, kubernetes: true };
+        return Ok(Envelope { origin, rest: map });
     }
     let kind = take_str(&mut map, "type", "type")?.ok_or_else(|| {
         (String::new(), format!("document {}: missing `type` (universal form) or `apiVersion`/`kind` (Kubernetes form)", index + 1))
@@ -238,8 +239,8 @@ fn envelope(file: &Path, index: usize, mut map: Mapping) -> Result<Envelope, (St
     for key in ["creationTime", "modificationTime"] {
         map.remove(key);
     }
-    let origin = Origin { file: file.to_path_buf(), kind, name, namespace: None, mesh, labels };
-    Ok(Envelope { origin, kubernetes: false, rest: map })
+    let origin = Origin { file: file.to_path_buf(), kind, name, namespace: None, mesh, labels, kubernetes: false };
+    Ok(Envelope { origin, rest: map })
 }
 
 /// Splits `spec` (and `status`, where allowed) out of a document body.
@@ -269,8 +270,8 @@ fn typed<T: DeserializeOwned>(value: Value, prefix: &str) -> Result<T, (String, 
     serde_path_to_error::deserialize(value).map_err(|e| {
         let inner = e.path().to_string();
         let path = match (prefix.is_empty(), inner == ".") {
-            (true, _) => inner,
-            (false, true) => prefix.to_string(),
+            (_, true) => prefix.to_string(),
+            (true, false) => inner,
             (false, false) => format!("{prefix}.{inner}"),
         };
         (path, e.into_inner().to_string())

@@ -32,12 +32,20 @@ pub struct Origin {
     pub mesh: String,
     /// Resource labels.
     pub labels: BTreeMap<String, String>,
+    /// Read in Kubernetes form (fields under `spec`), not universal form.
+    pub kubernetes: bool,
 }
 
 impl Origin {
     /// `Kind/name`, as used in problem reports.
     pub fn display_name(&self) -> String {
         format!("{}/{}", self.kind, self.name)
+    }
+
+    /// The field-path prefix of a Dataplane's body: `spec.` in Kubernetes
+    /// form, nothing in universal form (where `networking` is top level).
+    pub fn body_prefix(&self) -> &'static str {
+        if self.kubernetes { "spec." } else { "" }
     }
 }
 

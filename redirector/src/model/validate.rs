@@ -166,17 +166,18 @@ fn validate_service(service: &MeshService, r: &mut Reporter<'_>) {
 }
 
 fn validate_dataplane(dataplane: &Dataplane, r: &mut Reporter<'_>) {
+    let prefix = dataplane.origin.body_prefix();
     let net = &dataplane.spec.networking;
     let inbound = net.inbound.as_deref().unwrap_or_default();
+    if net.address.is_none() && inbound.iter().any(|ib| ib.address.is_none()) {
+        r.error(format!("{prefix}networking.address"), "must be set (or an address on every inbound)");
+    }
     for (i, ib) in inbound.iter().enumerate() {
         if ib.port == 0 {
-            r.error(format!("networking.inbound[{i}].port"), "must be in 1..65535");
+            r.error(format!("{prefix}networking.inbound[{i}].port"), "must be in 1..65535");
         }
         if ib.service_port == Some(0) {
-            r.error(format!("networking.inbound[{i}].servicePort"), "must be in 1..65535");
-        }
-        if ib.address.is_none() && net.address.is_none() {
-            r.error("networking.address", "must be set (or an address on every inbound)");
+            r.error(format!("{prefix}networking.inbound[{i}].servicePort"), "must be in 1..65535");
         }
     }
 }

@@ -1,0 +1,1416 @@
+//! `redirector::model`: reading both YAML forms into typed resources, and every
+//! problem reported as `file: Kind/name: field.path: message`.
+
+mod common;
+
+use common::{FILE, Triple, check, errors, t, warnings};
+use redirector::model::{self, Origin, PortRef, Problem, Problems, RefKind, Severity};
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+fn load_ok(text: &str) -> model::Config {
+    let (config, problems) = model::load_str(Path::new(FILE), text);
+    assert!(problems.is_empty(), "unexpected load problems: {problems:#?}");
+    config
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+const UNIVERSAL_ROUTE: &str = r#"
+type: MeshTCPRoute
+name: split
+mesh: payments
+labels:
+  team: core
+creationTime: "2024-01-01T00:00:00Z"
+modificationTime: "2024-01-02T00:00:00Z"
+spec:
+  targetRef:
+    kind: Mesh
+  to:
+    - targetRef:
+        kind: MeshService
+        name: backend
+        sectionName: http
+      rules:
+        - default:
+            backendRefs:
+              - kind: MeshService
+                name: backend-v1
+                port: 8080
+                weight: 90
+              - kind: MeshService
+                name: backend-v2
+"#;
+
+#[test]
+fn universal_route_reads_envelope_and_spec() {
+    let config = load_ok(UNIVERSAL_ROUTE);
+    assert_eq!(config.routes.len(), 1);
+    let route = &config.routes[0];
+    assert_eq!(
+        route.origin,
+        Origin {
+            file: PathBuf::from(FILE),
+            kind: "MeshTCPRoute".into(),
+            name: "split".into(),
+            namespace: None,
+            mesh: "payments".into(),
+            labels: labels(&[("team", "core")]),
+            kubernetes: false,
+        }
+    );
+    assert_eq!(route.origin.display_name(), "MeshTCPRoute/split");
+    assert_eq!(route.spec.target_ref.as_ref().unwrap().kind, Some(RefKind::Mesh));
+    let to = route.spec.to.as_ref().unwrap();
+    assert_eq!(to.len(), 1);
+    assert_eq!(to[0].target_ref.kind, Some(RefKind::MeshService));
+    assert_eq!(to[0].target_ref.name.as_deref(), Some("backend"));
+    assert_eq!(to[0].target_ref.section_name.as_deref(), Some("http"));
+    let rules = to[0].rules.as_ref().unwrap();
+    let refs = rules[0].default.backend_refs.as_ref().unwrap();
+    assert_eq!(refs.len(), 2);
+    assert_eq!(refs[0].kind, Some(RefKind::MeshService));
+    assert_eq!(refs[0].name.as_deref(), Some("backend-v1"));
+    assert_eq!(refs[0].port, Some(8080));
+    assert_eq!(refs[0].weight, Some(90));
+    assert_eq!(refs[1].port, None);
+    assert_eq!(refs[1].weight, None);
+    assert!(check(UNIVERSAL_ROUTE).1.is_empty());
+}
+
+#[test]
+fn universal_resource_without_mesh_is_in_default_mesh() {
+    let config = load_ok("type: MeshTCPRoute\nname: r\nspec:\n  to: [{targetRef: {kind: MeshService, name: a}}]\n");
+    assert_eq!(config.routes[0].origin.mesh, "default");
+    assert!(config.routes[0].origin.labels.is_empty());
+}
+
+const KUBERNETES_ROUTE: &str = r#"
+apiVersion: kuma.io/v1alpha1
+kind: MeshTCPRoute
+metadata:
+  name: split
+  namespace: kuma-demo
+  labels:
+    kuma.io/mesh: payments
+    team: core
+  annotations:
+    note: ignored
+spec:
+  targetRef:
+    kind: Mesh
+  to:
+    - targetRef:
+        kind: MeshService
+        name: backend
+        namespace: kuma-demo
+        sectionName: "8080"
+      rules:
+        - default:
+            backendRefs:
+              - kind: MeshService
+                name: backend-v1
+                namespace: kuma-demo
+                weight: 3
+"#;
+
+#[test]
+fn kubernetes_route_takes_name_namespace_and_mesh_from_metadata() {
+    let config = load_ok(KUBERNETES_ROUTE);
+    let origin = &config.routes[0].origin;
+    assert_eq!(origin.kind, "MeshTCPRoute");
+    assert_eq!(origin.name, "split");
+    assert_eq!(origin.namespace.as_deref(), Some("kuma-demo"));
+    assert_eq!(origin.mesh, "payments");
+    assert_eq!(origin.labels, labels(&[("kuma.io/mesh", "payments"), ("team", "core")]));
+    let to = &config.routes[0].spec.to.as_ref().unwrap()[0];
+    assert_eq!(to.target_ref.namespace.as_deref(), Some("kuma-demo"));
+    assert_eq!(to.target_ref.section_name.as_deref(), Some("8080"));
+    let backend = &to.rules.as_ref().unwrap()[0].default.backend_refs.as_ref().unwrap()[0];
+    assert_eq!(backend.namespace.as_deref(), Some("kuma-demo"));
+    assert_eq!(backend.weight, Some(3));
+    assert!(check(KUBERNETES_ROUTE).1.is_empty());
+}
+
+#[test]
+fn kubernetes_resource_without_mesh_label_is_in_default_mesh() {
+    let config = load_ok(
+        "apiVersion: kuma.io/v1alpha1\nkind: MeshTCPRoute\nmetadata:\n  name: r\nspec:\n  to: [{targetRef: {kind: MeshService, name: a}}]\n",
+    );
+    let origin = &config.routes[0].origin;
+    assert_eq!(origin.mesh, "default");
+    assert_eq!(origin.namespace, None);
+}
+
+const UNIVERSAL_SERVICE: &str = r#"
+type: MeshService
+name: redis
+mesh: default
+labels:
+  kuma.io/origin: zone
+spec:
+  selector:
+    dataplaneTags:
+      kuma.io/service: redis
+      version: v1
+  ports:
+    - port: 6379
+      targetPort: 6380
+      appProtocol: tcp
+    - name: admin
+      port: 16379
+      targetPort: admin-inbound
+      appProtocol: http
+    - port: 7000
+status:
+  vips:
+    - ip: 10.43.0.10
+    - ip: fd00:10:43::a
+"#;
+
+#[test]
+fn universal_service_reads_selector_ports_and_vips() {
+    let config = load_ok(UNIVERSAL_SERVICE);
+    let service = &config.services[0];
+    assert_eq!(service.origin.display_name(), "MeshService/redis");
+    let tags = service.spec.selector.as_ref().unwrap().dataplane_tags.as_ref().unwrap();
+    assert_eq!(tags, &labels(&[("kuma.io/service", "redis"), ("version", "v1")]));
+    let ports = service.spec.ports.as_ref().unwrap();
+    assert_eq!(ports.len(), 3);
+    assert_eq!(ports[0].port, 6379);
+    assert_eq!(ports[0].target_port, Some(PortRef::Number(6380)));
+    assert_eq!(ports[0].app_protocol.as_deref(), Some("tcp"));
+    assert_eq!(ports[0].name, None);
+    assert_eq!(ports[1].name.as_deref(), Some("admin"));
+    assert_eq!(ports[1].target_port, Some(PortRef::Name("admin-inbound".into())));
+    assert_eq!(ports[1].app_protocol.as_deref(), Some("http"));
+    assert_eq!(ports[2].target_port, None);
+    let vips: Vec<IpAddr> = service.status.vips.as_ref().unwrap().iter().map(|v| v.ip).collect();
+    assert_eq!(vips, vec![ip("10.43.0.10"), ip("fd00:10:43::a")]);
+    assert!(check(UNIVERSAL_SERVICE).1.is_empty());
+}
+
+const KUBERNETES_SERVICE: &str = r#"
+apiVersion: kuma.io/v1alpha1
+kind: MeshService
+metadata:
+  name: redis
+  namespace: kuma-demo
+  labels:
+    kuma.io/mesh: default
+spec:
+  selector:
+    dataplaneTags:
+      app: redis
+      k8s.kuma.io/namespace: kuma-demo
+  ports:
+    - port: 6739
+      targetPort: 6739
+      appProtocol: tcp
+    - name: some-port
+      port: 16739
+      targetPort: target-port-from-container
+      appProtocol: tcp
+status:
+  addresses:
+    - hostname: redis.kuma-demo.svc.cluster.local
+  vips:
+    - ip: 10.43.0.10
+    - ip: "2001:db8::10"
+  tls:
+    state: Ready
+"#;
+
+#[test]
+fn kubernetes_service_reads_spec_and_status() {
+    let config = load_ok(KUBERNETES_SERVICE);
+    let service = &config.services[0];
+    assert_eq!(service.origin.namespace.as_deref(), Some("kuma-demo"));
+    let ports = service.spec.ports.as_ref().unwrap();
+    assert_eq!(ports[0].target_port, Some(PortRef::Number(6739)));
+    assert_eq!(ports[1].name.as_deref(), Some("some-port"));
+    assert_eq!(
+        ports[1].target_port,
+        Some(PortRef::Name("target-port-from-container".into()))
+    );
+    let vips: Vec<IpAddr> = service.status.vips.as_ref().unwrap().iter().map(|v| v.ip).collect();
+    assert_eq!(vips, vec![ip("10.43.0.10"), ip("2001:db8::10")]);
+}
+
+const UNIVERSAL_DATAPLANE: &str = r#"
+type: Dataplane
+mesh: default
+name: web-01
+networking:
+  address: 192.168.0.1
+  advertisedAddress: 203.0.113.1
+  inbound:
+    - port: 8080
+      servicePort: 18080
+      tags:
+        kuma.io/service: web
+        version: v1
+    - port: 9090
+      name: metrics
+      address: 192.168.0.2
+      serviceAddress: 127.0.0.1
+      tags:
+        kuma.io/service: web-metrics
+      health:
+        ready: true
+  transparentProxying:
+    redirectPortInbound: 15006
+  admin:
+    port: 9901
+"#;
+
+#[test]
+fn universal_dataplane_has_networking_at_top_level() {
+    let config = load_ok(UNIVERSAL_DATAPLANE);
+    let dp = &config.dataplanes[0];
+    assert_eq!(dp.origin.display_name(), "Dataplane/web-01");
+    let net = &dp.spec.networking;
+    assert_eq!(net.address, Some(ip("192.168.0.1")));
+    let inbound = net.inbound.as_ref().unwrap();
+    assert_eq!(inbound.len(), 2);
+    assert_eq!(inbound[0].port, 8080);
+    assert_eq!(inbound[0].service_port, Some(18080));
+    assert_eq!(inbound[0].address, None);
+    assert_eq!(
+        inbound[0].tags.as_ref().unwrap(),
+        &labels(&[("kuma.io/service", "web"), ("version", "v1")])
+    );
+    assert_eq!(inbound[1].name.as_deref(), Some("metrics"));
+    assert_eq!(inbound[1].address, Some(ip("192.168.0.2")));
+    assert_eq!(inbound[1].service_address, Some(ip("127.0.0.1")));
+    assert!(check(UNIVERSAL_DATAPLANE).1.is_empty());
+}
+
+const KUBERNETES_DATAPLANE: &str = r#"
+apiVersion: kuma.io/v1alpha1
+kind: Dataplane
+metadata:
+  name: web-7d9f-abcde
+  namespace: kuma-demo
+  labels:
+    kuma.io/mesh: default
+spec:
+  networking:
+    address: 10.244.0.7
+    inbound:
+      - port: 8080
+        tags:
+          app: web
+"#;
+
+#[test]
+fn kubernetes_dataplane_has_networking_under_spec() {
+    let config = load_ok(KUBERNETES_DATAPLANE);
+    let dp = &config.dataplanes[0];
+    assert_eq!(dp.origin.namespace.as_deref(), Some("kuma-demo"));
+    assert_eq!(dp.spec.networking.address, Some(ip("10.244.0.7")));
+    assert_eq!(dp.spec.networking.inbound.as_ref().unwrap()[0].port, 8080);
+    assert!(check(KUBERNETES_DATAPLANE).1.is_empty());
+}
+
+#[test]
+fn kubernetes_dataplane_networking_at_top_level_is_an_unknown_field() {
+    let text =
+        "apiVersion: kuma.io/v1alpha1\nkind: Dataplane\nmetadata: {name: dp}\nspec: {networking: {}}\nnetworking: {}\n";
+    assert_eq!(errors(text), vec![t("Dataplane/dp", "networking", "unknown field")]);
+}
+
+#[test]
+fn universal_dataplane_spec_key_is_an_unknown_field() {
+    let errs = errors("type: Dataplane\nname: dp\nspec:\n  networking: {address: 10.0.0.1}\n");
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs[0].1, "spec");
+    assert!(errs[0].2.starts_with("unknown field `spec`"), "{}", errs[0].2);
+}
+
+#[test]
+fn multi_document_file_loads_every_document_in_order() {
+    let text = format!(
+        "---\n{UNIVERSAL_SERVICE}\n---\n---\n{UNIVERSAL_DATAPLANE}\n---\n{KUBERNETES_ROUTE}\n---\n{KUBERNETES_DATAPLANE}\n---\n{UNIVERSAL_ROUTE}\n...\n"
+    );
+    let config = load_ok(&text);
+    assert_eq!(config.services.len(), 1);
+    let dps: Vec<&str> = config.dataplanes.iter().map(|d| d.origin.name.as_str()).collect();
+    assert_eq!(dps, ["web-01", "web-7d9f-abcde"]);
+    let routes: Vec<(&str, &str)> = config
+        .routes
+        .iter()
+        .map(|r| (r.origin.name.as_str(), r.origin.mesh.as_str()))
+        .collect();
+    assert_eq!(routes, [("split", "payments"), ("split", "payments")]);
+}
+
+#[test]
+fn empty_input_loads_nothing_without_problems() {
+    for text in ["", "---\n", "# only a comment\n", "---\n---\n...\n"] {
+        let (config, problems) = check(text);
+        assert_eq!(config, model::Config::default(), "{text:?}");
+        assert!(problems.is_empty(), "{text:?}: {problems:?}");
+    }
+}
+
+#[test]
+fn other_kuma_kinds_are_kept_aside_with_a_warning() {
+    let text = "type: Mesh\nname: default\n---\napiVersion: kuma.io/v1alpha1\nkind: MeshHTTPRoute\nmetadata: {name: h, namespace: ns}\nspec: {anything: [1, 2]}\n";
+    let (config, problems) = check(text);
+    let ignored: Vec<String> = config.ignored.iter().map(Origin::display_name).collect();
+    assert_eq!(ignored, ["Mesh/default", "MeshHTTPRoute/h"]);
+    assert!(config.routes.is_empty() && config.services.is_empty() && config.dataplanes.is_empty());
+    assert_eq!(
+        common::triples(&problems, Severity::Warning),
+        vec![
+            t(
+                "Mesh/default",
+                "",
+                "Mesh resources are read but have no effect in this version"
+            ),
+            t(
+                "MeshHTTPRoute/h",
+                "",
+                "MeshHTTPRoute resources are read but have no effect in this version"
+            ),
+        ]
+    );
+    assert!(!Problems(problems).has_errors());
+}
+
+#[test]
+fn documentation_hints_are_read_and_version_hint_is_a_warning() {
+    let text = r#"
+type: MeshTCPRoute
+name: r
+spec:
+  to:
+    - targetRef: {kind: MeshService, name: backend, _port: 3001}
+      rules:
+        - default:
+            backendRefs:
+              - {kind: MeshService, name: backend, _port: 8080, _version: v1}
+"#;
+    let (config, problems) = check(text);
+    let to = &config.routes[0].spec.to.as_ref().unwrap()[0];
+    assert_eq!(to.target_ref.doc_port, Some(3001));
+    let backend = &to.rules.as_ref().unwrap()[0].default.backend_refs.as_ref().unwrap()[0];
+    assert_eq!(backend.doc_port, Some(8080));
+    assert_eq!(backend.doc_version.as_deref(), Some("v1"));
+    assert_eq!(
+        common::triples(&problems, Severity::Warning),
+        vec![t(
+            "MeshTCPRoute/r",
+            "spec.to[0].rules[0].default.backendRefs[0]._version",
+            "documentation-generator hint; it selects nothing (split with separate MeshServices)"
+        )]
+    );
+    assert!(common::triples(&problems, Severity::Error).is_empty());
+}
+
+// ---------------------------------------------------------------- Display
+
+#[test]
+fn problem_display_is_file_resource_path_message() {
+    let mut p = Problem {
+        severity: Severity::Error,
+        file: PathBuf::from("conf/routes.yaml"),
+        resource: "MeshTCPRoute/r".into(),
+        path: "spec.to[0].targetRef.kind".into(),
+        message: "must be set".into(),
+    };
+    assert_eq!(
+        p.to_string(),
+        "conf/routes.yaml: MeshTCPRoute/r: spec.to[0].targetRef.kind: must be set"
+    );
+    p.severity = Severity::Warning;
+    assert_eq!(
+        p.to_string(),
+        "warning: conf/routes.yaml: MeshTCPRoute/r: spec.to[0].targetRef.kind: must be set"
+    );
+    p.path.clear();
+    assert_eq!(p.to_string(), "warning: conf/routes.yaml: MeshTCPRoute/r: must be set");
+    p.resource.clear();
+    assert_eq!(p.to_string(), "warning: conf/routes.yaml: must be set");
+}
+
+#[test]
+fn problems_display_one_per_line_and_split_by_severity() {
+    let error = Problem {
+        severity: Severity::Error,
+        file: PathBuf::from("a.yaml"),
+        resource: "MeshService/s".into(),
+        path: "spec.ports[0].port".into(),
+        message: "must be in 1..65535".into(),
+    };
+    let warning = Problem {
+        severity: Severity::Warning,
+        message: "w".into(),
+        ..error.clone()
+    };
+    let all = Problems(vec![error.clone(), warning.clone(), error.clone()]);
+    assert_eq!(all.to_string(), format!("{error}\n{warning}\n{error}"));
+    assert!(all.has_errors());
+    assert_eq!(all.errors().count(), 2);
+    assert_eq!(all.warnings().collect::<Vec<_>>(), vec![&warning]);
+    assert!(!Problems(vec![warning]).has_errors());
+    assert_eq!(Problems::default().to_string(), "");
+}
+
+#[test]
+fn wrong_weight_type_is_reported_at_its_field_path() {
+    let text = "type: MeshTCPRoute\nname: r\nspec:\n  to:\n    - targetRef: {kind: MeshService, name: a}\n      rules:\n        - default:\n            backendRefs:\n              - {kind: MeshService, name: b}\n              - {kind: MeshService, name: c, weight: abc}\n";
+    let (_, problems) = check(text);
+    assert_eq!(problems.len(), 1);
+    assert_eq!(
+        problems[0].to_string(),
+        "test.yaml: MeshTCPRoute/r: spec.to[0].rules[0].default.backendRefs[1].weight: invalid type: string \"abc\", expected u64"
+    );
+}
+
+// ---------------------------------------------------------------- load errors
+
+fn backend_refs_doc(refs: &str) -> String {
+    format!(
+        "type: MeshTCPRoute\nname: r\nspec:\n  to:\n    - targetRef: {{kind: MeshService, name: a}}\n      rules:\n        - default:\n            backendRefs: {refs}\n"
+    )
+}
+
+fn single_error(text: &str) -> Triple {
+    let errs = errors(text);
+    assert_eq!(errs.len(), 1, "expected one error for {text:?}, got {errs:#?}");
+    errs.into_iter().next().unwrap()
+}
+
+#[test]
+fn negative_weight_is_rejected() {
+    let (resource, path, message) = single_error(&backend_refs_doc("[{kind: MeshService, name: b, weight: -1}]"));
+    assert_eq!(resource, "MeshTCPRoute/r");
+    assert_eq!(path, "spec.to[0].rules[0].default.backendRefs[0].weight");
+    assert_eq!(message, "invalid value: integer `-1`, expected u64");
+}
+
+#[test]
+fn fractional_weight_is_rejected() {
+    let (_, path, message) = single_error(&backend_refs_doc("[{kind: MeshService, name: b, weight: 1.5}]"));
+    assert_eq!(path, "spec.to[0].rules[0].default.backendRefs[0].weight");
+    assert!(message.starts_with("invalid type: floating point"), "{message}");
+}
+
+#[test]
+fn service_port_out_of_range_is_rejected() {
+    let (resource, path, message) =
+        single_error("type: MeshService\nname: s\nspec:\n  ports:\n    - port: 80\n    - port: 70000\n");
+    assert_eq!(resource, "MeshService/s");
+    assert_eq!(path, "spec.ports[1].port");
+    assert_eq!(message, "invalid value: integer `70000`, expected u16");
+}
+
+#[test]
+fn service_target_port_neither_number_nor_name_is_rejected() {
+    for value in ["70000", "-1", "[1]", "{a: 1}", "true"] {
+        let (_, path, _) = single_error(&format!(
+            "type: MeshService\nname: s\nspec:\n  ports:\n    - port: 80\n      targetPort: {value}\n"
+        ));
+        assert_eq!(path, "spec.ports[0].targetPort", "{value}");
+    }
+}
+
+#[test]
+fn invalid_vip_is_rejected_at_its_path() {
+    let (_, path, message) = single_error(
+        "type: MeshService\nname: s\nspec: {}\nstatus:\n  vips:\n    - ip: 10.0.0.1\n    - ip: 10.0.0.300\n",
+    );
+    assert_eq!(path, "status.vips[1].ip");
+    assert_eq!(message, "invalid IP address syntax");
+}
+
+#[test]
+fn unknown_field_inside_vip_is_rejected() {
+    let (_, path, message) =
+        single_error("type: MeshService\nname: s\nspec: {}\nstatus:\n  vips:\n    - {ip: 10.0.0.1, zone: z}\n");
+    assert_eq!(path, "status.vips[0].zone");
+    assert!(message.starts_with("unknown field `zone`"), "{message}");
+}
+
+#[test]
+fn backend_port_out_of_range_is_a_validation_error() {
+    let errs = errors(&backend_refs_doc(
+        "[{kind: MeshService, name: b, port: 70000}, {kind: MeshService, name: c, port: 0}, {kind: MeshService, name: d, _port: 65536}]",
+    ));
+    assert_eq!(
+        errs,
+        vec![
+            t(
+                "MeshTCPRoute/r",
+                "spec.to[0].rules[0].default.backendRefs[0].port",
+                "must be in 1..65535, got 70000"
+            ),
+            t(
+                "MeshTCPRoute/r",
+                "spec.to[0].rules[0].default.backendRefs[1].port",
+                "must be in 1..65535, got 0"
+            ),
+            t(
+                "MeshTCPRoute/r",
+                "spec.to[0].rules[0].default.backendRefs[2].port",
+                "must be in 1..65535, got 65536"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn unknown_fields_are_rejected_at_every_level() {
+    let cases = [
+        (
+            "type: MeshTCPRoute\nname: r\nspec:\n  to: []\n  from: []\n",
+            "spec.from",
+        ),
+        (
+            "type: MeshTCPRoute\nname: r\nspec:\n  to:\n    - targetRef: {kind: MeshService, name: a, port: 80}\n",
+            "spec.to[0].targetRef.port",
+        ),
+        (
+            "type: MeshTCPRoute\nname: r\nspec:\n  to:\n    - targetRef: {kind: MeshService, name: a}\n      default: {}\n",
+            "spec.to[0].default",
+        ),
+        (
+            "type: MeshTCPRoute\nname: r\nspec:\n  to:\n    - targetRef: {kind: MeshService, name: a}\n      rules:\n        - matches: []\n          default: {backendRefs: [{kind: MeshService, name: b}]}\n",
+            "spec.to[0].rules[0].matches",
+        ),
+        (
+            &backend_refs_doc("[{kind: MeshService, name: b, wieght: 2}]"),
+            "spec.to[0].rules[0].default.backendRefs[0].wieght",
+        ),
+        (
+            "type: MeshService\nname: s\nspec:\n  ports:\n    - {port: 80, protocol: tcp}\n",
+            "spec.ports[0].protocol",
+        ),
+        (
+            "type: MeshService\nname: s\nspec:\n  selector: {tags: {a: b}}\n",
+            "spec.selector.tags",
+        ),
+        (
+            "type: Dataplane\nname: d\nnetworking:\n  address: 10.0.0.1\n  inbound:\n    - {port: 80, bogus: 1}\n",
+            "networking.inbound[0].bogus",
+        ),
+        ("type: Dataplane\nname: d\nnetworkin: {}\n", "networkin"),
+    ];
+    for (text, path) in cases {
+        let (_, got_path, message) = single_error(text);
+        assert_eq!(got_path, path, "{text}");
+        let field = path.rsplit('.').next().unwrap();
+        assert!(
+            message.starts_with(&format!("unknown field `{field}`")),
+            "{path}: {message}"
+        );
+    }
+}
+
+#[test]
+fn unknown_envelope_fields_are_rejected_in_both_forms() {
+    assert_eq!(
+        errors("type: MeshTCPRoute\nname: r\nspec: {to: []}\nstatus: {}\n"),
+        vec![t("MeshTCPRoute/r", "status", "unknown field")]
+    );
+    assert_eq!(
+        errors("apiVersion: kuma.io/v1alpha1\nkind: MeshService\nmetadata: {name: s}\nspec: {}\nextra: 1\n"),
+        vec![t("MeshService/s", "extra", "unknown field")]
+    );
+}
+
+#[test]
+fn missing_spec_is_reported() {
+    assert_eq!(
+        errors("type: MeshTCPRoute\nname: r\n"),
+        vec![t("MeshTCPRoute/r", "spec", "missing")]
+    );
+    assert_eq!(
+        errors("apiVersion: kuma.io/v1alpha1\nkind: MeshService\nmetadata: {name: s}\nspec: null\n"),
+        vec![t("MeshService/s", "spec", "missing")]
+    );
+}
+
+#[test]
+fn spec_of_wrong_type_is_reported_at_spec() {
+    let (_, path, message) = single_error("type: MeshTCPRoute\nname: r\nspec: [1]\n");
+    assert_eq!(path, "spec");
+    assert!(message.starts_with("invalid type: sequence"), "{message}");
+}
+
+#[test]
+fn missing_type_is_reported_for_the_document() {
+    let errs = errors("type: Mesh\nname: m\n---\nname: x\nspec: {}\n");
+    assert_eq!(
+        errs,
+        vec![t(
+            "",
+            "",
+            "document 2: missing `type` (universal form) or `apiVersion`/`kind` (Kubernetes form)"
+        )]
+    );
+}
+
+#[test]
+fn missing_name_is_reported() {
+    assert_eq!(
+        errors("type: MeshTCPRoute\nspec: {}\n"),
+        vec![t("", "name", "MeshTCPRoute: missing")]
+    );
+    assert_eq!(
+        errors("apiVersion: kuma.io/v1alpha1\nkind: MeshService\nmetadata: {namespace: ns}\nspec: {}\n"),
+        vec![t("", "metadata.name", "missing")]
+    );
+}
+
+#[test]
+fn kubernetes_envelope_errors_are_reported() {
+    let cases = [
+        (
+            "apiVersion: v1\nkind: Service\nmetadata: {name: x}\n",
+            "apiVersion",
+            "expected \"kuma.io/v1alpha1\", found Some(\"v1\")",
+        ),
+        (
+            "kind: MeshService\nmetadata: {name: x}\n",
+            "apiVersion",
+            "expected \"kuma.io/v1alpha1\", found None",
+        ),
+        ("apiVersion: kuma.io/v1alpha1\nmetadata: {name: x}\n", "kind", "missing"),
+        (
+            "apiVersion: kuma.io/v1alpha1\nkind: MeshService\n",
+            "metadata",
+            "missing or not a mapping",
+        ),
+        (
+            "apiVersion: kuma.io/v1alpha1\nkind: MeshService\nmetadata: [x]\n",
+            "metadata",
+            "missing or not a mapping",
+        ),
+        (
+            "apiVersion: kuma.io/v1alpha1\nkind: 3\nmetadata: {name: x}\n",
+            "kind",
+            "expected a string, found a number",
+        ),
+        (
+            "apiVersion: kuma.io/v1alpha1\nkind: MeshService\nmetadata: {name: [x]}\n",
+            "metadata.name",
+            "expected a string, found a list",
+        ),
+        (
+            "apiVersion: kuma.io/v1alpha1\nkind: MeshService\nmetadata: {name: x, namespace: {a: b}}\n",
+            "metadata.namespace",
+            "expected a string, found a mapping",
+        ),
+    ];
+    for (text, path, message) in cases {
+        assert_eq!(errors(text), vec![t("", path, message)], "{text}");
+    }
+}
+
+#[test]
+fn universal_envelope_field_types_are_checked() {
+    let cases = [
+        ("type: 1\nname: x\n", "type", "expected a string, found a number"),
+        ("type: Mesh\nname: true\n", "name", "expected a string, found a boolean"),
+        (
+            "type: Mesh\nname: x\nmesh: [a]\n",
+            "mesh",
+            "expected a string, found a list",
+        ),
+    ];
+    for (text, path, message) in cases {
+        assert_eq!(errors(text), vec![t("", path, message)], "{text}");
+    }
+    let (_, path, _) = single_error("type: Mesh\nname: x\nlabels: [a, b]\n");
+    assert_eq!(path, "labels");
+    let (_, path, _) =
+        single_error("apiVersion: kuma.io/v1alpha1\nkind: Mesh\nmetadata: {name: x, labels: {a: [1]}}\n");
+    assert_eq!(path, "metadata.labels.a");
+}
+
+#[test]
+fn unknown_resource_type_is_reported_in_both_forms() {
+    assert_eq!(
+        errors("type: MeshTcpRoute\nname: r\n"),
+        vec![t("MeshTcpRoute/r", "type", "unknown resource type \"MeshTcpRoute\"")]
+    );
+    assert_eq!(
+        errors("apiVersion: kuma.io/v1alpha1\nkind: Service\nmetadata: {name: s}\n"),
+        vec![t("Service/s", "kind", "unknown resource type \"Service\"")]
+    );
+}
+
+#[test]
+fn non_mapping_documents_are_reported_with_their_index() {
+    let text = "- a\n- b\n---\njust text\n---\n42\n---\n!tag {type: Mesh, name: m}\n---\ntype: Mesh\nname: ok\n";
+    let (config, problems) = check(text);
+    let expected: Vec<_> = (1..=4)
+        .map(|i| {
+            t(
+                "",
+                "",
+                &format!("document {i}: expected a mapping with `type` (universal) or `kind` (Kubernetes)"),
+            )
+        })
+        .collect();
+    assert_eq!(common::triples(&problems, Severity::Error), expected);
+    assert_eq!(config.ignored.len(), 1);
+}
+
+#[test]
+fn broken_yaml_is_reported_and_earlier_documents_are_kept() {
+    let (config, problems) = check("type: Mesh\nname: m\n---\ntype: [unclosed\n---\ntype: Mesh\nname: after\n");
+    let errs = common::triples(&problems, Severity::Error);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!((errs[0].0.as_str(), errs[0].1.as_str()), ("", ""));
+    assert!(errs[0].2.starts_with("document 2: invalid YAML: "), "{}", errs[0].2);
+    let names: Vec<&str> = config.ignored.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, ["m"]);
+}
+
+#[test]
+fn broken_yaml_in_first_document_is_one_problem() {
+    for text in [
+        "a: [\n",
+        "key: \"unterminated\n",
+        "a: b: c\n",
+        "\t- x\n",
+        "{a: 1\n",
+        "a:\n  - b\n c: d\n",
+    ] {
+        let errs = errors(text);
+        assert_eq!(errs.len(), 1, "{text:?}: {errs:?}");
+        assert!(
+            errs[0].2.starts_with("document 1: invalid YAML: "),
+            "{text:?}: {}",
+            errs[0].2
+        );
+    }
+}
+
+#[test]
+fn duplicate_yaml_keys_are_rejected() {
+    let errs = errors("type: Mesh\nname: a\nname: b\n");
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].2.contains("duplicate"), "{}", errs[0].2);
+}
+
+#[test]
+fn duplicate_resources_are_reported_once_per_extra_copy() {
+    let svc = "type: MeshService\nname: s\nspec: {ports: [{port: 80}], selector: {dataplaneTags: {a: b}}}\nstatus: {vips: [{ip: 10.0.0.1}]}\n";
+    let text = format!("---\n{svc}---\n{svc}---\n{svc}");
+    let errs = errors(&text);
+    let dup = t(
+        "MeshService/s",
+        "name",
+        "duplicate resource: MeshService/s in mesh \"default\" is also defined in test.yaml",
+    );
+    assert_eq!(errs, vec![dup.clone(), dup]);
+}
+
+#[test]
+fn same_name_in_another_kind_mesh_or_namespace_is_not_a_duplicate() {
+    let text = r#"
+type: MeshService
+name: s
+spec: {ports: [{port: 80}], selector: {dataplaneTags: {a: b}}}
+status: {vips: [{ip: 10.0.0.1}]}
+---
+type: MeshService
+name: s
+mesh: other
+spec: {ports: [{port: 80}], selector: {dataplaneTags: {a: b}}}
+status: {vips: [{ip: 10.0.0.2}]}
+---
+apiVersion: kuma.io/v1alpha1
+kind: MeshService
+metadata: {name: s, namespace: ns}
+spec: {ports: [{port: 80}], selector: {dataplaneTags: {a: b}}}
+status: {vips: [{ip: 10.0.0.3}]}
+---
+type: Dataplane
+name: s
+networking: {address: 10.1.0.1}
+---
+type: Mesh
+name: s
+"#;
+    assert!(errors(text).is_empty());
+}
+
+#[test]
+fn kubernetes_and_universal_copies_of_one_resource_are_duplicates() {
+    let text = "type: Mesh\nname: m\n---\napiVersion: kuma.io/v1alpha1\nkind: Mesh\nmetadata: {name: m}\n";
+    assert_eq!(
+        errors(text),
+        vec![t(
+            "Mesh/m",
+            "name",
+            "duplicate resource: Mesh/m in mesh \"default\" is also defined in test.yaml"
+        )]
+    );
+}
+
+// ---------------------------------------------------------------- validation
+
+fn route_with_to(to: &str) -> String {
+    format!("type: MeshTCPRoute\nname: r\nspec:\n  targetRef: {{kind: Mesh}}\n  to: {to}\n")
+}
+
+#[test]
+fn missing_or_empty_to_is_rejected() {
+    let needs = vec![t("MeshTCPRoute/r", "spec.to", "needs at least one item")];
+    assert_eq!(
+        errors("type: MeshTCPRoute\nname: r\nspec: {targetRef: {kind: Mesh}}\n"),
+        needs
+    );
+    assert_eq!(errors(&route_with_to("[]")), needs);
+    assert_eq!(errors(&route_with_to("null")), needs);
+}
+
+#[test]
+fn missing_top_level_target_ref_is_allowed() {
+    assert!(
+        errors("type: MeshTCPRoute\nname: r\nspec:\n  to: [{targetRef: {kind: MeshService, name: a}}]\n").is_empty()
+    );
+}
+
+#[test]
+fn empty_or_missing_backend_refs_are_rejected() {
+    let path = "spec.to[0].rules[0].default.backendRefs";
+    for rules in [
+        "[{default: {backendRefs: []}}]",
+        "[{default: {}}]",
+        "[{default: {backendRefs: null}}]",
+    ] {
+        let text = route_with_to(&format!(
+            "[{{targetRef: {{kind: MeshService, name: a}}, rules: {rules}}}]"
+        ));
+        assert_eq!(
+            errors(&text),
+            vec![t("MeshTCPRoute/r", path, "must not be empty")],
+            "{rules}"
+        );
+    }
+}
+
+#[test]
+fn rule_without_default_is_a_load_error() {
+    let (_, path, message) = single_error(&route_with_to(
+        "[{targetRef: {kind: MeshService, name: a}, rules: [{}]}]",
+    ));
+    assert_eq!(path, "spec.to[0].rules[0]");
+    assert_eq!(message, "missing field `default`");
+}
+
+#[test]
+fn more_than_one_rule_is_rejected() {
+    let text = route_with_to(
+        "[{targetRef: {kind: MeshService, name: a}, rules: [{default: {backendRefs: [{kind: MeshService, name: b}]}}, {default: {backendRefs: [{kind: MeshService, name: c}]}}]}]",
+    );
+    assert_eq!(
+        errors(&text),
+        vec![t("MeshTCPRoute/r", "spec.to[0].rules", "must have at most one element")]
+    );
+}
+
+#[test]
+fn empty_rules_list_means_the_destination_itself() {
+    assert!(errors(&route_with_to("[{targetRef: {kind: MeshService, name: a}, rules: []}]")).is_empty());
+}
+
+#[test]
+fn top_level_target_ref_kinds() {
+    let not_yet = "sources are not supported yet; this version routes for kind Mesh only";
+    let cases: Vec<(&str, Vec<Triple>)> = vec![
+        ("{kind: Mesh}", vec![]),
+        ("{kind: Mesh, proxyTypes: [Sidecar]}", vec![]),
+        ("{}", vec![t("MeshTCPRoute/r", "spec.targetRef.kind", "must be set")]),
+        (
+            "{kind: Mesh, name: x}",
+            vec![t(
+                "MeshTCPRoute/r",
+                "spec.targetRef.name",
+                "must not be set with kind Mesh",
+            )],
+        ),
+        (
+            "{kind: Mesh, tags: {a: b}}",
+            vec![t(
+                "MeshTCPRoute/r",
+                "spec.targetRef.tags",
+                "must not be set with kind Mesh",
+            )],
+        ),
+        (
+            "{kind: MeshSubset, tags: {app: frontend}}",
+            vec![t(
+                "MeshTCPRoute/r",
+                "spec.targetRef.kind",
+                &format!("MeshSubset {not_yet}"),
+            )],
+        ),
+        (
+            "{kind: MeshService, name: frontend}",
+            vec![t(
+                "MeshTCPRoute/r",
+                "spec.targetRef.kind",
+                &format!("MeshService {not_yet}"),
+            )],
+        ),
+        (
+            "{kind: MeshServiceSubset, name: f, tags: {a: b}}",
+            vec![t(
+                "MeshTCPRoute/r",
+                "spec.targetRef.kind",
+                &format!("MeshServiceSubset {not_yet}"),
+            )],
+        ),
+        (
+            "{kind: Dataplane, labels: {app: frontend}}",
+            vec![t(
+                "MeshTCPRoute/r",
+                "spec.targetRef.kind",
+                &format!("Dataplane {not_yet}"),
+            )],
+        ),
+        (
+            "{kind: MeshGateway, name: gw}",
+            vec![t(
+                "MeshTCPRoute/r",
+                "spec.targetRef.kind",
+                &format!("MeshGateway {not_yet}"),
+            )],
+        ),
+        (
+            "{kind: MeshHTTPRoute, name: h}",
+            vec![t(
+                "MeshTCPRoute/r",
+                "spec.targetRef.kind",
+                "value MeshHTTPRoute is not supported",
+            )],
+        ),
+        (
+            "{kind: MeshExternalService, name: e}",
+            vec![t(
+                "MeshTCPRoute/r",
+                "spec.targetRef.kind",
+                "value MeshExternalService is not supported",
+            )],
+        ),
+        (
+            "{kind: MeshMultiZoneService, name: m}",
+            vec![t(
+                "MeshTCPRoute/r",
+                "spec.targetRef.kind",
+                "value MeshMultiZoneService is not supported",
+            )],
+        ),
+    ];
+    for (target, expected) in cases {
+        let text = format!(
+            "type: MeshTCPRoute\nname: r\nspec:\n  targetRef: {target}\n  to: [{{targetRef: {{kind: MeshService, name: a}}}}]\n"
+        );
+        assert_eq!(errors(&text), expected, "{target}");
+    }
+}
+
+#[test]
+fn destination_target_ref_kinds() {
+    let path = "spec.to[0].targetRef";
+    let cases: Vec<(&str, Vec<Triple>)> = vec![
+        ("{kind: MeshService, name: a}", vec![]),
+        ("{kind: MeshService, name: a, namespace: ns, sectionName: http}", vec![]),
+        (
+            "{name: a}",
+            vec![t("MeshTCPRoute/r", &format!("{path}.kind"), "must be set")],
+        ),
+        (
+            "{kind: MeshService}",
+            vec![t("MeshTCPRoute/r", &format!("{path}.name"), "must be set")],
+        ),
+        (
+            "{kind: MeshService, name: \"\"}",
+            vec![t("MeshTCPRoute/r", &format!("{path}.name"), "must be set")],
+        ),
+        (
+            "{kind: MeshService, name: a, tags: {v: '1'}}",
+            vec![t(
+                "MeshTCPRoute/r",
+                &format!("{path}.tags"),
+                "must not be set with kind MeshService",
+            )],
+        ),
+        (
+            "{kind: MeshService, tags: {v: '1'}}",
+            vec![
+                t("MeshTCPRoute/r", &format!("{path}.name"), "must be set"),
+                t(
+                    "MeshTCPRoute/r",
+                    &format!("{path}.tags"),
+                    "must not be set with kind MeshService",
+                ),
+            ],
+        ),
+        (
+            "{kind: MeshExternalService, name: e}",
+            vec![t(
+                "MeshTCPRoute/r",
+                &format!("{path}.kind"),
+                "MeshExternalService destinations are not supported yet; use MeshService",
+            )],
+        ),
+        (
+            "{kind: MeshMultiZoneService, name: m}",
+            vec![t(
+                "MeshTCPRoute/r",
+                &format!("{path}.kind"),
+                "MeshMultiZoneService destinations are not supported yet; use MeshService",
+            )],
+        ),
+    ];
+    for (target, expected) in cases {
+        assert_eq!(
+            errors(&route_with_to(&format!("[{{targetRef: {target}}}]"))),
+            expected,
+            "{target}"
+        );
+    }
+    for kind in [
+        "Mesh",
+        "MeshSubset",
+        "MeshServiceSubset",
+        "MeshGateway",
+        "MeshHTTPRoute",
+        "Dataplane",
+    ] {
+        assert_eq!(
+            errors(&route_with_to(&format!("[{{targetRef: {{kind: {kind}, name: a}}}}]"))),
+            vec![t(
+                "MeshTCPRoute/r",
+                &format!("{path}.kind"),
+                &format!("value {kind} is not supported")
+            )],
+            "{kind}"
+        );
+    }
+}
+
+#[test]
+fn backend_ref_kinds() {
+    let path = "spec.to[0].rules[0].default.backendRefs[0]";
+    let cases: Vec<(&str, Vec<Triple>)> = vec![
+        ("{kind: MeshService, name: b}", vec![]),
+        (
+            "{name: b}",
+            vec![t("MeshTCPRoute/r", &format!("{path}.kind"), "must be set")],
+        ),
+        (
+            "{kind: MeshService}",
+            vec![t("MeshTCPRoute/r", &format!("{path}.name"), "must be set")],
+        ),
+        (
+            "{kind: MeshService, name: ''}",
+            vec![t("MeshTCPRoute/r", &format!("{path}.name"), "must be set")],
+        ),
+        (
+            "{kind: MeshServiceSubset, name: b, tags: {version: v1}}",
+            vec![t(
+                "MeshTCPRoute/r",
+                &format!("{path}.kind"),
+                "MeshServiceSubset backends are not supported yet; use MeshService",
+            )],
+        ),
+        (
+            "{kind: MeshExternalService, name: b}",
+            vec![t(
+                "MeshTCPRoute/r",
+                &format!("{path}.kind"),
+                "MeshExternalService backends are not supported yet; use MeshService",
+            )],
+        ),
+        (
+            "{}",
+            vec![
+                t("MeshTCPRoute/r", &format!("{path}.kind"), "must be set"),
+                t("MeshTCPRoute/r", &format!("{path}.name"), "must be set"),
+            ],
+        ),
+    ];
+    for (backend, expected) in cases {
+        assert_eq!(
+            errors(&backend_refs_doc(&format!("[{backend}]"))),
+            expected,
+            "{backend}"
+        );
+    }
+    for kind in [
+        "Mesh",
+        "MeshSubset",
+        "MeshMultiZoneService",
+        "MeshGateway",
+        "MeshHTTPRoute",
+        "Dataplane",
+    ] {
+        assert_eq!(
+            errors(&backend_refs_doc(&format!("[{{kind: {kind}, name: b}}]"))),
+            vec![t(
+                "MeshTCPRoute/r",
+                &format!("{path}.kind"),
+                &format!("value {kind} is not supported")
+            )],
+            "{kind}"
+        );
+    }
+}
+
+#[test]
+fn unknown_ref_kind_is_a_load_error_at_its_path() {
+    let (_, path, message) = single_error(&backend_refs_doc("[{kind: meshservice, name: b}]"));
+    assert_eq!(path, "spec.to[0].rules[0].default.backendRefs[0].kind");
+    assert!(message.starts_with("unknown variant `meshservice`"), "{message}");
+}
+
+#[test]
+fn sum_of_weights_above_32_bits_is_rejected() {
+    let max = u32::MAX;
+    assert!(
+        errors(&backend_refs_doc(&format!(
+            "[{{kind: MeshService, name: b, weight: {max}}}, {{kind: MeshService, name: c, weight: 0}}]"
+        )))
+        .is_empty()
+    );
+    assert_eq!(
+        errors(&backend_refs_doc(&format!(
+            "[{{kind: MeshService, name: b, weight: {max}}}, {{kind: MeshService, name: c}}]"
+        ))),
+        vec![t(
+            "MeshTCPRoute/r",
+            "spec.to[0].rules[0].default.backendRefs",
+            &format!("sum of weights {} exceeds {max}", u64::from(max) + 1)
+        )]
+    );
+    assert_eq!(
+        errors(&backend_refs_doc(&format!(
+            "[{{kind: MeshService, name: b, weight: {}}}, {{kind: MeshService, name: c, weight: {}}}]",
+            u64::MAX,
+            u64::MAX
+        ))),
+        vec![t(
+            "MeshTCPRoute/r",
+            "spec.to[0].rules[0].default.backendRefs",
+            &format!("sum of weights {} exceeds {max}", u64::MAX)
+        )]
+    );
+}
+
+#[test]
+fn service_validation_errors() {
+    let text = r#"
+type: MeshService
+name: s
+spec:
+  selector: {dataplaneTags: {app: s}}
+  ports:
+    - {port: 0}
+    - {port: 80, name: web}
+    - {port: 80, name: web, targetPort: 0}
+status: {vips: [{ip: 10.0.0.1}]}
+"#;
+    assert_eq!(
+        errors(text),
+        vec![
+            t("MeshService/s", "spec.ports[0].port", "must be in 1..65535"),
+            t("MeshService/s", "spec.ports[2].port", "port 80 is listed twice"),
+            t("MeshService/s", "spec.ports[2].name", "name \"web\" is listed twice"),
+            t("MeshService/s", "spec.ports[2].targetPort", "must be in 1..65535"),
+        ]
+    );
+}
+
+#[test]
+fn service_without_ports_selector_or_vips_gets_warnings_only() {
+    let text = "type: MeshService\nname: s\nspec: {selector: {dataplaneTags: {}}}\n";
+    assert!(errors(text).is_empty());
+    assert_eq!(
+        warnings(text),
+        vec![
+            t("MeshService/s", "spec.ports", "no ports: the service cannot be dialled"),
+            t(
+                "MeshService/s",
+                "spec.selector.dataplaneTags",
+                "not set: the service has no endpoints here"
+            ),
+            t(
+                "MeshService/s",
+                "status.vips",
+                "no addresses: connections to this service cannot be redirected"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn dataplane_validation_errors() {
+    let text = r#"
+type: Dataplane
+name: d
+networking:
+  inbound:
+    - {port: 0, address: 10.0.0.1}
+    - {port: 80, servicePort: 0, address: 10.0.0.1}
+"#;
+    assert_eq!(
+        errors(text),
+        vec![
+            t("Dataplane/d", "networking.inbound[0].port", "must be in 1..65535"),
+            t(
+                "Dataplane/d",
+                "networking.inbound[1].servicePort",
+                "must be in 1..65535"
+            ),
+        ]
+    );
+    assert_eq!(
+        errors("type: Dataplane\nname: d\nnetworking:\n  inbound: [{port: 80}]\n"),
+        vec![t(
+            "Dataplane/d",
+            "networking.address",
+            "must be set (or an address on every inbound)"
+        )]
+    );
+    assert!(errors("type: Dataplane\nname: d\nnetworking: {}\n").is_empty());
+}
+
+#[test]
+fn dataplane_missing_address_is_reported_once() {
+    let errs = errors("type: Dataplane\nname: d\nnetworking:\n  inbound: [{port: 80}, {port: 81}]\n");
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+}
+
+#[test]
+fn universal_dataplane_root_error_has_no_dot_path() {
+    let (_, problems) = check("type: Dataplane\nname: dp\n");
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].message, "missing field `networking`");
+    assert_ne!(problems[0].path, ".");
+    assert!(!problems[0].to_string().contains(": .:"), "{}", problems[0]);
+}
+
+#[test]
+fn kubernetes_dataplane_accepts_top_level_mesh() {
+    let text = "apiVersion: kuma.io/v1alpha1\nkind: Dataplane\nmesh: payments\nmetadata: {name: dp, namespace: ns}\nspec:\n  networking:\n    address: 10.244.0.7\n    inbound: [{port: 8080, tags: {app: web}}]\n";
+    let (config, problems) = check(text);
+    assert!(problems.is_empty(), "{problems:#?}");
+    assert_eq!(config.dataplanes[0].origin.mesh, "payments");
+}
+
+#[test]
+fn kubernetes_dataplane_validation_paths_start_with_spec() {
+    let text = "apiVersion: kuma.io/v1alpha1\nkind: Dataplane\nmetadata: {name: dp}\nspec:\n  networking:\n    address: 10.0.0.1\n    inbound: [{port: 0}]\n";
+    assert_eq!(
+        errors(text),
+        vec![t(
+            "Dataplane/dp",
+            "spec.networking.inbound[0].port",
+            "must be in 1..65535"
+        )]
+    );
+}
+
+#[test]
+fn kubernetes_dataplane_load_errors_have_spec_prefix() {
+    let text = "apiVersion: kuma.io/v1alpha1\nkind: Dataplane\nmetadata: {name: dp}\nspec:\n  networking:\n    address: 10.0.0.1\n    inbound: [{port: x}]\n";
+    let (_, path, _) = single_error(text);
+    assert_eq!(path, "spec.networking.inbound[0].port");
+}
+
+#[test]
+fn every_problem_of_every_document_is_reported_at_once() {
+    let text = r#"
+type: MeshTCPRoute
+name: bad-weight
+spec:
+  to:
+    - targetRef: {kind: MeshService, name: a}
+      rules: [{default: {backendRefs: [{kind: MeshService, name: b, weight: abc}]}}]
+---
+type: MeshTCPRoute
+name: bad-kinds
+spec:
+  targetRef: {kind: MeshSubset, tags: {app: x}}
+  to:
+    - targetRef: {kind: Mesh}
+      rules:
+        - default: {backendRefs: []}
+        - default: {backendRefs: [{kind: MeshServiceSubset, name: b}, {name: ""}]}
+---
+- not a mapping
+---
+type: Nope
+name: n
+---
+type: MeshService
+name: s
+spec: {ports: [{port: 0}]}
+---
+type: Dataplane
+name: d
+networking: {inbound: [{port: 0, address: 10.0.0.1}]}
+"#;
+    let (_, problems) = check(text);
+    let errs: Vec<String> = problems
+        .iter()
+        .filter(|p| p.severity == Severity::Error)
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        errs,
+        vec![
+            "test.yaml: MeshTCPRoute/bad-weight: spec.to[0].rules[0].default.backendRefs[0].weight: invalid type: string \"abc\", expected u64",
+            "test.yaml: document 3: expected a mapping with `type` (universal) or `kind` (Kubernetes)",
+            "test.yaml: Nope/n: type: unknown resource type \"Nope\"",
+            "test.yaml: MeshTCPRoute/bad-kinds: spec.targetRef.kind: MeshSubset sources are not supported yet; this version routes for kind Mesh only",
+            "test.yaml: MeshTCPRoute/bad-kinds: spec.to[0].targetRef.kind: value Mesh is not supported",
+            "test.yaml: MeshTCPRoute/bad-kinds: spec.to[0].rules: must have at most one element",
+            "test.yaml: MeshTCPRoute/bad-kinds: spec.to[0].rules[0].default.backendRefs: must not be empty",
+            "test.yaml: MeshTCPRoute/bad-kinds: spec.to[0].rules[1].default.backendRefs[0].kind: MeshServiceSubset backends are not supported yet; use MeshService",
+            "test.yaml: MeshTCPRoute/bad-kinds: spec.to[0].rules[1].default.backendRefs[1].kind: must be set",
+            "test.yaml: MeshTCPRoute/bad-kinds: spec.to[0].rules[1].default.backendRefs[1].name: must be set",
+            "test.yaml: MeshService/s: spec.ports[0].port: must be in 1..65535",
+            "test.yaml: Dataplane/d: networking.inbound[0].port: must be in 1..65535",
+        ]
+    );
+}
+
+#[test]
+fn read_returns_config_with_warnings_or_every_problem() {
+    let dir = common::tempdir("model-read");
+    let good = dir.join("good.yaml");
+    std::fs::write(&good, "type: Mesh\nname: m\n").unwrap();
+    let (config, warnings) = model::read(&good).unwrap();
+    assert_eq!(config.ignored.len(), 1);
+    assert_eq!(warnings.len(), 1);
+    assert_eq!(warnings[0].severity, Severity::Warning);
+
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, "type: Mesh\nname: m\n---\ntype: X\nname: y\n").unwrap();
+    let problems = model::read(&bad).unwrap_err();
+    assert_eq!(problems.errors().count(), 1);
+    assert_eq!(problems.warnings().count(), 1);
+    assert_eq!(problems.errors().next().unwrap().file, bad);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
