@@ -11,6 +11,24 @@
 //! | `ROUTES`      | hash of maps, no prealloc    | [`ServiceKey`] | one route table  |
 //! | route table   | array (inner map)            | `u32` index    | [`TableEntry`]   |
 //! | `ORIGINS`     | socket local storage         | socket         | [`OriginalDest`] |
+//! | `WORKLOADS`   | hash, no prealloc            | cgroup id      | class (`u32`)    |
+//! | `SETTINGS`    | array, one entry             | 0              | [`Settings`]     |
+//!
+//! ## Workload classes
+//!
+//! Kuma gives each proxy its own set of routes (policies target workloads by
+//! labels, tags or name). Here a workload is a cgroup bound to a Dataplane, and
+//! every distinct set of routes is a *class*: workloads whose routes are the
+//! same share one class, so the maps grow with distinct route sets, not with
+//! workloads. Class [`BASE_CLASS`] is what processes in no workload cgroup get
+//! (the policies that target the whole mesh).
+//!
+//! The hooks find the caller's class from its cgroup: the cgroup itself, then
+//! its ancestors down to `Settings::max_depth` levels below the cgroup the
+//! hooks are attached to, looked up in `WORKLOADS`; the deepest match wins.
+//! `ROUTES` holds every destination for the base class and, for other
+//! classes, only the destinations whose table differs; a miss in a class falls
+//! back to the base class.
 //!
 //! `ROUTES` holds one entry per service address and port the node redirects. Its
 //! value is a whole route table: a separate array map created by the agent and
@@ -66,10 +84,39 @@ pub const ORIGINS_MAP: &str = "ORIGINS";
 /// so applications already handle it.
 pub const NO_ENDPOINT_ERRNO: i32 = 111;
 
-/// Key of `ROUTES`: the destination an application dials.
+/// Upper bound on the number of workload cgroups in `WORKLOADS`.
+pub const MAX_WORKLOADS: u32 = 65_536;
+
+/// How many cgroup levels below the attach point the hooks search for a
+/// workload cgroup.
+pub const MAX_WORKLOAD_DEPTH: u32 = 8;
+
+/// The class of processes outside every workload cgroup.
+pub const BASE_CLASS: u32 = 0;
+
+/// Name of the workload map in the BPF object.
+pub const WORKLOADS_MAP: &str = "WORKLOADS";
+
+/// Name of the settings map in the BPF object.
+pub const SETTINGS_MAP: &str = "SETTINGS";
+
+/// The single entry of `SETTINGS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// cgroup level of the directory the hooks are attached to (root is 0).
+    pub attach_level: u32,
+    /// Deepest workload cgroup, in levels below the attach point (0: no
+    /// workloads, so every process is in the base class and nothing is looked up).
+    pub max_depth: u32,
+}
+
+/// Key of `ROUTES`: the class of the caller and the destination it dials.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServiceKey {
+    /// Workload class ([`BASE_CLASS`] for processes outside workloads).
+    pub class: u32,
     /// Destination address, IPv6 form, as four words in network byte order.
     pub addr: [u32; 4],
     /// Destination port in network byte order.
@@ -178,10 +225,12 @@ mod pod {
     unsafe impl aya::Pod for ServiceKey {}
     unsafe impl aya::Pod for TableEntry {}
     unsafe impl aya::Pod for OriginalDest {}
+    unsafe impl aya::Pod for Settings {}
 }
 
 const _: () = {
-    assert!(core::mem::size_of::<ServiceKey>() == 20);
+    assert!(core::mem::size_of::<ServiceKey>() == 24);
+    assert!(core::mem::size_of::<Settings>() == 8);
     assert!(core::mem::size_of::<TableHeader>() == 20);
     assert!(core::mem::size_of::<BackendSlot>() == 20);
     assert!(core::mem::size_of::<Endpoint>() == 20);

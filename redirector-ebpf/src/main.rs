@@ -13,16 +13,20 @@
 
 use aya_ebpf::{
     bindings::{BPF_F_INNER_MAP, BPF_F_NO_PREALLOC, bpf_sock_addr},
-    btf_maps::{Array, HashOfMaps, SkStorage},
-    helpers::generated::{bpf_get_prandom_u32, bpf_set_retval},
+    btf_maps::{Array, HashMap, HashOfMaps, SkStorage},
+    helpers::generated::{
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_prandom_u32,
+        bpf_set_retval,
+    },
     macros::{btf_map, cgroup_sock_addr},
     programs::SockAddrContext,
 };
 use aya_log_ebpf::{debug, error};
 use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 use redirector_common::{
-    BackendSlot, Endpoint, MAX_ROUTES, NO_ENDPOINT_ERRNO, OriginalDest, ServiceKey, TableEntry,
-    TableHeader, is_mapped_v4, mapped_v4,
+    BASE_CLASS, BackendSlot, Endpoint, MAX_ROUTES, MAX_WORKLOAD_DEPTH, MAX_WORKLOADS,
+    NO_ENDPOINT_ERRNO, OriginalDest, ServiceKey, Settings, TableEntry, TableHeader, is_mapped_v4,
+    mapped_v4,
 };
 
 /// Service address:port -> route table (an array map of [`TableEntry`]).
@@ -35,6 +39,15 @@ static ROUTES: HashOfMaps<
     { MAX_ROUTES as usize },
     { BPF_F_NO_PREALLOC as usize },
 > = HashOfMaps::new();
+
+/// Workload cgroup id -> class.
+#[btf_map]
+static WORKLOADS: HashMap<u64, u32, { MAX_WORKLOADS as usize }, { BPF_F_NO_PREALLOC as usize }> =
+    HashMap::new();
+
+/// Where workload cgroups sit in the hierarchy (see redirector-common).
+#[btf_map]
+static SETTINGS: Array<Settings, 1> = Array::new();
 
 /// The address each redirected socket dialled. Socket storage is freed with
 /// the socket, so this never leaks and never evicts a live entry (an LRU keyed
@@ -65,6 +78,7 @@ pub fn connect4(ctx: SockAddrContext) -> i32 {
             return ALLOW;
         }
         let key = ServiceKey {
+            class: BASE_CLASS,
             addr: mapped_v4(read_volatile(addr_of!((*sa).user_ip4))),
             port: read_volatile(addr_of!((*sa).user_port)) as u16,
             pad: 0,
@@ -82,6 +96,7 @@ pub fn connect6(ctx: SockAddrContext) -> i32 {
             return ALLOW;
         }
         let key = ServiceKey {
+            class: BASE_CLASS,
             addr: read_ip6(sa),
             port: read_volatile(addr_of!((*sa).user_port)) as u16,
             pad: 0,
@@ -130,10 +145,19 @@ pub fn getpeername6(ctx: SockAddrContext) -> i32 {
 /// # Safety
 /// `ctx.sock_addr` must be the context the kernel passed in.
 #[inline(always)]
-unsafe fn redirect(ctx: &SockAddrContext, key: &ServiceKey, family: u32) -> i32 {
-    let Some(header) = (unsafe { ROUTES.get_value(key, &0) }) else {
+unsafe fn redirect(ctx: &SockAddrContext, dest: &ServiceKey, family: u32) -> i32 {
+    // A workload's own table if it has one for this destination, else the base one.
+    let mut key = *dest;
+    key.class = workload_class();
+    let mut found = unsafe { ROUTES.get_value(&key, &0) };
+    if found.is_none() && key.class != BASE_CLASS {
+        key.class = BASE_CLASS;
+        found = unsafe { ROUTES.get_value(&key, &0) };
+    }
+    let Some(header) = found else {
         return ALLOW;
     };
+    let key = &key;
     // SAFETY: entry 0 of every table is a header (redirector-common layout).
     let header: TableHeader = unsafe { header.header };
     let Some(endpoint) = (unsafe { pick(key, &header) }) else {
@@ -170,6 +194,39 @@ unsafe fn redirect(ctx: &SockAddrContext, key: &ServiceKey, family: u32) -> i32 
         }
     }
     ALLOW
+}
+
+/// The caller's workload class: its cgroup or the deepest ancestor (at most
+/// `max_depth` levels below the attach point) found in `WORKLOADS`.
+#[inline(always)]
+fn workload_class() -> u32 {
+    let Some(settings) = SETTINGS.get(0) else {
+        return BASE_CLASS;
+    };
+    if settings.max_depth == 0 {
+        return BASE_CLASS;
+    }
+    // SAFETY: the helper has no preconditions.
+    let own = unsafe { bpf_get_current_cgroup_id() };
+    // SAFETY: WORKLOADS values are plain u32s.
+    if let Some(class) = unsafe { WORKLOADS.get(&own) } {
+        return *class;
+    }
+    let mut depth = MAX_WORKLOAD_DEPTH;
+    while depth > 0 {
+        if depth <= settings.max_depth {
+            let level = (settings.attach_level + depth) as i32;
+            // SAFETY: returns 0 when the caller's cgroup is shallower than `level`.
+            let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
+            if id != 0 && id != own {
+                if let Some(class) = unsafe { WORKLOADS.get(&id) } {
+                    return *class;
+                }
+            }
+        }
+        depth -= 1;
+    }
+    BASE_CLASS
 }
 
 /// Chooses an endpoint: alias slot, then weight draw, then uniform endpoint.

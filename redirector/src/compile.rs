@@ -4,7 +4,7 @@
 
 use crate::resolve::ResolvedRoute;
 use redirector_common::{
-    BackendSlot, Endpoint, MAX_ROUTES, MAX_TABLE_ENTRIES, ServiceKey, TableEntry, TableHeader,
+    BASE_CLASS, BackendSlot, Endpoint, MAX_ROUTES, MAX_TABLE_ENTRIES, ServiceKey, TableEntry, TableHeader,
     mapped_v4, reject_bound,
 };
 use std::{
@@ -120,9 +120,9 @@ impl AliasTable {
     }
 }
 
-/// The `ROUTES` key of a destination.
-pub fn service_key(addr: IpAddr, port: u16) -> ServiceKey {
-    ServiceKey { addr: ip_words(addr), port: port.to_be(), pad: 0 }
+/// The `ROUTES` key of a destination for a workload class.
+pub fn service_key(class: u32, addr: IpAddr, port: u16) -> ServiceKey {
+    ServiceKey { class, addr: ip_words(addr), port: port.to_be(), pad: 0 }
 }
 
 /// An address in the kernel's IPv6 form: four network-order words, IPv4 mapped.
@@ -203,7 +203,7 @@ pub fn compile(routes: &[ResolvedRoute]) -> Result<Tables, CompileError> {
     }
     routes
         .iter()
-        .map(|route| Ok((service_key(route.vip, route.port), compile_route(route)?)))
+        .map(|route| Ok((service_key(BASE_CLASS, route.vip, route.port), compile_route(route)?)))
         .collect()
 }
 

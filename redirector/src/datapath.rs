@@ -9,7 +9,7 @@ use aya::{
     maps::{Array, HashOfMaps, Map, MapData},
     programs::{CgroupAttachMode, CgroupSockAddr},
 };
-use redirector_common::{ROUTES_MAP, ServiceKey, TableEntry};
+use redirector_common::{ROUTES_MAP, SETTINGS_MAP, ServiceKey, Settings, TableEntry};
 use std::{
     fs::File,
     path::{Path, PathBuf},
@@ -97,6 +97,14 @@ impl Datapath {
         }
         self.attached_to = Some(cgroup.to_path_buf());
         Ok(())
+    }
+
+    /// Writes where workload cgroups sit: the attach point's level and the
+    /// deepest workload below it (0: no workloads).
+    pub fn set_settings(&mut self, settings: Settings) -> anyhow::Result<()> {
+        let map = self.ebpf.map_mut(SETTINGS_MAP).ok_or_else(|| anyhow!("map {SETTINGS_MAP} missing"))?;
+        let mut array: Array<&mut MapData, Settings> = map.try_into()?;
+        array.set(0, settings, 0).context("writing settings")
     }
 
     /// Makes the kernel's tables equal to `tables`, writing only what changed.

@@ -464,7 +464,7 @@ proptest! {
 
 #[test]
 fn service_key_of_ipv4_is_mapped_in_network_order() {
-    let key = service_key(ip("10.1.2.3"), 8080);
+    let key = service_key(0, ip("10.1.2.3"), 8080);
     assert_eq!(
         word_bytes(key.addr),
         [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 1, 2, 3]
@@ -477,7 +477,7 @@ fn service_key_of_ipv4_is_mapped_in_network_order() {
 #[test]
 fn service_key_of_ipv6_is_its_octets() {
     let v6: Ipv6Addr = "2001:db8::1:2".parse().unwrap();
-    let key = service_key(IpAddr::V6(v6), 443);
+    let key = service_key(0, IpAddr::V6(v6), 443);
     assert_eq!(word_bytes(key.addr), v6.octets());
     assert_eq!(key.port.to_ne_bytes(), [0x01, 0xbb]);
     assert!(!is_mapped_v4(&key.addr));
@@ -486,11 +486,11 @@ fn service_key_of_ipv6_is_its_octets() {
 #[test]
 fn ipv4_and_its_mapped_form_share_a_key() {
     assert_eq!(
-        service_key(ip("192.0.2.7"), 80),
-        service_key(ip("::ffff:192.0.2.7"), 80)
+        service_key(0, ip("192.0.2.7"), 80),
+        service_key(0, ip("::ffff:192.0.2.7"), 80)
     );
-    assert_ne!(service_key(ip("192.0.2.7"), 80), service_key(ip("::192.0.2.7"), 80));
-    assert_ne!(service_key(ip("192.0.2.7"), 80), service_key(ip("192.0.2.7"), 81));
+    assert_ne!(service_key(0, ip("192.0.2.7"), 80), service_key(0, ip("::192.0.2.7"), 80));
+    assert_ne!(service_key(0, ip("192.0.2.7"), 80), service_key(0, ip("192.0.2.7"), 81));
 }
 
 #[test]
@@ -526,7 +526,7 @@ proptest! {
 
     #[test]
     fn service_key_port_is_network_order(addr in any_ip(), port in any::<u16>()) {
-        let key = service_key(addr, port);
+        let key = service_key(0, addr, port);
         prop_assert_eq!(key.port.to_ne_bytes(), port.to_be_bytes());
         prop_assert_eq!(key.addr, ip_words(addr));
         prop_assert_eq!(key.pad, 0);
@@ -545,7 +545,7 @@ fn compile_keys_every_table_by_its_destination() {
     let tables = compile::compile(&routes).unwrap();
     assert_eq!(tables.len(), 3);
     for r in &routes {
-        assert_eq!(tables[&service_key(r.vip, r.port)], compile_route(r).unwrap());
+        assert_eq!(tables[&service_key(0, r.vip, r.port)], compile_route(r).unwrap());
     }
     assert!(compile::compile(&[]).unwrap().is_empty());
 }
@@ -581,9 +581,9 @@ fn diff_sorts_destinations_into_unchanged_upsert_and_remove() {
     assert_eq!(diff.unchanged, 1);
     assert_eq!(
         diff.upsert,
-        vec![service_key(ip("10.9.0.2"), 80), service_key(ip("10.9.0.4"), 80)]
+        vec![service_key(0, ip("10.9.0.2"), 80), service_key(0, ip("10.9.0.4"), 80)]
     );
-    assert_eq!(diff.remove, vec![service_key(ip("10.9.0.3"), 80)]);
+    assert_eq!(diff.remove, vec![service_key(0, ip("10.9.0.3"), 80)]);
     assert!(!diff.is_empty());
 
     let diff = Diff::between(&old, &tables(&[keep.clone(), reweigh, gone.clone()]));
