@@ -1,7 +1,13 @@
 //! `redirector run`: apply a configuration to one cgroup and keep it in force
 //! until SIGINT/SIGTERM, then detach and remove what was created.
 
-use crate::{cgroup, datapath::Datapath, plan};
+use crate::{
+    cgroup,
+    datapath::{Datapath, Desired},
+    plan,
+    resolve::BASE_CLASS,
+};
+use redirector_common::MAX_WORKLOAD_DEPTH;
 use anyhow::{Context as _, bail};
 use std::path::PathBuf;
 use tokio::{
@@ -37,9 +43,11 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
 
+    let desired = desired_state(&plan, &cgroup)?;
     let (mut datapath, logger) = Datapath::load(&options.bpffs)?;
+    // Tables and workload classes go in before the hooks are attached.
+    let diff = datapath.apply(&desired)?;
     datapath.attach(&cgroup)?;
-    let diff = datapath.apply(&plan.tables)?;
     let endpoints: usize = plan.tables.values().map(|t| t.endpoints.len()).sum();
     info!(
         cgroup = %cgroup.display(),
@@ -47,6 +55,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         written = diff.upsert.len(),
         endpoints,
         policies = plan.config.routes.len(),
+        classes = plan.resolution.classes.len(),
+        workloads = desired.workloads.len(),
         "applied {} routes from {}",
         plan.tables.len(),
         options.config.display()
@@ -76,6 +86,32 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     datapath.shutdown()?;
     info!("stopped");
     Ok(())
+}
+
+/// The kernel state for `plan` with hooks attached at `cgroup`: workload
+/// cgroup paths become cgroup ids (a cgroup v2 directory's inode number).
+/// Workloads whose cgroup does not exist yet are reported and skipped.
+fn desired_state(plan: &plan::Plan, cgroup: &std::path::Path) -> anyhow::Result<Desired> {
+    use std::os::unix::fs::MetadataExt as _;
+    let root = cgroup::cgroup2_mount()?;
+    let attach_level = cgroup.strip_prefix(&root).map(|p| p.components().count()).unwrap_or(0) as u32;
+    let mut desired = Desired { tables: plan.tables.clone(), ..Default::default() };
+    for w in plan.resolution.workloads.iter().filter(|w| w.class != BASE_CLASS) {
+        let dir = cgroup.join(&w.cgroup);
+        match std::fs::metadata(&dir) {
+            Ok(meta) if meta.is_dir() => {
+                let depth = w.cgroup.components().count() as u32;
+                if depth > MAX_WORKLOAD_DEPTH {
+                    bail!("{}: cgroup {} is {depth} levels below --cgroup; at most {MAX_WORKLOAD_DEPTH} are searched", w.dataplane, dir.display());
+                }
+                desired.workloads.insert(meta.ino(), w.class);
+                desired.settings.max_depth = desired.settings.max_depth.max(depth);
+            }
+            _ => warn!("{}: cgroup {} does not exist; its processes get the base routes", w.dataplane, dir.display()),
+        }
+    }
+    desired.settings.attach_level = attach_level;
+    Ok(desired)
 }
 
 /// Refuses to start without the privileges to load and attach BPF programs.

@@ -2,7 +2,7 @@
 //! sets of tables. Pure: no kernel access. The layout is documented in
 //! `redirector-common`.
 
-use crate::resolve::ResolvedRoute;
+use crate::resolve::{Resolution, ResolvedRoute};
 use redirector_common::{
     BASE_CLASS, BackendSlot, Endpoint, MAX_ROUTES, MAX_TABLE_ENTRIES, ServiceKey, TableEntry, TableHeader,
     mapped_v4, reject_bound,
@@ -196,8 +196,31 @@ fn header(backend_count: u32, total_weight: u32) -> TableHeader {
     }
 }
 
-/// Builds every table.
-pub fn compile(routes: &[ResolvedRoute]) -> Result<Tables, CompileError> {
+/// Builds every table: all destinations of the base class, and for each
+/// other class the destinations whose table differs from the base one (the
+/// kernel falls back to the base class on a miss).
+pub fn compile(resolution: &Resolution) -> Result<Tables, CompileError> {
+    let mut tables = Tables::new();
+    let base = resolution.classes.first().map(|c| c.routes.as_slice()).unwrap_or_default();
+    for route in base {
+        tables.insert(service_key(BASE_CLASS, route.vip, route.port), compile_route(route)?);
+    }
+    for class in resolution.classes.iter().skip(1) {
+        for route in &class.routes {
+            let table = compile_route(route)?;
+            if tables.get(&service_key(BASE_CLASS, route.vip, route.port)) != Some(&table) {
+                tables.insert(service_key(class.id, route.vip, route.port), table);
+            }
+        }
+    }
+    if tables.len() > MAX_ROUTES as usize {
+        return Err(CompileError::TooManyRoutes { count: tables.len() });
+    }
+    Ok(tables)
+}
+
+/// Builds the base-class tables of a plain list of routes.
+pub fn compile_routes(routes: &[ResolvedRoute]) -> Result<Tables, CompileError> {
     if routes.len() > MAX_ROUTES as usize {
         return Err(CompileError::TooManyRoutes { count: routes.len() });
     }

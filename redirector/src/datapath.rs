@@ -6,10 +6,13 @@ use crate::compile::{Diff, Tables};
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashOfMaps, Map, MapData},
+    maps::{Array, HashMap, HashOfMaps, Map, MapData},
     programs::{CgroupAttachMode, CgroupSockAddr},
 };
-use redirector_common::{ROUTES_MAP, SETTINGS_MAP, ServiceKey, Settings, TableEntry};
+use redirector_common::{
+    ROUTES_MAP, SETTINGS_MAP, ServiceKey, Settings, TableEntry, WORKLOADS_MAP,
+};
+use std::collections::BTreeMap;
 use std::{
     fs::File,
     path::{Path, PathBuf},
@@ -38,7 +41,20 @@ pub struct Datapath {
     pin_dir: PathBuf,
     created_pin_dir: bool,
     installed: Tables,
+    workloads: BTreeMap<u64, u32>,
     attached_to: Option<PathBuf>,
+}
+
+/// What the kernel should hold: route tables, workload cgroup ids with their
+/// classes, and the settings of the class search.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Desired {
+    /// Route tables.
+    pub tables: Tables,
+    /// cgroup id -> class (only classes other than the base one).
+    pub workloads: BTreeMap<u64, u32>,
+    /// Where workload cgroups sit.
+    pub settings: Settings,
 }
 
 impl Datapath {
@@ -73,7 +89,14 @@ impl Datapath {
             .pin(&routes_pin)
             .with_context(|| format!("pinning {ROUTES_MAP} at {}", routes_pin.display()))?;
         Ok((
-            Self { ebpf, pin_dir: pin_dir.to_path_buf(), created_pin_dir, installed: Tables::new(), attached_to: None },
+            Self {
+                ebpf,
+                pin_dir: pin_dir.to_path_buf(),
+                created_pin_dir,
+                installed: Tables::new(),
+                workloads: BTreeMap::new(),
+                attached_to: None,
+            },
             logger,
         ))
     }
@@ -99,29 +122,46 @@ impl Datapath {
         Ok(())
     }
 
-    /// Writes where workload cgroups sit: the attach point's level and the
-    /// deepest workload below it (0: no workloads).
-    pub fn set_settings(&mut self, settings: Settings) -> anyhow::Result<()> {
-        let map = self.ebpf.map_mut(SETTINGS_MAP).ok_or_else(|| anyhow!("map {SETTINGS_MAP} missing"))?;
-        let mut array: Array<&mut MapData, Settings> = map.try_into()?;
-        array.set(0, settings, 0).context("writing settings")
-    }
-
-    /// Makes the kernel's tables equal to `tables`, writing only what changed.
-    ///
-    /// Each changed route gets a complete new table before its `ROUTES` entry
-    /// is swapped, so a concurrent connect sees the old table or the new one.
-    /// Removed destinations are deleted last.
-    pub fn apply(&mut self, tables: &Tables) -> anyhow::Result<Diff> {
-        let diff = Diff::between(&self.installed, tables);
+    /// Makes the kernel hold `desired`, writing only what changed, in an
+    /// order that never lets a connect see a dangling reference: new and
+    /// changed tables first (each complete before its `ROUTES` entry is
+    /// swapped), then workload classes and settings, then removals.
+    pub fn apply(&mut self, desired: &Desired) -> anyhow::Result<Diff> {
+        let diff = Diff::between(&self.installed, &desired.tables);
+        {
+            let map = self.ebpf.map_mut(ROUTES_MAP).ok_or_else(|| anyhow!("map {ROUTES_MAP} missing"))?;
+            let mut routes: HashOfMaps<&mut MapData, ServiceKey> = map.try_into()?;
+            for key in &diff.upsert {
+                let table = &desired.tables[key];
+                let inner = new_table_map(&table.entries())?;
+                routes.insert(key, &inner, 0).context("writing a route")?;
+                self.installed.insert(*key, table.clone());
+            }
+        }
+        {
+            let map = self.ebpf.map_mut(WORKLOADS_MAP).ok_or_else(|| anyhow!("map {WORKLOADS_MAP} missing"))?;
+            let mut workloads: HashMap<&mut MapData, u64, u32> = map.try_into()?;
+            for (id, class) in &desired.workloads {
+                if self.workloads.get(id) != Some(class) {
+                    workloads.insert(id, class, 0).context("writing a workload")?;
+                }
+            }
+        }
+        {
+            let map = self.ebpf.map_mut(SETTINGS_MAP).ok_or_else(|| anyhow!("map {SETTINGS_MAP} missing"))?;
+            let mut settings: Array<&mut MapData, Settings> = map.try_into()?;
+            settings.set(0, desired.settings, 0).context("writing settings")?;
+        }
+        {
+            let map = self.ebpf.map_mut(WORKLOADS_MAP).ok_or_else(|| anyhow!("map {WORKLOADS_MAP} missing"))?;
+            let mut workloads: HashMap<&mut MapData, u64, u32> = map.try_into()?;
+            for id in self.workloads.keys().filter(|id| !desired.workloads.contains_key(id)) {
+                workloads.remove(id).context("removing a workload")?;
+            }
+            self.workloads = desired.workloads.clone();
+        }
         let map = self.ebpf.map_mut(ROUTES_MAP).ok_or_else(|| anyhow!("map {ROUTES_MAP} missing"))?;
         let mut routes: HashOfMaps<&mut MapData, ServiceKey> = map.try_into()?;
-        for key in &diff.upsert {
-            let table = &tables[key];
-            let inner = new_table_map(&table.entries())?;
-            routes.insert(key, &inner, 0).context("writing a route")?;
-            self.installed.insert(*key, table.clone());
-        }
         for key in &diff.remove {
             routes.remove(key).context("removing a route")?;
             self.installed.remove(key);

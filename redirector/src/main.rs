@@ -19,6 +19,17 @@ enum Command {
         /// File or directory of Kuma YAML resources.
         path: PathBuf,
     },
+    /// Explain, per workload class and destination, which policy wins and where connections go.
+    Plan {
+        /// File or directory of Kuma YAML resources.
+        path: PathBuf,
+        /// Only the class of this workload (Dataplane name).
+        #[arg(long)]
+        workload: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
     /// Apply a config to a cgroup and keep it in force until SIGINT/SIGTERM.
     Run {
         /// File or directory of Kuma YAML resources.
@@ -33,10 +44,20 @@ enum Command {
     },
 }
 
+/// `plan` output formats.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Output {
+    /// Human-readable text.
+    Table,
+    /// JSON.
+    Json,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { path } => check(&path),
+        Command::Plan { path, workload, output } => plan_command(&path, workload.as_deref(), output),
         Command::Run { config, cgroup, bpffs } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -87,6 +108,38 @@ fn check(path: &std::path::Path) -> ExitCode {
                     eprintln!("{p}");
                 }
             }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn plan_command(path: &std::path::Path, workload: Option<&str>, output: Output) -> ExitCode {
+    let plan = match plan::build(path) {
+        Ok(plan) => plan,
+        Err(problems) => {
+            for p in &problems.0 {
+                println!("{p}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    for w in &plan.warnings {
+        eprintln!("{w}");
+    }
+    let rendered = match output {
+        Output::Table => plan.render_table(workload),
+        Output::Json => plan.render_json(workload),
+    };
+    match rendered {
+        Ok(text) => {
+            print!("{text}");
+            if matches!(output, Output::Json) {
+                println!();
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }

@@ -1,6 +1,9 @@
 //! Reading files and YAML documents into [`Config`].
 
-use super::{Config, Dataplane, MeshService, MeshTcpRoute, Origin, Problem, Severity};
+use super::{
+    Config, Dataplane, MeshExternalService, MeshHttpRoute, MeshMultiZoneService, MeshService,
+    MeshTcpRoute, Origin, Problem, Severity,
+};
 use serde::{Deserialize as _, de::DeserializeOwned};
 use serde_yaml::{Mapping, Value};
 use std::{
@@ -14,7 +17,6 @@ const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 /// Kuma kinds that are read and accepted but have no effect here.
 const IGNORED_KINDS: &[&str] = &[
     "Mesh",
-    "MeshHTTPRoute",
     "MeshTimeout",
     "MeshRetry",
     "MeshCircuitBreaker",
@@ -32,8 +34,6 @@ const IGNORED_KINDS: &[&str] = &[
     "MeshIdentity",
     "MeshTrust",
     "MeshGateway",
-    "MeshExternalService",
-    "MeshMultiZoneService",
     "TrafficRoute",
 ];
 
@@ -182,6 +182,18 @@ fn load_document(config: &mut Config, file: &Path, index: usize, value: Value) -
             };
             config.dataplanes.push(Dataplane { origin: env.origin, spec });
         }
+        "MeshExternalService" => {
+            let (spec, status) = body(env.rest, true).map_err(fail)?;
+            config.external_services.push(MeshExternalService { origin: env.origin, spec, status });
+        }
+        "MeshMultiZoneService" => {
+            let (spec, status) = body(env.rest, true).map_err(fail)?;
+            config.multizone_services.push(MeshMultiZoneService { origin: env.origin, spec, status });
+        }
+        "MeshHTTPRoute" => {
+            let (spec, ()) = body(env.rest, false).map_err(fail)?;
+            config.http_routes.push(MeshHttpRoute { origin: env.origin, spec });
+        }
         kind if IGNORED_KINDS.contains(&kind) => config.ignored.push(env.origin),
         kind => {
             return Err(doc_problem(
@@ -298,6 +310,9 @@ fn check_duplicates(config: &Config, problems: &mut Vec<Problem>) {
         .map(|r| &r.origin)
         .chain(config.services.iter().map(|s| &s.origin))
         .chain(config.dataplanes.iter().map(|d| &d.origin))
+        .chain(config.external_services.iter().map(|s| &s.origin))
+        .chain(config.multizone_services.iter().map(|s| &s.origin))
+        .chain(config.http_routes.iter().map(|r| &r.origin))
         .chain(config.ignored.iter());
     for origin in origins {
         let key = (origin.kind.clone(), origin.name.clone(), origin.namespace.clone(), origin.mesh.clone());

@@ -78,6 +78,38 @@ pub struct MeshTcpRoute {
     pub spec: MeshTcpRouteSpec,
 }
 
+/// A MeshExternalService: a VIP for a destination outside the mesh.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeshExternalService {
+    /// Identity and source.
+    pub origin: Origin,
+    /// Match and endpoints.
+    pub spec: MeshExternalServiceSpec,
+    /// VIP.
+    pub status: ExternalStatus,
+}
+
+/// A MeshMultiZoneService: one VIP over several MeshServices.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeshMultiZoneService {
+    /// Identity and source.
+    pub origin: Origin,
+    /// Selector and ports.
+    pub spec: MeshMultiZoneServiceSpec,
+    /// VIPs.
+    pub status: MeshServiceStatus,
+}
+
+/// A MeshHTTPRoute, read for its targets only: where it applies, a
+/// MeshTCPRoute does not (for HTTP destinations).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeshHttpRoute {
+    /// Identity and source.
+    pub origin: Origin,
+    /// Targets.
+    pub spec: TargetsOnlySpec,
+}
+
 /// Everything read from the input, typed but not yet validated.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Config {
@@ -87,6 +119,12 @@ pub struct Config {
     pub dataplanes: Vec<Dataplane>,
     /// MeshTCPRoutes.
     pub routes: Vec<MeshTcpRoute>,
+    /// MeshExternalServices.
+    pub external_services: Vec<MeshExternalService>,
+    /// MeshMultiZoneServices.
+    pub multizone_services: Vec<MeshMultiZoneService>,
+    /// MeshHTTPRoutes (targets only).
+    pub http_routes: Vec<MeshHttpRoute>,
     /// Kuma resources this version reads but does not act on (Mesh, other policies).
     pub ignored: Vec<Origin>,
 }

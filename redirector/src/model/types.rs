@@ -73,8 +73,14 @@ pub struct BackendRef {
     pub namespace: Option<String>,
     /// Label selector.
     pub labels: Option<BTreeMap<String, String>>,
-    /// Tags (required for MeshServiceSubset).
+    /// Tags (MeshServiceSubset).
     pub tags: Option<BTreeMap<String, String>>,
+    /// Port name or number of the backend service.
+    pub section_name: Option<String>,
+    /// Mesh (reserved by Kuma).
+    pub mesh: Option<String>,
+    /// Proxy types (not allowed on backendRefs by Kuma's validator).
+    pub proxy_types: Option<Vec<String>>,
     /// Service port of the backend.
     pub port: Option<u32>,
     /// Relative weight; Kuma's default is 1.
@@ -129,8 +135,16 @@ pub struct MeshTcpRouteSpec {
 pub struct Selector {
     /// Tags a Dataplane inbound must carry to be an endpoint.
     pub dataplane_tags: Option<BTreeMap<String, String>>,
-    /// Selects Dataplanes by reference (Kubernetes form; not used for endpoints here).
-    pub dataplane_ref: Option<serde_yaml::Value>,
+    /// Selects one Dataplane by name.
+    pub dataplane_ref: Option<DataplaneRef>,
+}
+
+/// `MeshService.spec.selector.dataplaneRef`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataplaneRef {
+    /// Dataplane name.
+    pub name: Option<String>,
 }
 
 /// A MeshService `targetPort`: a number or an inbound's name.
@@ -187,6 +201,14 @@ pub struct MeshServiceStatus {
     pub vips: Option<Vec<Vip>>,
 }
 
+/// Inbound health as reported by Kuma (`health.ready`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// `false` takes the inbound out of every endpoint set.
+    pub ready: Option<bool>,
+}
+
 /// One element of `Dataplane.networking.inbound`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -204,8 +226,47 @@ pub struct Inbound {
     pub name: Option<String>,
     /// Tags of the inbound.
     pub tags: Option<BTreeMap<String, String>>,
-    /// Health (accepted, unused here).
-    pub health: Option<serde_yaml::Value>,
+    /// Health; an inbound with `ready: false` is not an endpoint.
+    pub health: Option<Health>,
+    /// Inbound state (`Ready`, `NotReady`, `Ignored`); only `Ready` (or unset) serves.
+    pub state: Option<String>,
+}
+
+impl Inbound {
+    /// Whether Kuma would send traffic to this inbound.
+    pub fn is_healthy(&self) -> bool {
+        self.health.as_ref().and_then(|h| h.ready) != Some(false)
+            && self.state.as_deref().is_none_or(|s| s == "Ready")
+    }
+}
+
+/// A reference from a Dataplane outbound to a MeshService port.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OutboundBackendRef {
+    /// Always `MeshService`.
+    pub kind: Option<RefKind>,
+    /// MeshService name.
+    pub name: Option<String>,
+    /// MeshService labels (instead of a name).
+    pub labels: Option<BTreeMap<String, String>>,
+    /// MeshService port.
+    pub port: Option<u32>,
+}
+
+/// One element of `Dataplane.networking.outbound`: an address:port the
+/// workload dials for a service (Kuma without transparent proxying).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Outbound {
+    /// Address the workload dials (default 127.0.0.1).
+    pub address: Option<IpAddr>,
+    /// Port the workload dials.
+    pub port: u16,
+    /// Legacy form: `kuma.io/service` (and optional subset tags).
+    pub tags: Option<BTreeMap<String, String>>,
+    /// Current form: a MeshService port.
+    pub backend_ref: Option<OutboundBackendRef>,
 }
 
 /// `Dataplane.networking`.
@@ -218,8 +279,8 @@ pub struct Networking {
     pub advertised_address: Option<IpAddr>,
     /// Inbounds.
     pub inbound: Option<Vec<Inbound>>,
-    /// Outbounds (accepted; legacy service addresses come in a later version).
-    pub outbound: Option<serde_yaml::Value>,
+    /// Outbounds: service addresses this workload dials (legacy `kuma.io/service` form too).
+    pub outbound: Option<Vec<Outbound>>,
     /// Transparent proxying settings (accepted, unused).
     pub transparent_proxying: Option<serde_yaml::Value>,
     /// Gateway settings (accepted, unused).
@@ -238,4 +299,94 @@ pub struct DataplaneSpec {
     pub metrics: Option<serde_yaml::Value>,
     /// Probes (accepted, unused).
     pub probes: Option<serde_yaml::Value>,
+}
+
+/// `MeshExternalService.spec.match`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExternalMatch {
+    /// `HostnameGenerator` (the only type).
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// Port clients dial on the VIP.
+    pub port: u16,
+    /// Protocol (`tcp`, `http`, ...).
+    pub protocol: Option<String>,
+}
+
+/// One element of `MeshExternalService.spec.endpoints`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalEndpoint {
+    /// IP address or hostname (resolved by the agent, never in the kernel).
+    pub address: String,
+    /// Port.
+    pub port: u16,
+}
+
+/// `MeshExternalService.spec`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MeshExternalServiceSpec {
+    /// What clients dial.
+    #[serde(rename = "match")]
+    pub matcher: Option<ExternalMatch>,
+    /// Where connections go.
+    pub endpoints: Option<Vec<ExternalEndpoint>>,
+    /// TLS settings (accepted; TLS origination needs a proxy and is not done here).
+    pub tls: Option<serde_yaml::Value>,
+    /// Extension (accepted, unused).
+    pub extension: Option<serde_yaml::Value>,
+}
+
+/// `status.vip` of a MeshExternalService.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalStatus {
+    /// The address clients dial.
+    pub vip: Option<Vip>,
+}
+
+/// `MeshMultiZoneService.spec.selector.meshService`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MeshServiceSelector {
+    /// Labels a MeshService must carry.
+    pub match_labels: Option<BTreeMap<String, String>>,
+}
+
+/// `MeshMultiZoneService.spec.selector`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MultiZoneSelector {
+    /// Which MeshServices are aggregated.
+    pub mesh_service: Option<MeshServiceSelector>,
+}
+
+/// `MeshMultiZoneService.spec`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MeshMultiZoneServiceSpec {
+    /// Aggregated MeshServices.
+    pub selector: Option<MultiZoneSelector>,
+    /// Ports.
+    pub ports: Option<Vec<ServicePort>>,
+}
+
+/// A policy read only for its targets (MeshHTTPRoute, for precedence).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetsOnlySpec {
+    /// Which proxies.
+    pub target_ref: Option<TargetRef>,
+    /// Destinations; everything but the targetRef is ignored.
+    pub to: Option<Vec<TargetsOnlyTo>>,
+}
+
+/// One `to` entry of a [`TargetsOnlySpec`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetsOnlyTo {
+    /// The destination.
+    pub target_ref: TargetRef,
 }

@@ -1,139 +1,479 @@
 //! Validation of each resource on its own (references between resources are
-//! checked by `resolve`). Messages and field paths follow Kuma's validators.
+//! checked by `resolve`).
+//!
+//! Field paths and messages follow Kuma 2.13's validators:
+//! - `mesh.ValidateTargetRef` (`pkg/core/resources/apis/mesh/validators.go`) for
+//!   every `targetRef` and `backendRef`, with the kinds MeshTCPRoute's and
+//!   MeshHTTPRoute's validators allow in each position and the policy role
+//!   (label `kuma.io/policy-role`; missing means `system`);
+//! - `validators.ValidateBackendRef` (MeshMultiZoneService needs a `port`);
+//! - the rules Kuma leaves to the OpenAPI schema (`to` non-empty when present,
+//!   at most one rule, weights within 32 bits), with messages in Kuma's style;
+//! - Kuma's `Deprecations()` as warnings;
+//! - the MeshExternalService, MeshMultiZoneService and Dataplane validators.
+//!
+//! A few checks are this project's own (MeshService ports, a Dataplane address,
+//! the sum of weights); their messages say what is wrong in the same style.
 
 use super::{
-    Config, Dataplane, MeshService, MeshTcpRoute, Problem, RefKind, TargetRef,
-    problem::Reporter, types::PortRef,
+    BackendRef, Config, Dataplane, MeshExternalService, MeshHttpRoute, MeshMultiZoneService,
+    MeshService, MeshTcpRoute, Origin, Problem, RefKind, TargetRef,
+    problem::Reporter,
+    types::{Inbound, Outbound, PortRef, ServicePort, TargetsOnlySpec},
 };
-use std::collections::HashSet;
+use std::{
+    collections::{BTreeMap, HashSet},
+    net::IpAddr,
+};
+
+/// Largest weight, and largest sum of weights of one rule (Envoy's and the
+/// datapath's 32 bits).
+const MAX_WEIGHT: u64 = u32::MAX as u64;
+
+/// Kuma's label for a policy's role; missing (or `system`) means system.
+const POLICY_ROLE_LABEL: &str = "kuma.io/policy-role";
+
+/// The label Kuma takes a resource's display name from.
+const DISPLAY_NAME_LABEL: &str = "kuma.io/display-name";
+
+/// `kuma.io/service`.
+const SERVICE_TAG: &str = "kuma.io/service";
+
+/// `kuma.io/protocol`.
+const PROTOCOL_TAG: &str = "kuma.io/protocol";
+
+/// Kuma's `SupportedProtocols`, in its order.
+const SUPPORTED_PROTOCOLS: &[&str] = &["grpc", "http", "http2", "kafka", "tcp"];
+
+/// Protocols `core_meta.ParseProtocol` knows (case-insensitive).
+const KNOWN_PROTOCOLS: &[&str] = &["http", "http2", "tcp", "tls", "grpc", "kafka", "mysql"];
+
+/// Protocols a MeshExternalService `match` may use, in Kuma's order.
+const EXTERNAL_MATCH_PROTOCOLS: &[&str] = &["tcp", "grpc", "http", "http2"];
+
+/// Warning for a policy whose top-level targetRef is a MeshGateway.
+const GATEWAY_WARNING: &str =
+    "MeshGateway policies configure builtin gateways; redirector runs no gateway, so this policy has no effect here";
+
+/// Warning for a MeshTCPRoute without `spec.to`.
+const NO_TO_WARNING: &str = "no `to` entries: this policy has no effect";
 
 /// Validates every resource of `config`.
 pub(super) fn validate(config: &Config) -> Vec<Problem> {
     let mut out = Vec::new();
     for route in &config.routes {
-        let mut r = Reporter::new(&route.origin.file, route.origin.display_name(), &mut out);
-        validate_route(route, &mut r);
+        let mut r = reporter(&route.origin, &mut out);
+        validate_tcp_route(route, &mut r);
+    }
+    for route in &config.http_routes {
+        let mut r = reporter(&route.origin, &mut out);
+        validate_http_route(route, &mut r);
     }
     for service in &config.services {
-        let mut r = Reporter::new(&service.origin.file, service.origin.display_name(), &mut out);
+        let mut r = reporter(&service.origin, &mut out);
         validate_service(service, &mut r);
     }
+    for service in &config.external_services {
+        let mut r = reporter(&service.origin, &mut out);
+        validate_external_service(service, &mut r);
+    }
+    for service in &config.multizone_services {
+        let mut r = reporter(&service.origin, &mut out);
+        validate_multizone_service(service, &mut r);
+    }
     for dataplane in &config.dataplanes {
-        let mut r = Reporter::new(&dataplane.origin.file, dataplane.origin.display_name(), &mut out);
+        let mut r = reporter(&dataplane.origin, &mut out);
         validate_dataplane(dataplane, &mut r);
     }
     for ignored in &config.ignored {
-        let mut r = Reporter::new(&ignored.file, ignored.display_name(), &mut out);
+        let mut r = reporter(ignored, &mut out);
         r.warning("", format!("{} resources are read but have no effect in this version", ignored.kind));
     }
     out
 }
 
-fn validate_route(route: &MeshTcpRoute, r: &mut Reporter<'_>) {
-    let spec = &route.spec;
-    match &spec.target_ref {
-        None => {}
-        Some(target) => validate_top_target(target, r),
+fn reporter<'a>(origin: &'a Origin, out: &'a mut Vec<Problem>) -> Reporter<'a> {
+    Reporter::new(&origin.file, origin.display_name(), out)
+}
+
+// ---------------------------------------------------------------- policies
+
+/// Whether the policy validates as Kuma's `system` role: universal resources
+/// always, Kubernetes ones unless labelled with another role.
+fn is_system_role(origin: &Origin) -> bool {
+    !origin.kubernetes
+        || origin
+            .labels
+            .get(POLICY_ROLE_LABEL)
+            .is_none_or(|role| role.is_empty() || role == "system")
+}
+
+/// Kinds a policy's top-level targetRef may have (MeshTCPRoute and MeshHTTPRoute).
+fn top_kinds(system: bool) -> &'static [RefKind] {
+    use RefKind::*;
+    if system {
+        &[Mesh, MeshSubset, MeshGateway, MeshService, MeshServiceSubset, Dataplane]
+    } else {
+        &[Mesh, MeshSubset, MeshService, MeshServiceSubset, Dataplane]
     }
-    let Some(to) = spec.to.as_ref().filter(|to| !to.is_empty()) else {
-        r.error("spec.to", "needs at least one item");
+}
+
+/// Kinds a `to[].targetRef` may have: only Mesh under a MeshGateway policy
+/// (the effective top-level kind; a missing targetRef is Mesh).
+fn to_kinds(top: Option<&TargetRef>) -> &'static [RefKind] {
+    use RefKind::*;
+    let top_kind = top.map_or(Some(Mesh), |t| t.kind);
+    if top_kind == Some(MeshGateway) {
+        &[Mesh]
+    } else {
+        &[MeshService, MeshExternalService, MeshMultiZoneService]
+    }
+}
+
+/// Kinds a MeshTCPRoute `backendRef` may have.
+const BACKEND_KINDS: &[RefKind] = &[
+    RefKind::MeshService,
+    RefKind::MeshServiceSubset,
+    RefKind::MeshExternalService,
+    RefKind::MeshMultiZoneService,
+];
+
+/// The top-level targetRef of a policy: Kuma's checks for the policy's role,
+/// then its deprecations, then a note that gateway policies do nothing here.
+fn validate_top(origin: &Origin, target: Option<&TargetRef>, r: &mut Reporter<'_>) {
+    let Some(target) = target else { return };
+    let system = is_system_role(origin);
+    let path = "spec.targetRef";
+    check_ref(&RefView::from(target), top_kinds(system), system, path, r);
+    match target.kind {
+        Some(kind @ (RefKind::MeshService | RefKind::MeshServiceSubset | RefKind::MeshSubset)) => r.warning(
+            format!("{path}.kind"),
+            format!("{kind} value for 'targetRef.kind' is deprecated, use Dataplane with labels instead"),
+        ),
+        Some(RefKind::MeshGateway) if system => r.warning(format!("{path}.kind"), GATEWAY_WARNING),
+        _ => {}
+    }
+}
+
+fn validate_tcp_route(route: &MeshTcpRoute, r: &mut Reporter<'_>) {
+    let spec = &route.spec;
+    let top = spec.target_ref.as_ref();
+    validate_top(&route.origin, top, r);
+    let Some(to) = &spec.to else {
+        r.warning("spec.to", NO_TO_WARNING);
         return;
     };
+    if to.is_empty() {
+        r.error("spec.to", "must have at least one element");
+    }
+    let to_kinds = to_kinds(top);
     for (i, item) in to.iter().enumerate() {
         let path = format!("spec.to[{i}]");
-        validate_to_target(&item.target_ref, &format!("{path}.targetRef"), r);
+        check_ref(&RefView::from(&item.target_ref), to_kinds, false, &format!("{path}.targetRef"), r);
         let Some(rules) = &item.rules else { continue };
         if rules.len() > 1 {
             r.error(format!("{path}.rules"), "must have at most one element");
         }
         for (j, rule) in rules.iter().enumerate() {
             let path = format!("{path}.rules[{j}].default.backendRefs");
-            let refs = rule.default.backend_refs.as_deref().unwrap_or_default();
-            if refs.is_empty() {
-                r.error(&path, "must not be empty");
-                continue;
-            }
-            let mut total: u64 = 0;
-            for (k, backend) in refs.iter().enumerate() {
-                let path = format!("{path}[{k}]");
-                match backend.kind {
-                    None => r.error(format!("{path}.kind"), "must be set"),
-                    Some(RefKind::MeshService) => {}
-                    Some(kind @ (RefKind::MeshServiceSubset | RefKind::MeshExternalService)) => r.error(
-                        format!("{path}.kind"),
-                        format!("{kind} backends are not supported yet; use MeshService"),
-                    ),
-                    Some(kind) => r.error(format!("{path}.kind"), format!("value {kind} is not supported")),
-                }
-                if backend.name.as_deref().unwrap_or("").is_empty() {
-                    r.error(format!("{path}.name"), "must be set");
-                }
-                if let Some(port) = backend.port.or(backend.doc_port)
-                    && !(1..=65535).contains(&port)
-                {
-                    r.error(format!("{path}.port"), format!("must be in 1..65535, got {port}"));
-                }
-                if backend.doc_version.is_some() {
-                    r.warning(
-                        format!("{path}._version"),
-                        "documentation-generator hint; it selects nothing (split with separate MeshServices)",
-                    );
-                }
-                total = total.saturating_add(backend.weight.unwrap_or(1));
-            }
-            if total > u64::from(u32::MAX) {
-                r.error(&path, format!("sum of weights {total} exceeds {}", u32::MAX));
+            match rule.default.backend_refs.as_deref() {
+                None | Some([]) => r.error(&path, "must be defined"),
+                Some(refs) => validate_backend_refs(refs, &path, r),
             }
         }
     }
 }
 
-fn validate_top_target(target: &TargetRef, r: &mut Reporter<'_>) {
-    let path = "spec.targetRef";
-    match target.kind {
-        None => r.error(format!("{path}.kind"), "must be set"),
-        Some(RefKind::Mesh) => {
-            if target.name.is_some() {
-                r.error(format!("{path}.name"), "must not be set with kind Mesh");
-            }
-            if target.tags.is_some() {
-                r.error(format!("{path}.tags"), "must not be set with kind Mesh");
-            }
+fn validate_backend_refs(refs: &[BackendRef], path: &str, r: &mut Reporter<'_>) {
+    let mut total: u64 = 0;
+    let mut weights_ok = true;
+    for (k, backend) in refs.iter().enumerate() {
+        let path = format!("{path}[{k}]");
+        check_ref(&RefView::from(backend), BACKEND_KINDS, false, &path, r);
+        if backend.kind == Some(RefKind::MeshMultiZoneService) && backend.port.is_none() {
+            r.error(format!("{path}.port"), "must be defined with kind MeshMultiZoneService");
         }
-        Some(
-            kind @ (RefKind::MeshSubset
-            | RefKind::MeshService
-            | RefKind::MeshServiceSubset
-            | RefKind::Dataplane
-            | RefKind::MeshGateway),
-        ) => r.error(
-            format!("{path}.kind"),
-            format!("{kind} sources are not supported yet; this version routes for kind Mesh only"),
-        ),
-        Some(kind) => r.error(format!("{path}.kind"), format!("value {kind} is not supported")),
+        let weight = backend.weight.unwrap_or(1);
+        if weight > MAX_WEIGHT {
+            r.error(format!("{path}.weight"), format!("must be in inclusive range [0, {MAX_WEIGHT}]"));
+            weights_ok = false;
+        }
+        if backend.doc_version.is_some() {
+            r.warning(
+                format!("{path}._version"),
+                "documentation-generator hint; it selects nothing (split with separate MeshServices)",
+            );
+        }
+        total = total.saturating_add(weight);
+    }
+    if weights_ok && total > MAX_WEIGHT {
+        r.error(path, format!("sum of weights {total} exceeds {MAX_WEIGHT}"));
     }
 }
 
-fn validate_to_target(target: &TargetRef, path: &str, r: &mut Reporter<'_>) {
-    match target.kind {
-        None => r.error(format!("{path}.kind"), "must be set"),
-        Some(RefKind::MeshService) => {
-            if target.name.as_deref().unwrap_or("").is_empty() {
-                r.error(format!("{path}.name"), "must be set");
+/// MeshHTTPRoute, targets only: its top-level and `to[].targetRef`s are checked
+/// as Kuma's MeshHTTPRoute validator does (the same kinds as MeshTCPRoute).
+fn validate_http_route(route: &MeshHttpRoute, r: &mut Reporter<'_>) {
+    let TargetsOnlySpec { target_ref, to } = &route.spec;
+    let top = target_ref.as_ref();
+    validate_top(&route.origin, top, r);
+    let to_kinds = to_kinds(top);
+    for (i, item) in to.as_deref().unwrap_or_default().iter().enumerate() {
+        check_ref(&RefView::from(&item.target_ref), to_kinds, false, &format!("spec.to[{i}].targetRef"), r);
+    }
+}
+
+// ---------------------------------------------------------------- targetRef
+
+/// The fields of a `targetRef` or `backendRef` that Kuma's checks look at;
+/// empty strings and maps count as unset, as in Kuma.
+struct RefView<'a> {
+    kind: Option<RefKind>,
+    name: &'a str,
+    namespace: &'a str,
+    labels: Option<&'a BTreeMap<String, String>>,
+    tags: Option<&'a BTreeMap<String, String>>,
+    section_name: &'a str,
+    mesh: &'a str,
+    proxy_types: Option<&'a [String]>,
+}
+
+impl<'a> From<&'a TargetRef> for RefView<'a> {
+    fn from(t: &'a TargetRef) -> Self {
+        Self {
+            kind: t.kind,
+            name: t.name.as_deref().unwrap_or(""),
+            namespace: t.namespace.as_deref().unwrap_or(""),
+            labels: t.labels.as_ref(),
+            tags: t.tags.as_ref(),
+            section_name: t.section_name.as_deref().unwrap_or(""),
+            mesh: t.mesh.as_deref().unwrap_or(""),
+            proxy_types: t.proxy_types.as_deref(),
+        }
+    }
+}
+
+impl<'a> From<&'a BackendRef> for RefView<'a> {
+    fn from(b: &'a BackendRef) -> Self {
+        Self {
+            kind: b.kind,
+            name: b.name.as_deref().unwrap_or(""),
+            namespace: b.namespace.as_deref().unwrap_or(""),
+            labels: b.labels.as_ref(),
+            tags: b.tags.as_ref(),
+            section_name: b.section_name.as_deref().unwrap_or(""),
+            mesh: b.mesh.as_deref().unwrap_or(""),
+            proxy_types: b.proxy_types.as_deref(),
+        }
+    }
+}
+
+fn has_entries(map: Option<&BTreeMap<String, String>>) -> bool {
+    map.is_some_and(|m| !m.is_empty())
+}
+
+/// Kuma's `mesh.ValidateTargetRef` (2.13): the kind must be set and one of
+/// `supported`; then the fields each kind allows, requires or forbids.
+fn check_ref(
+    v: &RefView<'_>,
+    supported: &[RefKind],
+    gateway_listener_tags_allowed: bool,
+    path: &str,
+    r: &mut Reporter<'_>,
+) {
+    use RefKind::*;
+    let at = |field: &str| format!("{path}.{field}");
+    let Some(kind) = v.kind else {
+        r.error(at("kind"), "must be defined");
+        return;
+    };
+    if !supported.contains(&kind) {
+        r.error(at("kind"), format!("value '{kind}' is not supported"));
+        return;
+    }
+    let labels = has_entries(v.labels);
+    let tags = has_entries(v.tags);
+    let proxy_types = v.proxy_types.is_some_and(|p| !p.is_empty());
+    let forbid = |r: &mut Reporter<'_>, field: &str, set: bool| {
+        if set {
+            r.error(at(field), format!("must not be set with kind {kind}"));
+        }
+    };
+    let require_name = |r: &mut Reporter<'_>| {
+        if v.name.is_empty() {
+            r.error(at("name"), format!("must be set with kind {kind}"));
+        }
+    };
+    let name_charset = |r: &mut Reporter<'_>| {
+        if !v.name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'z' | b'.' | b'-' | b'_')) {
+            r.error(
+                at("name"),
+                "invalid characters: must consist of lower case alphanumeric characters, '-', '.' and '_'.",
+            );
+        }
+    };
+    match kind {
+        Mesh => {
+            if !v.name.is_empty() {
+                r.error(at("name"), "using name with kind Mesh is not yet supported");
             }
-            if target.tags.is_some() {
-                r.error(format!("{path}.tags"), "must not be set with kind MeshService");
+            forbid(r, "mesh", !v.mesh.is_empty());
+            forbid(r, "tags", tags);
+            forbid(r, "labels", labels);
+            forbid(r, "namespace", !v.namespace.is_empty());
+            forbid(r, "sectionName", !v.section_name.is_empty());
+            check_proxy_types(v.proxy_types, &at("proxyTypes"), r);
+        }
+        Dataplane => {
+            forbid(r, "tags", tags);
+            forbid(r, "mesh", !v.mesh.is_empty());
+            forbid(r, "proxyTypes", proxy_types);
+            if labels && (!v.name.is_empty() || !v.namespace.is_empty()) {
+                r.error(at("labels"), "either labels or name and namespace must be specified");
+            }
+            // MeshTCPRoute and MeshHTTPRoute are never inbound policies.
+            if !v.section_name.is_empty() {
+                r.error(at("sectionName"), "can only be used with inbound policies");
             }
         }
-        Some(kind @ (RefKind::MeshExternalService | RefKind::MeshMultiZoneService)) => r.error(
-            format!("{path}.kind"),
-            format!("{kind} destinations are not supported yet; use MeshService"),
-        ),
-        Some(kind) => r.error(format!("{path}.kind"), format!("value {kind} is not supported")),
+        MeshSubset => {
+            forbid(r, "name", !v.name.is_empty());
+            forbid(r, "mesh", !v.mesh.is_empty());
+            check_tags(v.tags, &at("tags"), TagRules::TAGS, r);
+            forbid(r, "labels", labels);
+            forbid(r, "namespace", !v.namespace.is_empty());
+            forbid(r, "sectionName", !v.section_name.is_empty());
+            check_proxy_types(v.proxy_types, &at("proxyTypes"), r);
+        }
+        MeshService | MeshHTTPRoute => {
+            name_charset(r);
+            forbid(r, "mesh", !v.mesh.is_empty());
+            forbid(r, "tags", tags);
+            forbid(r, "proxyTypes", proxy_types);
+            if kind == MeshHTTPRoute {
+                forbid(r, "sectionName", !v.section_name.is_empty());
+            }
+            if !labels {
+                require_name(r);
+            }
+            if labels && (!v.name.is_empty() || !v.namespace.is_empty()) {
+                r.error(at("labels"), "either labels or name and namespace must be specified");
+            }
+        }
+        MeshServiceSubset | MeshGateway => {
+            require_name(r);
+            name_charset(r);
+            forbid(r, "mesh", !v.mesh.is_empty());
+            forbid(r, "proxyTypes", proxy_types);
+            check_tags(v.tags, &at("tags"), TagRules::SELECTOR, r);
+            if kind == MeshGateway && !gateway_listener_tags_allowed {
+                forbid(r, "tags", tags);
+            }
+            forbid(r, "labels", labels);
+            forbid(r, "namespace", !v.namespace.is_empty());
+            forbid(r, "sectionName", !v.section_name.is_empty());
+        }
+        MeshExternalService => {
+            name_charset(r);
+            forbid(r, "mesh", !v.mesh.is_empty());
+            forbid(r, "tags", tags);
+            forbid(r, "proxyTypes", proxy_types);
+            if !labels {
+                require_name(r);
+            }
+            if labels && (!v.name.is_empty() || !v.namespace.is_empty()) {
+                r.error(at("labels"), "either labels or name must be specified");
+            }
+            forbid(r, "sectionName", !v.section_name.is_empty());
+        }
+        // Kuma 2.13 checks no field of a MeshMultiZoneService reference.
+        MeshMultiZoneService => {}
+    }
+}
+
+/// `proxyTypes` may be left out but not empty; its values are the schema's enum.
+fn check_proxy_types(proxy_types: Option<&[String]>, path: &str, r: &mut Reporter<'_>) {
+    let Some(types) = proxy_types else { return };
+    if types.is_empty() {
+        r.error(path, "must be undefined or have at least one element");
+    }
+    for (i, t) in types.iter().enumerate() {
+        if t != "Sidecar" && t != "Gateway" {
+            r.error(format!("{path}[{i}]"), format!("value '{t}' is not supported: must be one of: Sidecar, Gateway"));
+        }
+    }
+}
+
+/// How tag keys and values are checked (Kuma's `ValidateTags` and `ValidateSelector`).
+#[derive(Clone, Copy)]
+struct TagRules {
+    /// Values may contain `/` or be `*` (a selector).
+    selector: bool,
+    /// `kuma.io/service` must be present.
+    require_service: bool,
+    /// `kuma.io/protocol`, when present, must be a known protocol.
+    protocol: bool,
+}
+
+impl TagRules {
+    const TAGS: Self = Self { selector: false, require_service: false, protocol: false };
+    const SELECTOR: Self = Self { selector: true, require_service: false, protocol: false };
+}
+
+fn check_tags(tags: Option<&BTreeMap<String, String>>, path: &str, rules: TagRules, r: &mut Reporter<'_>) {
+    let empty = BTreeMap::new();
+    let tags = tags.unwrap_or(&empty);
+    if rules.protocol
+        && let Some(value) = tags.get(PROTOCOL_TAG)
+        && !KNOWN_PROTOCOLS.contains(&value.to_ascii_lowercase().as_str())
+    {
+        r.error(
+            format!("{path}[{PROTOCOL_TAG:?}]"),
+            format!(
+                "tag {PROTOCOL_TAG:?} has an invalid value {value:?}. Allowed values: {}",
+                SUPPORTED_PROTOCOLS.join(", ")
+            ),
+        );
+    }
+    for (key, value) in tags {
+        let at = format!("{path}[{key:?}]");
+        if key.is_empty() {
+            r.error(path, "tag name must be non-empty");
+        }
+        if !key.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_:/".contains(&b)) {
+            r.error(&at, "tag name must consist of alphanumeric characters, dots, dashes, slashes and underscores");
+        }
+        if value.is_empty() {
+            r.error(&at, "tag value must be non-empty");
+        }
+        if rules.selector {
+            if value != "*" && !value.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_:/".contains(&b)) {
+                r.error(
+                    &at,
+                    "tag value must consist of alphanumeric characters, dots, dashes, slashes and underscores or be \"*\"",
+                );
+            }
+        } else if !value.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_:".contains(&b)) {
+            r.error(&at, "tag value must consist of alphanumeric characters, dots, dashes and underscores");
+        }
+    }
+    if rules.require_service && !tags.contains_key(SERVICE_TAG) {
+        r.error(path, format!("mandatory tag {SERVICE_TAG:?} is missing"));
+    }
+}
+
+// ---------------------------------------------------------------- services
+
+/// Kuma limits MeshService and MeshExternalService display names to 63 characters.
+fn check_name_length(origin: &Origin, r: &mut Reporter<'_>) {
+    let name = origin.labels.get(DISPLAY_NAME_LABEL).unwrap_or(&origin.name);
+    if name.len() > 63 {
+        r.error("name", "must not be longer than 63 characters");
     }
 }
 
 fn validate_service(service: &MeshService, r: &mut Reporter<'_>) {
+    check_name_length(&service.origin, r);
     let ports = service.spec.ports.as_deref().unwrap_or_default();
     if ports.is_empty() {
         r.warning("spec.ports", "no ports: the service cannot be dialled");
@@ -152,18 +492,134 @@ fn validate_service(service: &MeshService, r: &mut Reporter<'_>) {
         {
             r.error(format!("spec.ports[{i}].name"), format!("name {name:?} is listed twice"));
         }
-        if let Some(PortRef::Number(0)) = port.target_port {
-            r.error(format!("spec.ports[{i}].targetPort"), "must be in 1..65535");
+        match &port.target_port {
+            Some(PortRef::Number(0)) => r.error(format!("spec.ports[{i}].targetPort"), "must be in 1..65535"),
+            None => r.warning(
+                format!("spec.ports[{i}].targetPort"),
+                "not set: Kuma matches no Dataplane inbound to this port, so it has no endpoints",
+            ),
+            Some(_) => {}
         }
     }
-    let tags = service.spec.selector.as_ref().and_then(|s| s.dataplane_tags.as_ref());
-    if tags.is_none_or(|t| t.is_empty()) {
-        r.warning("spec.selector.dataplaneTags", "not set: the service has no endpoints here");
+    let selector = service.spec.selector.as_ref();
+    let by_ref = selector.and_then(|s| s.dataplane_ref.as_ref());
+    match by_ref {
+        Some(dp_ref) if dp_ref.name.as_deref().unwrap_or("").is_empty() => r.warning(
+            "spec.selector.dataplaneRef.name",
+            "not set: the service has no endpoints here",
+        ),
+        Some(_) => {}
+        None => {
+            if !has_entries(selector.and_then(|s| s.dataplane_tags.as_ref())) {
+                r.warning("spec.selector.dataplaneTags", "not set: the service has no endpoints here");
+            }
+        }
     }
     if service.status.vips.as_deref().unwrap_or_default().is_empty() {
         r.warning("status.vips", "no addresses: connections to this service cannot be redirected");
     }
 }
+
+fn validate_external_service(service: &MeshExternalService, r: &mut Reporter<'_>) {
+    check_name_length(&service.origin, r);
+    let spec = &service.spec;
+    match &spec.matcher {
+        None => r.warning("spec.match", "not set: the service cannot be dialled"),
+        Some(m) => {
+            if let Some(kind) = m.kind.as_deref()
+                && kind != "HostnameGenerator"
+                && !kind.is_empty()
+            {
+                r.error(
+                    "spec.match.type",
+                    format!("unrecognized type '{kind}' - only 'HostnameGenerator' is supported"),
+                );
+            }
+            if m.port == 0 {
+                r.error("spec.match.port", "port must be a valid (1-65535)");
+            }
+            if let Some(protocol) = m.protocol.as_deref()
+                && !EXTERNAL_MATCH_PROTOCOLS.contains(&protocol)
+            {
+                let allowed: Vec<String> = EXTERNAL_MATCH_PROTOCOLS.iter().map(|p| format!("{p:?}")).collect();
+                r.error("spec.match.protocol", format!("\"protocol\" must be one of [{}]", allowed.join(", ")));
+            }
+        }
+    }
+    let endpoints = spec.endpoints.as_deref().unwrap_or_default();
+    if endpoints.is_empty() {
+        r.error("spec.endpoints", "must be defined");
+    }
+    for (i, endpoint) in endpoints.iter().enumerate() {
+        let address = endpoint.address.as_str();
+        if address.parse::<IpAddr>().is_ok() || is_dns_name(address) {
+            if endpoint.port == 0 {
+                r.error(format!("spec.endpoints[{i}].port"), "port must be a valid (1-65535)");
+            }
+        } else {
+            r.error(format!("spec.endpoints[{i}].address"), "address has to be a valid IP or hostname");
+        }
+    }
+    if service.status.vip.is_none() {
+        r.warning("status.vip", "not set: the service cannot be dialled");
+    }
+}
+
+/// `govalidator.IsDNSName`: dot-separated labels of letters, digits, `_` and
+/// `-` (not first), at most 63 characters each, an optional trailing dot.
+fn is_dns_name(s: &str) -> bool {
+    if s.is_empty() || s.bytes().filter(|&b| b != b'.').count() > 255 || s.parse::<IpAddr>().is_ok() {
+        return false;
+    }
+    let s = s.strip_suffix('.').unwrap_or(s);
+    !s.is_empty()
+        && s.split('.').all(|label| {
+            let bytes = label.as_bytes();
+            !bytes.is_empty()
+                && bytes.len() <= 63
+                && (bytes[0].is_ascii_alphanumeric() || bytes[0] == b'_')
+                && bytes.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
+}
+
+fn validate_multizone_service(service: &MeshMultiZoneService, r: &mut Reporter<'_>) {
+    let spec = &service.spec;
+    let labels = spec
+        .selector
+        .as_ref()
+        .and_then(|s| s.mesh_service.as_ref())
+        .and_then(|m| m.match_labels.as_ref());
+    if !has_entries(labels) {
+        r.error("spec.selector.meshService.matchLabels", "cannot be empty");
+    }
+    let ports: &[ServicePort] = spec.ports.as_deref().unwrap_or_default();
+    if ports.is_empty() {
+        r.error("spec.ports", "cannot be empty");
+    }
+    for (i, port) in ports.iter().enumerate() {
+        if port.port == 0 {
+            r.error(format!("spec.ports[{i}].port"), "must be in 1..65535");
+        }
+        if port.name.as_deref() == Some("") {
+            r.error(format!("spec.ports[{i}].name"), "must not be empty");
+        }
+        if let Some(protocol) = port.app_protocol.as_deref()
+            && !SUPPORTED_PROTOCOLS.contains(&protocol)
+        {
+            r.error(
+                format!("spec.ports[{i}].appProtocol"),
+                format!("appProtocol must be one of: {}", SUPPORTED_PROTOCOLS.join(", ")),
+            );
+        }
+    }
+    if service.status.vips.as_deref().unwrap_or_default().is_empty() {
+        r.warning("status.vips", "no addresses: connections to this service cannot be redirected");
+    }
+}
+
+// ---------------------------------------------------------------- dataplanes
+
+const PORT_RANGE: &str = "port must be in the range [1, 65535]";
 
 fn validate_dataplane(dataplane: &Dataplane, r: &mut Reporter<'_>) {
     let prefix = dataplane.origin.body_prefix();
@@ -172,12 +628,60 @@ fn validate_dataplane(dataplane: &Dataplane, r: &mut Reporter<'_>) {
     if net.address.is_none() && inbound.iter().any(|ib| ib.address.is_none()) {
         r.error(format!("{prefix}networking.address"), "must be set (or an address on every inbound)");
     }
+    if net.address.is_some_and(|a| a.is_unspecified()) {
+        r.error(format!("{prefix}networking.address"), "must not be 0.0.0.0 or ::");
+    }
     for (i, ib) in inbound.iter().enumerate() {
-        if ib.port == 0 {
-            r.error(format!("{prefix}networking.inbound[{i}].port"), "must be in 1..65535");
+        validate_inbound(ib, &format!("{prefix}networking.inbound[{i}]"), r);
+    }
+    for (i, ob) in net.outbound.as_deref().unwrap_or_default().iter().enumerate() {
+        validate_outbound(ob, &format!("{prefix}networking.outbound[{i}]"), r);
+    }
+}
+
+fn validate_inbound(ib: &Inbound, path: &str, r: &mut Reporter<'_>) {
+    if ib.port == 0 {
+        r.error(format!("{path}.port"), PORT_RANGE);
+    }
+    if ib.service_port == Some(0) {
+        r.error(format!("{path}.servicePort"), PORT_RANGE);
+    }
+    let rules = TagRules { selector: false, require_service: false, protocol: true };
+    check_tags(ib.tags.as_ref(), &format!("{path}.tags"), rules, r);
+    if let Some(state) = ib.state.as_deref()
+        && !["Ready", "NotReady", "Ignored"].contains(&state)
+    {
+        r.error(format!("{path}.state"), "state must be one of: Ready, NotReady, Ignored");
+    }
+}
+
+/// Kuma's `validateOutbound`, with the one backendRef kind redirector reads.
+fn validate_outbound(ob: &Outbound, path: &str, r: &mut Reporter<'_>) {
+    if ob.port == 0 {
+        r.error(format!("{path}.port"), PORT_RANGE);
+    }
+    let tags = ob.tags.as_ref();
+    match &ob.backend_ref {
+        Some(backend) => {
+            if backend.kind != Some(RefKind::MeshService) {
+                r.error(format!("{path}.backendRef.kind"), "invalid value. Available values are: MeshService");
+            }
+            if backend.name.as_deref().unwrap_or("").is_empty() && !has_entries(backend.labels.as_ref()) {
+                r.error(format!("{path}.backendRef"), "either 'name' or 'labels' should be specified");
+            }
+            if !backend.port.is_some_and(|p| (1..=65535).contains(&p)) {
+                r.error(format!("{path}.backendRef.port"), PORT_RANGE);
+            }
+            if has_entries(tags) {
+                r.error(format!("{path}.backendRef"), "both backendRef and tags/service cannot be defined");
+            }
         }
-        if ib.service_port == Some(0) {
-            r.error(format!("{prefix}networking.inbound[{i}].servicePort"), "must be in 1..65535");
+        None if !has_entries(tags) => {
+            r.error(format!("{path}.tags"), format!("mandatory tag {SERVICE_TAG:?} is missing"));
+        }
+        None => {
+            let rules = TagRules { selector: false, require_service: true, protocol: false };
+            check_tags(tags, &format!("{path}.tags"), rules, r);
         }
     }
 }
