@@ -3,11 +3,15 @@
 
 use proptest::prelude::*;
 use redirector::{
-    compile::{self, AliasTable, CompileError, Diff, Table, Tables, compile_route, ip_words, service_key, words_ip},
-    resolve::{ResolvedBackend, ResolvedRoute},
+    compile::{
+        self, AliasTable, CompileError, Diff, Table, Tables, compile_route, ip_words, service_key,
+        words_ip,
+    },
+    resolve::{Class, Resolution, ResolvedBackend, ResolvedRoute, Workload},
 };
 use redirector_common::{
-    BackendSlot, Endpoint, MAX_ROUTES, MAX_TABLE_ENTRIES, TableHeader, is_mapped_v4, mapped_v4, reject_bound,
+    BackendSlot, Endpoint, MAX_ROUTES, MAX_TABLE_ENTRIES, TableHeader, is_mapped_v4, mapped_v4,
+    reject_bound,
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -29,8 +33,10 @@ fn route(vip: &str, port: u16, backends: Vec<ResolvedBackend>) -> ResolvedRoute 
         service: "MeshService/s".into(),
         vip: ip(vip),
         port,
+        app_protocol: None,
         policy: None,
         backends,
+        why: vec![],
     }
 }
 
@@ -63,7 +69,11 @@ fn kernel_choice_counts(table: &Table) -> Vec<u64> {
     for slot in 0..n {
         let b = unsafe { entries[1 + slot].backend };
         for u in 0..header.total_weight {
-            let chosen = if u < b.threshold { slot } else { b.alias as usize };
+            let chosen = if u < b.threshold {
+                slot
+            } else {
+                b.alias as usize
+            };
             counts[chosen] += 1;
         }
     }
@@ -119,7 +129,10 @@ proptest! {
 #[test]
 fn kernel_draw_recovers_a_skewed_split() {
     let weights = [90, 10, 0, 1, 7];
-    let backends = weights.iter().map(|&w| backend(w, &["10.0.0.1:80"])).collect();
+    let backends = weights
+        .iter()
+        .map(|&w| backend(w, &["10.0.0.1:80"]))
+        .collect();
     let table = compile_route(&route("10.9.0.1", 80, backends)).unwrap();
     let counts = kernel_choice_counts(&table);
     let draws: u64 = counts.iter().sum();
@@ -223,7 +236,10 @@ fn table_lays_out_header_backends_and_endpoints() {
         endpoint_count: count,
         endpoint_reject: reject_bound(count),
     };
-    assert_eq!(table.backends, vec![slot(0, 4, 2), slot(1, 6, 0), slot(2, 6, 3)]);
+    assert_eq!(
+        table.backends,
+        vec![slot(0, 4, 2), slot(1, 6, 0), slot(2, 6, 3)]
+    );
     assert_eq!(
         table.endpoints,
         [
@@ -251,11 +267,17 @@ fn ipv4_vip_table_drops_ipv6_endpoints() {
     let table = compile_route(&r).unwrap();
     assert_eq!(table.endpoints, vec![endpoint("10.0.0.1:80")]);
     assert_eq!(
-        (table.backends[0].first_endpoint, table.backends[0].endpoint_count),
+        (
+            table.backends[0].first_endpoint,
+            table.backends[0].endpoint_count
+        ),
         (3, 1)
     );
     assert_eq!(
-        (table.backends[1].first_endpoint, table.backends[1].endpoint_count),
+        (
+            table.backends[1].first_endpoint,
+            table.backends[1].endpoint_count
+        ),
         (4, 0)
     );
     assert_eq!(table.header.backend_count, 2);
@@ -263,7 +285,11 @@ fn ipv4_vip_table_drops_ipv6_endpoints() {
 
 #[test]
 fn ipv6_vip_table_keeps_ipv4_endpoints_as_mapped() {
-    let r = route("fd00::10", 443, vec![backend(1, &["10.0.0.1:8443", "[fd00::1]:8443"])]);
+    let r = route(
+        "fd00::10",
+        443,
+        vec![backend(1, &["10.0.0.1:8443", "[fd00::1]:8443"])],
+    );
     let table = compile_route(&r).unwrap();
     assert_eq!(table.endpoints.len(), 2);
     let v4 = table.endpoints[0];
@@ -291,7 +317,10 @@ fn ipv4_mapped_vip_table_is_the_ipv4_table() {
 
 #[test]
 fn zero_total_weight_or_no_backend_gives_an_empty_table() {
-    for backends in [vec![], vec![backend(0, &["10.0.0.1:80"]), backend(0, &["10.0.0.2:80"])]] {
+    for backends in [
+        vec![],
+        vec![backend(0, &["10.0.0.1:80"]), backend(0, &["10.0.0.2:80"])],
+    ] {
         let table = compile_route(&route("10.9.0.1", 80, backends)).unwrap();
         assert_eq!(
             table,
@@ -313,7 +342,11 @@ fn zero_total_weight_or_no_backend_gives_an_empty_table() {
 
 #[test]
 fn weights_above_32_bits_are_a_compile_error() {
-    let r = route("10.9.0.1", 80, vec![backend(u32::MAX, &[]), backend(1, &[])]);
+    let r = route(
+        "10.9.0.1",
+        80,
+        vec![backend(u32::MAX, &[]), backend(1, &[])],
+    );
     assert_eq!(
         compile_route(&r),
         Err(CompileError::WeightOverflow {
@@ -323,7 +356,10 @@ fn weights_above_32_bits_are_a_compile_error() {
     );
     assert_eq!(
         compile_route(&r).unwrap_err().to_string(),
-        format!("MeshService/s at 10.9.0.1:80: sum of weights exceeds {}", u32::MAX)
+        format!(
+            "MeshService/s at 10.9.0.1:80: sum of weights exceeds {}",
+            u32::MAX
+        )
     );
 }
 
@@ -336,12 +372,20 @@ fn table_larger_than_the_limit_is_a_compile_error() {
             .map(|i| SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)), 80))
             .collect(),
     };
-    let exact = compile_route(&route("10.9.0.1", 80, vec![with_endpoints(MAX_TABLE_ENTRIES - 2)])).unwrap();
+    let exact = compile_route(&route(
+        "10.9.0.1",
+        80,
+        vec![with_endpoints(MAX_TABLE_ENTRIES - 2)],
+    ))
+    .unwrap();
     assert_eq!(exact.entries().len(), MAX_TABLE_ENTRIES as usize);
     let r = route(
         "10.9.0.1",
         80,
-        vec![with_endpoints(MAX_TABLE_ENTRIES - 2), backend(1, &["10.0.0.1:80"])],
+        vec![
+            with_endpoints(MAX_TABLE_ENTRIES - 2),
+            backend(1, &["10.0.0.1:80"]),
+        ],
     );
     assert_eq!(
         compile_route(&r),
@@ -362,12 +406,15 @@ fn more_routes_than_the_limit_is_a_compile_error() {
         })
         .collect();
     assert_eq!(
-        compile::compile(&routes),
+        compile::compile_routes(&routes),
         Err(CompileError::TooManyRoutes {
             count: MAX_ROUTES as usize + 1
         })
     );
-    assert_eq!(compile::compile(&routes[1..]).unwrap().len(), MAX_ROUTES as usize);
+    assert_eq!(
+        compile::compile_routes(&routes[1..]).unwrap().len(),
+        MAX_ROUTES as usize
+    );
 }
 
 #[test]
@@ -489,8 +536,14 @@ fn ipv4_and_its_mapped_form_share_a_key() {
         service_key(0, ip("192.0.2.7"), 80),
         service_key(0, ip("::ffff:192.0.2.7"), 80)
     );
-    assert_ne!(service_key(0, ip("192.0.2.7"), 80), service_key(0, ip("::192.0.2.7"), 80));
-    assert_ne!(service_key(0, ip("192.0.2.7"), 80), service_key(0, ip("192.0.2.7"), 81));
+    assert_ne!(
+        service_key(0, ip("192.0.2.7"), 80),
+        service_key(0, ip("::192.0.2.7"), 80)
+    );
+    assert_ne!(
+        service_key(0, ip("192.0.2.7"), 80),
+        service_key(0, ip("192.0.2.7"), 81)
+    );
 }
 
 #[test]
@@ -542,28 +595,35 @@ fn compile_keys_every_table_by_its_destination() {
         route("10.9.0.1", 443, vec![backend(1, &["10.0.0.1:443"])]),
         route("fd00::1", 80, vec![backend(2, &["[fd00::2]:80"])]),
     ];
-    let tables = compile::compile(&routes).unwrap();
+    let tables = compile::compile_routes(&routes).unwrap();
     assert_eq!(tables.len(), 3);
     for r in &routes {
-        assert_eq!(tables[&service_key(0, r.vip, r.port)], compile_route(r).unwrap());
+        assert_eq!(
+            tables[&service_key(0, r.vip, r.port)],
+            compile_route(r).unwrap()
+        );
     }
-    assert!(compile::compile(&[]).unwrap().is_empty());
+    assert!(compile::compile_routes(&[]).unwrap().is_empty());
 }
 
 #[test]
 fn compile_fails_when_any_route_fails() {
     let routes = vec![
         route("10.9.0.1", 80, vec![backend(1, &["10.0.0.1:80"])]),
-        route("10.9.0.2", 80, vec![backend(u32::MAX, &[]), backend(u32::MAX, &[])]),
+        route(
+            "10.9.0.2",
+            80,
+            vec![backend(u32::MAX, &[]), backend(u32::MAX, &[])],
+        ),
     ];
     assert!(matches!(
-        compile::compile(&routes),
+        compile::compile_routes(&routes),
         Err(CompileError::WeightOverflow { .. })
     ));
 }
 
 fn tables(routes: &[ResolvedRoute]) -> Tables {
-    compile::compile(routes).unwrap()
+    compile::compile_routes(routes).unwrap()
 }
 
 #[test]
@@ -581,13 +641,19 @@ fn diff_sorts_destinations_into_unchanged_upsert_and_remove() {
     assert_eq!(diff.unchanged, 1);
     assert_eq!(
         diff.upsert,
-        vec![service_key(0, ip("10.9.0.2"), 80), service_key(0, ip("10.9.0.4"), 80)]
+        vec![
+            service_key(0, ip("10.9.0.2"), 80),
+            service_key(0, ip("10.9.0.4"), 80)
+        ]
     );
     assert_eq!(diff.remove, vec![service_key(0, ip("10.9.0.3"), 80)]);
     assert!(!diff.is_empty());
 
     let diff = Diff::between(&old, &tables(&[keep.clone(), reweigh, gone.clone()]));
-    assert_eq!((diff.unchanged, diff.upsert.len(), diff.remove.len()), (2, 1, 0));
+    assert_eq!(
+        (diff.unchanged, diff.upsert.len(), diff.remove.len()),
+        (2, 1, 0)
+    );
 }
 
 #[test]
@@ -644,6 +710,136 @@ fn compile_error_messages_name_the_limit() {
             entries: 70_000
         }
         .to_string(),
-        format!("MeshService/s at [fd00::1]:80: 70000 table entries exceed the limit of {MAX_TABLE_ENTRIES}")
+        format!(
+            "MeshService/s at [fd00::1]:80: 70000 table entries exceed the limit of {MAX_TABLE_ENTRIES}"
+        )
     );
+}
+
+// ---------------------------------------------------------------- classes
+
+fn resolution(classes: Vec<Vec<ResolvedRoute>>) -> Resolution {
+    Resolution {
+        classes: classes
+            .into_iter()
+            .enumerate()
+            .map(|(id, routes)| Class {
+                id: id as u32,
+                routes,
+            })
+            .collect(),
+        workloads: vec![Workload {
+            dataplane: "Dataplane/w".into(),
+            mesh: "default".into(),
+            cgroup: "w".into(),
+            class: 1,
+        }],
+    }
+}
+
+#[test]
+fn compile_writes_every_base_route_and_only_the_differing_routes_of_other_classes() {
+    let same = route("10.9.0.1", 80, vec![backend(1, &["10.0.0.1:80"])]);
+    let base_other = route("10.9.0.2", 80, vec![backend(1, &["10.0.0.2:80"])]);
+    let class_other = route(
+        "10.9.0.2",
+        80,
+        vec![backend(3, &["10.0.0.3:80"]), backend(1, &["10.0.0.2:80"])],
+    );
+    let class_only = route("127.0.0.1", 10001, vec![backend(1, &["10.0.0.4:80"])]);
+    let class2_other = route("10.9.0.2", 80, vec![]);
+    let r = resolution(vec![
+        vec![same.clone(), base_other.clone()],
+        vec![same.clone(), class_other.clone(), class_only.clone()],
+        vec![same.clone(), base_other.clone()],
+        vec![class2_other.clone()],
+    ]);
+    let tables = compile::compile(&r).unwrap();
+    let expected: Tables = [
+        (service_key(0, same.vip, 80), compile_route(&same).unwrap()),
+        (
+            service_key(0, base_other.vip, 80),
+            compile_route(&base_other).unwrap(),
+        ),
+        (
+            service_key(1, class_other.vip, 80),
+            compile_route(&class_other).unwrap(),
+        ),
+        (
+            service_key(1, class_only.vip, 10001),
+            compile_route(&class_only).unwrap(),
+        ),
+        (
+            service_key(3, class2_other.vip, 80),
+            compile_route(&class2_other).unwrap(),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(tables, expected);
+    // Class 2 equals the base everywhere: it needs no table of its own.
+    assert!(tables.keys().all(|k| k.class != 2));
+}
+
+#[test]
+fn class_route_differing_only_by_explanation_needs_no_table() {
+    let base = route("10.9.0.1", 80, vec![backend(1, &["10.0.0.1:80"])]);
+    let explained = ResolvedRoute {
+        policy: Some("MeshTCPRoute/r".into()),
+        why: vec!["MeshTCPRoute/r to[0] wins".into()],
+        ..base.clone()
+    };
+    let tables = compile::compile(&resolution(vec![vec![base.clone()], vec![explained]])).unwrap();
+    assert_eq!(
+        tables.keys().copied().collect::<Vec<_>>(),
+        vec![service_key(0, base.vip, 80)]
+    );
+}
+
+#[test]
+fn compile_of_a_resolution_counts_every_table_against_the_limit() {
+    let half = MAX_ROUTES / 2 + 1;
+    let class = |weight: u32| -> Vec<ResolvedRoute> {
+        (0..half)
+            .map(|i| ResolvedRoute {
+                vip: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)),
+                ..route("10.0.0.0", 80, vec![backend(weight, &[])])
+            })
+            .collect()
+    };
+    assert_eq!(
+        compile::compile(&resolution(vec![class(1), class(2)])),
+        Err(CompileError::TooManyRoutes {
+            count: 2 * half as usize
+        })
+    );
+    assert_eq!(
+        compile::compile(&resolution(vec![class(1), class(1)]))
+            .unwrap()
+            .len(),
+        half as usize
+    );
+}
+
+#[test]
+fn compile_of_a_resolution_fails_when_any_class_route_fails() {
+    let ok = route("10.9.0.1", 80, vec![backend(1, &["10.0.0.1:80"])]);
+    let overflow = route(
+        "10.9.0.1",
+        80,
+        vec![backend(u32::MAX, &[]), backend(u32::MAX, &[])],
+    );
+    assert!(matches!(
+        compile::compile(&resolution(vec![vec![ok], vec![overflow]])),
+        Err(CompileError::WeightOverflow { .. })
+    ));
+}
+
+#[test]
+fn same_destination_in_two_classes_has_two_keys() {
+    assert_ne!(
+        service_key(0, ip("10.9.0.1"), 80),
+        service_key(1, ip("10.9.0.1"), 80)
+    );
+    assert_eq!(service_key(7, ip("10.9.0.1"), 80).class, 7);
 }

@@ -3,10 +3,13 @@
 
 mod common;
 
-use common::{FILE, dataplane, plan, plan_problems, route, service, t, tempdir, to_backends, triples};
+use common::{
+    FILE, dataplane, plan, plan_problems, route, service, t, tempdir, to_backends, triples,
+};
 use proptest::prelude::*;
+use redirector::resolve::ResolvedRoute;
 use redirector::{
-    compile::{AliasTable, service_key},
+    compile::{AliasTable, compile_route, service_key},
     model::Severity,
     plan::{self, Plan},
 };
@@ -18,18 +21,32 @@ fn base() -> String {
         service(
             "web",
             "{app: web}",
-            "[{port: 80, name: http}, {port: 443}]",
+            "[{port: 80, targetPort: 80, name: http}, {port: 443, targetPort: 443}]",
             "[{ip: 10.0.0.1}, {ip: \"fd00::1\"}]",
         ),
-        service("api", "{app: api}", "[{port: 80}]", "[{ip: 10.0.0.2}]"),
-        service("api-v2", "{app: api, version: v2}", "[{port: 80}]", "[{ip: 10.0.0.3}]"),
+        service(
+            "api",
+            "{app: api}",
+            "[{port: 80, targetPort: 80}]",
+            "[{ip: 10.0.0.2}]",
+        ),
+        service(
+            "api-v2",
+            "{app: api, version: v2}",
+            "[{port: 80, targetPort: 80}]",
+            "[{ip: 10.0.0.3}]",
+        ),
         dataplane(
             "web-1",
             "10.1.0.1",
             "[{port: 80, tags: {app: web}}, {port: 443, tags: {app: web}}]",
         ),
         dataplane("web-2", "fd01::2", "[{port: 80, tags: {app: web}}]"),
-        dataplane("api-1", "10.1.0.3", "[{port: 80, tags: {app: api, version: v1}}]"),
+        dataplane(
+            "api-1",
+            "10.1.0.3",
+            "[{port: 80, tags: {app: api, version: v1}}]",
+        ),
         dataplane(
             "api-2",
             "10.1.0.4",
@@ -39,33 +56,82 @@ fn base() -> String {
     .concat()
 }
 
-/// Checks what a successful plan promises: one table per route, keyed by its
-/// destination, whose alias slots reproduce the route's weights exactly.
+/// Checks what a successful plan promises: every base route has a table
+/// keyed by class 0 and its destination; every other class's route is served
+/// by its own table when it differs from the base one, else by the base one;
+/// and there is no other table. Every table's alias slots reproduce the
+/// route's weights exactly.
 fn assert_plan_consistent(plan: &Plan) {
-    assert_eq!(plan.tables.len(), plan.routes.len());
-    assert!(plan.warnings.iter().all(|w| w.severity == Severity::Warning));
-    for r in &plan.routes {
-        let table = &plan.tables[&service_key(r.vip, r.port)];
-        let weights: Vec<u32> = r.backends.iter().map(|b| b.weight).collect();
-        match AliasTable::new(&weights) {
-            None => assert_eq!(table.header.backend_count, 0),
-            Some(alias) => {
-                assert_eq!(table.header.backend_count as usize, weights.len());
-                assert_eq!(table.header.total_weight, alias.total);
-                let from_table = AliasTable {
-                    thresholds: table.backends.iter().map(|b| b.threshold).collect(),
-                    aliases: table.backends.iter().map(|b| b.alias).collect(),
-                    total: table.header.total_weight,
-                };
-                let n = weights.len() as u64;
-                let expected: Vec<u64> = weights.iter().map(|&w| u64::from(w) * n).collect();
-                assert_eq!(from_table.exact_shares(), expected);
+    assert!(
+        plan.warnings
+            .iter()
+            .all(|w| w.severity == Severity::Warning)
+    );
+    let classes = &plan.resolution.classes;
+    assert_eq!(classes[0].id, 0);
+    let mut expected_keys = std::collections::BTreeSet::new();
+    for class in classes {
+        for r in &class.routes {
+            let own = service_key(class.id, r.vip, r.port);
+            let base = service_key(0, r.vip, r.port);
+            let table = match plan.tables.get(&own) {
+                Some(table) => {
+                    expected_keys.insert(own);
+                    table
+                }
+                None => {
+                    assert_ne!(class.id, 0, "base route {}:{} has no table", r.vip, r.port);
+                    &plan.tables[&base]
+                }
+            };
+            assert_eq!(*table, compile_route(r).unwrap());
+            if class.id != 0 && plan.tables.contains_key(&own) {
+                assert_ne!(
+                    plan.tables.get(&base),
+                    Some(table),
+                    "class {} repeats the base table",
+                    class.id
+                );
             }
+            assert_table_matches_route(table, r);
         }
-        for (slot, b) in table.backends.iter().zip(&r.backends) {
-            let reachable = b.endpoints.iter().filter(|e| r.vip.is_ipv6() || e.is_ipv4()).count();
-            assert_eq!(slot.endpoint_count as usize, reachable);
+    }
+    assert_eq!(
+        plan.tables
+            .keys()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>(),
+        expected_keys
+    );
+    for w in &plan.resolution.workloads {
+        assert!(classes.iter().any(|c| c.id == w.class), "{w:?}");
+    }
+}
+
+fn assert_table_matches_route(table: &redirector::compile::Table, r: &ResolvedRoute) {
+    let weights: Vec<u32> = r.backends.iter().map(|b| b.weight).collect();
+    match AliasTable::new(&weights) {
+        None => assert_eq!(table.header.backend_count, 0),
+        Some(alias) => {
+            assert_eq!(table.header.backend_count as usize, weights.len());
+            assert_eq!(table.header.total_weight, alias.total);
+            let from_table = AliasTable {
+                thresholds: table.backends.iter().map(|b| b.threshold).collect(),
+                aliases: table.backends.iter().map(|b| b.alias).collect(),
+                total: table.header.total_weight,
+            };
+            let n = weights.len() as u64;
+            let expected: Vec<u64> = weights.iter().map(|&w| u64::from(w) * n).collect();
+            assert_eq!(from_table.exact_shares(), expected);
         }
+    }
+    for (slot, b) in table.backends.iter().zip(&r.backends) {
+        let reachable = b
+            .endpoints
+            .iter()
+            .filter(|e| r.vip.is_ipv6() || e.is_ipv4())
+            .count();
+        assert_eq!(slot.endpoint_count as usize, reachable);
     }
 }
 
@@ -85,12 +151,12 @@ fn default_routes_end_to_end() {
             "[fd00::1]:443 MeshService/web via default route: MeshService/web:443 100.00% (1 endpoints)",
         ]
     );
-    let v4 = &plan.tables[&service_key("10.0.0.1".parse().unwrap(), 80)];
+    let v4 = &plan.tables[&service_key(0, "10.0.0.1".parse().unwrap(), 80)];
     assert_eq!(
         v4.backends[0].endpoint_count, 1,
         "the IPv6 endpoint is left out of the IPv4 table"
     );
-    let v6 = &plan.tables[&service_key("fd00::1".parse().unwrap(), 80)];
+    let v6 = &plan.tables[&service_key(0, "fd00::1".parse().unwrap(), 80)];
     assert_eq!(v6.backends[0].endpoint_count, 2);
 }
 
@@ -101,7 +167,7 @@ fn split_route_end_to_end() {
             "canary",
             &to_backends(
                 "{kind: MeshService, name: web, sectionName: http}",
-                "[{kind: MeshService, name: api, weight: 2}, {kind: MeshService, name: api-v2, weight: 1}, {kind: MeshService, name: gone, weight: 0}]",
+                "[{kind: MeshService, name: api, port: 80, weight: 2}, {kind: MeshService, name: api-v2, port: 80, weight: 1}, {kind: MeshService, name: gone, port: 80, weight: 5}, {kind: MeshService, name: api, port: 80, weight: 0}]",
             ),
         );
     let plan = plan(&text);
@@ -109,34 +175,42 @@ fn split_route_end_to_end() {
     let lines = plan.summary_lines();
     assert_eq!(
         lines[0],
-        "10.0.0.1:80 MeshService/web via MeshTCPRoute/canary: MeshService/api:80 66.67% (2 endpoints), MeshService/api-v2:80 33.33% (1 endpoints), MeshService/gone 0.00% (0 endpoints)"
+        "10.0.0.1:80 MeshService/web via MeshTCPRoute/canary: MeshService/api:80 66.67% (2 endpoints), MeshService/api-v2:80 33.33% (1 endpoints)"
     );
     assert!(lines[1].starts_with("10.0.0.1:443 MeshService/web via default route"));
     assert_eq!(
         triples(&plan.warnings, Severity::Warning),
         vec![t(
             "MeshTCPRoute/canary",
-            "spec.to[0].rules[0].default.backendRefs[2].name",
-            "MeshService \"gone\" does not exist (yet); its share of connections is refused"
+            "spec.to[0].rules[0].default.backendRefs[2]",
+            "MeshService/gone:80 does not exist; its share is dropped and the other backends share the traffic"
         )]
     );
 }
 
 #[test]
-fn all_zero_weights_give_an_empty_table_and_zero_percent() {
+fn all_zero_weights_give_an_empty_table() {
     let text = base()
         + &route(
             "off",
             &to_backends(
                 "{kind: MeshService, name: api}",
-                "[{kind: MeshService, name: api-v2, weight: 0}]",
+                "[{kind: MeshService, name: api-v2, port: 80, weight: 0}]",
             ),
         );
     let plan = plan(&text);
     assert_plan_consistent(&plan);
-    let table = &plan.tables[&service_key("10.0.0.2".parse().unwrap(), 80)];
+    let table = &plan.tables[&service_key(0, "10.0.0.2".parse().unwrap(), 80)];
     assert_eq!((table.header.backend_count, table.entries().len()), (0, 1));
-    assert!(plan.summary_lines()[2].ends_with("via MeshTCPRoute/off: MeshService/api-v2:80 0.00% (1 endpoints)"));
+    assert_eq!(
+        plan.summary_lines()[2],
+        "10.0.0.2:80 MeshService/api via MeshTCPRoute/off: "
+    );
+    let text = plan.render_table(None).unwrap();
+    assert!(
+        text.contains("no backend: connect() fails with ECONNREFUSED"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -155,15 +229,25 @@ fn warnings_ride_along_with_a_plan() {
 #[test]
 fn failed_plan_reports_errors_and_warnings_together() {
     let problems = plan_problems(
-        &(base() + "---\ntype: Mesh\nname: default\n---\ntype: MeshService\nname: bad\nspec: {ports: [{port: 0}]}\n"),
+        &(base()
+            + "---\ntype: Mesh\nname: default\n---\ntype: MeshService\nname: bad\nspec: {ports: [{port: 0}]}\n"),
     );
     assert_eq!(
         triples(&problems, Severity::Error),
-        vec![t("MeshService/bad", "spec.ports[0].port", "must be in 1..65535")]
+        vec![t(
+            "MeshService/bad",
+            "spec.ports[0].port",
+            "must be in 1..65535"
+        )]
     );
     assert_eq!(
         triples(&problems, Severity::Warning),
         vec![
+            t(
+                "MeshService/bad",
+                "spec.ports[0].targetPort",
+                "not set: Kuma matches no Dataplane inbound to this port, so it has no endpoints"
+            ),
             t(
                 "MeshService/bad",
                 "spec.selector.dataplaneTags",
@@ -185,19 +269,19 @@ fn failed_plan_reports_errors_and_warnings_together() {
 
 #[test]
 fn resolve_errors_fail_the_plan() {
-    let text = base()
-        + &service("multi", "{app: m}", "[{port: 8080}, {port: 8081}]", "[{ip: 10.0.0.9}]")
-        + &route(
-            "r",
-            &to_backends("{kind: MeshService, name: api}", "[{kind: MeshService, name: multi}]"),
-        );
+    let workload = |name: &str, address: &str| {
+        format!(
+            "---\ntype: Dataplane\nname: {name}\nlabels: {{redirector.io/cgroup: shared.slice}}\nnetworking: {{address: {address}, inbound: [{{port: 1, tags: {{kuma.io/service: {name}}}}}]}}\n"
+        )
+    };
+    let text = base() + &workload("one", "10.3.0.1") + &workload("two", "10.3.0.2");
     let problems = plan_problems(&text);
     assert_eq!(
         triples(&problems, Severity::Error),
         vec![t(
-            "MeshTCPRoute/r",
-            "spec.to[0].rules[0].default.backendRefs[0].port",
-            "must be set: MeshService \"multi\" has no port 80 and more than one port"
+            "Dataplane/two",
+            "labels[\"redirector.io/cgroup\"]",
+            "cgroup \"shared.slice\" is already bound to Dataplane/one"
         )]
     );
 }
@@ -218,7 +302,9 @@ fn address_conflict_fails_the_plan() {
 
 #[test]
 fn compile_errors_are_reported_for_the_input_file() {
-    let ports: Vec<String> = (1..=MAX_ROUTES / 2 + 1).map(|p| format!("{{port: {p}}}")).collect();
+    let ports: Vec<String> = (1..=MAX_ROUTES / 2 + 1)
+        .map(|p| format!("{{port: {p}}}"))
+        .collect();
     let text = service(
         "wide",
         "{app: w}",
@@ -248,7 +334,7 @@ fn build_reads_a_file() {
     let file = dir.join("mesh.yaml");
     std::fs::write(&file, base()).unwrap();
     let plan = plan::build(&file).unwrap();
-    assert_eq!(plan.routes.len(), 6);
+    assert_eq!(plan.resolution.base_routes().len(), 6);
     assert!(plan.config.services.iter().all(|s| s.origin.file == file));
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -260,7 +346,12 @@ fn build_reads_yaml_files_below_a_directory_in_name_order() {
     std::fs::create_dir_all(dir.join(".git")).unwrap();
     std::fs::write(
         dir.join("a.yaml"),
-        service("one", "{app: a}", "[{port: 80}]", "[{ip: 10.0.0.1}]"),
+        service(
+            "one",
+            "{app: a}",
+            "[{port: 80, targetPort: 80}]",
+            "[{ip: 10.0.0.1}]",
+        ),
     )
     .unwrap();
     std::fs::write(
@@ -276,7 +367,10 @@ fn build_reads_yaml_files_below_a_directory_in_name_order() {
     let problems = plan::build(&dir).unwrap_err().0;
     let first = dir.join("b/a.yaml");
     let second = dir.join("c.yaml");
-    let errors: Vec<_> = problems.iter().filter(|p| p.severity == Severity::Error).collect();
+    let errors: Vec<_> = problems
+        .iter()
+        .filter(|p| p.severity == Severity::Error)
+        .collect();
     assert_eq!(errors.len(), 1, "{errors:#?}");
     assert_eq!(errors[0].file, second);
     assert_eq!(
@@ -290,10 +384,13 @@ fn build_reads_yaml_files_below_a_directory_in_name_order() {
     std::fs::remove_file(&second).unwrap();
     let plan = plan::build(&dir).unwrap();
     assert_eq!(
-        plan.routes[0].backends[0].endpoints,
+        plan.resolution.base_routes()[0].backends[0].endpoints,
         vec!["10.1.0.1:80".parse().unwrap()]
     );
-    assert_eq!(plan.config.dataplanes[0].origin.file, dir.join("b/nested/c.yml"));
+    assert_eq!(
+        plan.config.dataplanes[0].origin.file,
+        dir.join("b/nested/c.yml")
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -369,7 +466,8 @@ fn shipped_canary_example_splits_ninety_ten() {
     let plan = plan::build(&dir).unwrap_or_else(|p| panic!("{p}"));
     assert_plan_consistent(&plan);
     let canary: Vec<_> = plan
-        .routes
+        .resolution
+        .base_routes()
         .iter()
         .filter(|r| r.policy.as_deref() == Some("MeshTCPRoute/backend-canary"))
         .collect();
@@ -519,7 +617,11 @@ fn random_mesh() -> impl Strategy<Value = String> {
         ),
         0..=6,
     );
-    let backend_ref = (0usize..5, prop::option::of(port.clone()), prop::option::of(0u32..100));
+    let backend_ref = (
+        0usize..5,
+        prop::option::of(port.clone()),
+        prop::option::of(0u32..100),
+    );
     let to = (
         0usize..5,
         prop::option::of(prop::sample::select(vec!["'80'", "'443'", "http", "x"])),
@@ -540,9 +642,9 @@ fn random_mesh() -> impl Strategy<Value = String> {
                 .enumerate()
                 .map(|(j, p)| {
                     if j == 0 {
-                        format!("{{port: {p}, name: http}}")
+                        format!("{{port: {p}, targetPort: {p}, name: http}}")
                     } else {
-                        format!("{{port: {p}}}")
+                        format!("{{port: {p}, targetPort: {p}}}")
                     }
                 })
                 .collect();
@@ -569,11 +671,16 @@ fn random_mesh() -> impl Strategy<Value = String> {
             let inbounds: Vec<String> = inbounds
                 .iter()
                 .map(|(p, sp)| match sp {
-                    Some(sp) => format!("{{port: {p}, servicePort: {}, tags: {{app: s{app}}}}}", 9000 + sp),
-                    None => format!("{{port: {p}, tags: {{app: s{app}}}}}"),
+                    Some(sp) => format!("{{port: {p}, servicePort: {}, tags: {{app: s{app}, kuma.io/service: s{app}}}}}", 9000 + sp),
+                    None => format!("{{port: {p}, tags: {{app: s{app}, kuma.io/service: s{app}}}}}"),
                 })
                 .collect();
-            text += &dataplane(&format!("dp{i}"), &address, &format!("[{}]", inbounds.join(", ")));
+            let mut dp = dataplane(&format!("dp{i}"), &address, &format!("[{}]", inbounds.join(", ")));
+            if *app % 2 == 0 {
+                // Half of the dataplanes are workloads (bound to a cgroup).
+                dp = dp.replacen("\nnetworking:", &format!("\nlabels: {{redirector.io/cgroup: w{i}}}\nnetworking:"), 1);
+            }
+            text += &dp;
         }
         let mut seen = std::collections::BTreeSet::new();
         for (name, tos) in policies {
@@ -604,7 +711,14 @@ fn random_mesh() -> impl Strategy<Value = String> {
                     }
                 })
                 .collect();
-            text += &route(name, &format!("[{}]", tos.join(", ")));
+            // The top level selects differently by name: everything, one service's
+            // workloads, or one Dataplane.
+            let top = match name {
+                "a" | "b" => "{kind: Mesh}".to_string(),
+                "c" => "{kind: MeshService, name: s0}".to_string(),
+                _ => "{kind: Dataplane, name: dp0}".to_string(),
+            };
+            text += &format!("---\ntype: MeshTCPRoute\nname: {name}\nspec:\n  targetRef: {top}\n  to: [{}]\n", tos.join(", "));
         }
         text
     })
@@ -623,13 +737,12 @@ proptest! {
                     .iter()
                     .map(|s| s.spec.ports.as_ref().unwrap().len() * s.status.vips.as_ref().unwrap().len())
                     .sum();
-                prop_assert_eq!(plan.routes.len(), expected);
-            }
-            Err(problems) => {
-                for p in problems.errors() {
-                    prop_assert!(p.message.starts_with("must be set: MeshService"), "unexpected error {} in\n{}", p, text);
+                prop_assert_eq!(plan.resolution.base_routes().len(), expected);
+                for class in &plan.resolution.classes {
+                    prop_assert_eq!(class.routes.len(), expected, "no outbounds: every class has the same destinations");
                 }
             }
+            Err(problems) => prop_assert!(false, "unexpected problems {} in\n{}", problems, text),
         }
     }
 }

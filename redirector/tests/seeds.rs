@@ -1,7 +1,8 @@
 //! The YAML examples of the two MeshTCPRoute reference pages (Kuma docs with
 //! their `{% ... %}` template tags stripped, and the Kong Mesh 2.4 page with its
-//! kubectl and kumactl forms) must load without problems. Validation then
-//! accepts them, or names exactly what this version does not support yet.
+//! kubectl and kumactl forms) must load without problems, and validation
+//! accepts every one of them: the only problems are warnings (Kuma's
+//! deprecations and the documentation generator's `_version` hints).
 
 mod common;
 
@@ -440,21 +441,15 @@ to:
 "#;
 
 const ROUTE: &str = "MeshTCPRoute/tcp-route-1";
+const HTTP_ROUTE: &str = "MeshHTTPRoute/simple-http";
 const BACKENDS: &str = "spec.to[0].rules[0].default.backendRefs";
 
-fn source_error(kind: &str) -> Triple {
+/// Kuma's `Deprecations()` warning for a top-level `kind` of `resource`.
+fn deprecated(resource: &str, kind: &str) -> Triple {
     t(
-        ROUTE,
+        resource,
         "spec.targetRef.kind",
-        &format!("{kind} sources are not supported yet; this version routes for kind Mesh only"),
-    )
-}
-
-fn subset_backend_error(index: usize) -> Triple {
-    t(
-        ROUTE,
-        &format!("{BACKENDS}[{index}].kind"),
-        "MeshServiceSubset backends are not supported yet; use MeshService",
+        &format!("{kind} value for 'targetRef.kind' is deprecated, use Dataplane with labels instead"),
     )
 }
 
@@ -479,7 +474,11 @@ fn wrap_spec(name: &str, spec: &str) -> String {
 fn assert_loads(text: &str) {
     let (config, problems) = model::load_str(Path::new(FILE), text);
     assert!(problems.is_empty(), "load problems: {problems:#?}\n{text}");
-    assert_eq!(config.routes.len() + config.ignored.len(), 1, "{text}");
+    assert_eq!(
+        config.routes.len() + config.http_routes.len() + config.ignored.len(),
+        1,
+        "{text}"
+    );
 }
 
 fn assert_checks(text: &str, errors: &[Triple], warnings: &[Triple]) {
@@ -490,76 +489,68 @@ fn assert_checks(text: &str, errors: &[Triple], warnings: &[Triple]) {
 }
 
 #[test]
-fn kuma_subset_split_loads_but_subsets_are_not_supported_yet() {
+fn kuma_subset_split_is_valid_with_a_deprecation_warning() {
+    assert_checks(KUMA_SPLIT_SUBSET, &[], &[deprecated(ROUTE, "MeshSubset")]);
+}
+
+#[test]
+fn kuma_meshservice_split_is_valid_with_version_hint_warnings() {
     assert_checks(
-        KUMA_SPLIT_SUBSET,
-        &[
-            source_error("MeshSubset"),
-            subset_backend_error(0),
-            subset_backend_error(1),
-        ],
+        KUMA_SPLIT_MESHSERVICE_29,
         &[],
+        &[deprecated(ROUTE, "MeshSubset"), version_hint_warning(0), version_hint_warning(1)],
+    );
+    assert_checks(
+        KUMA_SPLIT_MESHSERVICE_210,
+        &[],
+        &[version_hint_warning(0), version_hint_warning(1)],
     );
 }
 
 #[test]
-fn kuma_meshservice_split_loads_with_version_hint_warnings() {
-    let warnings = [version_hint_warning(0), version_hint_warning(1)];
-    assert_checks(KUMA_SPLIT_MESHSERVICE_29, &[source_error("MeshSubset")], &warnings);
-    assert_checks(KUMA_SPLIT_MESHSERVICE_210, &[source_error("Dataplane")], &warnings);
+fn kuma_redirection_examples_are_valid() {
+    assert_checks(KUMA_REDIRECT_28, &[], &[deprecated(ROUTE, "MeshSubset")]);
+    assert_checks(KUMA_REDIRECT_29, &[], &[deprecated(ROUTE, "MeshSubset")]);
+    assert_checks(KUMA_REDIRECT_210, &[], &[]);
 }
 
+/// MeshHTTPRoute examples are read for their targets (the 2.9 ones target a
+/// MeshSubset, deprecated since).
 #[test]
-fn kuma_redirection_examples_load() {
-    assert_checks(KUMA_REDIRECT_28, &[source_error("MeshSubset")], &[]);
-    assert_checks(KUMA_REDIRECT_29, &[source_error("MeshSubset")], &[]);
-    assert_checks(KUMA_REDIRECT_210, &[source_error("Dataplane")], &[]);
-}
-
-#[test]
-fn kuma_http_route_examples_load_and_are_ignored() {
-    for text in KUMA_HTTP_ROUTES {
-        assert_checks(
-            text,
-            &[],
-            &[t(
-                "MeshHTTPRoute/simple-http",
-                "",
-                "MeshHTTPRoute resources are read but have no effect in this version",
-            )],
-        );
+fn kuma_http_route_examples_are_read_for_their_targets() {
+    for (i, text) in KUMA_HTTP_ROUTES.iter().enumerate() {
+        let expected = if i < 2 { vec![deprecated(HTTP_ROUTE, "MeshSubset")] } else { vec![] };
+        assert_checks(text, &[], &expected);
+        let (config, _) = check(text);
+        let route = &config.http_routes[0];
+        let to = &route.spec.to.as_ref().unwrap()[0].target_ref;
+        assert_eq!(to.name.as_deref(), Some("backend"));
+        assert_eq!(to.section_name.as_deref(), Some("http"));
     }
 }
 
 #[test]
-fn kuma_route_fragment_loads_as_a_spec() {
+fn kuma_route_fragment_is_valid_as_a_spec() {
     assert_checks(
         &wrap_spec("tcp-route-1", KUMA_FRAGMENT_SPEC),
-        &[source_error("MeshSubset")],
         &[],
+        &[deprecated(ROUTE, "MeshSubset")],
     );
 }
 
 #[test]
-fn kong_split_loads_in_both_forms_but_is_not_supported_yet() {
-    let errors = [
-        source_error("MeshService"),
-        subset_backend_error(0),
-        subset_backend_error(1),
-    ];
-    assert_checks(KONG_SPLIT_KUBERNETES, &errors, &[]);
-    assert_checks(KONG_SPLIT_UNIVERSAL, &errors, &[]);
+fn kong_split_is_valid_in_both_forms() {
+    let warnings = [deprecated(ROUTE, "MeshService")];
+    assert_checks(KONG_SPLIT_KUBERNETES, &[], &warnings);
+    assert_checks(KONG_SPLIT_UNIVERSAL, &[], &warnings);
 }
 
 #[test]
-fn kong_redirection_loads_in_both_forms() {
-    assert_checks(KONG_REDIRECT_KUBERNETES, &[source_error("MeshService")], &[]);
-    assert_checks(KONG_REDIRECT_UNIVERSAL, &[source_error("MeshService")], &[]);
-    assert_checks(
-        &wrap_spec("tcp-route-1", KONG_FRAGMENT_SPEC),
-        &[source_error("MeshService")],
-        &[],
-    );
+fn kong_redirection_is_valid_in_both_forms() {
+    let warnings = [deprecated(ROUTE, "MeshService")];
+    assert_checks(KONG_REDIRECT_KUBERNETES, &[], &warnings);
+    assert_checks(KONG_REDIRECT_UNIVERSAL, &[], &warnings);
+    assert_checks(&wrap_spec("tcp-route-1", KONG_FRAGMENT_SPEC), &[], &warnings);
 }
 
 #[test]
@@ -591,7 +582,8 @@ fn examples_in_one_file_clash_only_when_name_mesh_and_namespace_match() {
     }
     let (config, problems) = model::load_str(Path::new(FILE), &text);
     assert_eq!(config.routes.len(), 3);
-    assert_eq!(config.ignored.len(), 1);
+    assert_eq!(config.http_routes.len(), 1);
+    assert!(config.ignored.is_empty());
     assert_eq!(
         triples(&problems, Severity::Error),
         vec![t(
@@ -622,7 +614,7 @@ spec:
   selector: {dataplaneTags: {app: backend}}
   ports:
     - {name: http, port: 3001, targetPort: 3001, appProtocol: tcp}
-    - {name: admin, port: 9000}
+    - {name: admin, port: 9000, targetPort: 9000}
 status: {vips: [{ip: 10.96.0.10}]}
 ---
 apiVersion: kuma.io/v1alpha1
@@ -630,7 +622,7 @@ kind: MeshService
 metadata: {name: external-backend, namespace: kuma-demo, labels: {kuma.io/mesh: default}}
 spec:
   selector: {dataplaneTags: {app: external-backend}}
-  ports: [{port: 8080}]
+  ports: [{port: 8080, targetPort: 8080}]
 status: {vips: [{ip: 10.96.0.20}]}
 ---
 type: Dataplane

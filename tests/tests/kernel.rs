@@ -268,3 +268,52 @@ fn agent_exit_leaves_no_program_and_no_pin() {
     let after = env.probe("127.10.0.2:80", 20);
     assert_eq!(after.replies_from("vip"), 20, "still redirected after exit: {after:?}");
 }
+
+/// A Dataplane bound to the cgroup `cgroup` (relative to the attach point),
+/// labelled `app: <app>`, with one inbound.
+fn workload(name: &str, cgroup: &str, app: &str) -> String {
+    format!(
+        "---\ntype: Dataplane\nname: {name}\nmesh: default\nlabels:\n  app: {app}\n  redirector.io/cgroup: {cgroup}\nnetworking:\n  address: 127.10.9.9\n  inbound:\n    - port: 9999\n      tags:\n        kuma.io/service: {app}\n"
+    )
+}
+
+/// A MeshTCPRoute for Dataplanes labelled `app: <app>`, sending `to` to `backend`.
+fn workload_route(name: &str, app: &str, to: &str, backend: &str) -> String {
+    format!(
+        "---\ntype: MeshTCPRoute\nname: {name}\nmesh: default\nspec:\n  targetRef:\n    kind: Dataplane\n    labels:\n      app: {app}\n  to:\n    - targetRef:\n        kind: MeshService\n        name: {to}\n      rules:\n        - default:\n            backendRefs:\n              - kind: MeshService\n                name: {backend}\n                port: 80\n"
+    )
+}
+
+#[test]
+fn sibling_workloads_get_the_routes_their_dataplane_labels_select() {
+    let env = Env::new("workloads");
+    let _backends = canary_backends();
+    let a = ChildCgroup::create(env.cgroup.path(), "wl-a").unwrap();
+    let b = ChildCgroup::create(env.cgroup.path(), "wl-b").unwrap();
+    let a_nested = ChildCgroup::create(a.path(), "worker").unwrap();
+    let config = [
+        canary_config(),
+        workload("client-a", "wl-a", "client-a"),
+        workload("client-b", "wl-b", "client-b"),
+        workload_route("a-to-v1", "client-a", "backend", "backend-v1"),
+        workload_route("b-to-v2", "client-b", "backend", "backend-v2"),
+    ]
+    .concat();
+    let agent = env.start(&config);
+    let from_a = probe("127.10.0.1:80", 200, false, Some(a.path())).unwrap();
+    assert_eq!(from_a.replies_from("v1a") + from_a.replies_from("v1b"), 200, "workload a: {from_a:?}");
+    let from_b = probe("127.10.0.1:80", 200, false, Some(b.path())).unwrap();
+    assert_eq!(from_b.replies_from("v2a"), 200, "workload b: {from_b:?}");
+    // A process in a sub-cgroup of a workload belongs to that workload.
+    let from_nested = probe("127.10.0.1:80", 200, false, Some(a_nested.path())).unwrap();
+    assert_eq!(from_nested.replies_from("v1a") + from_nested.replies_from("v1b"), 200, "below a: {from_nested:?}");
+    // Processes in no workload cgroup keep the mesh-wide 90/10 canary.
+    let base = env.probe("127.10.0.1:80", 2000);
+    let v1 = base.replies_from("v1a") + base.replies_from("v1b");
+    let chi2 = chi_square(&[v1, base.replies_from("v2a")], &[0.9, 0.1]);
+    assert!(chi2 < CHI2_P001_DF1, "base class {base:?} is not 90/10 (chi2 {chi2:.2})");
+    // Destinations a workload's policies do not touch fall back to the base routes.
+    let other = probe("127.10.0.3:80", 50, false, Some(a.path())).unwrap();
+    assert_eq!(other.replies_from("v2a"), 50, "{other:?}");
+    agent.stop().unwrap();
+}

@@ -4,7 +4,6 @@
 //! inbound's `servicePort` when set, else its `port`, at the inbound's address
 //! (else the Dataplane's). Only healthy inbounds count, as in Kuma.
 
-use super::select::tags_match;
 use crate::model::{Config, Dataplane, Inbound, MeshService, PortRef, ServicePort};
 use std::{
     collections::{BTreeMap, HashMap},
@@ -105,7 +104,6 @@ impl<'a> Index<'a> {
     fn candidates(&self, mesh: &str, selector: &BTreeMap<String, String>) -> &[usize] {
         selector
             .iter()
-            .filter(|(_, v)| v.as_str() != "*")
             .map(|(k, v)| self.tagged(mesh, k, v))
             .min_by_key(|c| c.len())
             .unwrap_or_else(|| self.by_mesh.get(mesh).map_or(&[][..], Vec::as_slice))
@@ -123,16 +121,18 @@ impl<'a> Index<'a> {
     pub fn mesh_service(&self, service: &MeshService, port: &ServicePort) -> Vec<SocketAddr> {
         let mesh = service.origin.mesh.as_str();
         let selector = service.spec.selector.as_ref();
+        // As Kuma: a dataplaneRef wins over dataplaneTags, and tags select a
+        // Dataplane through its healthy inbounds only.
         let mut dps: Vec<usize> = Vec::new();
-        if let Some(tags) = selector.and_then(|s| s.dataplane_tags.as_ref()).filter(|t| !t.is_empty()) {
-            dps.extend(self.candidates(mesh, tags).iter().copied().filter(|&i| {
-                self.dataplane(i).spec.networking.inbound.as_deref().unwrap_or_default().iter().any(|ib| {
-                    ib.tags.as_ref().is_some_and(|t| tags_match(tags, t))
-                })
-            }));
-        }
         if let Some(name) = selector.and_then(|s| s.dataplane_ref.as_ref()).and_then(|r| r.name.as_ref()) {
             dps.extend(self.by_name.get(mesh).and_then(|n| n.get(name.as_str())).into_iter().flatten().copied());
+        } else if let Some(tags) = selector.and_then(|s| s.dataplane_tags.as_ref()).filter(|t| !t.is_empty()) {
+            dps.extend(self.candidates(mesh, tags).iter().copied().filter(|&i| {
+                self.dataplane(i).spec.networking.inbound.as_deref().unwrap_or_default().iter().any(|ib| {
+                    // Exact values: Kuma looks MeshService selectors up by value, so `*` is literal.
+                    ib.is_healthy() && ib.tags.as_ref().is_some_and(|t| tags.iter().all(|(k, v)| t.get(k) == Some(v)))
+                })
+            }));
         }
         sorted(dps.into_iter().flat_map(|i| {
             let dp = self.dataplane(i);

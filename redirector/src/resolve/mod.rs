@@ -382,7 +382,11 @@ impl<'a> Ctx<'a> {
             .collect();
         if !matches!(dest.target, Target::Legacy(_)) {
             // Stable: equal keys keep policy order (names descending) and `to` order.
-            relevant.sort_by_key(|(e, section)| (policy_attrs(&e.policy.origin, e.policy.spec.target_ref.as_ref()), kind_rank(e.target.kind), *section));
+            // Kuma ranks a literal sectionName, and only on MeshService entries.
+            relevant.sort_by_key(|(e, _)| {
+                let section = e.target.kind == Some(RefKind::MeshService) && e.target.section_name.is_some();
+                (policy_attrs(&e.policy.origin, e.policy.spec.target_ref.as_ref()), kind_rank(e.target.kind), section)
+            });
         }
         for (e, _) in relevant.iter().rev().skip(1).rev() {
             why.push(format!("{} to[{}] targets this destination but is overridden", e.policy.origin.display_name(), e.index));
@@ -415,7 +419,24 @@ impl<'a> Ctx<'a> {
                         .collect(),
                     None => {
                         why.push("no rules: traffic goes to the `to` target itself".into());
-                        vec![(format!("spec.to[{}].targetRef", e.index), self_ref(e.target))]
+                        let copy = self_ref(e.target);
+                        // A copy naming a section is a real reference: the very
+                        // resource this entry matched. Without a section it is a
+                        // legacy `kuma.io/service` reference, as in Kuma.
+                        if copy.section_name.is_some() && !matches!(dest.target, Target::Legacy(_)) {
+                            let own = self.default_backend(dest);
+                            return ResolvedRoute {
+                                mesh: dest.mesh.to_string(),
+                                service: dest.display(),
+                                vip: dest.vip,
+                                port: dest.port,
+                                app_protocol,
+                                policy: Some(e.policy.origin.display_name()),
+                                backends: vec![own],
+                                why,
+                            };
+                        }
+                        vec![(format!("spec.to[{}].targetRef", e.index), copy)]
                     }
                 };
                 let mut backends = Vec::new();
@@ -522,7 +543,7 @@ impl<'a> Ctx<'a> {
 
     fn service_backend(&mut self, s: &'a MeshService, p: &'a ServicePort, weight: u32) -> ResolvedBackend {
         let name = format!("{}:{}", s.origin.display_name(), p.port);
-        let endpoints = self.cached(format!("{}\0{name}", s.origin.mesh), |ctx| ctx.index.mesh_service(s, p));
+        let endpoints = self.cached(format!("svc\0{:p}\0{:p}", s, p), |ctx| ctx.index.mesh_service(s, p));
         ResolvedBackend { name, weight, endpoints }
     }
 
@@ -536,7 +557,7 @@ impl<'a> Ctx<'a> {
 
     fn external_backend(&mut self, s: &'a MeshExternalService, weight: u32) -> ResolvedBackend {
         let name = s.origin.display_name();
-        let endpoints = self.cached(format!("{}\0{name}", s.origin.mesh), |ctx| {
+        let endpoints = self.cached(format!("mes\0{:p}", s), |ctx| {
             let mut out = Vec::new();
             for (i, e) in s.spec.endpoints.as_deref().unwrap_or_default().iter().enumerate() {
                 match e.address.parse::<IpAddr>() {
@@ -556,7 +577,7 @@ impl<'a> Ctx<'a> {
         let name = format!("{}:{}", s.origin.display_name(), p.port);
         let labels = s.spec.selector.as_ref().and_then(|x| x.mesh_service.as_ref()).and_then(|x| x.match_labels.clone()).unwrap_or_default();
         let config = self.config;
-        let key = format!("{}\0{name}", s.origin.mesh);
+        let key = format!("mzs\0{:p}\0{:p}", s, p);
         let endpoints = self.cached(key, |ctx| {
             let mut all = Vec::new();
             for svc in config.services.iter().filter(|m| {
@@ -590,8 +611,12 @@ fn targets(origin: &Origin, to: &TargetRef, dest: &Destination<'_>) -> Option<bo
         (None, None) => false,
     };
     let section = to.section_name.clone().or(to.doc_port.map(|p| p.to_string()));
+    // Kuma resolves a `to` section by port name, by number only for unnamed ports.
     let with_section = |port: &ServicePort| match &section {
-        Some(s) => port_matches(port, s).then_some(true),
+        Some(s) => match &port.name {
+            Some(name) => (name == s).then_some(true),
+            None => (s.parse::<u16>() == Ok(port.port)).then_some(true),
+        },
         None => Some(false),
     };
     match (&dest.target, to.kind) {

@@ -27,22 +27,43 @@ impl Proxy<'_> {
         {
             return false;
         }
+        if origin.labels.get("kuma.io/effect").is_some_and(|e| e == "shadow") {
+            return false;
+        }
+        let role = origin.labels.get("kuma.io/policy-role").map(String::as_str);
+        let namespaced = matches!(role, Some("consumer" | "workload-owner"));
         let dp = match self {
-            Proxy::Unbound => return target.kind == Some(RefKind::Mesh),
+            Proxy::Unbound => return target.kind == Some(RefKind::Mesh) && !namespaced,
             Proxy::Workload(dp) => dp,
         };
         if dp.origin.mesh != origin.mesh {
             return false;
         }
+        // Kuma: consumer and workload-owner policies stay in their namespace;
+        // zone-originated ones (except producer policies) in their zone.
+        let namespace_of = |o: &Origin| o.labels.get("k8s.kuma.io/namespace").or(o.namespace.as_ref()).cloned();
+        if namespaced && namespace_of(&dp.origin) != namespace_of(origin) {
+            return false;
+        }
+        if role != Some("producer")
+            && origin.labels.get("kuma.io/origin").is_some_and(|o| o == "zone")
+            && let Some(zone) = origin.labels.get("kuma.io/zone")
+            && dp.origin.labels.get("kuma.io/zone").is_some_and(|z| z != zone)
+        {
+            return false;
+        }
         let inbounds = dp.spec.networking.inbound.as_deref().unwrap_or_default();
+        // Kuma applies a policy through the inbounds it selects: none, no policy.
+        if inbounds.is_empty() {
+            return false;
+        }
         let any_inbound = |pred: &dyn Fn(&BTreeMap<String, String>) -> bool| {
             inbounds.iter().any(|ib| ib.tags.as_ref().is_some_and(|t| pred(t)))
         };
         let empty = BTreeMap::new();
         let tags = target.tags.as_ref().unwrap_or(&empty);
         match target.kind {
-            // Kuma matches a sidecar through its inbounds; one with none matches nothing.
-            Some(RefKind::Mesh) => !inbounds.is_empty(),
+            Some(RefKind::Mesh) => true,
             Some(RefKind::MeshSubset) => any_inbound(&|t| tags_match(tags, t)),
             Some(RefKind::MeshService) => {
                 any_inbound(&|t| t.get("kuma.io/service") == target.name.as_ref())

@@ -109,3 +109,32 @@ pub fn tempdir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// Loads and validates `text`, then resolves it with `dns`. The resolution and
+/// the resolver's problems, or the load/validation errors when there are any.
+pub fn resolve_checked(
+    text: &str,
+    dns: &dyn redirector::resolve::HostResolver,
+) -> Result<(redirector::resolve::Resolution, Vec<Problem>), Vec<Triple>> {
+    let (config, problems) = check(text);
+    let errors = triples(&problems, Severity::Error);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(redirector::resolve::resolve_with(&config, dns))
+}
+
+/// A fixed DNS for tests: `(hostname, [addresses])`.
+pub fn static_dns(entries: &[(&str, &[&str])]) -> redirector::resolve::StaticDns {
+    redirector::resolve::StaticDns(
+        entries
+            .iter()
+            .map(|(host, ips)| {
+                (
+                    host.to_string(),
+                    ips.iter().map(|ip| ip.parse().unwrap()).collect(),
+                )
+            })
+            .collect(),
+    )
+}
