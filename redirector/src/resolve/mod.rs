@@ -123,7 +123,18 @@ pub fn resolve(config: &Config) -> (Resolution, Vec<Problem>) {
 /// Resolves every class. Returns the resolution and the problems met
 /// (warnings, or errors for bindings that cannot work).
 pub fn resolve_with(config: &Config, dns: &dyn HostResolver) -> (Resolution, Vec<Problem>) {
-    let mut ctx = Ctx { config, dns, index: endpoints::Index::new(config), problems: Vec::new(), endpoint_cache: HashMap::new() };
+    let mut services_by_name: HashMap<&str, HashMap<&str, Vec<&MeshService>>> = HashMap::new();
+    for s in &config.services {
+        services_by_name.entry(s.origin.mesh.as_str()).or_default().entry(s.origin.name.as_str()).or_default().push(s);
+    }
+    let mut ctx = Ctx {
+        config,
+        dns,
+        index: endpoints::Index::new(config),
+        services_by_name,
+        problems: Vec::new(),
+        endpoint_cache: HashMap::new(),
+    };
     let shared = shared_destinations(config);
     ctx.check_address_conflicts(&shared);
 
@@ -285,6 +296,8 @@ struct Ctx<'a> {
     config: &'a Config,
     dns: &'a dyn HostResolver,
     index: endpoints::Index<'a>,
+    /// mesh -> name -> MeshServices (several across namespaces).
+    services_by_name: HashMap<&'a str, HashMap<&'a str, Vec<&'a MeshService>>>,
     problems: Vec<Problem>,
     endpoint_cache: HashMap<String, Vec<SocketAddr>>,
 }
@@ -497,7 +510,15 @@ impl<'a> Ctx<'a> {
         match r.kind {
             Some(RefKind::MeshService) if section.is_some() => {
                 let section = section.unwrap_or_default();
-                let Some(s) = self.config.services.iter().find(|s| by_ref(&s.origin)) else {
+                let found = match &r.name {
+                    Some(name) => self
+                        .services_by_name
+                        .get(mesh)
+                        .and_then(|m| m.get(name.as_str()))
+                        .and_then(|list| list.iter().copied().find(|s| by_ref(&s.origin))),
+                    None => self.config.services.iter().find(|s| by_ref(&s.origin)),
+                };
+                let Some(s) = found else {
                     return drop(self, format!("{label} does not exist"));
                 };
                 match s.spec.ports.as_deref().unwrap_or_default().iter().find(|p| port_matches(p, &section)) {
