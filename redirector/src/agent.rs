@@ -1,5 +1,12 @@
 //! `redirector run`: apply a configuration to one cgroup and keep it in force
 //! until SIGINT/SIGTERM, then detach and remove what was created.
+//!
+//! While running, the config file or directory is watched: each change is
+//! rebuilt and applied as a diff (only changed routes are written, each swap
+//! make-before-break). A change that does not validate is logged with the same
+//! messages as `check` and nothing of it is applied: the last good
+//! configuration stays in force. MeshExternalService hostnames are resolved
+//! again every `dns_refresh`.
 
 use crate::{
     cgroup,
@@ -9,12 +16,20 @@ use crate::{
 };
 use redirector_common::MAX_WORKLOAD_DEPTH;
 use anyhow::{Context as _, bail};
-use std::path::PathBuf;
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
+    sync::mpsc,
 };
-use tracing::{info, warn};
+use tracing::{error, info, warn};
+
+/// How long a config change must be quiet before it is read: editors and
+/// `kubectl`-style tools write in several steps.
+const SETTLE: Duration = Duration::from_millis(5);
 
 /// Default directory for pins on bpffs.
 pub const DEFAULT_BPFFS_DIR: &str = "/sys/fs/bpf/redirector";
@@ -28,6 +43,8 @@ pub struct RunOptions {
     pub cgroup: PathBuf,
     /// Pin directory on bpffs.
     pub bpffs: PathBuf,
+    /// How often MeshExternalService hostnames are resolved again.
+    pub dns_refresh: Duration,
 }
 
 /// Runs the agent until a termination signal arrives.
@@ -71,6 +88,12 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let mut logs = unsafe { AsyncFd::register(logger) }
         .map_err(|e| e.into_parts().1)
         .context("watching BPF logs")?;
+    let (changes_tx, mut changes) = mpsc::unbounded_channel();
+    let _watcher = watch(&options.config, changes_tx)?;
+    let mut refresh = tokio::time::interval(options.dns_refresh);
+    refresh.tick().await;
+    let mut uses_dns = has_hostnames(&plan);
+    let mut generation = 1u64;
     let signal_name = loop {
         tokio::select! {
             _ = term.recv() => break "SIGTERM",
@@ -80,12 +103,85 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
                 guard.get_inner_mut().flush();
                 guard.clear_ready();
             }
+            Some(()) = changes.recv() => {
+                // Wait for the writes to settle, then rebuild once.
+                while let Ok(Some(())) = tokio::time::timeout(SETTLE, changes.recv()).await {}
+                if let Some(dns) = reload(&options.config, &cgroup, &mut datapath, &mut generation, "config change") {
+                    uses_dns = dns;
+                }
+            }
+            _ = refresh.tick(), if uses_dns => {
+                reload(&options.config, &cgroup, &mut datapath, &mut generation, "DNS refresh");
+            }
         }
     };
     info!("{signal_name}: detaching from {} and removing pins", cgroup.display());
     datapath.shutdown()?;
     info!("stopped");
     Ok(())
+}
+
+/// Rebuilds the plan and applies what changed. On a rejected config nothing
+/// is written. Returns whether the applied config uses hostnames (`None` when
+/// nothing was applied).
+fn reload(config: &Path, cgroup: &Path, datapath: &mut Datapath, generation: &mut u64, cause: &str) -> Option<bool> {
+    let started = Instant::now();
+    let plan = match plan::build(config) {
+        Ok(plan) => plan,
+        Err(problems) => {
+            for p in problems.errors() {
+                error!("{p}");
+            }
+            warn!(generation = *generation, "{cause}: configuration rejected; generation {} stays in force", *generation);
+            return None;
+        }
+    };
+    let applied = desired_state(&plan, cgroup).and_then(|desired| datapath.apply(&desired));
+    match applied {
+        Ok(diff) => {
+            *generation += 1;
+            info!(
+                generation = *generation,
+                written = diff.upsert.len(),
+                removed = diff.remove.len(),
+                unchanged = diff.unchanged,
+                micros = started.elapsed().as_micros() as u64,
+                "{cause}: applied generation {}",
+                *generation
+            );
+            Some(has_hostnames(&plan))
+        }
+        Err(e) => {
+            error!(generation = *generation, "{cause}: applying failed, generation {} stays in force: {e:#}", *generation);
+            None
+        }
+    }
+}
+
+/// Whether any MeshExternalService endpoint is a hostname.
+fn has_hostnames(plan: &plan::Plan) -> bool {
+    plan.config.external_services.iter().any(|s| {
+        s.spec.endpoints.iter().flatten().any(|e| e.address.parse::<std::net::IpAddr>().is_err())
+    })
+}
+
+/// Watches the config (a directory recursively; a file through its
+/// directory, since editors replace files by renaming) and signals changes.
+fn watch(config: &Path, changes: mpsc::UnboundedSender<()>) -> anyhow::Result<notify::RecommendedWatcher> {
+    use notify::Watcher as _;
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| !e.kind.is_access()) {
+            let _ = changes.send(());
+        }
+    })
+    .context("starting the config watcher")?;
+    let (path, mode) = if config.is_dir() {
+        (config.to_path_buf(), notify::RecursiveMode::Recursive)
+    } else {
+        (config.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf(), notify::RecursiveMode::NonRecursive)
+    };
+    watcher.watch(&path, mode).with_context(|| format!("watching {}", path.display()))?;
+    Ok(watcher)
 }
 
 /// The kernel state for `plan` with hooks attached at `cgroup`: workload

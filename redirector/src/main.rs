@@ -41,6 +41,9 @@ enum Command {
         /// Directory on bpffs for pins.
         #[arg(long, default_value = agent::DEFAULT_BPFFS_DIR)]
         bpffs: PathBuf,
+        /// Seconds between resolutions of MeshExternalService hostnames.
+        #[arg(long, default_value_t = 30)]
+        dns_refresh: u64,
     },
 }
 
@@ -58,7 +61,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { path } => check(&path),
         Command::Plan { path, workload, output } => plan_command(&path, workload.as_deref(), output),
-        Command::Run { config, cgroup, bpffs } => {
+        Command::Run { config, cgroup, bpffs, dns_refresh } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
@@ -73,7 +76,12 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(agent::run(agent::RunOptions { config, cgroup, bpffs })) {
+            match runtime.block_on(agent::run(agent::RunOptions {
+                config,
+                cgroup,
+                bpffs,
+                dns_refresh: std::time::Duration::from_secs(dns_refresh.max(1)),
+            })) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");

@@ -317,3 +317,52 @@ fn sibling_workloads_get_the_routes_their_dataplane_labels_select() {
     assert_eq!(other.replies_from("v2a"), 50, "{other:?}");
     agent.stop().unwrap();
 }
+
+/// Probes until every answer comes from `ids` (or 10 s pass); returns the last result.
+fn eventually_all_from(env: &Env, target: &str, ids: &[&str]) -> integration_tests::ProbeResult {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let result = env.probe(target, 20);
+        let from_ids: u32 = ids.iter().map(|id| result.replies_from(id)).sum();
+        if from_ids == 20 || std::time::Instant::now() > deadline {
+            return result;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn config_changes_apply_live_and_a_bad_edit_keeps_the_last_good_config() {
+    let env = Env::new("reload");
+    let _backends = canary_backends();
+    let services = [
+        service("backend", "127.10.0.1", "backend", &[]),
+        service("backend-v1", "127.10.0.2", "backend", &[("version", "v1")]),
+        service("backend-v2", "127.10.0.3", "backend", &[("version", "v2")]),
+        dataplane("v1a", "127.10.1.1", 18081, "backend", &[("version", "v1")]),
+        dataplane("v1b", "127.10.1.2", 18081, "backend", &[("version", "v1")]),
+        dataplane("v2a", "127.10.2.1", 18082, "backend", &[("version", "v2")]),
+    ]
+    .concat();
+    let to_v1 = services.clone() + &route("switch", "backend", &[("backend-v1", 1)]);
+    let to_v2 = services.clone() + &route("switch", "backend", &[("backend-v2", 1)]);
+    let agent = env.start(&to_v1);
+    assert_eq!(env.probe("127.10.0.1:80", 50).replies_from("v2a"), 0);
+
+    env.config.write("config.yaml", &to_v2).unwrap();
+    let after = eventually_all_from(&env, "127.10.0.1:80", &["v2a"]);
+    assert_eq!(after.replies_from("v2a"), 20, "the edit was not applied: {after:?}\n{}", agent.log());
+
+    env.config.write("config.yaml", &to_v1.replace("weight: 1", "weight: -1")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let kept = env.probe("127.10.0.1:80", 100);
+    assert_eq!(kept.replies_from("v2a"), 100, "a rejected edit changed the routes: {kept:?}");
+    let log = agent.log();
+    assert!(log.contains("configuration rejected"), "{log}");
+    assert!(log.contains("weight: invalid value: integer `-1`"), "{log}");
+
+    env.config.write("config.yaml", &to_v1).unwrap();
+    let back = eventually_all_from(&env, "127.10.0.1:80", &["v1a", "v1b"]);
+    assert_eq!(back.replies_from("v1a") + back.replies_from("v1b"), 20, "{back:?}\n{}", agent.log());
+    agent.stop().unwrap();
+}

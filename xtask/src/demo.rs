@@ -20,7 +20,7 @@ pub fn run(config: &Path, connects: u32) -> anyhow::Result<()> {
     let plan = redirector::plan::build(config).map_err(|p| anyhow::anyhow!("{}:\n{p}", config.display()))?;
     enter_private_netns().context("creating the demo's network namespace")?;
     let endpoints: BTreeSet<SocketAddr> =
-        plan.routes.iter().flat_map(|r| r.backends.iter().flat_map(|b| b.endpoints.iter().copied())).collect();
+        plan.resolution.base_routes().iter().flat_map(|r| r.backends.iter().flat_map(|b| b.endpoints.iter().copied())).collect();
     let _servers: Vec<Backend> = endpoints
         .iter()
         .map(|e| Backend::tcp(&e.to_string(), &e.to_string()))
@@ -32,7 +32,7 @@ pub fn run(config: &Path, connects: u32) -> anyhow::Result<()> {
     let agent = Agent::start(config, cgroup.path(), pins.path())?;
 
     let mut consistent = true;
-    for route in &plan.routes {
+    for route in plan.resolution.base_routes() {
         let target = SocketAddr::new(route.vip, route.port);
         let result = probe(&target.to_string(), connects, false, Some(cgroup.path()))?;
         let total_weight: u64 = route.backends.iter().map(|b| u64::from(b.weight)).sum();
