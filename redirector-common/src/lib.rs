@@ -13,6 +13,7 @@
 //! | `ORIGINS`     | socket local storage         | socket         | [`OriginalDest`] |
 //! | `WORKLOADS`   | hash, no prealloc            | cgroup id      | class (`u32`)    |
 //! | `SETTINGS`    | array, one entry             | 0              | [`Settings`]     |
+//! | `COUNTERS`    | per-CPU hash, no prealloc    | [`CounterKey`] | connects (`u64`) |
 //!
 //! ## Workload classes
 //!
@@ -100,6 +101,20 @@ pub const WORKLOADS_MAP: &str = "WORKLOADS";
 /// Name of the settings map in the BPF object.
 pub const SETTINGS_MAP: &str = "SETTINGS";
 
+/// Version of the pinned layout (maps, their types, the programs' use of
+/// them). An agent never adopts pins of another layout: it replaces them.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Name of the connect counter map in the BPF object.
+pub const COUNTERS_MAP: &str = "COUNTERS";
+
+/// Upper bound on the entries of `COUNTERS`.
+pub const MAX_COUNTERS: u32 = 262_144;
+
+/// `CounterKey::backend` of connects refused because the chosen backend had
+/// no endpoints (or no backend could be chosen).
+pub const REFUSED: u32 = u32::MAX;
+
 /// The single entry of `SETTINGS`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -109,6 +124,23 @@ pub struct Settings {
     /// Deepest workload cgroup, in levels below the attach point (0: no
     /// workloads, so every process is in the base class and nothing is looked up).
     pub max_depth: u32,
+    /// Process id (tgid) of the agent, whose own connects are never redirected.
+    pub agent_tgid: u32,
+    /// Always zero.
+    pub pad: u32,
+}
+
+/// Key of `COUNTERS`: connects per route table and backend, counted per CPU
+/// so the hot path needs no atomic operation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CounterKey {
+    /// The route table (class and destination) that was used.
+    pub service: ServiceKey,
+    /// Backend index in the table, or [`REFUSED`].
+    pub backend: u32,
+    /// Always zero.
+    pub pad: u32,
 }
 
 /// Key of `ROUTES`: the class of the caller and the destination it dials.
@@ -226,11 +258,13 @@ mod pod {
     unsafe impl aya::Pod for TableEntry {}
     unsafe impl aya::Pod for OriginalDest {}
     unsafe impl aya::Pod for Settings {}
+    unsafe impl aya::Pod for CounterKey {}
 }
 
 const _: () = {
     assert!(core::mem::size_of::<ServiceKey>() == 24);
-    assert!(core::mem::size_of::<Settings>() == 8);
+    assert!(core::mem::size_of::<Settings>() == 16);
+    assert!(core::mem::size_of::<CounterKey>() == 32);
     assert!(core::mem::size_of::<TableHeader>() == 20);
     assert!(core::mem::size_of::<BackendSlot>() == 20);
     assert!(core::mem::size_of::<Endpoint>() == 20);

@@ -13,10 +13,10 @@
 
 use aya_ebpf::{
     bindings::{BPF_F_INNER_MAP, BPF_F_NO_PREALLOC, bpf_sock_addr},
-    btf_maps::{Array, HashMap, HashOfMaps, SkStorage},
+    btf_maps::{Array, HashMap, HashOfMaps, PerCpuHashMap, SkStorage},
     helpers::generated::{
-        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_prandom_u32,
-        bpf_set_retval,
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_pid_tgid,
+        bpf_get_prandom_u32, bpf_set_retval,
     },
     macros::{btf_map, cgroup_sock_addr},
     programs::SockAddrContext,
@@ -24,9 +24,9 @@ use aya_ebpf::{
 use aya_log_ebpf::{debug, error};
 use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 use redirector_common::{
-    BASE_CLASS, BackendSlot, Endpoint, MAX_ROUTES, MAX_WORKLOAD_DEPTH, MAX_WORKLOADS,
-    NO_ENDPOINT_ERRNO, OriginalDest, ServiceKey, Settings, TableEntry, TableHeader, is_mapped_v4,
-    mapped_v4,
+    BASE_CLASS, BackendSlot, CounterKey, Endpoint, MAX_COUNTERS, MAX_ROUTES, MAX_WORKLOAD_DEPTH,
+    MAX_WORKLOADS, NO_ENDPOINT_ERRNO, OriginalDest, REFUSED, ServiceKey, Settings, TableEntry,
+    TableHeader, is_mapped_v4, mapped_v4,
 };
 
 /// Service address:port -> route table (an array map of [`TableEntry`]).
@@ -48,6 +48,11 @@ static WORKLOADS: HashMap<u64, u32, { MAX_WORKLOADS as usize }, { BPF_F_NO_PREAL
 /// Where workload cgroups sit in the hierarchy (see redirector-common).
 #[btf_map]
 static SETTINGS: Array<Settings, 1> = Array::new();
+
+/// Connects per route table and backend (per CPU: no atomics on the hot path).
+#[btf_map]
+static COUNTERS: PerCpuHashMap<CounterKey, u64, { MAX_COUNTERS as usize }, { BPF_F_NO_PREALLOC as usize }> =
+    PerCpuHashMap::new();
 
 /// The address each redirected socket dialled. Socket storage is freed with
 /// the socket, so this never leaks and never evicts a live entry (an LRU keyed
@@ -146,9 +151,17 @@ pub fn getpeername6(ctx: SockAddrContext) -> i32 {
 /// `ctx.sock_addr` must be the context the kernel passed in.
 #[inline(always)]
 unsafe fn redirect(ctx: &SockAddrContext, dest: &ServiceKey, family: u32) -> i32 {
+    let Some(settings) = SETTINGS.get(0) else {
+        return ALLOW;
+    };
+    // The agent's own connects (e.g. hostname lookups) are never redirected.
+    // SAFETY: the helper has no preconditions.
+    if settings.agent_tgid != 0 && (unsafe { bpf_get_current_pid_tgid() } >> 32) as u32 == settings.agent_tgid {
+        return ALLOW;
+    }
     // A workload's own table if it has one for this destination, else the base one.
     let mut key = *dest;
-    key.class = workload_class();
+    key.class = workload_class(settings);
     let mut found = unsafe { ROUTES.get_value(&key, &0) };
     if found.is_none() && key.class != BASE_CLASS {
         key.class = BASE_CLASS;
@@ -160,10 +173,12 @@ unsafe fn redirect(ctx: &SockAddrContext, dest: &ServiceKey, family: u32) -> i32
     let key = &key;
     // SAFETY: entry 0 of every table is a header (redirector-common layout).
     let header: TableHeader = unsafe { header.header };
-    let Some(endpoint) = (unsafe { pick(key, &header) }) else {
+    let Some((backend, endpoint)) = (unsafe { pick(key, &header) }) else {
+        count(key, REFUSED);
         debug!(ctx, "refused connect to a route without endpoints");
         return refuse();
     };
+    count(key, backend);
     // A connect4 can only reach an IPv4 endpoint. The agent never puts another
     // kind in a table keyed by an IPv4 service, so this only guards the kernel
     // against a corrupt table.
@@ -199,10 +214,7 @@ unsafe fn redirect(ctx: &SockAddrContext, dest: &ServiceKey, family: u32) -> i32
 /// The caller's workload class: its cgroup or the deepest ancestor (at most
 /// `max_depth` levels below the attach point) found in `WORKLOADS`.
 #[inline(always)]
-fn workload_class() -> u32 {
-    let Some(settings) = SETTINGS.get(0) else {
-        return BASE_CLASS;
-    };
+fn workload_class(settings: &Settings) -> u32 {
     if settings.max_depth == 0 {
         return BASE_CLASS;
     }
@@ -229,21 +241,36 @@ fn workload_class() -> u32 {
     BASE_CLASS
 }
 
-/// Chooses an endpoint: alias slot, then weight draw, then uniform endpoint.
+/// Adds one to the connect counter of `backend` in the table behind `key`.
+#[inline(always)]
+fn count(key: &ServiceKey, backend: u32) {
+    let counter = CounterKey { service: *key, backend, pad: 0 };
+    match COUNTERS.get_ptr_mut(&counter) {
+        // SAFETY: per-CPU value of this CPU; nothing else writes it concurrently.
+        Some(n) => unsafe { *n += 1 },
+        None => {
+            let _ = COUNTERS.insert(&counter, &1, 0);
+        }
+    }
+}
+
+/// Chooses a backend and an endpoint: alias slot, then weight draw, then a
+/// uniform endpoint. Returns the backend index and the endpoint, or `None`
+/// when the chosen backend has no endpoints (or none can be chosen).
 ///
 /// # Safety
 /// The table behind `key` must follow the redirector-common layout.
 #[inline(always)]
-unsafe fn pick(key: &ServiceKey, header: &TableHeader) -> Option<Endpoint> {
+unsafe fn pick(key: &ServiceKey, header: &TableHeader) -> Option<(u32, Endpoint)> {
     if header.backend_count == 0 {
         return None;
     }
     let slot_index = uniform(header.backend_count, header.backend_reject);
     let slot = unsafe { backend(key, slot_index)? };
-    let chosen = if uniform(header.total_weight, header.weight_reject) < slot.threshold {
-        slot
+    let (index, chosen) = if uniform(header.total_weight, header.weight_reject) < slot.threshold {
+        (slot_index, slot)
     } else {
-        unsafe { backend(key, slot.alias)? }
+        (slot.alias, unsafe { backend(key, slot.alias)? })
     };
     if chosen.endpoint_count == 0 {
         return None;
@@ -251,7 +278,7 @@ unsafe fn pick(key: &ServiceKey, header: &TableHeader) -> Option<Endpoint> {
     let k = uniform(chosen.endpoint_count, chosen.endpoint_reject);
     let entry = unsafe { ROUTES.get_value(key, &(chosen.first_endpoint + k))? };
     // SAFETY: indices from first_endpoint on hold endpoints.
-    Some(unsafe { entry.endpoint })
+    Some((index, unsafe { entry.endpoint }))
 }
 
 /// Backend slot `index` (0-based) of the route table behind `key`.

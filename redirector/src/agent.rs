@@ -61,6 +61,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
 
     let desired = desired_state(&plan, &cgroup)?;
+    // A restart loads a new generation next to the running one and retires
+    // the old one once the new one is attached: no gap.
     let (mut datapath, logger) = Datapath::load(&options.bpffs)?;
     // Tables and workload classes go in before the hooks are attached.
     let diff = datapath.apply(&desired)?;
@@ -115,9 +117,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
             }
         }
     };
-    info!("{signal_name}: detaching from {} and removing pins", cgroup.display());
-    datapath.shutdown()?;
-    info!("stopped");
+    datapath.shutdown();
+    info!("{signal_name}: stopped; the datapath stays attached to {} (`redirector uninstall` removes it)", cgroup.display());
     Ok(())
 }
 
@@ -207,6 +208,7 @@ fn desired_state(plan: &plan::Plan, cgroup: &std::path::Path) -> anyhow::Result<
         }
     }
     desired.settings.attach_level = attach_level;
+    desired.settings.agent_tgid = std::process::id();
     Ok(desired)
 }
 

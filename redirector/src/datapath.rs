@@ -1,19 +1,41 @@
 //! The kernel side: load the BPF object, attach its hooks to one cgroup, pin
-//! and write the route maps. Thin by design: everything it writes was
-//! computed by `compile`.
+//! and write the maps. Thin by design: everything it writes was computed by
+//! `compile`.
+//!
+//! # Pins and restarts
+//!
+//! Under the pin directory (default `/sys/fs/bpf/redirector`, mode 0700):
+//!
+//! ```text
+//! layout-v<N>/origins          ORIGINS, kept across restarts (getpeername of old sockets)
+//! layout-v<N>/gen-<id>/        one running generation of the datapath:
+//!     link-connect4 ...        the pinned cgroup links (keep the hooks attached)
+//!     routes workloads settings counters   its maps
+//! ```
+//!
+//! Links are pinned, so the hooks stay attached and the maps stay in force
+//! when the agent exits or is killed. A starting agent loads a fresh
+//! generation, fills it, attaches it next to the running one (both give the
+//! same answers), and only then detaches and unpins every other generation
+//! and every other layout: there is no moment without a hook. `uninstall`
+//! removes all of it.
 
 use crate::compile::{Diff, Tables};
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, HashOfMaps, Map, MapData},
-    programs::{CgroupAttachMode, CgroupSockAddr},
+    programs::{
+        CgroupAttachMode, CgroupSockAddr,
+        links::{FdLink, PinnedLink},
+    },
 };
 use redirector_common::{
-    ROUTES_MAP, SETTINGS_MAP, ServiceKey, Settings, TableEntry, WORKLOADS_MAP,
+    COUNTERS_MAP, LAYOUT_VERSION, ORIGINS_MAP, ROUTES_MAP, SETTINGS_MAP, ServiceKey, Settings,
+    TableEntry, WORKLOADS_MAP,
 };
-use std::collections::BTreeMap;
 use std::{
+    collections::BTreeMap,
     fs::File,
     path::{Path, PathBuf},
 };
@@ -28,6 +50,10 @@ const BPF_MAP_TYPE_ARRAY: u32 = 2;
 /// The hooks, by program name. All four are attached to the same cgroup.
 pub const PROGRAMS: [&str; 4] = ["connect4", "connect6", "getpeername4", "getpeername6"];
 
+/// Maps pinned in each generation directory, by their pin file name.
+const GENERATION_MAPS: [(&str, &str); 4] =
+    [(ROUTES_MAP, "routes"), (WORKLOADS_MAP, "workloads"), (SETTINGS_MAP, "settings"), (COUNTERS_MAP, "counters")];
+
 /// The BPF object built from `redirector-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/redirector"));
 
@@ -35,14 +61,19 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/re
 /// loading: dropping it closes the log map.
 pub type BpfLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
 
+/// The directory of this build's pin layout under the pin root.
+pub fn layout_dir(root: &Path) -> PathBuf {
+    root.join(format!("layout-v{LAYOUT_VERSION}"))
+}
+
 /// The loaded programs and maps, and what has been written to them.
 pub struct Datapath {
     ebpf: Ebpf,
-    pin_dir: PathBuf,
-    created_pin_dir: bool,
+    root: PathBuf,
+    generation_dir: PathBuf,
     installed: Tables,
     workloads: BTreeMap<u64, u32>,
-    attached_to: Option<PathBuf>,
+    links: Vec<PinnedLink>,
 }
 
 /// What the kernel should hold: route tables, workload cgroup ids with their
@@ -58,21 +89,22 @@ pub struct Desired {
 }
 
 impl Datapath {
-    /// Loads the programs into the kernel (not yet attached) and pins the
-    /// route map under `pin_dir` on a bpffs. Returns the log reader too.
-    pub fn load(pin_dir: &Path) -> anyhow::Result<(Self, BpfLogger)> {
-        let created_pin_dir = prepare_pin_dir(pin_dir)?;
-        let routes_pin = pin_dir.join("routes");
-        if routes_pin.exists() {
-            bail!(
-                "{} already exists: another redirector agent uses --bpffs {} (or one was killed; remove the pin after checking)",
-                routes_pin.display(),
-                pin_dir.display()
-            );
-        }
+    /// Loads a new generation of the programs into the kernel (not yet
+    /// attached) under the pin root `root` on a bpffs. Returns the log reader too.
+    pub fn load(root: &Path) -> anyhow::Result<(Self, BpfLogger)> {
+        prepare_dir(root, true)?;
+        let layout = layout_dir(root);
+        prepare_dir(&layout, false)?;
+        let generation_dir = layout.join(format!(
+            "gen-{}-{}",
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0),
+            std::process::id()
+        ));
         // Debug records (e.g. each refused connect) stay off in the kernel.
         let log_level: u8 = 3; // aya_log_common::Level::Info
+        let origins = layout.join("origins");
         let mut ebpf = EbpfLoader::new()
+            .map_pin_path(ORIGINS_MAP, origins.as_path())
             .override_global("AYA_LOG_LEVEL", &log_level, false)
             .load(OBJECT)
             .context("loading the BPF object")?;
@@ -84,27 +116,35 @@ impl Datapath {
                 .try_into()?;
             program.load().with_context(|| format!("loading BPF program {name} (verifier)"))?;
         }
-        let routes = ebpf.map(ROUTES_MAP).ok_or_else(|| anyhow!("map {ROUTES_MAP} missing"))?;
-        routes
-            .pin(&routes_pin)
-            .with_context(|| format!("pinning {ROUTES_MAP} at {}", routes_pin.display()))?;
         Ok((
             Self {
                 ebpf,
-                pin_dir: pin_dir.to_path_buf(),
-                created_pin_dir,
+                root: root.to_path_buf(),
+                generation_dir,
                 installed: Tables::new(),
                 workloads: BTreeMap::new(),
-                attached_to: None,
+                links: Vec::new(),
             },
             logger,
         ))
     }
 
     /// Attaches every hook to the cgroup directory `cgroup` (and so to its
-    /// descendants), alongside any programs others attached there.
+    /// descendants), alongside any programs others attached there; pins the
+    /// links and maps of this generation; then retires every older
+    /// generation and layout. Call after the first [`Datapath::apply`].
     pub fn attach(&mut self, cgroup: &Path) -> anyhow::Result<()> {
         let file = File::open(cgroup).with_context(|| format!("opening cgroup {}", cgroup.display()))?;
+        std::fs::create_dir(&self.generation_dir)
+            .with_context(|| format!("creating {}", self.generation_dir.display()))?;
+        for (map, pin) in GENERATION_MAPS {
+            let path = self.generation_dir.join(pin);
+            self.ebpf
+                .map(map)
+                .ok_or_else(|| anyhow!("map {map} missing"))?
+                .pin(&path)
+                .with_context(|| format!("pinning {map} at {}", path.display()))?;
+        }
         for name in PROGRAMS {
             let program: &mut CgroupSockAddr = self
                 .ebpf
@@ -114,11 +154,14 @@ impl Datapath {
             // aya attaches with a bpf_link (kernel >= 5.7). Cgroup links always
             // coexist with other programs and take no attach flags, so the
             // mode must be `Single` (flags 0); `AllowMultiple` is EINVAL here.
-            program
+            let id = program
                 .attach(&file, CgroupAttachMode::Single)
                 .with_context(|| format!("attaching {name} to {}", cgroup.display()))?;
+            let link: FdLink = program.take_link(id)?.try_into()?;
+            let path = self.generation_dir.join(format!("link-{name}"));
+            self.links.push(link.pin(&path).with_context(|| format!("pinning link {}", path.display()))?);
         }
-        self.attached_to = Some(cgroup.to_path_buf());
+        retire(&self.root, Some(&self.generation_dir))?;
         Ok(())
     }
 
@@ -174,28 +217,85 @@ impl Datapath {
         &self.installed
     }
 
-    /// The cgroup the hooks are attached to.
-    pub fn attached_to(&self) -> Option<&Path> {
-        self.attached_to.as_deref()
-    }
-
-    /// Detaches the hooks and removes the pins this datapath created.
-    pub fn shutdown(self) -> anyhow::Result<()> {
-        // Dropping does the work; this spells out that it happened.
+    /// Exits the process's hold on the datapath, leaving it in force: the
+    /// links and maps stay pinned, and the next agent adopts them.
+    pub fn shutdown(self) {
         drop(self);
-        Ok(())
     }
 }
 
-impl Drop for Datapath {
-    fn drop(&mut self) {
-        // Links are bpf_link fds owned by `ebpf`: dropping it detaches the
-        // hooks. The pin keeps the route map alive, so remove it as well.
-        let _ = std::fs::remove_file(self.pin_dir.join("routes"));
-        if self.created_pin_dir {
-            let _ = std::fs::remove_dir(&self.pin_dir);
+/// What [`uninstall`] removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Uninstalled {
+    /// Links detached (hooks removed).
+    pub links: usize,
+    /// Pin files removed (links included).
+    pub pins: usize,
+}
+
+/// Removes every generation and layout under the pin root `root`: detaches
+/// the pinned links, removes the pins and the directories, and nothing else.
+pub fn uninstall(root: &Path) -> anyhow::Result<Uninstalled> {
+    if !root.exists() {
+        return Ok(Uninstalled::default());
+    }
+    let removed = retire(root, None)?;
+    let _ = std::fs::remove_dir(root);
+    Ok(removed)
+}
+
+/// Detaches and removes every generation under `root` except `keep`, and
+/// every layout other than the current one; with `keep == None`, everything.
+fn retire(root: &Path, keep: Option<&Path>) -> anyhow::Result<Uninstalled> {
+    let mut removed = Uninstalled::default();
+    let current = layout_dir(root);
+    for layout in subdirs(root, "layout-v")? {
+        for generation in subdirs(&layout, "gen-")? {
+            if Some(generation.as_path()) == keep {
+                continue;
+            }
+            remove_generation(&generation, &mut removed)?;
+        }
+        if keep.is_none() || layout != current {
+            let origins = layout.join("origins");
+            if origins.exists() {
+                std::fs::remove_file(&origins).with_context(|| format!("removing {}", origins.display()))?;
+                removed.pins += 1;
+            }
+            std::fs::remove_dir(&layout).with_context(|| format!("removing {}", layout.display()))?;
         }
     }
+    Ok(removed)
+}
+
+fn remove_generation(dir: &Path, removed: &mut Uninstalled) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let path = entry?.path();
+        let is_link = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("link-"));
+        if is_link {
+            // Unpinning hands back the last reference; dropping it detaches.
+            let link = PinnedLink::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+            drop(link.unpin().with_context(|| format!("unpinning {}", path.display()))?);
+            removed.links += 1;
+        } else {
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+        removed.pins += 1;
+    }
+    std::fs::remove_dir(dir).with_context(|| format!("removing {}", dir.display()))
+}
+
+/// Subdirectories of `dir` whose names start with `prefix`, sorted.
+fn subdirs(dir: &Path, prefix: &str) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() && path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix)) {
+            out.push(path);
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Creates an inner route table sized exactly to `entries` and fills it.
@@ -222,20 +322,23 @@ fn new_table_map(entries: &[TableEntry]) -> anyhow::Result<MapData> {
     }
 }
 
-/// Ensures `dir` exists on a bpffs with root-only permissions; returns whether it was created.
-fn prepare_pin_dir(dir: &Path) -> anyhow::Result<bool> {
-    let parent = dir.parent().unwrap_or(Path::new("/"));
-    mount_default_bpffs_if_needed(parent)?;
-    if !is_bpffs(parent).with_context(|| format!("--bpffs {}", dir.display()))? {
-        bail!("--bpffs {}: {} is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)", dir.display(), parent.display());
+/// Ensures `dir` exists with root-only permissions; with `check_fs`, that
+/// it is on a bpffs (mounting the default one if needed).
+fn prepare_dir(dir: &Path, check_fs: bool) -> anyhow::Result<()> {
+    if check_fs {
+        let parent = dir.parent().unwrap_or(Path::new("/"));
+        mount_default_bpffs_if_needed(parent)?;
+        if !is_bpffs(parent).with_context(|| format!("--bpffs {}", dir.display()))? {
+            bail!("--bpffs {}: {} is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)", dir.display(), parent.display());
+        }
     }
     if dir.exists() {
-        return Ok(false);
+        return Ok(());
     }
     std::fs::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    Ok(true)
+    Ok(())
 }
 
 /// Mounts bpffs at `/sys/fs/bpf` when that is where pins go and nothing is mounted there.

@@ -13,3 +13,4 @@ pub mod datapath;
 pub mod model;
 pub mod plan;
 pub mod resolve;
+pub mod status;

@@ -30,7 +30,22 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
-    /// Apply a config to a cgroup and keep it in force until SIGINT/SIGTERM.
+    /// Show what the kernel holds, from the pinned maps (no agent needed).
+    Status {
+        /// Pin directory on bpffs.
+        #[arg(long, default_value = agent::DEFAULT_BPFFS_DIR)]
+        bpffs: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Detach every hook and remove every pin the agent created under --bpffs, and nothing else.
+    Uninstall {
+        /// Pin directory on bpffs.
+        #[arg(long, default_value = agent::DEFAULT_BPFFS_DIR)]
+        bpffs: PathBuf,
+    },
+    /// Apply a config to a cgroup, keep it in step with the config, and leave it in force on exit.
     Run {
         /// File or directory of Kuma YAML resources.
         #[arg(long)]
@@ -60,6 +75,29 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { path } => check(&path),
+        Command::Status { bpffs, output } => match redirector::status::read(&bpffs) {
+            Ok(status) => {
+                match output {
+                    Output::Table => print!("{}", status.render_table()),
+                    Output::Json => println!("{}", status.render_json()),
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Uninstall { bpffs } => match redirector::datapath::uninstall(&bpffs) {
+            Ok(removed) => {
+                println!("{}: detached {} links, removed {} pins", bpffs.display(), removed.links, removed.pins);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Plan { path, workload, output } => plan_command(&path, workload.as_deref(), output),
         Command::Run { config, cgroup, bpffs, dns_refresh } => {
             tracing_subscriber::fmt()

@@ -84,11 +84,19 @@ impl PinDir {
         &self.0
     }
 
-    /// Whether anything is left in it (or the directory itself).
+    /// Everything left below it (and the directory itself), recursively.
     pub fn leftovers(&self) -> Vec<PathBuf> {
-        let mut out: Vec<PathBuf> = std::fs::read_dir(&self.0)
-            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-            .unwrap_or_default();
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = e.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                }
+                out.push(path);
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.0, &mut out);
         if self.0.exists() {
             out.push(self.0.clone());
         }
@@ -97,13 +105,12 @@ impl PinDir {
 }
 
 impl Drop for PinDir {
+    /// Detaches whatever an agent left pinned here (agents leave their
+    /// datapath in force on exit), then removes the directory.
     fn drop(&mut self) {
-        if let Ok(entries) = std::fs::read_dir(&self.0) {
-            for e in entries.flatten() {
-                let _ = std::fs::remove_file(e.path());
-            }
+        if let Err(e) = redirector::datapath::uninstall(&self.0) {
+            eprintln!("warning: uninstalling {}: {e:#}", self.0.display());
         }
-        let _ = std::fs::remove_dir(&self.0);
     }
 }
 
@@ -193,7 +200,7 @@ pub fn probe_bin() -> PathBuf {
 /// A running `redirector run`.
 pub struct Agent {
     child: Option<Child>,
-    log: Arc<Mutex<Vec<String>>>,
+    log: Arc<Mutex<Vec<(Instant, String)>>>,
 }
 
 impl Agent {
@@ -223,7 +230,7 @@ impl Agent {
                 if line.trim_end().ends_with("ready") {
                     let _ = ready_tx.send(());
                 }
-                sink.lock().unwrap().push(line);
+                sink.lock().unwrap().push((Instant::now(), line));
             }
         });
         let mut agent = Self { child: Some(child), log };
@@ -244,7 +251,20 @@ impl Agent {
 
     /// Everything the agent logged so far.
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
+        self.log.lock().unwrap().iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>().join("\n")
+    }
+
+    /// When each log line containing `needle` arrived.
+    pub fn log_times(&self, needle: &str) -> Vec<Instant> {
+        self.log.lock().unwrap().iter().filter(|(_, l)| l.contains(needle)).map(|(t, _)| *t).collect()
+    }
+
+    /// Kills the agent with SIGKILL (no chance to clean up) and reaps it.
+    pub fn kill(mut self) -> anyhow::Result<()> {
+        let mut child = self.child.take().expect("running");
+        child.kill()?;
+        child.wait()?;
+        Ok(())
     }
 
     /// Sends SIGTERM and waits for a clean exit.

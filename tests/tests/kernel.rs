@@ -19,10 +19,11 @@ const CHI2_P001_DF2: f64 = 13.82;
 /// ECONNREFUSED: what connect() returns for a route without endpoints.
 const ECONNREFUSED: i32 = 111;
 
-/// One test's private world.
+/// One test's private world. Field order is drop order: the pins (and so
+/// the attached hooks) go before the cgroup.
 struct Env {
-    cgroup: ChildCgroup,
     pins: PinDir,
+    cgroup: ChildCgroup,
     config: ScratchDir,
 }
 
@@ -31,8 +32,8 @@ impl Env {
         require_root();
         enter_private_netns().expect("network namespace");
         Self {
-            cgroup: ChildCgroup::create_unique(&format!("rdr-test-{name}")).expect("cgroup"),
             pins: PinDir::new(&format!("rdr-test-{name}")).expect("pin dir"),
+            cgroup: ChildCgroup::create_unique(&format!("rdr-test-{name}")).expect("cgroup"),
             config: ScratchDir::new(&format!("rdr-test-{name}")).expect("scratch dir"),
         }
     }
@@ -251,22 +252,34 @@ fn routes_without_endpoints_refuse_with_econnrefused() {
 }
 
 #[test]
-fn agent_exit_leaves_no_program_and_no_pin() {
-    let env = Env::new("cleanup");
+fn agent_exit_leaves_the_route_in_force_and_uninstall_removes_everything() {
+    let env = Env::new("lifecycle");
     let _backends = canary_backends();
     let _vip = Backend::tcp("127.10.0.2:80", "vip").unwrap();
     let agent = env.start(&canary_config());
     for attach_type in AGENT_ATTACH_TYPES {
         assert_eq!(attached_programs(env.cgroup.path(), attach_type).unwrap(), 1, "attach type {attach_type}");
     }
-    assert!(!env.pins.leftovers().is_empty(), "the route map is pinned while running");
     agent.stop().unwrap();
     for attach_type in AGENT_ATTACH_TYPES {
-        assert_eq!(attached_programs(env.cgroup.path(), attach_type).unwrap(), 0, "attach type {attach_type}");
+        assert_eq!(attached_programs(env.cgroup.path(), attach_type).unwrap(), 1, "after exit, attach type {attach_type}");
+    }
+    let down = env.probe("127.10.0.2:80", 50);
+    assert_eq!(down.replies_from("v1a") + down.replies_from("v1b"), 50, "route not in force while the agent is down: {down:?}");
+
+    let out = std::process::Command::new(integration_tests::redirector_bin())
+        .args(["uninstall", "--bpffs"])
+        .arg(env.pins.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("detached 4 links"), "{}", String::from_utf8_lossy(&out.stdout));
+    for attach_type in AGENT_ATTACH_TYPES {
+        assert_eq!(attached_programs(env.cgroup.path(), attach_type).unwrap(), 0, "after uninstall, attach type {attach_type}");
     }
     assert_eq!(env.pins.leftovers(), Vec::<std::path::PathBuf>::new());
     let after = env.probe("127.10.0.2:80", 20);
-    assert_eq!(after.replies_from("vip"), 20, "still redirected after exit: {after:?}");
+    assert_eq!(after.replies_from("vip"), 20, "still redirected after uninstall: {after:?}");
 }
 
 /// A Dataplane bound to the cgroup `cgroup` (relative to the attach point),

@@ -1,0 +1,185 @@
+//! `redirector status`: what the kernel holds, read straight from the pinned
+//! maps (no agent needed): routes per workload class, backends with their
+//! exact share, endpoints, and connect counters.
+
+use crate::{compile::{AliasTable, words_ip}, datapath::layout_dir};
+use anyhow::{Context as _, anyhow, bail};
+use aya::maps::{Array, HashMap, HashOfMaps, Map, MapData, PerCpuHashMap};
+use redirector_common::{CounterKey, REFUSED, ServiceKey, Settings, TableEntry};
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+/// One backend of a route as the kernel has it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendStatus {
+    /// Exact chance of being chosen, as numerator / denominator.
+    pub share: (u64, u64),
+    /// Endpoints.
+    pub endpoints: Vec<SocketAddr>,
+    /// Connects sent to this backend (all CPUs).
+    pub connects: u64,
+}
+
+/// One route table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteStatus {
+    /// Workload class.
+    pub class: u32,
+    /// Destination.
+    pub destination: SocketAddr,
+    /// Backends in table order.
+    pub backends: Vec<BackendStatus>,
+    /// Connects refused for lack of endpoints.
+    pub refused: u64,
+}
+
+/// Everything `status` shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Status {
+    /// The generation directory read.
+    pub generation: PathBuf,
+    /// Settings of the class search.
+    pub settings: Settings,
+    /// Workload cgroup id -> class.
+    pub workloads: BTreeMap<u64, u32>,
+    /// Routes, sorted by class and destination.
+    pub routes: Vec<RouteStatus>,
+}
+
+/// Reads the newest generation pinned under `root`.
+pub fn read(root: &Path) -> anyhow::Result<Status> {
+    let layout = layout_dir(root);
+    let mut generations: Vec<PathBuf> = std::fs::read_dir(&layout)
+        .with_context(|| format!("{}: no redirector datapath is installed here", layout.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("gen-")))
+        .collect();
+    generations.sort();
+    let Some(generation) = generations.pop() else {
+        bail!("{}: no generation pinned (the agent never attached)", layout.display());
+    };
+    let pinned = |name: &str| MapData::from_pin(generation.join(name)).with_context(|| format!("opening {}", generation.join(name).display()));
+
+    let settings: Array<MapData, Settings> = Map::Array(pinned("settings")?).try_into()?;
+    let settings = settings.get(&0, 0)?;
+    let workloads: HashMap<MapData, u64, u32> = Map::HashMap(pinned("workloads")?).try_into()?;
+    let workloads = workloads.iter().collect::<Result<BTreeMap<_, _>, _>>()?;
+
+    let counters: PerCpuHashMap<MapData, CounterKey, u64> = Map::PerCpuHashMap(pinned("counters")?).try_into()?;
+    let mut counts: BTreeMap<(ServiceKey, u32), u64> = BTreeMap::new();
+    for entry in counters.iter() {
+        let (key, values) = entry?;
+        *counts.entry((key.service, key.backend)).or_default() += values.iter().sum::<u64>();
+    }
+
+    let routes_map: HashOfMaps<MapData, ServiceKey> = Map::HashOfMaps(pinned("routes")?).try_into()?;
+    let mut routes = Vec::new();
+    for key in routes_map.keys() {
+        let key = key?;
+        let inner: MapData = routes_map.get(&key, 0)?;
+        let table: Array<MapData, TableEntry> = Map::Array(inner).try_into()?;
+        let entries = (0..table.len()).map(|i| table.get(&i, 0)).collect::<Result<Vec<_>, _>>()?;
+        routes.push(route_status(&key, &entries, &counts)?);
+    }
+    routes.sort_by_key(|r| (r.class, r.destination));
+    Ok(Status { generation, settings, workloads, routes })
+}
+
+fn route_status(key: &ServiceKey, entries: &[TableEntry], counts: &BTreeMap<(ServiceKey, u32), u64>) -> anyhow::Result<RouteStatus> {
+    let destination = SocketAddr::new(words_ip(key.addr), u16::from_be(key.port));
+    // SAFETY: entry 0 is a header, then backend slots, then endpoints (redirector-common).
+    let header = unsafe { entries.first().ok_or_else(|| anyhow!("empty table for {destination}"))?.header };
+    let n = header.backend_count as usize;
+    let slots: Vec<_> = entries.iter().skip(1).take(n).map(|e| unsafe { e.backend }).collect();
+    if slots.len() != n {
+        bail!("truncated table for {destination}");
+    }
+    let alias = AliasTable {
+        thresholds: slots.iter().map(|s| s.threshold).collect(),
+        aliases: slots.iter().map(|s| s.alias).collect(),
+        total: header.total_weight,
+    };
+    let shares = if n == 0 { Vec::new() } else { alias.exact_shares() };
+    let denominator = n as u64 * u64::from(header.total_weight);
+    let backends = slots
+        .iter()
+        .enumerate()
+        .map(|(i, slot)| {
+            let first = slot.first_endpoint as usize;
+            let endpoints = entries
+                .get(first..first + slot.endpoint_count as usize)
+                .unwrap_or_default()
+                .iter()
+                .map(|e| {
+                    let ep = unsafe { e.endpoint };
+                    SocketAddr::new(words_ip(ep.addr), u16::from_be(ep.port))
+                })
+                .collect();
+            BackendStatus {
+                share: (shares[i], denominator),
+                endpoints,
+                connects: counts.get(&(*key, i as u32)).copied().unwrap_or(0),
+            }
+        })
+        .collect();
+    Ok(RouteStatus { class: key.class, destination, backends, refused: counts.get(&(*key, REFUSED)).copied().unwrap_or(0) })
+}
+
+impl Status {
+    /// Human-readable report.
+    pub fn render_table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "generation {}", self.generation.display());
+        let _ = writeln!(
+            out,
+            "attach level {}, workload depth {}, {} workload cgroups",
+            self.settings.attach_level,
+            self.settings.max_depth,
+            self.workloads.len()
+        );
+        for (id, class) in &self.workloads {
+            let _ = writeln!(out, "  cgroup id {id} -> class {class}");
+        }
+        for r in &self.routes {
+            let _ = writeln!(out, "class {} {}  refused {}", r.class, r.destination, r.refused);
+            for b in &r.backends {
+                let pct = if b.share.1 == 0 { 0.0 } else { 100.0 * b.share.0 as f64 / b.share.1 as f64 };
+                let eps: Vec<String> = b.endpoints.iter().map(|e| e.to_string()).collect();
+                let _ = writeln!(out, "  {pct:>7.3}%  connects {:>10}  -> {}", b.connects, eps.join(", "));
+            }
+        }
+        out
+    }
+
+    /// JSON report.
+    pub fn render_json(&self) -> String {
+        let routes: Vec<serde_json::Value> = self
+            .routes
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "class": r.class,
+                    "destination": r.destination.to_string(),
+                    "refused": r.refused,
+                    "backends": r.backends.iter().map(|b| serde_json::json!({
+                        "probability": if b.share.1 == 0 { 0.0 } else { b.share.0 as f64 / b.share.1 as f64 },
+                        "endpoints": b.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+                        "connects": b.connects,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        serde_json::to_string_pretty(&serde_json::json!({
+            "generation": self.generation.display().to_string(),
+            "attachLevel": self.settings.attach_level,
+            "workloadDepth": self.settings.max_depth,
+            "workloads": self.workloads.iter().map(|(id, class)| serde_json::json!({"cgroupId": id, "class": class})).collect::<Vec<_>>(),
+            "routes": routes,
+        }))
+        .unwrap_or_default()
+    }
+}
