@@ -25,7 +25,7 @@ use tokio::{
     signal::unix::{SignalKind, signal},
     sync::mpsc,
 };
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// How long a config change must be quiet before it is read: editors and
 /// `kubectl`-style tools write in several steps.
@@ -60,6 +60,9 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
 
+    // Watch before the first read's result is in force, so no edit is missed.
+    let (changes_tx, mut changes) = mpsc::unbounded_channel();
+    let _watcher = watch(&options.config, changes_tx)?;
     let desired = desired_state(&plan, &cgroup)?;
     // A restart loads a new generation next to the running one and retires
     // the old one once the new one is attached: no gap.
@@ -90,8 +93,6 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let mut logs = unsafe { AsyncFd::register(logger) }
         .map_err(|e| e.into_parts().1)
         .context("watching BPF logs")?;
-    let (changes_tx, mut changes) = mpsc::unbounded_channel();
-    let _watcher = watch(&options.config, changes_tx)?;
     let mut refresh = tokio::time::interval(options.dns_refresh);
     refresh.tick().await;
     let mut uses_dns = has_hostnames(&plan);
@@ -139,6 +140,10 @@ fn reload(config: &Path, cgroup: &Path, datapath: &mut Datapath, generation: &mu
     };
     let applied = desired_state(&plan, cgroup).and_then(|desired| datapath.apply(&desired));
     match applied {
+        Ok(diff) if diff.is_empty() => {
+            debug!(generation = *generation, "{cause}: nothing changed");
+            Some(has_hostnames(&plan))
+        }
         Ok(diff) => {
             *generation += 1;
             info!(

@@ -43,6 +43,23 @@ pub fn build_str(file: &Path, text: &str) -> Result<Plan, Problems> {
 }
 
 fn from_parts(path: &Path, config: Config, mut problems: Vec<Problem>, dns: &dyn HostResolver) -> Result<Plan, Problems> {
+    let empty = config.services.is_empty()
+        && config.dataplanes.is_empty()
+        && config.routes.is_empty()
+        && config.external_services.is_empty()
+        && config.multizone_services.is_empty()
+        && config.http_routes.is_empty()
+        && config.ignored.is_empty();
+    if empty && problems.is_empty() {
+        // Most likely a file caught mid-write: applying it would drop every route.
+        problems.push(Problem {
+            severity: Severity::Error,
+            file: path.to_path_buf(),
+            resource: String::new(),
+            path: String::new(),
+            message: "contains no Kuma resources".into(),
+        });
+    }
     if problems.iter().any(|p| p.severity == Severity::Error) {
         return Err(Problems(problems));
     }

@@ -426,10 +426,13 @@ impl ScratchDir {
         &self.0
     }
 
-    /// Writes `name` with `text`.
+    /// Writes `name` with `text`, atomically: a temporary file outside the
+    /// directory, renamed into place (how config tools should write).
     pub fn write(&self, name: &str, text: &str) -> anyhow::Result<PathBuf> {
         let path = self.0.join(name);
-        std::fs::write(&path, text)?;
+        let staging = self.0.with_extension(format!("{name}.staging"));
+        std::fs::write(&staging, text)?;
+        std::fs::rename(&staging, &path)?;
         Ok(path)
     }
 }

@@ -379,3 +379,147 @@ fn config_changes_apply_live_and_a_bad_edit_keeps_the_last_good_config() {
     assert_eq!(back.replies_from("v1a") + back.replies_from("v1b"), 20, "{back:?}\n{}", agent.log());
     agent.stop().unwrap();
 }
+
+/// Runs probes of `chunk` connects from the test's cgroup in a thread until
+/// `done` is set (and at least `minimum` connects were made); returns the
+/// summed result.
+fn load_until(
+    env: &Env,
+    target: &'static str,
+    minimum: u32,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<integration_tests::ProbeResult> {
+    let cgroup = env.cgroup.path().to_path_buf();
+    std::thread::spawn(move || {
+        let mut total = integration_tests::ProbeResult::default();
+        let mut made = 0;
+        while made < minimum || !done.load(std::sync::atomic::Ordering::Relaxed) {
+            let r = probe(target, 2000, false, Some(&cgroup)).expect("probe");
+            made += 2000;
+            for (k, v) in r.replies {
+                *total.replies.entry(k).or_default() += v;
+            }
+            for (k, v) in r.errors {
+                *total.errors.entry(k).or_default() += v;
+            }
+            assert!(made <= 1_000_000, "load loop bound");
+        }
+        total
+    })
+}
+
+#[test]
+fn route_swaps_under_load_never_fail_a_connect() {
+    let env = Env::new("churn");
+    let _backends = canary_backends();
+    let _vip = Backend::tcp("127.10.0.1:80", "vip").unwrap();
+    let services = [
+        service("backend", "127.10.0.1", "backend", &[]),
+        service("backend-v1", "127.10.0.2", "backend", &[("version", "v1")]),
+        service("backend-v2", "127.10.0.3", "backend", &[("version", "v2")]),
+        dataplane("v1a", "127.10.1.1", 18081, "backend", &[("version", "v1")]),
+        dataplane("v1b", "127.10.1.2", 18081, "backend", &[("version", "v1")]),
+        dataplane("v2a", "127.10.2.1", 18082, "backend", &[("version", "v2")]),
+    ]
+    .concat();
+    let configs = [
+        services.clone() + &route("swap", "backend", &[("backend-v1", 1)]),
+        services.clone() + &route("swap", "backend", &[("backend-v2", 1)]),
+    ];
+    let agent = env.start(&configs[0]);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = load_until(&env, "127.10.0.1:80", 20_000, done.clone());
+
+    let swaps = 500;
+    let mut latencies = Vec::with_capacity(swaps);
+    for i in 1..=swaps {
+        let before = agent.log_times("applied generation").len();
+        let written = std::time::Instant::now();
+        env.config.write("config.yaml", &configs[i % 2]).unwrap();
+        let deadline = written + std::time::Duration::from_secs(5);
+        let applied = loop {
+            let times = agent.log_times("applied generation");
+            if times.len() > before {
+                break times[before];
+            }
+            assert!(std::time::Instant::now() < deadline, "swap {i} not applied:\n{}", agent.log());
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        };
+        latencies.push(applied.duration_since(written));
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let total = load.join().unwrap();
+    latencies.sort();
+    let p = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    let mut work: Vec<u64> = agent
+        .log()
+        .lines()
+        .filter_map(|l| l.split("micros=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .collect();
+    work.sort_unstable();
+    if !work.is_empty() {
+        eprintln!(
+            "churn: agent rebuild+apply time p50 {} us, p99 {} us",
+            work[work.len() / 2],
+            work[(work.len() * 99 / 100).min(work.len() - 1)]
+        );
+    }
+    eprintln!(
+        "churn: {swaps} swaps, {} connects; write-to-applied p50 {:?} p99 {:?} max {:?} (includes the 5 ms settle)",
+        total.answered() + total.errors.values().sum::<u32>(),
+        p(0.5),
+        p(0.99),
+        latencies.last().unwrap()
+    );
+    assert!(total.errors.is_empty(), "failed connects during churn: {total:?}");
+    assert!(total.answered() >= 20_000, "{total:?}");
+    let inside = total.replies_from("v1a") + total.replies_from("v1b") + total.replies_from("v2a");
+    assert_eq!(inside, total.answered(), "connects outside both backend sets: {total:?}");
+    assert!(total.replies_from("v2a") > 0 && total.replies_from("v1a") + total.replies_from("v1b") > 0, "{total:?}");
+    agent.stop().unwrap();
+}
+
+fn restart_under_load(name: &str, kill: bool) {
+    let env = Env::new(name);
+    let _backends = canary_backends();
+    let _vip = Backend::tcp("127.10.0.1:80", "vip").unwrap();
+    let agent = env.start(&canary_config());
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = load_until(&env, "127.10.0.1:80", 20_000, done.clone());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    if kill {
+        agent.kill().unwrap();
+    } else {
+        agent.stop().unwrap();
+    }
+    // Down for a while: the pinned datapath keeps serving.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    for attach_type in AGENT_ATTACH_TYPES {
+        assert_eq!(attached_programs(env.cgroup.path(), attach_type).unwrap(), 1);
+    }
+    let agent = Agent::start(env.config.path(), env.cgroup.path(), env.pins.path()).expect("restart");
+    // The old generation is retired once the new one is attached.
+    for attach_type in AGENT_ATTACH_TYPES {
+        assert_eq!(attached_programs(env.cgroup.path(), attach_type).unwrap(), 1, "after restart");
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let total = load.join().unwrap();
+    eprintln!("{name}: {} connects across the restart, {:?} failed", total.answered(), total.errors);
+    assert!(total.errors.is_empty(), "failed connects across the restart: {total:?}");
+    assert_eq!(total.replies_from("vip"), 0, "connects escaped the route: {total:?}");
+    assert!(total.answered() >= 20_000);
+    let v1 = total.replies_from("v1a") + total.replies_from("v1b");
+    let chi2 = chi_square(&[v1, total.replies_from("v2a")], &[0.9, 0.1]);
+    assert!(chi2 < CHI2_P001_DF1, "split across the restart is not 90/10: {total:?} (chi2 {chi2:.2})");
+    agent.stop().unwrap();
+}
+
+#[test]
+fn sigterm_and_restart_under_load_never_fail_a_connect() {
+    restart_under_load("restart-term", false);
+}
+
+#[test]
+fn kill_9_and_restart_under_load_never_fail_a_connect() {
+    restart_under_load("restart-kill", true);
+}
