@@ -8,8 +8,8 @@
 //!
 //! | name          | type                         | key            | value            |
 //! |---------------|------------------------------|----------------|------------------|
-//! | `ROUTES`      | hash of maps, no prealloc    | [`ServiceKey`] | one route table  |
-//! | route table   | array (inner map)            | `u32` index    | [`TableEntry`]   |
+//! | `ROUTES`      | hash, no prealloc            | [`ServiceKey`] | table id (`u32`) |
+//! | `TABLES`      | hash, no prealloc            | [`TableKey`]   | [`TableEntry`]   |
 //! | `ORIGINS`     | socket local storage         | socket         | [`OriginalDest`] |
 //! | `WORKLOADS`   | hash, no prealloc            | cgroup id      | class (`u32`)    |
 //! | `SETTINGS`    | array, one entry             | 0              | [`Settings`]     |
@@ -31,20 +31,27 @@
 //! classes, only the destinations whose table differs; a miss in a class falls
 //! back to the base class.
 //!
-//! `ROUTES` holds one entry per service address and port the node redirects. Its
-//! value is a whole route table: a separate array map created by the agent and
-//! sized exactly to the route (`1 + backends + endpoints` entries, up to
-//! [`MAX_TABLE_ENTRIES`]). A connect() does one hash lookup in `ROUTES` and then
-//! at most three array lookups in the table it found.
+//! `ROUTES` holds one entry per class and service address:port; its value
+//! names a route table, whose entries live in `TABLES` under
+//! `(table id, index)`, `1 + backends + endpoints` of them (up to
+//! [`MAX_TABLE_ENTRIES`]). A connect() does one `ROUTES` lookup and at most
+//! three `TABLES` lookups.
 //!
-//! ## Why a map of maps
+//! ## Make-before-break
 //!
-//! Replacing a route swaps one `ROUTES` value (the inner map) for another. The
-//! kernel keeps a replaced inner map alive until every program that looked it
-//! up has finished (RCU), so a connect sees either the whole old table or the
-//! whole new one, never a mix and never a table with entries missing. `ROUTES`
-//! is created with `BPF_F_NO_PREALLOC` because a preallocated hash map recycles
-//! a replaced element immediately, which a concurrent reader could observe.
+//! A table is never modified in place. A changed route gets a fresh table id;
+//! its entries are written completely, then the `ROUTES` value is swapped to
+//! the new id in one update, and the old table's entries are deleted only
+//! after a grace period ([`TABLE_GRACE_MS`]), far longer than any program run.
+//! A connect therefore reads the whole old table or the whole new one, never a
+//! mix. Both maps are created with `BPF_F_NO_PREALLOC`: a preallocated hash
+//! recycles a replaced element at once, which a concurrent reader could see;
+//! without preallocation elements are freed after an RCU grace period.
+//!
+//! A map of maps (one inner array per table) gives the same guarantee, but
+//! the kernel waits for an RCU grace period on every update of an outer map
+//! (about 8 ms each here), which makes 10,000 routes take over a minute to
+//! install; plain hash updates cost microseconds.
 //!
 //! ## Route table layout
 //!
@@ -73,8 +80,27 @@ pub const MAX_ROUTES: u32 = 65_536;
 /// Upper bound on the entries of one route table (header + backends + endpoints).
 pub const MAX_TABLE_ENTRIES: u32 = 65_536;
 
-/// Name of the outer map in the BPF object.
+/// Name of the route map in the BPF object.
 pub const ROUTES_MAP: &str = "ROUTES";
+
+/// Name of the table map in the BPF object.
+pub const TABLES_MAP: &str = "TABLES";
+
+/// Upper bound on the entries of all tables together in `TABLES`.
+pub const MAX_TABLE_SLOTS: u32 = 1 << 20;
+
+/// How long a replaced table stays readable before its entries are deleted.
+pub const TABLE_GRACE_MS: u64 = 1_000;
+
+/// Key of `TABLES`: one entry of one route table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableKey {
+    /// Table id (never 0).
+    pub table: u32,
+    /// Entry index: 0 header, `1..=n` backend slots, then endpoints.
+    pub index: u32,
+}
 
 /// Name of the socket-storage map that remembers the dialled address.
 pub const ORIGINS_MAP: &str = "ORIGINS";
@@ -259,6 +285,7 @@ mod pod {
     unsafe impl aya::Pod for OriginalDest {}
     unsafe impl aya::Pod for Settings {}
     unsafe impl aya::Pod for CounterKey {}
+    unsafe impl aya::Pod for TableKey {}
 }
 
 const _: () = {

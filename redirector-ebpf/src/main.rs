@@ -12,8 +12,8 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::{BPF_F_INNER_MAP, BPF_F_NO_PREALLOC, bpf_sock_addr},
-    btf_maps::{Array, HashMap, HashOfMaps, PerCpuHashMap, SkStorage},
+    bindings::{BPF_F_NO_PREALLOC, bpf_sock_addr},
+    btf_maps::{Array, HashMap, PerCpuHashMap, SkStorage},
     helpers::generated::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_pid_tgid,
         bpf_get_prandom_u32, bpf_set_retval,
@@ -24,21 +24,20 @@ use aya_ebpf::{
 use aya_log_ebpf::{debug, error};
 use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 use redirector_common::{
-    BASE_CLASS, BackendSlot, CounterKey, Endpoint, MAX_COUNTERS, MAX_ROUTES, MAX_WORKLOAD_DEPTH,
-    MAX_WORKLOADS, NO_ENDPOINT_ERRNO, OriginalDest, REFUSED, ServiceKey, Settings, TableEntry,
-    TableHeader, is_mapped_v4, mapped_v4,
+    BASE_CLASS, BackendSlot, CounterKey, Endpoint, MAX_COUNTERS, MAX_ROUTES, MAX_TABLE_SLOTS,
+    MAX_WORKLOAD_DEPTH, MAX_WORKLOADS, NO_ENDPOINT_ERRNO, OriginalDest, REFUSED, ServiceKey,
+    Settings, TableEntry, TableHeader, TableKey, is_mapped_v4, mapped_v4,
 };
 
-/// Service address:port -> route table (an array map of [`TableEntry`]).
-/// The inner template has one entry; `BPF_F_INNER_MAP` lets each real table
-/// have its own size.
+/// Class + service address:port -> route table id.
 #[btf_map]
-static ROUTES: HashOfMaps<
-    ServiceKey,
-    Array<TableEntry, 1, { BPF_F_INNER_MAP as usize }>,
-    { MAX_ROUTES as usize },
-    { BPF_F_NO_PREALLOC as usize },
-> = HashOfMaps::new();
+static ROUTES: HashMap<ServiceKey, u32, { MAX_ROUTES as usize }, { BPF_F_NO_PREALLOC as usize }> =
+    HashMap::new();
+
+/// (table id, index) -> table entry (see redirector-common for the layout).
+#[btf_map]
+static TABLES: HashMap<TableKey, TableEntry, { MAX_TABLE_SLOTS as usize }, { BPF_F_NO_PREALLOC as usize }> =
+    HashMap::new();
 
 /// Workload cgroup id -> class.
 #[btf_map]
@@ -162,18 +161,25 @@ unsafe fn redirect(ctx: &SockAddrContext, dest: &ServiceKey, family: u32) -> i32
     // A workload's own table if it has one for this destination, else the base one.
     let mut key = *dest;
     key.class = workload_class(settings);
-    let mut found = unsafe { ROUTES.get_value(&key, &0) };
+    // SAFETY: ROUTES values are plain u32 table ids.
+    let mut found = unsafe { ROUTES.get(&key) }.copied();
     if found.is_none() && key.class != BASE_CLASS {
         key.class = BASE_CLASS;
-        found = unsafe { ROUTES.get_value(&key, &0) };
+        found = unsafe { ROUTES.get(&key) }.copied();
     }
-    let Some(header) = found else {
+    let Some(table) = found else {
         return ALLOW;
     };
     let key = &key;
+    // A table is deleted only long after it stops being referenced, so a
+    // missing entry means a corrupt layout: let the connect through untouched.
+    let Some(header) = entry(table, 0) else {
+        error!(ctx, "route table without header");
+        return ALLOW;
+    };
     // SAFETY: entry 0 of every table is a header (redirector-common layout).
     let header: TableHeader = unsafe { header.header };
-    let Some((backend, endpoint)) = (unsafe { pick(key, &header) }) else {
+    let Some((backend, endpoint)) = (unsafe { pick(table, &header) }) else {
         count(key, REFUSED);
         debug!(ctx, "refused connect to a route without endpoints");
         return refuse();
@@ -261,37 +267,39 @@ fn count(key: &ServiceKey, backend: u32) {
 /// # Safety
 /// The table behind `key` must follow the redirector-common layout.
 #[inline(always)]
-unsafe fn pick(key: &ServiceKey, header: &TableHeader) -> Option<(u32, Endpoint)> {
+unsafe fn pick(table: u32, header: &TableHeader) -> Option<(u32, Endpoint)> {
     if header.backend_count == 0 {
         return None;
     }
     let slot_index = uniform(header.backend_count, header.backend_reject);
-    let slot = unsafe { backend(key, slot_index)? };
+    let slot = backend(table, slot_index)?;
     let (index, chosen) = if uniform(header.total_weight, header.weight_reject) < slot.threshold {
         (slot_index, slot)
     } else {
-        (slot.alias, unsafe { backend(key, slot.alias)? })
+        (slot.alias, backend(table, slot.alias)?)
     };
     if chosen.endpoint_count == 0 {
         return None;
     }
     let k = uniform(chosen.endpoint_count, chosen.endpoint_reject);
-    let entry = unsafe { ROUTES.get_value(key, &(chosen.first_endpoint + k))? };
+    let found = entry(table, chosen.first_endpoint + k)?;
     // SAFETY: indices from first_endpoint on hold endpoints.
-    Some((index, unsafe { entry.endpoint }))
+    Some((index, unsafe { found.endpoint }))
 }
 
-/// Backend slot `index` (0-based) of the route table behind `key`.
-///
-/// The table is looked up again rather than kept from the header lookup: the
-/// inner map stays the same object for the whole program run (RCU), and a
-/// route swap in between is harmless because each table is self-consistent.
-/// Bounds are checked by the array map itself.
+/// Entry `index` of route table `table`, copied out of the map.
 #[inline(always)]
-unsafe fn backend(key: &ServiceKey, index: u32) -> Option<BackendSlot> {
-    let entry = unsafe { ROUTES.get_value(key, &(index + 1))? };
+fn entry(table: u32, index: u32) -> Option<TableEntry> {
+    // SAFETY: TABLES values are plain data; the element outlives this program
+    // run (no preallocation: freed after an RCU grace period).
+    unsafe { TABLES.get(&TableKey { table, index }) }.copied()
+}
+
+/// Backend slot `index` (0-based) of route table `table`.
+#[inline(always)]
+fn backend(table: u32, index: u32) -> Option<BackendSlot> {
     // SAFETY: indices 1..=backend_count hold backend slots.
-    Some(unsafe { entry.backend })
+    entry(table, index + 1).map(|e| unsafe { e.backend })
 }
 
 /// A uniform draw in `0..range` (Lemire's multiply-shift with rejection).

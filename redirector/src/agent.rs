@@ -95,6 +95,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         .context("watching BPF logs")?;
     let mut refresh = tokio::time::interval(options.dns_refresh);
     refresh.tick().await;
+    // Replaced tables are deleted once no connect can still be reading them.
+    let mut garbage = tokio::time::interval(Duration::from_millis(redirector_common::TABLE_GRACE_MS / 2));
     let mut uses_dns = has_hostnames(&plan);
     let mut generation = 1u64;
     let signal_name = loop {
@@ -115,6 +117,11 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
             }
             _ = refresh.tick(), if uses_dns => {
                 reload(&options.config, &cgroup, &mut datapath, &mut generation, "DNS refresh");
+            }
+            _ = garbage.tick(), if datapath.has_garbage() => {
+                if let Err(e) = datapath.collect_garbage() {
+                    warn!("deleting replaced route tables: {e:#}");
+                }
             }
         }
     };

@@ -10,7 +10,7 @@
 //! layout-v<N>/origins          ORIGINS, kept across restarts (getpeername of old sockets)
 //! layout-v<N>/gen-<id>/        one running generation of the datapath:
 //!     link-connect4 ...        the pinned cgroup links (keep the hooks attached)
-//!     routes workloads settings counters   its maps
+//!     routes tables workloads settings counters   its maps
 //! ```
 //!
 //! Links are pinned, so the hooks stay attached and the maps stay in force
@@ -24,7 +24,7 @@ use crate::compile::{Diff, Tables};
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, HashOfMaps, Map, MapData},
+    maps::{Array, HashMap, MapData},
     programs::{
         CgroupAttachMode, CgroupSockAddr,
         links::{FdLink, PinnedLink},
@@ -32,27 +32,29 @@ use aya::{
 };
 use redirector_common::{
     COUNTERS_MAP, LAYOUT_VERSION, ORIGINS_MAP, ROUTES_MAP, SETTINGS_MAP, ServiceKey, Settings,
-    TableEntry, WORKLOADS_MAP,
+    TABLE_GRACE_MS, TABLES_MAP, TableEntry, TableKey, WORKLOADS_MAP,
 };
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, VecDeque},
     fs::File,
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 /// `statfs` magic of bpffs.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-/// `BPF_F_INNER_MAP`: inner arrays of one outer map may differ in size.
-const BPF_F_INNER_MAP: u32 = 1 << 12;
-/// `BPF_MAP_TYPE_ARRAY`.
-const BPF_MAP_TYPE_ARRAY: u32 = 2;
 
 /// The hooks, by program name. All four are attached to the same cgroup.
 pub const PROGRAMS: [&str; 4] = ["connect4", "connect6", "getpeername4", "getpeername6"];
 
 /// Maps pinned in each generation directory, by their pin file name.
-const GENERATION_MAPS: [(&str, &str); 4] =
-    [(ROUTES_MAP, "routes"), (WORKLOADS_MAP, "workloads"), (SETTINGS_MAP, "settings"), (COUNTERS_MAP, "counters")];
+const GENERATION_MAPS: [(&str, &str); 5] = [
+    (ROUTES_MAP, "routes"),
+    (TABLES_MAP, "tables"),
+    (WORKLOADS_MAP, "workloads"),
+    (SETTINGS_MAP, "settings"),
+    (COUNTERS_MAP, "counters"),
+];
 
 /// The BPF object built from `redirector-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/redirector"));
@@ -72,6 +74,12 @@ pub struct Datapath {
     root: PathBuf,
     generation_dir: PathBuf,
     installed: Tables,
+    /// Table id of each installed route.
+    table_ids: BTreeMap<ServiceKey, u32>,
+    /// Last table id handed out.
+    last_table: u32,
+    /// Replaced tables: when they were replaced, their id and length.
+    retired: VecDeque<(Instant, u32, u32)>,
     workloads: BTreeMap<u64, u32>,
     links: Vec<PinnedLink>,
 }
@@ -122,6 +130,9 @@ impl Datapath {
                 root: root.to_path_buf(),
                 generation_dir,
                 installed: Tables::new(),
+                table_ids: BTreeMap::new(),
+                last_table: 0,
+                retired: VecDeque::new(),
                 workloads: BTreeMap::new(),
                 links: Vec::new(),
             },
@@ -171,14 +182,15 @@ impl Datapath {
     /// swapped), then workload classes and settings, then removals.
     pub fn apply(&mut self, desired: &Desired) -> anyhow::Result<Diff> {
         let diff = Diff::between(&self.installed, &desired.tables);
-        {
+        for key in &diff.upsert {
+            let table = &desired.tables[key];
+            let id = self.write_table(&table.entries())?;
             let map = self.ebpf.map_mut(ROUTES_MAP).ok_or_else(|| anyhow!("map {ROUTES_MAP} missing"))?;
-            let mut routes: HashOfMaps<&mut MapData, ServiceKey> = map.try_into()?;
-            for key in &diff.upsert {
-                let table = &desired.tables[key];
-                let inner = new_table_map(&table.entries())?;
-                routes.insert(key, &inner, 0).context("writing a route")?;
-                self.installed.insert(*key, table.clone());
+            let mut routes: HashMap<&mut MapData, ServiceKey, u32> = map.try_into()?;
+            routes.insert(key, id, 0).context("writing a route")?;
+            self.installed.insert(*key, table.clone());
+            if let Some(old) = self.table_ids.insert(*key, id) {
+                self.retire(old);
             }
         }
         {
@@ -203,13 +215,67 @@ impl Datapath {
             }
             self.workloads = desired.workloads.clone();
         }
-        let map = self.ebpf.map_mut(ROUTES_MAP).ok_or_else(|| anyhow!("map {ROUTES_MAP} missing"))?;
-        let mut routes: HashOfMaps<&mut MapData, ServiceKey> = map.try_into()?;
         for key in &diff.remove {
+            let map = self.ebpf.map_mut(ROUTES_MAP).ok_or_else(|| anyhow!("map {ROUTES_MAP} missing"))?;
+            let mut routes: HashMap<&mut MapData, ServiceKey, u32> = map.try_into()?;
             routes.remove(key).context("removing a route")?;
             self.installed.remove(key);
+            if let Some(old) = self.table_ids.remove(key) {
+                self.retire(old);
+            }
         }
         Ok(diff)
+    }
+
+    /// Writes a complete new table under a fresh id.
+    fn write_table(&mut self, entries: &[TableEntry]) -> anyhow::Result<u32> {
+        self.last_table = self.last_table.checked_add(1).filter(|&id| id != 0).unwrap_or(1);
+        let id = self.last_table;
+        let map = self.ebpf.map_mut(TABLES_MAP).ok_or_else(|| anyhow!("map {TABLES_MAP} missing"))?;
+        let mut tables: HashMap<&mut MapData, TableKey, TableEntry> = map.try_into()?;
+        for (index, entry) in entries.iter().enumerate() {
+            tables
+                .insert(TableKey { table: id, index: index as u32 }, entry, 0)
+                .context("writing a route table (TABLES full?)")?;
+        }
+        Ok(id)
+    }
+
+    fn retire(&mut self, id: u32) {
+        let len = self.installed_len(id);
+        self.retired.push_back((Instant::now(), id, len));
+    }
+
+    /// Length of table `id`, read back from its header.
+    fn installed_len(&self, id: u32) -> u32 {
+        let Some(map) = self.ebpf.map(TABLES_MAP) else { return 0 };
+        let Ok(tables) = HashMap::<&MapData, TableKey, TableEntry>::try_from(map) else { return 0 };
+        table_len(|index| tables.get(&TableKey { table: id, index }, 0).ok())
+    }
+
+    /// Deletes the entries of tables replaced more than the grace period ago.
+    /// Returns how many tables were deleted.
+    pub fn collect_garbage(&mut self) -> anyhow::Result<usize> {
+        let grace = Duration::from_millis(TABLE_GRACE_MS);
+        let mut deleted = 0;
+        while let Some(&(at, id, len)) = self.retired.front() {
+            if at.elapsed() < grace {
+                break;
+            }
+            let map = self.ebpf.map_mut(TABLES_MAP).ok_or_else(|| anyhow!("map {TABLES_MAP} missing"))?;
+            let mut tables: HashMap<&mut MapData, TableKey, TableEntry> = map.try_into()?;
+            for index in 0..len {
+                let _ = tables.remove(&TableKey { table: id, index });
+            }
+            self.retired.pop_front();
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
+    /// Whether replaced tables are waiting for deletion.
+    pub fn has_garbage(&self) -> bool {
+        !self.retired.is_empty()
     }
 
     /// The tables currently in the kernel.
@@ -298,28 +364,14 @@ fn subdirs(dir: &Path, prefix: &str) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Creates an inner route table sized exactly to `entries` and fills it.
-fn new_table_map(entries: &[TableEntry]) -> anyhow::Result<MapData> {
-    let len = u32::try_from(entries.len()).context("table too large")?;
-    let obj = aya_obj::Map::new_from_params(
-        BPF_MAP_TYPE_ARRAY,
-        size_of::<u32>() as u32,
-        size_of::<TableEntry>() as u32,
-        len,
-        BPF_F_INNER_MAP,
-    );
-    let data = MapData::create(obj, "rdr_table", None).context("creating a route table map")?;
-    let mut map = Map::Array(data);
-    {
-        let mut array: Array<&mut MapData, TableEntry> = (&mut map).try_into()?;
-        for (i, entry) in entries.iter().enumerate() {
-            array.set(i as u32, entry, 0).context("writing a route table")?;
-        }
-    }
-    match map {
-        Map::Array(data) => Ok(data),
-        _ => unreachable!("constructed as Map::Array above"),
-    }
+/// The number of entries of a table, from `get(index)`: the header, the
+/// backend slots it counts, and the endpoints those slots count.
+pub fn table_len(get: impl Fn(u32) -> Option<TableEntry>) -> u32 {
+    let Some(header) = get(0) else { return 0 };
+    // SAFETY: entry 0 is a header, entries 1..=n backend slots (redirector-common).
+    let n = unsafe { header.header }.backend_count;
+    let endpoints: u32 = (1..=n).filter_map(&get).map(|e| unsafe { e.backend }.endpoint_count).sum();
+    1 + n + endpoints
 }
 
 /// Ensures `dir` exists with root-only permissions; with `check_fs`, that

@@ -77,11 +77,11 @@ fn main() -> ExitCode {
         Command::Check { path } => check(&path),
         Command::Status { bpffs, output } => match redirector::status::read(&bpffs) {
             Ok(status) => {
-                match output {
-                    Output::Table => print!("{}", status.render_table()),
-                    Output::Json => println!("{}", status.render_json()),
-                }
-                ExitCode::SUCCESS
+                let text = match output {
+                    Output::Table => status.render_table(),
+                    Output::Json => status.render_json() + "\n",
+                };
+                emit(&text)
             }
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -177,15 +177,22 @@ fn plan_command(path: &std::path::Path, workload: Option<&str>, output: Output) 
         Output::Json => plan.render_json(workload),
     };
     match rendered {
-        Ok(text) => {
-            print!("{text}");
-            if matches!(output, Output::Json) {
-                println!();
-            }
-            ExitCode::SUCCESS
-        }
+        Ok(text) => emit(&(text + if matches!(output, Output::Json) { "\n" } else { "" })),
         Err(e) => {
             eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes a report to stdout; a closed pipe (`| head`) is not an error.
+fn emit(text: &str) -> ExitCode {
+    use std::io::Write as _;
+    match std::io::stdout().write_all(text.as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: writing the report: {e}");
             ExitCode::FAILURE
         }
     }

@@ -2,10 +2,13 @@
 //! maps (no agent needed): routes per workload class, backends with their
 //! exact share, endpoints, and connect counters.
 
-use crate::{compile::{AliasTable, words_ip}, datapath::layout_dir};
+use crate::{
+    compile::{AliasTable, words_ip},
+    datapath::{layout_dir, table_len},
+};
 use anyhow::{Context as _, anyhow, bail};
-use aya::maps::{Array, HashMap, HashOfMaps, Map, MapData, PerCpuHashMap};
-use redirector_common::{CounterKey, REFUSED, ServiceKey, Settings, TableEntry};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuHashMap};
+use redirector_common::{CounterKey, REFUSED, ServiceKey, Settings, TableEntry, TableKey};
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
@@ -76,13 +79,13 @@ pub fn read(root: &Path) -> anyhow::Result<Status> {
         *counts.entry((key.service, key.backend)).or_default() += values.iter().sum::<u64>();
     }
 
-    let routes_map: HashOfMaps<MapData, ServiceKey> = Map::HashOfMaps(pinned("routes")?).try_into()?;
+    let routes_map: HashMap<MapData, ServiceKey, u32> = Map::HashMap(pinned("routes")?).try_into()?;
+    let tables: HashMap<MapData, TableKey, TableEntry> = Map::HashMap(pinned("tables")?).try_into()?;
     let mut routes = Vec::new();
-    for key in routes_map.keys() {
-        let key = key?;
-        let inner: MapData = routes_map.get(&key, 0)?;
-        let table: Array<MapData, TableEntry> = Map::Array(inner).try_into()?;
-        let entries = (0..table.len()).map(|i| table.get(&i, 0)).collect::<Result<Vec<_>, _>>()?;
+    for route in routes_map.iter() {
+        let (key, id) = route?;
+        let get = |index| tables.get(&TableKey { table: id, index }, 0).ok();
+        let entries: Vec<TableEntry> = (0..table_len(get)).filter_map(get).collect();
         routes.push(route_status(&key, &entries, &counts)?);
     }
     routes.sort_by_key(|r| (r.class, r.destination));
