@@ -11,7 +11,7 @@
 use crate::{
     cgroup,
     datapath::{Datapath, Desired},
-    plan,
+    metrics, plan,
     resolve::BASE_CLASS,
 };
 use redirector_common::MAX_WORKLOAD_DEPTH;
@@ -45,6 +45,8 @@ pub struct RunOptions {
     pub bpffs: PathBuf,
     /// How often MeshExternalService hostnames are resolved again.
     pub dns_refresh: Duration,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz`.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Runs the agent until a termination signal arrives.
@@ -56,6 +58,17 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     })?;
     for warning in &plan.warnings {
         warn!("{warning}");
+    }
+    let state: metrics::Shared = Default::default();
+    if let Some(addr) = options.metrics {
+        let (state, bpffs) = (state.clone(), options.bpffs.clone());
+        let server = tokio::spawn(metrics::serve(addr, state, bpffs));
+        tokio::spawn(async move {
+            if let Ok(Err(e)) = server.await {
+                error!("metrics server on {addr}: {e:#}");
+            }
+        });
+        info!("serving metrics on http://{addr}/metrics");
     }
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
@@ -86,6 +99,12 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     for line in plan.summary_lines() {
         info!("route {line}");
     }
+    {
+        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+        s.ready = true;
+        s.generation = 1;
+        s.names = names(&plan);
+    }
     info!("ready");
 
     // SAFETY: the logger owns its ring buffer fd, and the AsyncFd owns the
@@ -111,12 +130,12 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
             Some(()) = changes.recv() => {
                 // Wait for the writes to settle, then rebuild once.
                 while let Ok(Some(())) = tokio::time::timeout(SETTLE, changes.recv()).await {}
-                if let Some(dns) = reload(&options.config, &cgroup, &mut datapath, &mut generation, "config change") {
+                if let Some(dns) = reload(&options.config, &cgroup, &mut datapath, &mut generation, &state, "config change") {
                     uses_dns = dns;
                 }
             }
             _ = refresh.tick(), if uses_dns => {
-                reload(&options.config, &cgroup, &mut datapath, &mut generation, "DNS refresh");
+                reload(&options.config, &cgroup, &mut datapath, &mut generation, &state, "DNS refresh");
             }
             _ = garbage.tick(), if datapath.has_garbage() => {
                 if let Err(e) = datapath.collect_garbage() {
@@ -133,11 +152,20 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
 /// Rebuilds the plan and applies what changed. On a rejected config nothing
 /// is written. Returns whether the applied config uses hostnames (`None` when
 /// nothing was applied).
-fn reload(config: &Path, cgroup: &Path, datapath: &mut Datapath, generation: &mut u64, cause: &str) -> Option<bool> {
+fn reload(
+    config: &Path,
+    cgroup: &Path,
+    datapath: &mut Datapath,
+    generation: &mut u64,
+    state: &metrics::Shared,
+    cause: &str,
+) -> Option<bool> {
     let started = Instant::now();
+    let failed = || state.lock().unwrap_or_else(|e| e.into_inner()).reloads_failed += 1;
     let plan = match plan::build(config) {
         Ok(plan) => plan,
         Err(problems) => {
+            failed();
             for p in problems.errors() {
                 error!("{p}");
             }
@@ -153,6 +181,12 @@ fn reload(config: &Path, cgroup: &Path, datapath: &mut Datapath, generation: &mu
         }
         Ok(diff) => {
             *generation += 1;
+            {
+                let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+                s.reloads_ok += 1;
+                s.generation = *generation;
+                s.names = names(&plan);
+            }
             info!(
                 generation = *generation,
                 written = diff.upsert.len(),
@@ -165,10 +199,27 @@ fn reload(config: &Path, cgroup: &Path, datapath: &mut Datapath, generation: &mu
             Some(has_hostnames(&plan))
         }
         Err(e) => {
+            failed();
             error!(generation = *generation, "{cause}: applying failed, generation {} stays in force: {e:#}", *generation);
             None
         }
     }
+}
+
+/// Names for the metrics: per route table, the destination's service and
+/// its backends in table order.
+fn names(plan: &plan::Plan) -> std::collections::BTreeMap<redirector_common::ServiceKey, (String, Vec<String>)> {
+    plan.resolution
+        .classes
+        .iter()
+        .flat_map(|c| c.routes.iter().map(move |r| (c.id, r)))
+        .map(|(class, r)| {
+            (
+                crate::compile::service_key(class, r.vip, r.port),
+                (r.service.clone(), r.backends.iter().map(|b| b.name.clone()).collect()),
+            )
+        })
+        .collect()
 }
 
 /// Whether any MeshExternalService endpoint is a hostname.

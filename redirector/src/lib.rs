@@ -10,6 +10,7 @@ pub mod agent;
 pub mod cgroup;
 pub mod compile;
 pub mod datapath;
+pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod resolve;

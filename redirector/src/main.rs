@@ -50,16 +50,32 @@ enum Command {
         /// File or directory of Kuma YAML resources.
         #[arg(long)]
         config: PathBuf,
-        /// cgroup2 directory whose processes (and descendants) are redirected.
+        /// cgroup2 directory whose processes (and descendants) are redirected;
+        /// default: the cgroup2 mount root (the whole node).
         #[arg(long)]
-        cgroup: PathBuf,
+        cgroup: Option<PathBuf>,
         /// Directory on bpffs for pins.
         #[arg(long, default_value = agent::DEFAULT_BPFFS_DIR)]
         bpffs: PathBuf,
         /// Seconds between resolutions of MeshExternalService hostnames.
         #[arg(long, default_value_t = 30)]
         dns_refresh: u64,
+        /// Serve Prometheus metrics, /healthz and /readyz on this address.
+        #[arg(long)]
+        metrics: Option<std::net::SocketAddr>,
+        /// Log format.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
     },
+}
+
+/// Log formats of `run`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// `plan` output formats.
@@ -99,14 +115,21 @@ fn main() -> ExitCode {
             }
         },
         Command::Plan { path, workload, output } => plan_command(&path, workload.as_deref(), output),
-        Command::Run { config, cgroup, bpffs, dns_refresh } => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-                )
-                .with_writer(std::io::stderr)
-                .init();
+        Command::Run { config, cgroup, bpffs, dns_refresh, metrics, log_format } => {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+            let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+            match log_format {
+                LogFormat::Text => logs.init(),
+                LogFormat::Json => logs.json().init(),
+            }
+            let cgroup = match cgroup.map_or_else(redirector::cgroup::cgroup2_mount, Ok) {
+                Ok(cgroup) => cgroup,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -119,6 +142,7 @@ fn main() -> ExitCode {
                 cgroup,
                 bpffs,
                 dns_refresh: std::time::Duration::from_secs(dns_refresh.max(1)),
+                metrics,
             })) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -206,6 +206,11 @@ pub struct Agent {
 impl Agent {
     /// Starts the agent and waits (up to 60 s) for its `ready` line.
     pub fn start(config: &Path, cgroup: &Path, bpffs: &Path) -> anyhow::Result<Self> {
+        Self::start_with(config, cgroup, bpffs, &[])
+    }
+
+    /// As [`Agent::start`], with extra command-line arguments.
+    pub fn start_with(config: &Path, cgroup: &Path, bpffs: &Path, extra: &[&str]) -> anyhow::Result<Self> {
         let mut child = Command::new(redirector_bin())
             .arg("run")
             .arg("--config")
@@ -214,6 +219,7 @@ impl Agent {
             .arg(cgroup)
             .arg("--bpffs")
             .arg(bpffs)
+            .args(extra)
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -441,4 +447,16 @@ impl Drop for ScratchDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// `GET path` on a local HTTP server; returns the status line and the body.
+pub fn http_get(addr: &str, path: &str) -> anyhow::Result<(String, String)> {
+    use std::io::Read as _;
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    Ok((head.lines().next().unwrap_or("").to_string(), body.to_string()))
 }

@@ -345,7 +345,7 @@ fn eventually_all_from(env: &Env, target: &str, ids: &[&str]) -> integration_tes
 }
 
 #[test]
-fn config_changes_apply_live_and_a_bad_edit_keeps_the_last_good_config() {
+fn config_changes_apply_live_and_a_bad_edit_under_load_keeps_the_last_good_config() {
     let env = Env::new("reload");
     let _backends = canary_backends();
     let services = [
@@ -359,20 +359,43 @@ fn config_changes_apply_live_and_a_bad_edit_keeps_the_last_good_config() {
     .concat();
     let to_v1 = services.clone() + &route("switch", "backend", &[("backend-v1", 1)]);
     let to_v2 = services.clone() + &route("switch", "backend", &[("backend-v2", 1)]);
-    let agent = env.start(&to_v1);
+    env.config.write("config.yaml", &to_v1).unwrap();
+    let metrics = "127.0.0.1:19090";
+    let agent = integration_tests::Agent::start_with(
+        env.config.path(),
+        env.cgroup.path(),
+        env.pins.path(),
+        &["--metrics", metrics],
+    )
+    .expect("agent start");
+    assert_eq!(integration_tests::http_get(metrics, "/readyz").unwrap().0, "HTTP/1.1 200 OK");
     assert_eq!(env.probe("127.10.0.1:80", 50).replies_from("v2a"), 0);
 
     env.config.write("config.yaml", &to_v2).unwrap();
     let after = eventually_all_from(&env, "127.10.0.1:80", &["v2a"]);
     assert_eq!(after.replies_from("v2a"), 20, "the edit was not applied: {after:?}\n{}", agent.log());
 
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = load_until(&env, "127.10.0.1:80", 4000, done.clone());
     env.config.write("config.yaml", &to_v1.replace("weight: 1", "weight: -1")).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let kept = env.probe("127.10.0.1:80", 100);
-    assert_eq!(kept.replies_from("v2a"), 100, "a rejected edit changed the routes: {kept:?}");
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let kept = load.join().unwrap();
+    assert!(kept.errors.is_empty(), "failed connects around a bad edit: {kept:?}");
+    assert_eq!(kept.replies_from("v2a"), kept.answered(), "a rejected edit changed the routes: {kept:?}");
     let log = agent.log();
     assert!(log.contains("configuration rejected"), "{log}");
     assert!(log.contains("weight: invalid value: integer `-1`"), "{log}");
+    let (status, body) = integration_tests::http_get(metrics, "/metrics").unwrap();
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(body.contains("redirector_config_reloads_total{result=\"failed\"} 1"), "{body}");
+    assert!(body.contains("redirector_config_reloads_total{result=\"ok\"} 1"), "{body}");
+    let served: u64 = body
+        .lines()
+        .filter(|l| l.starts_with("redirector_connects_redirected_total{") && l.contains("destination=\"127.10.0.1:80\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(served >= u64::from(kept.answered()), "kernel counters {served} < {} connects seen\n{body}", kept.answered());
 
     env.config.write("config.yaml", &to_v1).unwrap();
     let back = eventually_all_from(&env, "127.10.0.1:80", &["v1a", "v1b"]);

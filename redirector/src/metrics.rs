@@ -1,0 +1,139 @@
+//! `--metrics ADDR`: Prometheus text format on `/metrics`, plus `/healthz`
+//! and `/readyz` (ready once the first configuration is in the kernel).
+//!
+//! Connect counts come from the kernel's per-CPU counters, read from the
+//! pinned maps at scrape time; the agent contributes reload results and the
+//! names that label each destination's backends.
+
+use crate::status;
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+use redirector_common::{MAX_COUNTERS, MAX_ROUTES, MAX_TABLE_SLOTS, MAX_WORKLOADS, ServiceKey};
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpListener,
+};
+
+/// What the agent reports to the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct AgentState {
+    /// The first configuration is in the kernel.
+    pub ready: bool,
+    /// Reloads applied.
+    pub reloads_ok: u64,
+    /// Reloads rejected (invalid config) or failed to apply.
+    pub reloads_failed: u64,
+    /// Generation in force.
+    pub generation: u64,
+    /// Per route table: destination service name and backend names by index.
+    pub names: BTreeMap<ServiceKey, (String, Vec<String>)>,
+}
+
+/// Shared between the agent loop and the HTTP server.
+pub type Shared = Arc<Mutex<AgentState>>;
+
+type Labels = Vec<(String, String)>;
+
+/// Renders the metrics text for the datapath pinned under `bpffs`.
+pub fn render(state: &AgentState, bpffs: &std::path::Path) -> String {
+    let mut registry = Registry::with_prefix("redirector");
+    let connects = Family::<Labels, Counter>::default();
+    let refused = Family::<Labels, Counter>::default();
+    let entries = Family::<Labels, Gauge>::default();
+    let capacity = Family::<Labels, Gauge>::default();
+    let reloads = Family::<Labels, Counter>::default();
+    let generation = Gauge::<i64>::default();
+    let ready = Gauge::<i64>::default();
+    ready.set(i64::from(state.ready));
+    generation.set(state.generation as i64);
+    reloads.get_or_create(&vec![("result".into(), "ok".into())]).inc_by(state.reloads_ok);
+    reloads.get_or_create(&vec![("result".into(), "failed".into())]).inc_by(state.reloads_failed);
+    if let Ok(status) = status::read(bpffs) {
+        let mut table_slots = 0usize;
+        for route in &status.routes {
+            let key = crate::compile::service_key(route.class, route.destination.ip(), route.destination.port());
+            let (service, names) = state.names.get(&key).cloned().unwrap_or_default();
+            let base: Labels = vec![
+                ("class".into(), route.class.to_string()),
+                ("destination".into(), route.destination.to_string()),
+                ("service".into(), service),
+            ];
+            for (i, b) in route.backends.iter().enumerate() {
+                let mut labels = base.clone();
+                labels.push(("backend".into(), names.get(i).cloned().unwrap_or_else(|| format!("#{i}"))));
+                connects.get_or_create(&labels).inc_by(b.connects);
+                table_slots += 1 + b.endpoints.len();
+            }
+            refused.get_or_create(&base).inc_by(route.refused);
+            table_slots += 1;
+        }
+        let counters: usize = status.routes.iter().map(|r| r.backends.len() + usize::from(r.refused > 0)).sum();
+        for (map, used, max) in [
+            ("routes", status.routes.len(), MAX_ROUTES),
+            ("tables", table_slots, MAX_TABLE_SLOTS),
+            ("workloads", status.workloads.len(), MAX_WORKLOADS),
+            ("counters", counters, MAX_COUNTERS),
+        ] {
+            entries.get_or_create(&vec![("map".into(), map.into())]).set(used as i64);
+            capacity.get_or_create(&vec![("map".into(), map.into())]).set(i64::from(max));
+        }
+    }
+    registry.register("connects_redirected", "Connects sent to a backend, per destination and backend", connects);
+    registry.register("connects_refused", "Connects refused for lack of endpoints, per destination", refused);
+    registry.register("config_reloads", "Configuration reloads, by result", reloads);
+    registry.register("config_generation", "Generation of the configuration in force", generation);
+    registry.register("ready", "1 once the first configuration is in the kernel", ready);
+    registry.register("map_entries", "Entries in use per BPF map (tables: live tables only)", entries);
+    registry.register("map_capacity", "Maximum entries per BPF map", capacity);
+    let mut out = String::new();
+    let _ = encode(&mut out, &registry);
+    out
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until the task is dropped.
+pub async fn serve(addr: SocketAddr, state: Shared, bpffs: PathBuf) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(addr).await?;
+    loop {
+        let (mut stream, _) = listener.accept().await?;
+        let state = state.clone();
+        let bpffs = bpffs.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let Ok(n) = stream.read(&mut buf).await else { return };
+            let request = String::from_utf8_lossy(&buf[..n]);
+            let path = request.split_whitespace().nth(1).unwrap_or("/");
+            let (code, body, kind) = match path {
+                "/metrics" => {
+                    let text = {
+                        let s = state.lock().unwrap_or_else(|e| e.into_inner());
+                        render(&s, &bpffs)
+                    };
+                    ("200 OK", text, "application/openmetrics-text; version=1.0.0; charset=utf-8")
+                }
+                "/healthz" => ("200 OK", "ok\n".to_string(), "text/plain"),
+                "/readyz" => {
+                    if state.lock().map(|s| s.ready).unwrap_or(false) {
+                        ("200 OK", "ready\n".to_string(), "text/plain")
+                    } else {
+                        ("503 Service Unavailable", "not ready\n".to_string(), "text/plain")
+                    }
+                }
+                _ => ("404 Not Found", "not found\n".to_string(), "text/plain"),
+            };
+            let response = format!(
+                "HTTP/1.1 {code}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+        });
+    }
+}
