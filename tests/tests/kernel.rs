@@ -546,3 +546,37 @@ fn sigterm_and_restart_under_load_never_fail_a_connect() {
 fn kill_9_and_restart_under_load_never_fail_a_connect() {
     restart_under_load("restart-kill", true);
 }
+
+#[test]
+fn a_pinned_datapath_of_another_layout_is_replaced_not_reused() {
+    let env = Env::new("layout");
+    let _backends = canary_backends();
+    let agent = env.start(&canary_config());
+    agent.stop().unwrap();
+    // Pretend the pins are from an older, incompatible layout.
+    let current = redirector::datapath::layout_dir(env.pins.path());
+    let older = env.pins.path().join("layout-v0");
+    std::fs::rename(&current, &older).unwrap();
+    let agent = env.start(&canary_config());
+    assert!(!older.exists(), "the old layout is still pinned");
+    for attach_type in AGENT_ATTACH_TYPES {
+        assert_eq!(attached_programs(env.cgroup.path(), attach_type).unwrap(), 1, "attach type {attach_type}");
+    }
+    let result = env.probe("127.10.0.1:80", 200);
+    assert_eq!(result.answered(), 200, "{result:?}");
+
+    let status = std::process::Command::new(integration_tests::redirector_bin())
+        .args(["status", "--output", "json", "--bpffs"])
+        .arg(env.pins.path())
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let text = String::from_utf8_lossy(&status.stdout);
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let route = json["routes"].as_array().unwrap().iter().find(|r| r["destination"] == "127.10.0.1:80").expect("route in status");
+    let connects: u64 = route["backends"].as_array().unwrap().iter().map(|b| b["connects"].as_u64().unwrap()).sum();
+    assert_eq!(connects, 200, "{text}");
+    let shares: Vec<f64> = route["backends"].as_array().unwrap().iter().map(|b| b["probability"].as_f64().unwrap()).collect();
+    assert_eq!(shares, [0.9, 0.1], "{text}");
+    agent.stop().unwrap();
+}
