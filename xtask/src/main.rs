@@ -1,6 +1,7 @@
-//! Developer tasks. `cargo xtask <task>`; `demo` and `test` run `setup` first.
+//! Developer tasks. `cargo xtask <task>`; `demo`, `fuzz` and `test` run `setup` first.
 
 mod demo;
+mod fuzz;
 mod setup;
 
 use anyhow::{Context as _, bail};
@@ -23,7 +24,7 @@ enum Task {
     Setup,
     /// Build the agent (with its BPF programs) and the test client.
     Build,
-    /// Unit, property and kernel tests (kernel tests need root and are never skipped).
+    /// Unit, property, 30 s of fuzzing, and kernel tests (kernel tests need root and are never skipped).
     Test {
         /// Extra arguments for the test binaries (e.g. a test name filter).
         #[arg(trailing_var_arg = true)]
@@ -35,6 +36,12 @@ enum Task {
         /// Connections per destination.
         #[arg(long, default_value_t = 10_000)]
         connects: u32,
+    },
+    /// Fuzz the pure pipeline (`plan::build_str`) with cargo-fuzz for a while.
+    Fuzz {
+        /// How long to fuzz, after the build.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
     },
 }
 
@@ -50,6 +57,10 @@ fn main() -> anyhow::Result<()> {
             setup::run()?;
             build()?;
             demo::run(&workspace_root().join("examples/canary"), connects)
+        }
+        Task::Fuzz { seconds } => {
+            setup::run()?;
+            fuzz::run(seconds)
         }
     }
 }
@@ -108,5 +119,6 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         kernel.arg("--").args(args);
     }
     run(&mut unit)?;
+    fuzz::run(30)?;
     run(&mut kernel)
 }

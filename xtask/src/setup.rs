@@ -15,7 +15,7 @@ use std::{
 };
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
-const NIGHTLY: &str = "nightly";
+pub(crate) const NIGHTLY: &str = "nightly";
 
 /// Runs every step.
 pub fn run() -> anyhow::Result<()> {
