@@ -101,14 +101,25 @@ fn collect_files(path: &Path, files: &mut Vec<PathBuf>, problems: &mut Vec<Probl
 }
 
 fn read_file(file: &Path) -> Result<String, String> {
+    use std::io::Read as _;
     let meta = std::fs::metadata(file).map_err(|e| format!("cannot read: {e}"))?;
+    // A FIFO or device would block or never end.
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
     if meta.len() > MAX_FILE_BYTES {
         return Err(format!(
             "file is {} bytes, larger than the {MAX_FILE_BYTES}-byte limit",
             meta.len()
         ));
     }
-    let bytes = std::fs::read(file).map_err(|e| format!("cannot read: {e}"))?;
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)
+        .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!("file grew past the {MAX_FILE_BYTES}-byte limit while being read"));
+    }
     String::from_utf8(bytes).map_err(|e| format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))
 }
 
@@ -123,6 +134,8 @@ fn file_problem(file: &Path, message: impl Into<String>) -> Problem {
 }
 
 fn load_into(config: &mut Config, file: &Path, text: &str, problems: &mut Vec<Problem>) {
+    // Editors on some systems start UTF-8 files with a byte-order mark.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let value = match Value::deserialize(document) {
             Ok(v) => v,
