@@ -84,8 +84,9 @@ fn route(name: &str, to: &str, backends: &[(&str, u32)]) -> String {
     )
 }
 
-/// backend (127.10.0.1) split 90/10 between backend-v1 (two instances) and backend-v2.
-fn canary_config() -> String {
+/// backend (127.10.0.1), backend-v1 (127.10.0.2, two instances) and
+/// backend-v2 (127.10.0.3), without routes.
+fn canary_services() -> String {
     [
         service("backend", "127.10.0.1", "backend", &[]),
         service("backend-v1", "127.10.0.2", "backend", &[("version", "v1")]),
@@ -93,9 +94,13 @@ fn canary_config() -> String {
         dataplane("v1a", "127.10.1.1", 18081, "backend", &[("version", "v1")]),
         dataplane("v1b", "127.10.1.2", 18081, "backend", &[("version", "v1")]),
         dataplane("v2a", "127.10.2.1", 18082, "backend", &[("version", "v2")]),
-        route("canary", "backend", &[("backend-v1", 90), ("backend-v2", 10)]),
     ]
     .concat()
+}
+
+/// backend split 90/10 between backend-v1 and backend-v2.
+fn canary_config() -> String {
+    canary_services() + &route("canary", "backend", &[("backend-v1", 90), ("backend-v2", 10)])
 }
 
 fn canary_backends() -> Vec<Backend> {
@@ -348,15 +353,7 @@ fn eventually_all_from(env: &Env, target: &str, ids: &[&str]) -> integration_tes
 fn config_changes_apply_live_and_a_bad_edit_under_load_keeps_the_last_good_config() {
     let env = Env::new("reload");
     let _backends = canary_backends();
-    let services = [
-        service("backend", "127.10.0.1", "backend", &[]),
-        service("backend-v1", "127.10.0.2", "backend", &[("version", "v1")]),
-        service("backend-v2", "127.10.0.3", "backend", &[("version", "v2")]),
-        dataplane("v1a", "127.10.1.1", 18081, "backend", &[("version", "v1")]),
-        dataplane("v1b", "127.10.1.2", 18081, "backend", &[("version", "v1")]),
-        dataplane("v2a", "127.10.2.1", 18082, "backend", &[("version", "v2")]),
-    ]
-    .concat();
+    let services = canary_services();
     let to_v1 = services.clone() + &route("switch", "backend", &[("backend-v1", 1)]);
     let to_v2 = services.clone() + &route("switch", "backend", &[("backend-v2", 1)]);
     env.config.write("config.yaml", &to_v1).unwrap();
@@ -436,15 +433,7 @@ fn route_swaps_under_load_never_fail_a_connect() {
     let env = Env::new("churn");
     let _backends = canary_backends();
     let _vip = Backend::tcp("127.10.0.1:80", "vip").unwrap();
-    let services = [
-        service("backend", "127.10.0.1", "backend", &[]),
-        service("backend-v1", "127.10.0.2", "backend", &[("version", "v1")]),
-        service("backend-v2", "127.10.0.3", "backend", &[("version", "v2")]),
-        dataplane("v1a", "127.10.1.1", 18081, "backend", &[("version", "v1")]),
-        dataplane("v1b", "127.10.1.2", 18081, "backend", &[("version", "v1")]),
-        dataplane("v2a", "127.10.2.1", 18082, "backend", &[("version", "v2")]),
-    ]
-    .concat();
+    let services = canary_services();
     let configs = [
         services.clone() + &route("swap", "backend", &[("backend-v1", 1)]),
         services.clone() + &route("swap", "backend", &[("backend-v2", 1)]),

@@ -1,5 +1,6 @@
 //! Developer tasks. `cargo xtask <task>`; `demo`, `fuzz` and `test` run `setup` first.
 
+mod bench;
 mod demo;
 mod fuzz;
 mod setup;
@@ -24,7 +25,7 @@ enum Task {
     Setup,
     /// Build the agent (with its BPF programs) and the test client.
     Build,
-    /// Unit, property, 30 s of fuzzing, and kernel tests (kernel tests need root and are never skipped).
+    /// Unit, property, 30 s of fuzzing, a bench smoke run, and kernel tests (root; never skipped).
     Test {
         /// Extra arguments for the test binaries (e.g. a test name filter).
         #[arg(trailing_var_arg = true)]
@@ -42,6 +43,31 @@ enum Task {
         /// How long to fuzz, after the build.
         #[arg(long, default_value_t = 60)]
         seconds: u64,
+    },
+    /// connect() latency of the redirector vs direct, iptables, nftables and haproxy (root).
+    Bench {
+        /// Measured connections per contender.
+        #[arg(long, default_value_t = 100_000)]
+        connects: u32,
+        /// Where the report and plots go.
+        #[arg(long, default_value = "docs/bench")]
+        out: PathBuf,
+    },
+    /// The bench's client (internal).
+    #[command(hide = true)]
+    BenchClient {
+        #[arg(long)]
+        target: std::net::SocketAddr,
+        #[arg(long)]
+        alt: Option<std::net::SocketAddr>,
+        #[arg(long, default_value = "127.0.0.1")]
+        source: std::net::Ipv4Addr,
+        #[arg(long)]
+        count: u32,
+        #[arg(long, default_value_t = 0)]
+        warmup: u32,
+        #[arg(long)]
+        cgroup: Option<PathBuf>,
     },
 }
 
@@ -61,6 +87,15 @@ fn main() -> anyhow::Result<()> {
         Task::Fuzz { seconds } => {
             setup::run()?;
             fuzz::run(seconds)
+        }
+        Task::Bench { connects, out } => {
+            setup::run()?;
+            bench::setup()?;
+            build()?;
+            bench::run(connects, &out)
+        }
+        Task::BenchClient { target, alt, source, count, warmup, cgroup } => {
+            bench::client::run(target, alt, source, count, warmup, cgroup.as_deref())
         }
     }
 }
@@ -120,5 +155,9 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     }
     run(&mut unit)?;
     fuzz::run(30)?;
+    // A seconds-long smoke run of the benchmark (its own process: it enters a
+    // private network namespace), no timing assertions.
+    let smoke = std::env::temp_dir().join("redirector-bench-smoke");
+    run(Command::new(std::env::current_exe()?).args(["bench", "--connects", "2000", "--out"]).arg(&smoke))?;
     run(&mut kernel)
 }
