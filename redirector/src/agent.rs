@@ -61,8 +61,11 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     }
     let state: metrics::Shared = Default::default();
     if let Some(addr) = options.metrics {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("--metrics {addr}: cannot listen"))?;
         let (state, bpffs) = (state.clone(), options.bpffs.clone());
-        let server = tokio::spawn(metrics::serve(addr, state, bpffs));
+        let server = tokio::spawn(metrics::serve(listener, state, bpffs));
         tokio::spawn(async move {
             if let Ok(Err(e)) = server.await {
                 error!("metrics server on {addr}: {e:#}");

@@ -14,7 +14,6 @@ use prometheus_client::{
 use redirector_common::{MAX_COUNTERS, MAX_ROUTES, MAX_TABLE_SLOTS, MAX_WORKLOADS, ServiceKey};
 use std::{
     collections::BTreeMap,
-    net::SocketAddr,
     path::PathBuf,
     sync::{Arc, Mutex},
 };
@@ -99,9 +98,10 @@ pub fn render(state: &AgentState, bpffs: &std::path::Path) -> String {
     out
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until the task is dropped.
-pub async fn serve(addr: SocketAddr, state: Shared, bpffs: PathBuf) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(addr).await?;
+/// Serves `/metrics`, `/healthz` and `/readyz` on a bound `listener` until
+/// the task is dropped. Binding first (before `ready`) means a client that
+/// saw `ready` can connect.
+pub async fn serve(listener: TcpListener, state: Shared, bpffs: PathBuf) -> anyhow::Result<()> {
     loop {
         let (mut stream, _) = listener.accept().await?;
         let state = state.clone();
