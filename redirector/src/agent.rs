@@ -79,7 +79,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     // Watch before the first read's result is in force, so no edit is missed.
     let (changes_tx, mut changes) = mpsc::unbounded_channel();
     let _watcher = watch(&options.config, changes_tx)?;
-    let desired = desired_state(&plan, &cgroup)?;
+    let attach_level = cgroup_level(&cgroup)?;
+    let desired = desired_state(&plan, &cgroup, attach_level)?;
     // A restart loads a new generation next to the running one and retires
     // the old one once the new one is attached: no gap.
     let (mut datapath, logger) = Datapath::load(&options.bpffs)?;
@@ -133,12 +134,12 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
             Some(()) = changes.recv() => {
                 // Wait for the writes to settle, then rebuild once.
                 while let Ok(Some(())) = tokio::time::timeout(SETTLE, changes.recv()).await {}
-                if let Some(dns) = reload(&options.config, &cgroup, &mut datapath, &mut generation, &state, "config change") {
+                if let Some(dns) = reload(&options.config, &cgroup, attach_level, &mut datapath, &mut generation, &state, "config change") {
                     uses_dns = dns;
                 }
             }
             _ = refresh.tick(), if uses_dns => {
-                reload(&options.config, &cgroup, &mut datapath, &mut generation, &state, "DNS refresh");
+                reload(&options.config, &cgroup, attach_level, &mut datapath, &mut generation, &state, "DNS refresh");
             }
             _ = garbage.tick(), if datapath.has_garbage() => {
                 if let Err(e) = datapath.collect_garbage() {
@@ -158,6 +159,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
 fn reload(
     config: &Path,
     cgroup: &Path,
+    attach_level: u32,
     datapath: &mut Datapath,
     generation: &mut u64,
     state: &metrics::Shared,
@@ -176,7 +178,7 @@ fn reload(
             return None;
         }
     };
-    let applied = desired_state(&plan, cgroup).and_then(|desired| datapath.apply(&desired));
+    let applied = desired_state(&plan, cgroup, attach_level).and_then(|desired| datapath.apply(&desired));
     match applied {
         Ok(diff) if diff.is_empty() => {
             debug!(generation = *generation, "{cause}: nothing changed");
@@ -251,13 +253,17 @@ fn watch(config: &Path, changes: mpsc::UnboundedSender<()>) -> anyhow::Result<no
     Ok(watcher)
 }
 
+/// The cgroup level of `cgroup` (the cgroup2 root is level 0).
+fn cgroup_level(cgroup: &Path) -> anyhow::Result<u32> {
+    let root = cgroup::cgroup2_mount()?;
+    Ok(cgroup.strip_prefix(&root).map(|p| p.components().count()).unwrap_or(0) as u32)
+}
+
 /// The kernel state for `plan` with hooks attached at `cgroup`: workload
 /// cgroup paths become cgroup ids (a cgroup v2 directory's inode number).
 /// Workloads whose cgroup does not exist yet are reported and skipped.
-fn desired_state(plan: &plan::Plan, cgroup: &std::path::Path) -> anyhow::Result<Desired> {
+fn desired_state(plan: &plan::Plan, cgroup: &Path, attach_level: u32) -> anyhow::Result<Desired> {
     use std::os::unix::fs::MetadataExt as _;
-    let root = cgroup::cgroup2_mount()?;
-    let attach_level = cgroup.strip_prefix(&root).map(|p| p.components().count()).unwrap_or(0) as u32;
     let mut desired = Desired { tables: plan.tables.clone(), ..Default::default() };
     for w in plan.resolution.workloads.iter().filter(|w| w.class != BASE_CLASS) {
         let dir = cgroup.join(&w.cgroup);

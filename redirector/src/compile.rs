@@ -56,6 +56,11 @@ pub struct Table {
 }
 
 impl Table {
+    /// Number of entries: header, backend slots, endpoints.
+    pub fn entry_count(&self) -> u32 {
+        (1 + self.backends.len() + self.endpoints.len()) as u32
+    }
+
     /// The table as the array the kernel reads.
     pub fn entries(&self) -> Vec<TableEntry> {
         std::iter::once(TableEntry { header: self.header })

@@ -188,9 +188,9 @@ impl Datapath {
             let map = self.ebpf.map_mut(ROUTES_MAP).ok_or_else(|| anyhow!("map {ROUTES_MAP} missing"))?;
             let mut routes: HashMap<&mut MapData, ServiceKey, u32> = map.try_into()?;
             routes.insert(key, id, 0).context("writing a route")?;
-            self.installed.insert(*key, table.clone());
-            if let Some(old) = self.table_ids.insert(*key, id) {
-                self.retire(old);
+            let old_table = self.installed.insert(*key, table.clone());
+            if let (Some(old), Some(old_table)) = (self.table_ids.insert(*key, id), old_table) {
+                self.retire(old, &old_table);
             }
         }
         {
@@ -219,9 +219,9 @@ impl Datapath {
             let map = self.ebpf.map_mut(ROUTES_MAP).ok_or_else(|| anyhow!("map {ROUTES_MAP} missing"))?;
             let mut routes: HashMap<&mut MapData, ServiceKey, u32> = map.try_into()?;
             routes.remove(key).context("removing a route")?;
-            self.installed.remove(key);
-            if let Some(old) = self.table_ids.remove(key) {
-                self.retire(old);
+            let old_table = self.installed.remove(key);
+            if let (Some(old), Some(old_table)) = (self.table_ids.remove(key), old_table) {
+                self.retire(old, &old_table);
             }
         }
         Ok(diff)
@@ -241,16 +241,9 @@ impl Datapath {
         Ok(id)
     }
 
-    fn retire(&mut self, id: u32) {
-        let len = self.installed_len(id);
-        self.retired.push_back((Instant::now(), id, len));
-    }
-
-    /// Length of table `id`, read back from its header.
-    fn installed_len(&self, id: u32) -> u32 {
-        let Some(map) = self.ebpf.map(TABLES_MAP) else { return 0 };
-        let Ok(tables) = HashMap::<&MapData, TableKey, TableEntry>::try_from(map) else { return 0 };
-        table_len(|index| tables.get(&TableKey { table: id, index }, 0).ok())
+    /// Queues table `id` (holding `table`) for deletion after the grace period.
+    fn retire(&mut self, id: u32, table: &crate::compile::Table) {
+        self.retired.push_back((Instant::now(), id, table.entry_count()));
     }
 
     /// Deletes the entries of tables replaced more than the grace period ago.

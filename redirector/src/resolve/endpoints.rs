@@ -127,21 +127,14 @@ impl<'a> Index<'a> {
         if let Some(name) = selector.and_then(|s| s.dataplane_ref.as_ref()).and_then(|r| r.name.as_ref()) {
             dps.extend(self.by_name.get(mesh).and_then(|n| n.get(name.as_str())).into_iter().flatten().copied());
         } else if let Some(tags) = selector.and_then(|s| s.dataplane_tags.as_ref()).filter(|t| !t.is_empty()) {
+            // Exact values: Kuma looks MeshService selectors up by value, so `*` is literal.
             dps.extend(self.candidates(mesh, tags).iter().copied().filter(|&i| {
-                self.dataplane(i).spec.networking.inbound.as_deref().unwrap_or_default().iter().any(|ib| {
-                    // Exact values: Kuma looks MeshService selectors up by value, so `*` is literal.
-                    ib.is_healthy() && ib.tags.as_ref().is_some_and(|t| tags.iter().all(|(k, v)| t.get(k) == Some(v)))
-                })
+                inbounds(self.dataplane(i)).any(|ib| ib.is_healthy() && carries(ib, tags))
             }));
         }
         sorted(dps.into_iter().flat_map(|i| {
             let dp = self.dataplane(i);
-            dp.spec
-                .networking
-                .inbound
-                .as_deref()
-                .unwrap_or_default()
-                .iter()
+            inbounds(dp)
                 .filter(|ib| {
                     ib.is_healthy()
                         && match &port.target_port {
@@ -160,14 +153,7 @@ impl<'a> Index<'a> {
         self.candidates(mesh, &tags).to_vec().into_iter().flat_map(move |i| {
             let dp = self.dataplane(i);
             let tags = tags.clone();
-            dp.spec
-                .networking
-                .inbound
-                .as_deref()
-                .unwrap_or_default()
-                .iter()
-                .filter(move |ib| ib.is_healthy() && ib.tags.as_ref().is_some_and(|t| tags.iter().all(|(k, v)| t.get(k) == Some(v))))
-                .map(move |ib| (dp, ib))
+            inbounds(dp).filter(move |ib| ib.is_healthy() && carries(ib, &tags)).map(move |ib| (dp, ib))
         })
     }
 
@@ -190,6 +176,16 @@ impl<'a> Index<'a> {
         let first = protocols.next()??;
         if protocols.all(|p| p.as_deref() == Some(first.as_str())) { Some(first) } else { Some("tcp".into()) }
     }
+}
+
+/// The inbounds of a Dataplane.
+fn inbounds(dp: &Dataplane) -> std::slice::Iter<'_, Inbound> {
+    dp.spec.networking.inbound.as_deref().unwrap_or_default().iter()
+}
+
+/// Whether an inbound carries every tag of `tags` with exactly that value.
+fn carries(ib: &Inbound, tags: &BTreeMap<String, String>) -> bool {
+    ib.tags.as_ref().is_some_and(|t| tags.iter().all(|(k, v)| t.get(k) == Some(v)))
 }
 
 pub(super) fn sorted(it: impl Iterator<Item = SocketAddr>) -> Vec<SocketAddr> {
