@@ -107,9 +107,8 @@ pub async fn serve(listener: TcpListener, state: Shared, bpffs: PathBuf) -> anyh
         let state = state.clone();
         let bpffs = bpffs.clone();
         tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            let Ok(n) = stream.read(&mut buf).await else { return };
-            let request = String::from_utf8_lossy(&buf[..n]);
+            let Some(head) = read_head(&mut stream).await else { return };
+            let request = String::from_utf8_lossy(&head);
             let path = request.split_whitespace().nth(1).unwrap_or("/");
             let (code, body, kind) = match path {
                 "/metrics" => {
@@ -134,6 +133,73 @@ pub async fn serve(listener: TcpListener, state: Shared, bpffs: PathBuf) -> anyh
                 body.len()
             );
             let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
         });
+    }
+}
+
+/// Largest request head accepted; scrapers send a few hundred bytes.
+const MAX_HEAD: usize = 8192;
+
+/// Reads a request head up to its blank line. A head may arrive in several
+/// segments, and answering after the first one would close the socket with
+/// unread data, which resets the connection under the client's feet.
+/// `None` for a head that is too large, incomplete after 5 s, or cut short.
+async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    let read = async {
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.ok()?;
+            if n == 0 || head.len() + n > MAX_HEAD {
+                return None;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        Some(())
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), read).await.ok()??;
+    Some(head)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request head sent in several segments is answered once it is
+    /// complete, and the client reads the whole response (no reset).
+    #[tokio::test]
+    async fn a_head_split_across_segments_is_read_whole() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Shared::default();
+        state.lock().unwrap().ready = true;
+        let server = tokio::spawn(serve(listener, state, PathBuf::from("/nonexistent")));
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        for part in ["GET ", "/readyz", " HTTP/1.1\r\n", "host: x\r\n", "\r\n"] {
+            client.write_all(part.as_bytes()).await.unwrap();
+            client.flush().await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let mut response = String::new();
+        client.read_to_string(&mut response).await.unwrap();
+        assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+        assert!(response.ends_with("\r\n\r\nready\n"), "{response}");
+        server.abort();
+    }
+
+    /// A head larger than the limit is dropped without an answer.
+    #[tokio::test]
+    async fn an_oversized_head_is_refused() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(listener, Shared::default(), PathBuf::from("/nonexistent")));
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let big = format!("GET /healthz HTTP/1.1\r\nx: {}\r\n\r\n", "a".repeat(MAX_HEAD));
+        let _ = client.write_all(big.as_bytes()).await;
+        let mut response = Vec::new();
+        let _ = client.read_to_end(&mut response).await;
+        assert!(!String::from_utf8_lossy(&response).contains("200 OK"));
+        server.abort();
     }
 }
