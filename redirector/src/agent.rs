@@ -30,6 +30,8 @@ use tracing::{debug, error, info, warn};
 /// How long a config change must be quiet before it is read: editors and
 /// `kubectl`-style tools write in several steps.
 const SETTLE: Duration = Duration::from_millis(5);
+/// Routes listed one per line in the startup log; the rest are summed up.
+const MAX_ROUTE_LOG_LINES: usize = 20;
 
 /// Default directory for pins on bpffs.
 pub const DEFAULT_BPFFS_DIR: &str = "/sys/fs/bpf/redirector";
@@ -100,8 +102,14 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         plan.tables.len(),
         options.config.display()
     );
-    for line in plan.summary_lines() {
+    // A node may carry many thousands of routes: the log shows the first few,
+    // `redirector plan` and `status` show all of them.
+    let lines = plan.summary_lines();
+    for line in lines.iter().take(MAX_ROUTE_LOG_LINES) {
         info!("route {line}");
+    }
+    if lines.len() > MAX_ROUTE_LOG_LINES {
+        info!("... and {} more routes (`redirector status` lists them)", lines.len() - MAX_ROUTE_LOG_LINES);
     }
     {
         let mut s = state.lock().unwrap_or_else(|e| e.into_inner());

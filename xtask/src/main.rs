@@ -44,11 +44,30 @@ enum Task {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
-    /// connect() latency of the redirector vs direct, iptables, nftables and haproxy (root).
+    /// The redirector vs direct, iptables, nftables and haproxy: latency,
+    /// connection rate, established traffic and a 1..100,000-service sweep (root).
     Bench {
-        /// Measured connections per contender.
+        /// Measured sequential connections per contender (latency CDFs).
         #[arg(long, default_value_t = 100_000)]
         connects: u32,
+        /// Connections per client process in the rate test (one process per CPU).
+        #[arg(long, default_value_t = 20_000)]
+        rate_connects: u32,
+        /// Request/response round trips on one established connection.
+        #[arg(long, default_value_t = 50_000)]
+        round_trips: u32,
+        /// MiB per bulk throughput run (best of three).
+        #[arg(long, default_value_t = 2048)]
+        bulk_mib: u32,
+        /// Service counts of the scale sweep, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,100,1000,10000,100000")]
+        sweep: Vec<u32>,
+        /// Sequential connections per sweep point.
+        #[arg(long, default_value_t = 20_000)]
+        sweep_connects: u32,
+        /// A seconds-long run of every measure (CI): small sizes, debug agent.
+        #[arg(long)]
+        smoke: bool,
         /// Where the report and plots go.
         #[arg(long, default_value = "docs/bench")]
         out: PathBuf,
@@ -56,6 +75,9 @@ enum Task {
     /// The bench's client (internal).
     #[command(hide = true)]
     BenchClient {
+        /// connect (latency lines), rr (round trips) or bulk (MiB in --count).
+        #[arg(long, default_value = "connect")]
+        mode: String,
         #[arg(long)]
         target: std::net::SocketAddr,
         #[arg(long)]
@@ -88,15 +110,28 @@ fn main() -> anyhow::Result<()> {
             setup::run()?;
             fuzz::run(seconds)
         }
-        Task::Bench { connects, out } => {
+        Task::Bench { connects, rate_connects, round_trips, bulk_mib, sweep, sweep_connects, smoke, out } => {
             setup::run()?;
             bench::setup()?;
             build()?;
-            bench::run(connects, &out)
+            let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
+            let sizes = if smoke {
+                bench::Sizes { connects: 2000, rate_connects: 300, round_trips: 1000, bulk_mib: 64, sweep: vec![1, 100], sweep_connects: 300 }
+            } else {
+                // The agent's timings are part of the report: measure a release build.
+                run(cargo().args(["build", "--release", "--package", "redirector", "--bin", "redirector"]))?;
+                // SAFETY: single-threaded here; read by the bench's Agent::start.
+                unsafe { std::env::set_var("REDIRECTOR_BIN", release_dir().join("redirector")) };
+                bench::Sizes { connects, rate_connects, round_trips, bulk_mib, sweep, sweep_connects }
+            };
+            bench::run(&sizes, &out, &format!("cargo xtask {command}"))
         }
-        Task::BenchClient { target, alt, source, count, warmup, cgroup } => {
-            bench::client::run(target, alt, source, count, warmup, cgroup.as_deref())
-        }
+        Task::BenchClient { mode, target, alt, source, count, warmup, cgroup } => match mode.as_str() {
+            "connect" => bench::client::run(target, alt, source, count, warmup, cgroup.as_deref()),
+            "rr" => bench::traffic::rr(target, count, warmup, cgroup.as_deref()),
+            "bulk" => bench::traffic::bulk(target, count, cgroup.as_deref()),
+            other => bail!("unknown bench-client mode {other}"),
+        },
     }
 }
 
@@ -111,6 +146,11 @@ pub fn bin_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"))
         .join("debug")
+}
+
+/// `target/release`.
+fn release_dir() -> PathBuf {
+    bin_dir().with_file_name("release")
 }
 
 fn cargo() -> Command {
@@ -158,6 +198,6 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     // A seconds-long smoke run of the benchmark (its own process: it enters a
     // private network namespace), no timing assertions.
     let smoke = std::env::temp_dir().join("redirector-bench-smoke");
-    run(Command::new(std::env::current_exe()?).args(["bench", "--connects", "2000", "--out"]).arg(&smoke))?;
+    run(Command::new(std::env::current_exe()?).args(["bench", "--smoke", "--out"]).arg(&smoke))?;
     run(&mut kernel)
 }

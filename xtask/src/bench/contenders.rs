@@ -25,6 +25,17 @@ pub const VIP_IPTABLES: &str = "127.20.0.2:80";
 pub const VIP_NFTABLES: &str = "127.20.0.3:80";
 pub const VIP_HAPROXY: &str = "127.20.0.4:80";
 
+/// The traffic server (echo and sink, see `traffic`), the one endpoint of
+/// the `traffic` service: established-connection tests need every
+/// connection of a run to reach the same server.
+pub const EP_TRAFFIC: &str = "127.20.3.1:18083";
+
+/// The `traffic` service's address, one per contender.
+pub const TRAFFIC_REDIRECTOR: &str = "127.20.0.21:80";
+pub const TRAFFIC_IPTABLES: &str = "127.20.0.22:80";
+pub const TRAFFIC_NFTABLES: &str = "127.20.0.23:80";
+pub const TRAFFIC_HAPROXY: &str = "127.20.0.24:80";
+
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
     let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
@@ -59,7 +70,14 @@ pub fn redirector_config() -> String {
         )
     };
     let vip = VIP_REDIRECTOR.split_once(':').expect("ip:port").0;
+    let traffic_vip = TRAFFIC_REDIRECTOR.split_once(':').expect("ip:port").0;
+    let (traffic_addr, traffic_port) = EP_TRAFFIC.split_once(':').expect("ip:port");
     [
+        // No route targets `traffic`: Kuma's default route sends it to itself.
+        service("traffic", traffic_vip, "      app: traffic\n"),
+        format!(
+            "---\ntype: Dataplane\nname: traffic-a\nmesh: default\nnetworking:\n  address: {traffic_addr}\n  inbound:\n    - port: 8080\n      servicePort: {traffic_port}\n      tags:\n        app: traffic\n"
+        ),
         service("bench", vip, "      app: bench\n"),
         service("bench-v1", "127.20.0.11", "      app: bench\n      version: v1\n"),
         service("bench-v2", "127.20.0.12", "      app: bench\n      version: v2\n"),
@@ -78,6 +96,7 @@ pub fn redirector_config() -> String {
 /// takes what is left, as kube-proxy writes it).
 pub fn iptables_rules() -> String {
     let (vip, port) = VIP_IPTABLES.split_once(':').expect("ip:port");
+    let (tvip, tport) = TRAFFIC_IPTABLES.split_once(':').expect("ip:port");
     let p1 = f64::from(WEIGHT_V1) / f64::from(WEIGHT_V1 + WEIGHT_V2);
     format!(
         "*nat\n\
@@ -85,7 +104,12 @@ pub fn iptables_rules() -> String {
 :KUBE-SVC-BENCH - [0:0]\n\
 :KUBE-SEP-BENCHV1 - [0:0]\n\
 :KUBE-SEP-BENCHV2 - [0:0]\n\
+:KUBE-SVC-TRAFFIC - [0:0]\n\
+:KUBE-SEP-TRAFFIC - [0:0]\n\
 -A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
+-A KUBE-SERVICES -d {tvip}/32 -p tcp -m comment --comment \"bench/traffic cluster IP\" -m tcp --dport {tport} -j KUBE-SVC-TRAFFIC\n\
+-A KUBE-SVC-TRAFFIC -m comment --comment \"bench/traffic -> {EP_TRAFFIC}\" -j KUBE-SEP-TRAFFIC\n\
+-A KUBE-SEP-TRAFFIC -p tcp -m comment --comment \"bench/traffic\" -m tcp -j DNAT --to-destination {EP_TRAFFIC}\n\
 -A KUBE-SERVICES -d {vip}/32 -p tcp -m comment --comment \"bench/bench:main cluster IP\" -m tcp --dport {port} -j KUBE-SVC-BENCH\n\
 -A KUBE-SVC-BENCH -m comment --comment \"bench/bench:main -> {EP_V1}\" -m statistic --mode random --probability {p1:.11} -j KUBE-SEP-BENCHV1\n\
 -A KUBE-SVC-BENCH -m comment --comment \"bench/bench:main -> {EP_V2}\" -j KUBE-SEP-BENCHV2\n\
@@ -112,12 +136,16 @@ pub fn iptables_down() -> anyhow::Result<()> {
 /// kube-proxy itself writes one element per equal-weight endpoint).
 pub fn nftables_rules() -> String {
     let (vip, port) = VIP_NFTABLES.split_once(':').expect("ip:port");
+    let (tvip, tport) = TRAFFIC_NFTABLES.split_once(':').expect("ip:port");
     let split = WEIGHT_V1 + WEIGHT_V2;
     format!(
         "table ip kube-proxy {{\n\
   map service-ips {{\n\
     type ipv4_addr . inet_proto . inet_service : verdict\n\
-    elements = {{ {vip} . tcp . {port} : goto service-BENCH }}\n\
+    elements = {{ {vip} . tcp . {port} : goto service-BENCH, {tvip} . tcp . {tport} : goto service-TRAFFIC }}\n\
+  }}\n\
+  chain service-TRAFFIC {{\n\
+    meta l4proto tcp dnat to {EP_TRAFFIC}\n\
   }}\n\
   chain nat-output {{\n\
     type nat hook output priority -100; policy accept;\n\
@@ -155,7 +183,9 @@ pub fn haproxy_config() -> String {
         "global\n  maxconn 4096\n  log stderr format short local0 err\n\
 defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
 frontend bench\n  bind {VIP_HAPROXY}\n  default_backend bench\n\
-backend bench\n  balance roundrobin\n  server v1 {EP_V1} weight {WEIGHT_V1}\n  server v2 {EP_V2} weight {WEIGHT_V2}\n"
+backend bench\n  balance roundrobin\n  server v1 {EP_V1} weight {WEIGHT_V1}\n  server v2 {EP_V2} weight {WEIGHT_V2}\n\
+frontend traffic\n  bind {TRAFFIC_HAPROXY}\n  default_backend traffic\n\
+backend traffic\n  server t {EP_TRAFFIC}\n"
     )
 }
 

@@ -1,27 +1,33 @@
-//! `cargo xtask bench`: connect() latency of the redirector against the
-//! usual alternatives, on this machine, in one run.
+//! `cargo xtask bench`: the redirector against the usual alternatives, on
+//! this machine, in one run.
 //!
-//! Inside a private network namespace it starts two loopback backends and
-//! measures one client (`xtask bench-client`, a subprocess) against, in turn:
-//! the backends dialled directly; the `redirector run` agent on a throwaway
-//! cgroup the client joins; kube-proxy-style iptables DNAT; kube-proxy-style
-//! nftables; and haproxy in TCP mode. Every contender splits 90/10 between
-//! the same two endpoints. Results go to `<out>/README.md` and two SVG CDFs.
-//! Every rule, process, cgroup and pin it creates is removed when it ends
-//! (the netfilter rules vanish with the namespace at the latest).
+//! Inside a private network namespace it starts two loopback backends and a
+//! traffic server, then brings up each contender in turn: the backends
+//! dialled directly; the `redirector run` agent on a throwaway cgroup the
+//! client joins; kube-proxy-style iptables DNAT; kube-proxy-style nftables;
+//! haproxy in TCP mode. Against each it measures connect() and first-byte
+//! latency (one client, sequential), the connection rate (one client per
+//! CPU), request/response latency and bulk throughput on an established
+//! connection. Then the scale sweep (`sweep`) installs 1 to 100,000 services
+//! in the redirector, iptables and nftables. Results go to `<out>/README.md`
+//! with SVG plots. Every rule, process, cgroup and pin it creates is removed
+//! when it ends (the netfilter rules vanish with the namespace at the latest).
 
 pub mod client;
 mod contenders;
 mod report;
+mod sweep;
+pub mod traffic;
 
 use anyhow::{Context as _, bail};
 use contenders::*;
 use integration_tests::{Agent, Backend, ChildCgroup, PinDir, ScratchDir, enter_private_netns};
-use report::{Hook, Machine, Sample};
+use report::{Hook, Machine, Rate, Sample, SweepPoint, Traffic};
 use std::{
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    time::{Instant},
+    time::{Duration, Instant},
 };
 
 /// Debian packages the bench needs, by the command each provides.
@@ -29,6 +35,22 @@ const TOOLS: [(&str, &str); 4] = [("iptables", "iptables"), ("nft", "nftables"),
 
 /// Contender names, in the order of their client source addresses.
 const SOURCES: [&str; 5] = ["direct", "redirector", "haproxy", "iptables", "nftables"];
+
+/// How much of each measure a run does.
+pub struct Sizes {
+    /// Sequential connects per contender for the latency CDFs.
+    pub connects: u32,
+    /// Connects per client process in the rate test (one process per CPU).
+    pub rate_connects: u32,
+    /// Request/response round trips on one connection.
+    pub round_trips: u32,
+    /// MiB sent in the bulk test (per run; best of three runs).
+    pub bulk_mib: u32,
+    /// Service counts of the scale sweep.
+    pub sweep: Vec<u32>,
+    /// Sequential connects per sweep point.
+    pub sweep_connects: u32,
+}
 
 fn have(cmd: &str) -> bool {
     Command::new("sh").args(["-c", &format!("command -v {cmd}")]).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
@@ -99,39 +121,31 @@ fn prog_stats(id: u64) -> anyhow::Result<(u64, u64)> {
     Ok((v["run_time_ns"].as_u64().unwrap_or(0), v["run_cnt"].as_u64().unwrap_or(0)))
 }
 
-/// Runs the client subprocess and collects its latencies.
-fn measure(
-    name: &'static str,
-    what: String,
-    target: &str,
-    alt: Option<&str>,
-    connects: u32,
-    warmup: u32,
-    cgroup: Option<&Path>,
-) -> anyhow::Result<Sample> {
-    eprintln!("bench: {name}: {connects} connects to {target}");
+/// Runs `f` with BPF statistics on and returns its result with the cost per
+/// run of program `prog` over that time.
+fn with_hook_stats<T>(prog: (u64, String), f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<(T, Hook)> {
+    let stats = BpfStats::enable()?;
+    let before = prog_stats(prog.0)?;
+    let value = f()?;
+    let after = prog_stats(prog.0)?;
+    drop(stats);
+    Ok((value, Hook { prog_id: prog.0, prog_name: prog.1, run_time_ns: after.0 - before.0, run_cnt: after.1 - before.1 }))
+}
+
+/// One bench-client subprocess for `target` from `source`.
+fn client(mode: &str, target: &str, source: &str, cgroup: Option<&Path>) -> anyhow::Result<Command> {
     let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.args(["bench-client", "--target", target, "--count", &connects.to_string(), "--warmup", &warmup.to_string()]);
-    // One source address per contender (127.21.0.N), see client::run.
-    let n = SOURCES.iter().position(|s| *s == name).map_or(99, |i| i + 1);
-    cmd.args(["--source", &format!("127.21.0.{n}")]);
-    if let Some(a) = alt {
-        cmd.args(["--alt", a]);
-    }
+    cmd.args(["bench-client", "--mode", mode, "--target", target, "--source", source]);
     if let Some(dir) = cgroup {
         cmd.arg("--cgroup").arg(dir);
     }
-    let started = Instant::now();
-    let out = cmd.stdin(Stdio::null()).stderr(Stdio::inherit()).output().context("running bench-client")?;
-    let elapsed = started.elapsed();
-    if !out.status.success() {
-        bail!("bench-client ({name}) failed: {}", out.status);
-    }
-    if let Some(dir) = std::env::var_os("BENCH_RAW_DIR") {
-        std::fs::write(Path::new(&dir).join(format!("{name}.txt")), &out.stdout)?;
-    }
-    let mut s = Sample { name, what, connect: Vec::new(), first_byte: Vec::new(), v1: 0, v2: 0, errors: 0, elapsed };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+    cmd.stdin(Stdio::null()).stderr(Stdio::inherit());
+    Ok(cmd)
+}
+
+/// Connect latencies parsed from the client's lines.
+fn parse_connects(s: &mut Sample, stdout: &[u8]) -> anyhow::Result<()> {
+    for line in String::from_utf8_lossy(stdout).lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
         match f[..] {
             ["err", _] => s.errors += 1,
@@ -147,23 +161,186 @@ fn measure(
             _ => bail!("unexpected bench-client output {line:?}"),
         }
     }
-    s.connect.sort_unstable();
-    s.first_byte.sort_unstable();
+    Ok(())
+}
+
+/// Fails unless most connects were answered and split 90/10.
+fn check_split(name: &str, s: &Sample, connects: u32) -> anyhow::Result<()> {
     let answered = s.v1 + s.v2;
     if s.errors > u64::from(connects) / 100 || answered < u64::from(connects) * 99 / 100 {
         bail!("{name}: {} of {connects} connects failed, {answered} answered by a backend", s.errors);
     }
     let share = s.v1 as f64 / answered.max(1) as f64;
+    // Wide enough for a 200-connect smoke run (5 sigma), narrow enough to
+    // catch a contender that does not split (or sends everything to one side).
     if !(0.8..=0.97).contains(&share) {
         bail!("{name}: {:.1} % went to the 90 % endpoint: the contender is not splitting 90/10", 100.0 * share);
     }
-    eprintln!(
-        "bench: {name}: connect p50 {:.1} µs, p99 {:.1} µs; {:.1} s",
-        report::quantile(&s.connect, 0.5) as f64 / 1e3,
-        report::quantile(&s.connect, 0.99) as f64 / 1e3,
-        elapsed.as_secs_f64()
-    );
+    Ok(())
+}
+
+/// Sequential connects from one client; the latency sample.
+fn latency(c: &Contender, source: &str, target: &str, connects: u32, warmup: u32) -> anyhow::Result<Sample> {
+    let mut cmd = client("connect", target, source, c.cgroup.as_deref())?;
+    cmd.args(["--count", &connects.to_string(), "--warmup", &warmup.to_string()]);
+    if let Some(a) = &c.alt {
+        cmd.args(["--alt", a]);
+    }
+    let started = Instant::now();
+    let out = cmd.output().context("running bench-client")?;
+    if !out.status.success() {
+        bail!("bench-client ({}) failed: {}", c.name, out.status);
+    }
+    let mut s = Sample { name: c.name, what: c.what.clone(), connect: Vec::new(), first_byte: Vec::new(), v1: 0, v2: 0, errors: 0, elapsed: started.elapsed() };
+    parse_connects(&mut s, &out.stdout)?;
+    s.connect.sort_unstable();
+    s.first_byte.sort_unstable();
+    check_split(c.name, &s, connects)?;
     Ok(s)
+}
+
+/// One client process per CPU, each making `per_client` connects at once;
+/// answered connects per second of wall time.
+fn rate(c: &Contender, index: usize, per_client: u32) -> anyhow::Result<Rate> {
+    let clients = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let started = Instant::now();
+    let children: Vec<_> = (0..clients)
+        .map(|p| {
+            let mut cmd = client("connect", &c.target, &format!("127.22.{}.{}", index + 1, p + 1), c.cgroup.as_deref())?;
+            cmd.args(["--count", &per_client.to_string(), "--warmup", "0"]);
+            if let Some(a) = &c.alt {
+                cmd.args(["--alt", a]);
+            }
+            Ok(cmd.stdout(Stdio::piped()).spawn()?)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut s = Sample { name: c.name, what: String::new(), connect: Vec::new(), first_byte: Vec::new(), v1: 0, v2: 0, errors: 0, elapsed: Duration::ZERO };
+    for child in children {
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!("bench-client ({} rate) failed: {}", c.name, out.status);
+        }
+        parse_connects(&mut s, &out.stdout)?;
+    }
+    let wall = started.elapsed();
+    check_split(c.name, &s, per_client * clients as u32)?;
+    Ok(Rate { clients, answered: s.v1 + s.v2, errors: s.errors, wall })
+}
+
+/// Request/response latencies (sorted, ns) and the best bulk throughput.
+fn established(c: &Contender, round_trips: u32, bulk_mib: u32) -> anyhow::Result<Traffic> {
+    let mut cmd = client("rr", &c.traffic, "127.0.0.1", c.cgroup.as_deref())?;
+    cmd.args(["--count", &round_trips.to_string(), "--warmup", &(round_trips / 10).to_string()]);
+    let out = cmd.output()?;
+    if !out.status.success() {
+        bail!("bench-client ({} rr) failed: {}", c.name, out.status);
+    }
+    let mut rr: Vec<u64> = String::from_utf8_lossy(&out.stdout).lines().map(str::parse).collect::<Result<_, _>>()?;
+    rr.sort_unstable();
+    let mut best = 0f64;
+    for _ in 0..3 {
+        let mut cmd = client("bulk", &c.traffic, "127.0.0.1", c.cgroup.as_deref())?;
+        cmd.args(["--count", &bulk_mib.to_string()]);
+        let out = cmd.output()?;
+        if !out.status.success() {
+            bail!("bench-client ({} bulk) failed: {}", c.name, out.status);
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (bytes, ns) = text.trim().split_once(' ').context("bulk output")?;
+        let gbit = bytes.parse::<f64>()? * 8.0 / ns.parse::<f64>()?;
+        best = best.max(gbit);
+    }
+    Ok(Traffic { rr, bulk_gbit: best })
+}
+
+/// A contender that is up: where its clients dial, and what keeps it up
+/// (dropped in field order).
+struct Contender {
+    name: &'static str,
+    what: String,
+    /// The 90/10 service (or, for `direct`, the 90 % endpoint).
+    target: String,
+    /// `direct` only: the 10 % endpoint, dialled by every tenth connect.
+    alt: Option<String>,
+    /// The single-endpoint `traffic` service (or the traffic server itself).
+    traffic: String,
+    cgroup: Option<PathBuf>,
+    /// For the redirector, its connect4 program (id, name).
+    prog: Option<(u64, String)>,
+    _up: Vec<Box<dyn std::any::Any>>,
+}
+
+/// Removes the netfilter rules on drop.
+struct Netfilter(fn() -> anyhow::Result<()>);
+
+impl Drop for Netfilter {
+    fn drop(&mut self) {
+        if let Err(e) = (self.0)() {
+            eprintln!("warning: removing netfilter rules: {e:#}");
+        }
+    }
+}
+
+/// A redirector agent and what it runs on, torn down in field order.
+struct RedirectorUp {
+    _agent: Agent,
+    _config: ScratchDir,
+    _pins: PinDir,
+    _cgroup: ChildCgroup,
+}
+
+fn up(name: &'static str) -> anyhow::Result<Contender> {
+    let mut c = Contender { name, what: String::new(), target: String::new(), alt: None, traffic: String::new(), cgroup: None, prog: None, _up: Vec::new() };
+    match name {
+        "direct" => {
+            c.what = format!("the client dials {EP_V1} (9 connections in 10) or {EP_V2} itself");
+            c.target = EP_V1.into();
+            c.alt = Some(EP_V2.into());
+            c.traffic = EP_TRAFFIC.into();
+        }
+        "redirector" => {
+            let pins = PinDir::new("rdr-bench")?;
+            let cgroup = ChildCgroup::create_unique("rdr-bench")?;
+            let config = ScratchDir::new("rdr-bench")?;
+            config.write("bench.yaml", &redirector_config())?;
+            let agent = Agent::start(config.path(), cgroup.path(), pins.path())?;
+            c.what = format!("`redirector run` attached to a child cgroup; the client joins it and dials the MeshService VIP {VIP_REDIRECTOR}, a MeshTCPRoute splits 90/10");
+            c.target = VIP_REDIRECTOR.into();
+            c.traffic = TRAFFIC_REDIRECTOR.into();
+            c.cgroup = Some(cgroup.path().to_path_buf());
+            c.prog = Some(connect4_prog(cgroup.path())?);
+            c._up.push(Box::new(RedirectorUp { _agent: agent, _config: config, _pins: pins, _cgroup: cgroup }));
+        }
+        "haproxy" => {
+            let scratch = ScratchDir::new("rdr-bench-haproxy")?;
+            let cfg = scratch.write("haproxy.cfg", &haproxy_config())?;
+            let haproxy = Haproxy::start(&cfg)?;
+            c.what = format!("haproxy `mode tcp` on {VIP_HAPROXY}, `balance roundrobin` with server weights 90 and 10");
+            c.target = VIP_HAPROXY.into();
+            c.traffic = TRAFFIC_HAPROXY.into();
+            c._up.push(Box::new(haproxy));
+            c._up.push(Box::new(scratch));
+        }
+        "iptables" => {
+            iptables_up()?;
+            c._up.push(Box::new(Netfilter(iptables_down)));
+            c.what = format!(
+                "kube-proxy iptables layout for {VIP_IPTABLES}: nat OUTPUT -> KUBE-SERVICES -> KUBE-SVC-* -> `-m statistic --mode random --probability 0.9` -> KUBE-SEP-* DNAT ({})",
+                first_line("iptables", &["-V"])
+            );
+            c.target = VIP_IPTABLES.into();
+            c.traffic = TRAFFIC_IPTABLES.into();
+        }
+        "nftables" => {
+            nftables_up()?;
+            c._up.push(Box::new(Netfilter(nftables_down)));
+            c.what = format!("kube-proxy nftables layout for {VIP_NFTABLES}: one `service-ips` verdict-map lookup, then `numgen random mod 100 vmap` -> endpoint chain DNAT");
+            c.target = VIP_NFTABLES.into();
+            c.traffic = TRAFFIC_NFTABLES.into();
+        }
+        _ => bail!("unknown contender {name}"),
+    }
+    Ok(c)
 }
 
 fn first_line(cmd: &str, args: &[&str]) -> String {
@@ -183,6 +360,8 @@ fn machine() -> Machine {
         .lines()
         .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string()))
         .unwrap_or_else(|| "unknown".into());
+    let agent = integration_tests::redirector_bin();
+    let profile = if agent.components().any(|c| c.as_os_str() == "release") { "release" } else { "debug" };
     Machine {
         cpu,
         nproc: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
@@ -193,21 +372,21 @@ fn machine() -> Machine {
             format!("nftables {}", first_line("nft", &["-v"])),
             first_line("haproxy", &["-v"]),
             first_line("bpftool", &["version"]),
-            "redirector agent: debug build (`target/debug/redirector`); its BPF programs are built in release mode".into(),
+            format!("redirector agent: {profile} build (`{}`); its BPF programs are always built in release mode", agent.display()),
         ],
     }
 }
 
-pub fn run(connects: u32, out_dir: &Path) -> anyhow::Result<()> {
+pub fn run(sizes: &Sizes, out_dir: &Path, command: &str) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("the bench creates a network namespace, a cgroup and netfilter rules, and loads BPF: run it as root");
     }
-    if connects < 100 {
+    if sizes.connects < 100 {
         bail!("--connects must be at least 100");
     }
     let out_dir: PathBuf = if out_dir.is_absolute() { out_dir.to_path_buf() } else { std::env::current_dir()?.join(out_dir) };
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let warmup = (connects / 20).clamp(100, 2000);
+    let warmup = (sizes.connects / 20).clamp(100, 2000);
     let started = Instant::now();
     let machine = machine();
 
@@ -217,125 +396,148 @@ pub fn run(connects: u32, out_dir: &Path) -> anyhow::Result<()> {
     sysctl("net/ipv4/ip_local_port_range", "1024 65000")?;
     let _ = sysctl("net/netfilter/nf_conntrack_tcp_timeout_time_wait", "1");
     let _backends = [Backend::tcp(EP_V1, "v1")?, Backend::tcp(EP_V2, "v2")?];
+    let _traffic = traffic::Server::start(EP_TRAFFIC)?;
+
     let mut samples = Vec::new();
-
-    samples.push(measure(
-        "direct",
-        format!("the client dials {EP_V1} (9 connections in 10) or {EP_V2} itself"),
-        EP_V1,
-        Some(EP_V2),
-        connects,
-        warmup,
-        None,
-    )?);
-
-    // redirector: the real agent on a throwaway cgroup; the client joins it.
-    let (hook, hook_error) = {
-        let pins = PinDir::new("rdr-bench")?;
-        let cgroup = ChildCgroup::create_unique("rdr-bench")?;
-        let config = ScratchDir::new("rdr-bench")?;
-        config.write("bench.yaml", &redirector_config())?;
-        let agent = Agent::start(config.path(), cgroup.path(), pins.path())?;
-        let prog = connect4_prog(cgroup.path());
-        let stats = BpfStats::enable();
-        let before = match (&prog, &stats) {
-            (Ok((id, _)), Ok(_)) => prog_stats(*id).ok(),
-            _ => None,
-        };
-        let sample = measure(
-            "redirector",
-            format!("`redirector run` attached to a child cgroup; the client joins it and dials the MeshService VIP {VIP_REDIRECTOR}, a MeshTCPRoute splits 90/10"),
-            VIP_REDIRECTOR,
-            None,
-            connects,
-            warmup,
-            Some(cgroup.path()),
-        );
-        let after = match &prog {
-            Ok((id, _)) if before.is_some() => prog_stats(*id).ok(),
-            _ => None,
-        };
-        drop(stats);
-        samples.push(sample?);
-        agent.stop()?;
-        drop(config);
-        drop(pins); // detaches before the cgroup goes
-        drop(cgroup);
-        match (prog, before, after) {
-            (Ok((id, name)), Some(b), Some(a)) => {
-                (Some(Hook { prog_id: id, prog_name: name, run_time_ns: a.0 - b.0, run_cnt: a.1 - b.1 }), None)
+    let mut rates = Vec::new();
+    let mut traffics = Vec::new();
+    let mut hook = None;
+    for (index, name) in SOURCES.iter().enumerate() {
+        let c = up(name)?;
+        eprintln!("bench: {name}: {} connects to {}", sizes.connects, c.target);
+        let source = format!("127.21.0.{}", index + 1);
+        let sample = match &c.prog {
+            Some(prog) => {
+                let (s, h) = with_hook_stats(prog.clone(), || latency(&c, &source, &c.target, sizes.connects, warmup))?;
+                eprintln!("bench: connect4 hook: {} runs, {:.0} ns/run", h.run_cnt, h.ns_per_run());
+                hook = Some(h);
+                s
             }
-            (Err(e), _, _) => (None, Some(format!("{e:#}"))),
-            _ => (None, Some("reading the program's statistics failed".to_string())),
-        }
-    };
-    if let Some(h) = &hook {
-        eprintln!("bench: connect4 hook: {} runs, {:.0} ns/run", h.run_cnt, h.run_time_ns as f64 / h.run_cnt.max(1) as f64);
-    }
-    if let Some(e) = &hook_error {
-        eprintln!("bench: warning: hook cost not measured: {e}");
-    }
-
-    {
-        let scratch = ScratchDir::new("rdr-bench-haproxy")?;
-        let cfg = scratch.write("haproxy.cfg", &haproxy_config())?;
-        let _haproxy = Haproxy::start(&cfg)?;
-        samples.push(measure(
-            "haproxy",
-            format!("haproxy `mode tcp` on {VIP_HAPROXY}, `balance roundrobin` with server weights 90 and 10"),
-            VIP_HAPROXY,
-            None,
-            connects,
-            warmup,
-            None,
-        )?);
+            None => latency(&c, &source, &c.target, sizes.connects, warmup)?,
+        };
+        eprintln!(
+            "bench: {name}: connect p50 {:.1} µs, p99 {:.1} µs; {:.1} s",
+            report::quantile(&sample.connect, 0.5) as f64 / 1e3,
+            report::quantile(&sample.connect, 0.99) as f64 / 1e3,
+            sample.elapsed.as_secs_f64()
+        );
+        samples.push(sample);
+        let r = rate(&c, index, sizes.rate_connects)?;
+        eprintln!("bench: {name}: {:.0} connects/s with {} clients", r.per_second(), r.clients);
+        rates.push(r);
+        let t = established(&c, sizes.round_trips, sizes.bulk_mib)?;
+        eprintln!(
+            "bench: {name}: round trip p50 {:.1} µs, bulk {:.2} Gbit/s",
+            report::quantile(&t.rr, 0.5) as f64 / 1e3,
+            t.bulk_gbit
+        );
+        traffics.push(t);
     }
 
-    iptables_up()?;
-    let sample = measure(
-        "iptables",
-        format!(
-            "kube-proxy iptables layout for {VIP_IPTABLES}: nat OUTPUT -> KUBE-SERVICES -> KUBE-SVC-* -> `-m statistic --mode random --probability 0.9` -> KUBE-SEP-* DNAT ({})",
-            first_line("iptables", &["-V"])
-        ),
-        VIP_IPTABLES,
-        None,
-        connects,
-        warmup,
-        None,
-    );
-    iptables_down()?;
-    samples.push(sample?);
-
-    nftables_up()?;
-    let sample = measure(
-        "nftables",
-        format!("kube-proxy nftables layout for {VIP_NFTABLES}: one `service-ips` verdict-map lookup, then `numgen random mod 100 vmap` -> endpoint chain DNAT"),
-        VIP_NFTABLES,
-        None,
-        connects,
-        warmup,
-        None,
-    );
-    nftables_down()?;
-    samples.push(sample?);
+    let points = run_sweep(sizes)?;
 
     let total = started.elapsed();
-    let md = report::markdown(&samples, hook.as_ref(), hook_error.as_deref(), &machine, connects, warmup, total);
+    let md = report::markdown(&report::Report {
+        samples: &samples,
+        hook: hook.as_ref(),
+        rates: &rates,
+        traffic: &traffics,
+        sweep: &points,
+        machine: &machine,
+        sizes,
+        warmup,
+        total,
+        command,
+    });
     std::fs::write(out_dir.join("README.md"), md)?;
     report::cdf_svg(&out_dir.join("connect-latency-cdf.svg"), "connect() latency CDF", &samples, |s| &s.connect)?;
     report::cdf_svg(&out_dir.join("first-byte-latency-cdf.svg"), "connect() + first byte latency CDF", &samples, |s| &s.first_byte)?;
+    report::sweep_svg(&out_dir.join("sweep-latency.svg"), &points)?;
     eprintln!("bench: wrote {} in {:.0} s", out_dir.display(), total.as_secs_f64());
-    let direct = &samples[0];
-    for s in &samples {
-        eprintln!(
-            "bench: {:<10} connect p50 {:>5.2}× p99 {:>5.2}×  first byte p50 {:>5.2}× p99 {:>5.2}×",
-            s.name,
-            report::quantile(&s.connect, 0.5) as f64 / report::quantile(&direct.connect, 0.5).max(1) as f64,
-            report::quantile(&s.connect, 0.99) as f64 / report::quantile(&direct.connect, 0.99).max(1) as f64,
-            report::quantile(&s.first_byte, 0.5) as f64 / report::quantile(&direct.first_byte, 0.5).max(1) as f64,
-            report::quantile(&s.first_byte, 0.99) as f64 / report::quantile(&direct.first_byte, 0.99).max(1) as f64,
-        );
+    for line in report::headline(&samples, &rates, &traffics, &points) {
+        eprintln!("bench: {line}");
     }
     Ok(())
+}
+
+/// Sweep sources: 127.23.<contender>.<point>, so no point meets another's
+/// TIME_WAIT 4-tuples.
+fn sweep_source(contender: usize, point: usize) -> String {
+    format!("127.23.{}.{}", contender + 1, point + 1)
+}
+
+fn run_sweep(sizes: &Sizes) -> anyhow::Result<Vec<SweepPoint>> {
+    let mut points = Vec::new();
+    let warmup = (sizes.sweep_connects / 20).clamp(50, 1000);
+    for (k, &n) in sizes.sweep.iter().enumerate() {
+        let target = SocketAddr::from((sweep::vip(sweep::measured(n)), 80)).to_string();
+        // redirector: one agent, the N services written live, then one change.
+        {
+            let sa = sweep::SweepAgent::start()?;
+            let files = sweep::redirector_files(n, (WEIGHT_V1, WEIGHT_V2));
+            let (install, install_micros) = sa.write_and_wait(&files)?;
+            let prog = connect4_prog(sa.cgroup.path())?;
+            let c = Contender {
+                name: "redirector",
+                what: String::new(),
+                target: target.clone(),
+                alt: None,
+                traffic: String::new(),
+                cgroup: Some(sa.cgroup.path().to_path_buf()),
+                prog: None,
+                _up: Vec::new(),
+            };
+            let (sample, hook) = with_hook_stats(prog.clone(), || latency(&c, &sweep_source(1, k), &target, sizes.sweep_connects, warmup))?;
+            let (rss, hwm) = sweep::rss(sa.agent().pid())?;
+            let maps = sweep::map_memory(prog.0)?;
+            // One route changed: rewrite the file that holds it.
+            let changed = sweep::redirector_files(n, (80, 20));
+            let file = sweep::file_of(sweep::measured(n));
+            let (one, one_micros) = sa.write_and_wait(&changed[file..=file])?;
+            let point = SweepPoint::redirector(n, sample, install, install_micros, one, one_micros, hook, rss, hwm, maps);
+            eprintln!("bench: sweep {n}: {}", point.summary());
+            points.push(point);
+        }
+        for (ci, name) in [(3usize, "iptables"), (4, "nftables")] {
+            let (full, change, down): (String, String, fn() -> anyhow::Result<()>) = match name {
+                "iptables" => (sweep::iptables_rules(n), sweep::iptables_one_change(sweep::measured(n)), iptables_down),
+                _ => (sweep::nftables_rules(n), sweep::nftables_one_change(sweep::measured(n)), nftables_down),
+            };
+            let mut cmd = match name {
+                "iptables" => {
+                    let mut c = Command::new("iptables-restore");
+                    c.arg("--noflush");
+                    c
+                }
+                _ => {
+                    let mut c = Command::new("nft");
+                    c.args(["-f", "-"]);
+                    c
+                }
+            };
+            let Some(install) = sweep::timed_stdin(&mut cmd, &full, sweep::NETFILTER_TIMEOUT)? else {
+                eprintln!("bench: sweep {n}: {name} did not load its rules within {:?}", sweep::NETFILTER_TIMEOUT);
+                let _ = down();
+                points.push(SweepPoint::gave_up(name, n, sweep::NETFILTER_TIMEOUT));
+                continue;
+            };
+            let _guard = Netfilter(down);
+            let c = Contender {
+                name,
+                what: String::new(),
+                target: target.clone(),
+                alt: None,
+                traffic: String::new(),
+                cgroup: None,
+                prog: None,
+                _up: Vec::new(),
+            };
+            let sample = latency(&c, &sweep_source(ci, k), &target, sizes.sweep_connects, warmup)?;
+            let one = sweep::timed_stdin(&mut cmd, &change, sweep::NETFILTER_TIMEOUT)?;
+            let point = SweepPoint::netfilter(name, n, sample, install, one);
+            eprintln!("bench: sweep {n}: {}", point.summary());
+            points.push(point);
+        }
+    }
+    Ok(points)
 }

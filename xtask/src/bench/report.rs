@@ -47,6 +47,167 @@ pub struct Hook {
     pub run_time_ns: u64,
 }
 
+impl Hook {
+    pub fn ns_per_run(&self) -> f64 {
+        self.run_time_ns as f64 / self.run_cnt.max(1) as f64
+    }
+}
+
+/// The connection-rate test of one contender.
+pub struct Rate {
+    pub clients: usize,
+    pub answered: u64,
+    pub errors: u64,
+    pub wall: Duration,
+}
+
+impl Rate {
+    pub fn per_second(&self) -> f64 {
+        self.answered as f64 / self.wall.as_secs_f64()
+    }
+}
+
+/// Established-connection results of one contender.
+pub struct Traffic {
+    /// Round-trip times, ns, sorted.
+    pub rr: Vec<u64>,
+    /// Best bulk throughput of three runs, Gbit/s.
+    pub bulk_gbit: f64,
+}
+
+/// One contender at one size of the scale sweep.
+pub struct SweepPoint {
+    pub contender: &'static str,
+    pub services: u32,
+    pub sample: Option<Sample>,
+    /// Rules/routes written until in force (redirector: config write until
+    /// the agent logged the generation; netfilter: the restore command).
+    pub install: Option<Duration>,
+    /// The agent's own rebuild+apply time for that generation.
+    pub install_agent_micros: Option<u64>,
+    pub one_change: Option<Duration>,
+    pub one_agent_micros: Option<u64>,
+    pub hook: Option<Hook>,
+    pub rss: Option<u64>,
+    pub hwm: Option<u64>,
+    pub maps: Vec<(String, u64)>,
+    /// Set when the contender could not load this many services in time.
+    pub gave_up: Option<Duration>,
+}
+
+impl SweepPoint {
+    #[allow(clippy::too_many_arguments)]
+    pub fn redirector(
+        services: u32,
+        sample: Sample,
+        install: Duration,
+        install_micros: u64,
+        one: Duration,
+        one_micros: u64,
+        hook: Hook,
+        rss: u64,
+        hwm: u64,
+        maps: Vec<(String, u64)>,
+    ) -> Self {
+        Self {
+            contender: "redirector",
+            services,
+            sample: Some(sample),
+            install: Some(install),
+            install_agent_micros: Some(install_micros),
+            one_change: Some(one),
+            one_agent_micros: Some(one_micros),
+            hook: Some(hook),
+            rss: Some(rss),
+            hwm: Some(hwm),
+            maps,
+            gave_up: None,
+        }
+    }
+
+    pub fn netfilter(contender: &'static str, services: u32, sample: Sample, install: Duration, one: Option<Duration>) -> Self {
+        Self {
+            contender,
+            services,
+            sample: Some(sample),
+            install: Some(install),
+            install_agent_micros: None,
+            one_change: one,
+            one_agent_micros: None,
+            hook: None,
+            rss: None,
+            hwm: None,
+            maps: Vec::new(),
+            gave_up: None,
+        }
+    }
+
+    pub fn gave_up(contender: &'static str, services: u32, after: Duration) -> Self {
+        Self {
+            contender,
+            services,
+            sample: None,
+            install: None,
+            install_agent_micros: None,
+            one_change: None,
+            one_agent_micros: None,
+            hook: None,
+            rss: None,
+            hwm: None,
+            maps: Vec::new(),
+            gave_up: Some(after),
+        }
+    }
+
+    fn connect_p50(&self) -> Option<u64> {
+        self.sample.as_ref().map(|s| quantile(&s.connect, 0.5))
+    }
+
+    pub fn summary(&self) -> String {
+        let mut out = format!("{} with {} services:", self.contender, self.services);
+        if let Some(after) = self.gave_up {
+            let _ = write!(out, " did not load within {} s", after.as_secs());
+            return out;
+        }
+        if let Some(s) = &self.sample {
+            let _ = write!(out, " connect p50 {:.1} µs p99 {:.1} µs;", us(quantile(&s.connect, 0.5)), us(quantile(&s.connect, 0.99)));
+        }
+        if let Some(i) = self.install {
+            let _ = write!(out, " install {};", ms(i));
+        }
+        if let Some(o) = self.one_change {
+            let _ = write!(out, " one change {};", ms(o));
+        }
+        if let Some(h) = &self.hook {
+            let _ = write!(out, " hook {:.0} ns/run;", h.ns_per_run());
+        }
+        out
+    }
+}
+
+/// Everything a run produced.
+pub struct Report<'a> {
+    pub samples: &'a [Sample],
+    pub hook: Option<&'a Hook>,
+    pub rates: &'a [Rate],
+    pub traffic: &'a [Traffic],
+    pub sweep: &'a [SweepPoint],
+    pub machine: &'a Machine,
+    pub sizes: &'a super::Sizes,
+    pub warmup: u32,
+    pub total: Duration,
+    pub command: &'a str,
+}
+
+fn ms(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1e3;
+    if ms >= 1000.0 { format!("{:.2} s", ms / 1e3) } else { format!("{ms:.1} ms") }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
 const PCTS: [(&str, f64); 3] = [("p50", 0.50), ("p90", 0.90), ("p99", 0.99)];
 
 fn table(out: &mut String, samples: &[Sample], pick: fn(&Sample) -> &Vec<u64>) {
@@ -64,17 +225,110 @@ fn table(out: &mut String, samples: &[Sample], pick: fn(&Sample) -> &Vec<u64>) {
     }
 }
 
-pub fn markdown(samples: &[Sample], hook: Option<&Hook>, hook_error: Option<&str>, machine: &Machine, connects: u32, warmup: u32, total: Duration) -> String {
+fn ratio(a: u64, b: u64) -> f64 {
+    a as f64 / b.max(1) as f64
+}
+
+/// One line per target of the benchmark issue, computed from this run.
+fn targets(r: &Report) -> Vec<(String, String, bool)> {
+    let mut rows = Vec::new();
+    let direct = &r.samples[0];
+    if let Some(rd) = r.samples.iter().find(|s| s.name == "redirector") {
+        let p50 = ratio(quantile(&rd.first_byte, 0.5), quantile(&direct.first_byte, 0.5));
+        let p99 = ratio(quantile(&rd.first_byte, 0.99), quantile(&direct.first_byte, 0.99));
+        rows.push(("connect + first byte ≤ 1.05× direct".into(), format!("p50 {p50:.2}×, p99 {p99:.2}×"), p50 <= 1.05));
+    }
+    let hooks: Vec<(u32, f64)> =
+        r.sweep.iter().filter_map(|p| p.hook.as_ref().map(|h| (p.services, h.ns_per_run()))).collect();
+    if let Some(h) = r.hook {
+        let worst = hooks.iter().map(|(_, ns)| *ns).fold(h.ns_per_run(), f64::max);
+        let best = hooks.iter().map(|(_, ns)| *ns).fold(h.ns_per_run(), f64::min);
+        let sweep: Vec<String> = hooks.iter().map(|(n, ns)| format!("{n}: {ns:.0}")).collect();
+        rows.push((
+            "hook run time ≤ 150 ns and flat across the sweep".into(),
+            format!("{:.0} ns/run; sweep (services: ns) {}; spread {:.2}×", h.ns_per_run(), sweep.join(", "), worst / best.max(1.0)),
+            worst <= 150.0 && worst / best.max(1.0) <= 1.5,
+        ));
+    }
+    let rd_traffic = SOURCE_ORDER.iter().position(|n| *n == "redirector").and_then(|i| r.traffic.get(i));
+    if let (Some(t), Some(d)) = (rd_traffic, r.traffic.first()) {
+        let x = t.bulk_gbit / d.bulk_gbit.max(1e-9);
+        rows.push(("throughput ≥ 0.98× direct".into(), format!("{:.2} vs {:.2} Gbit/s: {x:.2}×", t.bulk_gbit, d.bulk_gbit), x >= 0.98));
+    }
+    let at = |name: &str, n: u32| r.sweep.iter().find(|p| p.contender == name && p.services == n);
+    if let (Some(rd), Some(ipt)) = (at("redirector", 10_000), at("iptables", 10_000)) {
+        match (rd.connect_p50(), ipt.connect_p50()) {
+            (Some(a), Some(b)) => rows.push((
+                "better than iptables at 10,000 services".into(),
+                format!("connect p50 {:.1} µs vs {:.1} µs ({:.2}×)", us(a), us(b), ratio(a, b)),
+                a < b,
+            )),
+            (Some(_), None) => rows.push(("better than iptables at 10,000 services".into(), "iptables did not load 10,000 services".into(), true)),
+            _ => {}
+        }
+    }
+    if let Some(rd) = at("redirector", 10_000) {
+        if let Some(i) = rd.install {
+            rows.push(("10,000 routes live in < 1 s".into(), format!("{} from config write to applied in the kernel", ms(i)), i < Duration::from_secs(1)));
+        }
+    }
+    rows
+}
+
+/// Contender order of `samples`, `rates` and `traffic`.
+const SOURCE_ORDER: [&str; 5] = super::SOURCES;
+
+/// Lines for the terminal (and the closing note).
+pub fn headline(samples: &[Sample], rates: &[Rate], traffic: &[Traffic], sweep: &[SweepPoint]) -> Vec<String> {
+    let mut lines = Vec::new();
+    let direct = &samples[0];
+    for (i, s) in samples.iter().enumerate() {
+        let mut line = format!(
+            "{:<10} connect p50 {:.2}× p99 {:.2}×; first byte p50 {:.2}× p99 {:.2}×",
+            s.name,
+            ratio(quantile(&s.connect, 0.5), quantile(&direct.connect, 0.5)),
+            ratio(quantile(&s.connect, 0.99), quantile(&direct.connect, 0.99)),
+            ratio(quantile(&s.first_byte, 0.5), quantile(&direct.first_byte, 0.5)),
+            ratio(quantile(&s.first_byte, 0.99), quantile(&direct.first_byte, 0.99)),
+        );
+        if let (Some(r), Some(d)) = (rates.get(i), rates.first()) {
+            let _ = write!(line, "; rate {:.2}×", r.per_second() / d.per_second().max(1e-9));
+        }
+        if let (Some(t), Some(d)) = (traffic.get(i), traffic.first()) {
+            let _ = write!(
+                line,
+                "; round trip p50 {:.2}×; bulk {:.2}×",
+                ratio(quantile(&t.rr, 0.5), quantile(&d.rr, 0.5)),
+                t.bulk_gbit / d.bulk_gbit.max(1e-9)
+            );
+        }
+        lines.push(line);
+    }
+    for p in sweep {
+        lines.push(p.summary());
+    }
+    lines
+}
+
+pub fn markdown(r: &Report) -> String {
+    let samples = r.samples;
+    let machine = r.machine;
     let mut out = String::new();
-    let _ = writeln!(out, "# connect() latency: redirector vs iptables, nftables, haproxy\n");
+    let _ = writeln!(out, "# redirector vs direct, iptables, nftables, haproxy\n");
     let _ = writeln!(
         out,
-        "Generated by `cargo xtask bench --connects {connects}` (do not edit by hand; rerun it). \
-Each contender served {connects} sequential TCP connections (after {warmup} unmeasured warm-up connections) \
-from the same client process to a service address split 90/10 between the same two loopback backends, \
-inside a private network namespace. The whole run took {:.0} s.\n",
-        total.as_secs_f64()
+        "Generated by `{}` (do not edit by hand; rerun it). Everything below was measured in one run of {:.0} s \
+inside a private network namespace on loopback, against the same backends, with the same client binary.\n",
+        r.command,
+        r.total.as_secs_f64()
     );
+    let _ = writeln!(out, "## Targets\n");
+    let _ = writeln!(out, "| target | this run | met |");
+    let _ = writeln!(out, "|---|---|:-:|");
+    for (target, value, met) in targets(r) {
+        let _ = writeln!(out, "| {target} | {value} | {} |", if met { "yes" } else { "**no**" });
+    }
+    let _ = writeln!(out, "\nWhy a target is missed, and what was tried, is in [ANALYSIS.md](ANALYSIS.md) (written by hand, not by this tool).\n");
     let _ = writeln!(out, "## Machine\n");
     let _ = writeln!(out, "- CPU: {} ({} CPUs online)", machine.cpu, machine.nproc);
     let _ = writeln!(out, "- kernel: {}", machine.kernel);
@@ -86,36 +340,145 @@ inside a private network namespace. The whole run took {:.0} s.\n",
     for s in samples {
         let _ = writeln!(out, "- **{}**: {}", s.name, s.what);
     }
+    let _ = writeln!(
+        out,
+        "\nEach contender also serves a `traffic` service with a single endpoint (an echo/sink server on {}), used for the established-connection measures.",
+        super::contenders::EP_TRAFFIC
+    );
     let _ = writeln!(out, "\n## connect() latency\n");
-    let _ = writeln!(out, "Time from `socket()`+`connect()` call to its return (the 3-way handshake on loopback, plus whatever rewrites the destination).\n");
+    let _ = writeln!(
+        out,
+        "{} sequential connections per contender (after {} unmeasured warm-up connections), one client process, to a service split 90/10. \
+Time from the `connect()` call to its return (the 3-way handshake on loopback, plus whatever rewrites the destination).\n",
+        r.sizes.connects, r.warmup
+    );
     table(&mut out, samples, |s| &s.connect);
     let _ = writeln!(out, "\n![connect() latency CDF](connect-latency-cdf.svg)\n");
     let _ = writeln!(out, "## connect() + first byte latency\n");
     let _ = writeln!(out, "Time from the `connect()` call until the first `read()` returns the backend's reply (for haproxy this includes its own connect to the backend).\n");
     table(&mut out, samples, |s| &s.first_byte);
     let _ = writeln!(out, "\n![connect + first byte latency CDF](first-byte-latency-cdf.svg)\n");
-    let _ = writeln!(out, "## In-kernel hook cost\n");
-    match (hook, hook_error) {
-        (Some(h), _) if h.run_cnt > 0 => {
+
+    let _ = writeln!(out, "## Connection rate\n");
+    let _ = writeln!(
+        out,
+        "One client process per CPU, all at once, each making {} connections (connect, read the reply, close) as fast as it can.\n",
+        r.sizes.rate_connects
+    );
+    let _ = writeln!(out, "| contender | clients | connections/s | vs direct | failed |");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|");
+    for (i, rate) in r.rates.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.0} | {:.2}× | {} |",
+            SOURCE_ORDER[i],
+            rate.clients,
+            rate.per_second(),
+            rate.per_second() / r.rates[0].per_second().max(1e-9),
+            rate.errors
+        );
+    }
+    let _ = writeln!(out, "\n## Established connections\n");
+    let _ = writeln!(
+        out,
+        "One connection to the `traffic` service: {} request/response round trips of {} bytes (TCP_NODELAY), then bulk: {} MiB sent and acknowledged by the server (best of three runs).\n",
+        r.sizes.round_trips,
+        super::traffic::RR_BYTES,
+        r.sizes.bulk_mib
+    );
+    let _ = writeln!(out, "| contender | round trip p50 µs | p90 µs | p99 µs | p50 vs direct | bulk Gbit/s | bulk vs direct |");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+    for (i, t) in r.traffic.iter().enumerate() {
+        let d = &r.traffic[0];
+        let _ = writeln!(
+            out,
+            "| {} | {:.1} | {:.1} | {:.1} | {:.2}× | {:.2} | {:.2}× |",
+            SOURCE_ORDER[i],
+            us(quantile(&t.rr, 0.5)),
+            us(quantile(&t.rr, 0.9)),
+            us(quantile(&t.rr, 0.99)),
+            ratio(quantile(&t.rr, 0.5), quantile(&d.rr, 0.5)),
+            t.bulk_gbit,
+            t.bulk_gbit / d.bulk_gbit.max(1e-9)
+        );
+    }
+
+    let _ = writeln!(out, "\n## In-kernel hook cost\n");
+    match r.hook {
+        Some(h) if h.run_cnt > 0 => {
             let _ = writeln!(
                 out,
-                "From the kernel's BPF statistics (`kernel.bpf_stats_enabled=1` only during the redirector run, restored after), \
-program id {} (`{}`, attached as connect4 to the bench cgroup): **{:.0} ns per run** ({} ns over {} runs).\n",
+                "From the kernel's BPF statistics (`kernel.bpf_stats_enabled=1` only while the latency client ran, restored after), \
+program id {} (`{}`, attached as connect4 to the bench cgroup): **{:.0} ns per run** ({} ns over {} runs). The sweep below repeats this at every size.\n",
                 h.prog_id,
                 h.prog_name,
-                h.run_time_ns as f64 / h.run_cnt as f64,
+                h.ns_per_run(),
                 h.run_time_ns,
                 h.run_cnt
             );
-        }
-        (_, Some(e)) => {
-            let _ = writeln!(out, "Not measured: {e}\n");
         }
         _ => {
             let _ = writeln!(out, "Not measured: the program reported no runs.\n");
         }
     }
-    let _ = writeln!(out, "## Split and errors\n");
+
+    let _ = writeln!(out, "## Scale sweep\n");
+    let _ = writeln!(
+        out,
+        "N services installed, each split 90/10 over two endpoints (redirector: N MeshServices and N MeshTCPRoutes; iptables and nftables: \
+kube-proxy's layout for N ClusterIP services). {} sequential connections to the middle service (index N/2: the average case of \
+iptables' linear KUBE-SERVICES list). *install*: redirector from the first config write until the agent logged the generation in force \
+(the agent itself was already running on a two-service config; its own rebuild+apply time in brackets); iptables/nftables: the `iptables-restore` / `nft -f` \
+run. *one change*: the middle service's weights changed to 80/20 (redirector: its config file rewritten; iptables: kube-proxy's partial \
+restore of that service chain; nftables: one chain flushed and refilled).\n",
+        r.sizes.sweep_connects
+    );
+    let _ = writeln!(out, "| services | contender | connect p50 µs | p99 µs | first byte p50 µs | install | one change | hook ns/run | agent RSS (peak) | BPF maps |");
+    let _ = writeln!(out, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for p in r.sweep {
+        if let Some(after) = p.gave_up {
+            let _ = writeln!(out, "| {} | {} | did not load within {} s | | | | | | | |", p.services, p.contender, after.as_secs());
+            continue;
+        }
+        let s = p.sample.as_ref().expect("measured");
+        let install = match (p.install, p.install_agent_micros) {
+            (Some(i), Some(m)) => format!("{} ({:.1} ms)", ms(i), m as f64 / 1e3),
+            (Some(i), None) => ms(i),
+            _ => "-".into(),
+        };
+        let one = match (p.one_change, p.one_agent_micros) {
+            (Some(i), Some(m)) => format!("{} ({:.1} ms)", ms(i), m as f64 / 1e3),
+            (Some(i), None) => ms(i),
+            _ => "-".into(),
+        };
+        let hook = p.hook.as_ref().map_or("-".into(), |h| format!("{:.0}", h.ns_per_run()));
+        let rss = match (p.rss, p.hwm) {
+            (Some(a), Some(b)) => format!("{} ({})", mib(a), mib(b)),
+            _ => "-".into(),
+        };
+        let maps = if p.maps.is_empty() { "-".into() } else { mib(p.maps.iter().map(|(_, b)| b).sum()) };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {install} | {one} | {hook} | {rss} | {maps} |",
+            p.services,
+            p.contender,
+            us(quantile(&s.connect, 0.5)),
+            us(quantile(&s.connect, 0.99)),
+            us(quantile(&s.first_byte, 0.5)),
+        );
+    }
+    let _ = writeln!(out, "\n![connect latency vs number of services](sweep-latency.svg)\n");
+    if let Some(p) = r.sweep.iter().filter(|p| !p.maps.is_empty()).max_by_key(|p| p.services) {
+        let _ = writeln!(out, "BPF map memory with {} services (the kernel's own accounting, `bytes_memlock`):\n", p.services);
+        let _ = writeln!(out, "| map | memory |");
+        let _ = writeln!(out, "|---|---:|");
+        for (name, bytes) in &p.maps {
+            let _ = writeln!(out, "| {name} | {} |", mib(*bytes));
+        }
+        let _ = writeln!(out);
+    }
+
+    let _ = writeln!(out, "## Split and errors (latency run)\n");
     let _ = writeln!(out, "| contender | to 90 % endpoint | to 10 % endpoint | failed | wall time |");
     let _ = writeln!(out, "|---|---:|---:|---:|---:|");
     for s in samples {
@@ -134,13 +497,12 @@ program id {} (`{}`, attached as connect4 to the bench cgroup): **{:.0} ns per r
     let _ = writeln!(out, "## Caveats\n");
     let _ = writeln!(
         out,
-        "- Loopback only, one client thread, sequential connects: this isolates per-connect overhead; it says nothing about throughput under load or per-byte cost.\n\
-- The iptables and nftables rule sets hold one service; kube-proxy on a real cluster has many (iptables' KUBE-SERVICES is a linear list, nftables' is one map lookup).\n\
+        "- Loopback only: no NIC, no real network latency; differences are per-connection and per-packet CPU cost.\n\
 - The netfilter contenders also pay for connection tracking, which they need for NAT; the redirector and haproxy contenders run with no netfilter rules loaded.\n\
 - haproxy's latency to first byte includes a second TCP connection (proxy to backend) and two extra context switches; it is a stand-in for any userspace proxy.\n\
-- Each contender's client connects from its own source address (127.21.0.N): with one shared source, connections NAT'd by iptables/nftables reused 4-tuples still in the backends' TIME_WAIT from the earlier contenders and stalled ~10 ms each (over 1 % of connects).\n\
-- The hook cost is measured with BPF statistics on, which adds the kernel's own timing overhead to every run; the client is the debug-built `xtask` (the same binary for every contender).\n\
-- Percentiles are nearest-rank over the measured connects; a 2-CPU VM has noisy tails, so compare p99s across runs with care."
+- Each contender's client connects from its own source address (latency 127.21.0.N, rate 127.22.N.P, sweep 127.23.N.K): with one shared source, connections NAT'd by iptables/nftables reused 4-tuples still in the backends' TIME_WAIT from earlier runs and stalled ~10 ms each.\n\
+- The hook cost is measured with BPF statistics on, which adds the kernel's own timing overhead (two clock reads) to every run.\n\
+- Percentiles are nearest-rank; a 2-CPU VM has noisy tails, so compare p99s across runs with care."
     );
     out
 }
@@ -185,6 +547,46 @@ pub fn cdf_svg(path: &Path, title: &str, samples: &[Sample], pick: fn(&Sample) -
             .map_err(plot_err)?
             .label(s.name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()
+        .map_err(plot_err)?;
+    root.present().map_err(plot_err)?;
+    Ok(())
+}
+
+/// Connect p50 vs number of services (log x), one line per contender.
+pub fn sweep_svg(path: &Path, points: &[SweepPoint]) -> anyhow::Result<()> {
+    let measured: Vec<&SweepPoint> = points.iter().filter(|p| p.sample.is_some()).collect();
+    let max_n = measured.iter().map(|p| p.services).max().unwrap_or(1).max(2) as f64;
+    let max_us = measured.iter().filter_map(|p| p.connect_p50()).max().unwrap_or(1) as f64 / 1e3 * 1.3;
+    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("connect() p50 vs services installed", ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(55)
+        .build_cartesian_2d((1f64..max_n * 1.5).log_scale(), 0f64..max_us)
+        .map_err(plot_err)?;
+    chart.configure_mesh().x_desc("services installed (log scale)").y_desc("connect() p50, µs").draw().map_err(plot_err)?;
+    for (i, name) in ["redirector", "iptables", "nftables"].iter().enumerate() {
+        let color = [RED, GREEN, MAGENTA][i];
+        let line: Vec<(f64, f64)> = measured
+            .iter()
+            .filter(|p| p.contender == *name)
+            .filter_map(|p| Some((f64::from(p.services), p.connect_p50()? as f64 / 1e3)))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))
+            .map_err(plot_err)?
+            .label(*name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        chart.draw_series(line.into_iter().map(|(x, y)| Circle::new((x, y), 4, color.filled()))).map_err(plot_err)?;
     }
     chart
         .configure_series_labels()

@@ -1,0 +1,327 @@
+//! The scale sweep: N services installed (each split 90/10 over the two bench
+//! endpoints, as kube-proxy would lay out N ClusterIP services with two
+//! endpoints each), connect latency measured on the middle one, for the
+//! redirector, iptables and nftables; plus the control plane at each size
+//! (how long N routes take to reach the kernel, how long one changed route
+//! takes, the agent's memory and the BPF maps' memory).
+
+use super::contenders::{EP_V1, EP_V2, WEIGHT_V1, WEIGHT_V2, redirector_config};
+use anyhow::{Context as _, bail};
+use integration_tests::{Agent, ChildCgroup, PinDir, ScratchDir};
+use std::{
+    fmt::Write as _,
+    io::Write as _,
+    net::Ipv4Addr,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// Services per config file (the agent refuses files over 16 MiB).
+const PER_FILE: u32 = 10_000;
+
+/// How long one netfilter rule-set load may take before the contender is
+/// reported as not surviving this size.
+pub const NETFILTER_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Service `i`'s address: 127.40.0.1 upwards, 250 per /24, never .0 or .255.
+pub fn vip(i: u32) -> Ipv4Addr {
+    let block = i / 250;
+    Ipv4Addr::new(127, 40 + (block / 256) as u8, (block % 256) as u8, (i % 250 + 1) as u8)
+}
+
+/// The service whose latency is measured: the middle one (kube-proxy's
+/// iptables KUBE-SERVICES chain is a linear list, so this is its average case).
+pub fn measured(n: u32) -> u32 {
+    n / 2
+}
+
+/// The redirector's sweep config: the bench config (which defines the
+/// `bench-v1`/`bench-v2` backends) plus, per service, a MeshService and a
+/// MeshTCPRoute splitting it `w1`/`w2` (the measured service's weights are
+/// given, the others' are 90/10). Flow style keeps 100,000 services under
+/// the agent's file size limit when split in [`PER_FILE`] chunks.
+pub fn redirector_files(n: u32, measured_weights: (u32, u32)) -> Vec<(String, String)> {
+    let mut files = vec![("bench.yaml".to_string(), redirector_config())];
+    for chunk in 0..n.div_ceil(PER_FILE) {
+        let mut text = String::with_capacity(PER_FILE as usize * 520);
+        for i in chunk * PER_FILE..((chunk + 1) * PER_FILE).min(n) {
+            let (w1, w2) = if i == measured(n) { measured_weights } else { (WEIGHT_V1, WEIGHT_V2) };
+            let _ = writeln!(
+                text,
+                "--- {{type: MeshService, name: s-{i}, mesh: default, spec: {{selector: {{dataplaneTags: {{app: s-{i}}}}}, ports: [{{port: 80, targetPort: 8080, name: main}}]}}, status: {{vips: [{{ip: {}}}]}}}}",
+                vip(i)
+            );
+            let _ = writeln!(
+                text,
+                "--- {{type: MeshTCPRoute, name: r-{i}, mesh: default, spec: {{targetRef: {{kind: Mesh}}, to: [{{targetRef: {{kind: MeshService, name: s-{i}}}, rules: [{{default: {{backendRefs: [{{kind: MeshService, name: bench-v1, port: 80, weight: {w1}}}, {{kind: MeshService, name: bench-v2, port: 80, weight: {w2}}}]}}}}]}}]}}}}"
+            );
+        }
+        files.push((format!("sweep-{chunk:02}.yaml"), text));
+    }
+    files
+}
+
+/// The file holding service `i` in [`redirector_files`].
+pub fn file_of(i: u32) -> usize {
+    1 + (i / PER_FILE) as usize
+}
+
+/// kube-proxy's iptables layout for N services (see `contenders::iptables_rules`).
+pub fn iptables_rules(n: u32) -> String {
+    let p1 = f64::from(WEIGHT_V1) / f64::from(WEIGHT_V1 + WEIGHT_V2);
+    let mut chains = String::with_capacity(n as usize * 120);
+    let mut rules = String::with_capacity(n as usize * 700);
+    chains.push_str("*nat\n:KUBE-SERVICES - [0:0]\n");
+    rules.push_str("-A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n");
+    for i in 0..n {
+        let v = vip(i);
+        let _ = writeln!(chains, ":KUBE-SVC-S{i} - [0:0]\n:KUBE-SEP-S{i}A - [0:0]\n:KUBE-SEP-S{i}B - [0:0]");
+        let _ = writeln!(
+            rules,
+            "-A KUBE-SERVICES -d {v}/32 -p tcp -m comment --comment \"sweep/s-{i}:main cluster IP\" -m tcp --dport 80 -j KUBE-SVC-S{i}\n\
+-A KUBE-SVC-S{i} -m comment --comment \"sweep/s-{i}:main -> {EP_V1}\" -m statistic --mode random --probability {p1:.11} -j KUBE-SEP-S{i}A\n\
+-A KUBE-SVC-S{i} -m comment --comment \"sweep/s-{i}:main -> {EP_V2}\" -j KUBE-SEP-S{i}B\n\
+-A KUBE-SEP-S{i}A -p tcp -m comment --comment \"sweep/s-{i}:main\" -m tcp -j DNAT --to-destination {EP_V1}\n\
+-A KUBE-SEP-S{i}B -p tcp -m comment --comment \"sweep/s-{i}:main\" -m tcp -j DNAT --to-destination {EP_V2}"
+        );
+    }
+    chains + &rules + "COMMIT\n"
+}
+
+/// What kube-proxy's partial sync writes when one service's endpoints
+/// change: that service's chain, rewritten (here to 80/20).
+pub fn iptables_one_change(i: u32) -> String {
+    format!(
+        "*nat\n:KUBE-SVC-S{i} - [0:0]\n\
+-A KUBE-SVC-S{i} -m comment --comment \"sweep/s-{i}:main -> {EP_V1}\" -m statistic --mode random --probability 0.80000000000 -j KUBE-SEP-S{i}A\n\
+-A KUBE-SVC-S{i} -m comment --comment \"sweep/s-{i}:main -> {EP_V2}\" -j KUBE-SEP-S{i}B\n\
+COMMIT\n"
+    )
+}
+
+/// kube-proxy's nftables layout for N services (see `contenders::nftables_rules`).
+pub fn nftables_rules(n: u32) -> String {
+    let split = WEIGHT_V1 + WEIGHT_V2;
+    let mut out = String::with_capacity(n as usize * 400);
+    out.push_str("table ip kube-proxy {\n  map service-ips {\n    type ipv4_addr . inet_proto . inet_service : verdict\n");
+    if n > 0 {
+        out.push_str("    elements = { ");
+        for i in 0..n {
+            let sep = if i + 1 < n { ", " } else { "" };
+            let _ = write!(out, "{} . tcp . 80 : goto service-S{i}{sep}", vip(i));
+        }
+        out.push_str(" }\n");
+    }
+    out.push_str("  }\n  chain nat-output {\n    type nat hook output priority -100; policy accept;\n    jump services\n  }\n");
+    out.push_str("  chain services {\n    ip daddr . meta l4proto . th dport vmap @service-ips\n  }\n");
+    for i in 0..n {
+        let _ = write!(
+            out,
+            "  chain service-S{i} {{\n    numgen random mod {split} vmap {{ 0-{a} : goto endpoint-S{i}A, {WEIGHT_V1}-{b} : goto endpoint-S{i}B }}\n  }}\n\
+  chain endpoint-S{i}A {{\n    meta l4proto tcp dnat to {EP_V1}\n  }}\n\
+  chain endpoint-S{i}B {{\n    meta l4proto tcp dnat to {EP_V2}\n  }}\n",
+            a = WEIGHT_V1 - 1,
+            b = split - 1,
+        );
+    }
+    out.push_str("}\n");
+    out
+}
+
+/// One service's weights changed (to 80/20), as one nft transaction.
+pub fn nftables_one_change(i: u32) -> String {
+    format!(
+        "flush chain ip kube-proxy service-S{i}\n\
+add rule ip kube-proxy service-S{i} numgen random mod 100 vmap {{ 0-79 : goto endpoint-S{i}A, 80-99 : goto endpoint-S{i}B }}\n"
+    )
+}
+
+/// Runs `cmd` with `input` on stdin; `Ok(None)` when it did not finish
+/// within `timeout` (it is killed), else its wall time.
+pub fn timed_stdin(cmd: &mut Command, input: &str, timeout: Duration) -> anyhow::Result<Option<Duration>> {
+    let started = Instant::now();
+    let mut child =
+        cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().with_context(|| format!("running {cmd:?}"))?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let input = input.to_string();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let _ = writer.join();
+            if !status.success() {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                bail!("{cmd:?} failed ({status}): {}", err.trim().lines().take(5).collect::<Vec<_>>().join("\n"));
+            }
+            return Ok(Some(started.elapsed()));
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = writer.join();
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A running agent for the sweep, with what it runs on; torn down in field
+/// order (agent, config, pins: detaches, then the cgroup).
+pub struct SweepAgent {
+    pub agent: Option<Agent>,
+    pub config: ScratchDir,
+    _pins: PinDir,
+    pub cgroup: ChildCgroup,
+}
+
+impl SweepAgent {
+    /// An agent on the bench config alone (two services, no sweep services yet).
+    pub fn start() -> anyhow::Result<Self> {
+        let pins = PinDir::new("rdr-sweep")?;
+        let cgroup = ChildCgroup::create_unique("rdr-sweep")?;
+        let config = ScratchDir::new("rdr-sweep")?;
+        config.write("bench.yaml", &redirector_config())?;
+        let agent = Agent::start(config.path(), cgroup.path(), pins.path())?;
+        Ok(Self { agent: Some(agent), config, _pins: pins, cgroup })
+    }
+
+    pub fn agent(&self) -> &Agent {
+        self.agent.as_ref().expect("running")
+    }
+
+    /// Writes `files` (each atomically) and returns the time from the first
+    /// write until the agent logged the generation that holds all of them,
+    /// plus the agent's own rebuild+apply time for it (µs).
+    pub fn write_and_wait(&self, files: &[(String, String)]) -> anyhow::Result<(Duration, u64)> {
+        let agent = self.agent();
+        let applied_before = agent.log_times("applied generation").len();
+        let started = Instant::now();
+        for (name, text) in files {
+            self.config.write(name, text)?;
+        }
+        let written = Instant::now();
+        // A reload that began before the last write may be followed by one
+        // more: wait until one ends after the last write and none follows
+        // within a second.
+        let deadline = written + Duration::from_secs(600);
+        let mut last_seen = None;
+        loop {
+            let times = agent.log_times("applied generation");
+            let rejected = agent.log_times("configuration rejected").len() + agent.log_times("applying failed").len();
+            if rejected > 0 {
+                bail!("the agent rejected the sweep config:\n{}", tail(&agent.log(), 30));
+            }
+            if times.len() > applied_before {
+                let t = *times.last().expect("non-empty");
+                if t > written {
+                    match last_seen {
+                        Some(seen) if seen == t && t.elapsed() > Duration::from_secs(1) => {
+                            let micros = last_micros(&agent.log());
+                            return Ok((t - started, micros));
+                        }
+                        _ => last_seen = Some(t),
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("the agent did not apply the sweep config within 600 s:\n{}", tail(&agent.log(), 30));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+fn tail(log: &str, n: usize) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The `micros=` field of the last "applied generation" line.
+fn last_micros(log: &str) -> u64 {
+    log.lines()
+        .rev()
+        .find(|l| l.contains("applied generation"))
+        .and_then(|l| l.split("micros=").nth(1))
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0)
+}
+
+/// (VmRSS, VmHWM) of a process, bytes.
+pub fn rss(pid: u32) -> anyhow::Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    Ok((field("VmRSS:"), field("VmHWM:")))
+}
+
+/// The kernel's memory accounting (`bytes_memlock`, actual use for hash
+/// maps on kernels >= 6.4) of every map a program uses, by map name.
+pub fn map_memory(prog_id: u64) -> anyhow::Result<Vec<(String, u64)>> {
+    let prog = super::bpftool_json(&["prog", "show", "id", &prog_id.to_string()])?;
+    let mut out = Vec::new();
+    for id in prog["map_ids"].as_array().cloned().unwrap_or_default() {
+        let id = id.as_u64().context("map id")?;
+        let m = super::bpftool_json(&["map", "show", "id", &id.to_string()])?;
+        let name = m["name"].as_str().unwrap_or("?").to_string();
+        // aya-log's and the loader's own maps are not part of the route state.
+        if name.starts_with('.') || name == "AYA_LOGS" || name == "AYA_LOG_BUF" {
+            continue;
+        }
+        out.push((name, m["bytes_memlock"].as_u64().unwrap_or(0)));
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_addresses_are_distinct_and_never_network_or_broadcast() {
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..100_000 {
+            let v = vip(i);
+            assert!(v.is_loopback());
+            assert!(v.octets()[3] != 0 && v.octets()[3] != 255, "{v}");
+            assert!(seen.insert(v), "{v} twice");
+        }
+    }
+
+    #[test]
+    fn the_sweep_config_plans_one_route_per_service_with_the_given_split() {
+        let dir = std::env::temp_dir().join(format!("rdr-sweep-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, text) in redirector_files(25, (80, 20)) {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+        let plan = redirector::plan::build(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let plan = plan.unwrap_or_else(|p| panic!("{:?}", p.errors().map(|e| e.to_string()).collect::<Vec<_>>()));
+        // 25 sweep services + bench, bench-v1, bench-v2, traffic.
+        assert_eq!(plan.tables.len(), 29);
+        let text = plan.summary_lines().join("\n");
+        assert!(text.contains(&vip(12).to_string()), "{text}");
+    }
+
+    #[test]
+    fn netfilter_rule_sets_hold_every_service() {
+        let ipt = iptables_rules(7);
+        assert_eq!(ipt.matches("-j KUBE-SVC-S").count(), 7);
+        assert_eq!(ipt.matches("-j DNAT").count(), 14);
+        let nft = nftables_rules(7);
+        assert_eq!(nft.matches(": goto service-S").count(), 7);
+        assert_eq!(nft.matches("dnat to").count(), 14);
+    }
+}
