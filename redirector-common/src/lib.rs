@@ -74,8 +74,10 @@
 //! dual-stack IPv6 socket dialling `::ffff:a.b.c.d` finds the IPv4 route.
 #![no_std]
 
-/// Upper bound on the number of service address:port entries in `ROUTES`.
-pub const MAX_ROUTES: u32 = 65_536;
+/// Upper bound on the number of service address:port entries in `ROUTES`
+/// (all classes together). Without preallocation the map costs its bucket
+/// array (16 bytes per possible entry, 2 MiB) plus what is in use.
+pub const MAX_ROUTES: u32 = 131_072;
 
 /// Upper bound on the entries of one route table (header + backends + endpoints).
 pub const MAX_TABLE_ENTRIES: u32 = 65_536;

@@ -302,14 +302,15 @@ fn address_conflict_fails_the_plan() {
 
 #[test]
 fn compile_errors_are_reported_for_the_input_file() {
-    let ports: Vec<String> = (1..=MAX_ROUTES / 2 + 1)
+    // Four addresses times (limit / 4 + 1) ports: ports stay below 65536.
+    let ports: Vec<String> = (1..=MAX_ROUTES / 4 + 1)
         .map(|p| format!("{{port: {p}}}"))
         .collect();
     let text = service(
         "wide",
         "{app: w}",
         &format!("[{}]", ports.join(", ")),
-        "[{ip: 10.0.0.1}, {ip: 10.0.0.2}]",
+        "[{ip: 10.0.0.1}, {ip: 10.0.0.2}, {ip: 10.0.0.3}, {ip: 10.0.0.4}]",
     );
     let problems = plan_problems(&text);
     let errors: Vec<String> = problems
@@ -321,7 +322,7 @@ fn compile_errors_are_reported_for_the_input_file() {
         errors,
         vec![format!(
             "test.yaml: {} service addresses and ports exceed the limit of {MAX_ROUTES}",
-            MAX_ROUTES + 2
+            MAX_ROUTES + 4
         )]
     );
 }
