@@ -202,6 +202,7 @@ fn reload(
             }
             info!(
                 generation = *generation,
+                routes = plan.tables.len(),
                 written = diff.upsert.len(),
                 removed = diff.remove.len(),
                 unchanged = diff.unchanged,

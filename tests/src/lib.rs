@@ -265,6 +265,11 @@ impl Agent {
         self.log.lock().unwrap().iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>().join("\n")
     }
 
+    /// Each log line containing `needle`, with when it arrived.
+    pub fn log_lines(&self, needle: &str) -> Vec<(Instant, String)> {
+        self.log.lock().unwrap().iter().filter(|(_, l)| l.contains(needle)).cloned().collect()
+    }
+
     /// When each log line containing `needle` arrived.
     pub fn log_times(&self, needle: &str) -> Vec<Instant> {
         self.log.lock().unwrap().iter().filter(|(_, l)| l.contains(needle)).map(|(t, _)| *t).collect()

@@ -148,7 +148,10 @@ fn parse_connects(s: &mut Sample, stdout: &[u8]) -> anyhow::Result<()> {
     for line in String::from_utf8_lossy(stdout).lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
         match f[..] {
-            ["err", _] => s.errors += 1,
+            ["err", e] => {
+                s.errors += 1;
+                *s.errnos.entry(e.parse()?).or_default() += 1;
+            }
             [c, fb, tag] => {
                 s.connect.push(c.parse()?);
                 s.first_byte.push(fb.parse()?);
@@ -168,7 +171,7 @@ fn parse_connects(s: &mut Sample, stdout: &[u8]) -> anyhow::Result<()> {
 fn check_split(name: &str, s: &Sample, connects: u32) -> anyhow::Result<()> {
     let answered = s.v1 + s.v2;
     if s.errors > u64::from(connects) / 100 || answered < u64::from(connects) * 99 / 100 {
-        bail!("{name}: {} of {connects} connects failed, {answered} answered by a backend", s.errors);
+        bail!("{name}: {} of {connects} connects failed (by errno: {:?}), {answered} answered by a backend", s.errors, s.errnos);
     }
     let share = s.v1 as f64 / answered.max(1) as f64;
     // Wide enough for a 200-connect smoke run (5 sigma), narrow enough to
@@ -191,7 +194,7 @@ fn latency(c: &Contender, source: &str, target: &str, connects: u32, warmup: u32
     if !out.status.success() {
         bail!("bench-client ({}) failed: {}", c.name, out.status);
     }
-    let mut s = Sample { name: c.name, what: c.what.clone(), connect: Vec::new(), first_byte: Vec::new(), v1: 0, v2: 0, errors: 0, elapsed: started.elapsed() };
+    let mut s = Sample { name: c.name, what: c.what.clone(), connect: Vec::new(), first_byte: Vec::new(), v1: 0, v2: 0, errors: 0, errnos: Default::default(), elapsed: started.elapsed() };
     parse_connects(&mut s, &out.stdout)?;
     s.connect.sort_unstable();
     s.first_byte.sort_unstable();
@@ -214,7 +217,7 @@ fn rate(c: &Contender, index: usize, per_client: u32) -> anyhow::Result<Rate> {
             Ok(cmd.stdout(Stdio::piped()).spawn()?)
         })
         .collect::<anyhow::Result<_>>()?;
-    let mut s = Sample { name: c.name, what: String::new(), connect: Vec::new(), first_byte: Vec::new(), v1: 0, v2: 0, errors: 0, elapsed: Duration::ZERO };
+    let mut s = Sample { name: c.name, what: String::new(), connect: Vec::new(), first_byte: Vec::new(), v1: 0, v2: 0, errors: 0, errnos: Default::default(), elapsed: Duration::ZERO };
     for child in children {
         let out = child.wait_with_output()?;
         if !out.status.success() {
@@ -475,7 +478,7 @@ fn run_sweep(sizes: &Sizes) -> anyhow::Result<Vec<SweepPoint>> {
         {
             let sa = sweep::SweepAgent::start()?;
             let files = sweep::redirector_files(n, (WEIGHT_V1, WEIGHT_V2));
-            let (install, install_micros) = sa.write_and_wait(&files)?;
+            let (install, install_micros) = sa.write_and_wait(&files, sweep::routes(n))?;
             let prog = connect4_prog(sa.cgroup.path())?;
             let c = Contender {
                 name: "redirector",
@@ -493,7 +496,7 @@ fn run_sweep(sizes: &Sizes) -> anyhow::Result<Vec<SweepPoint>> {
             // One route changed: rewrite the file that holds it.
             let changed = sweep::redirector_files(n, (80, 20));
             let file = sweep::file_of(sweep::measured(n));
-            let (one, one_micros) = sa.write_and_wait(&changed[file..=file])?;
+            let (one, one_micros) = sa.write_and_wait(&changed[file..=file], sweep::routes(n))?;
             let point = SweepPoint::redirector(n, sample, install, install_micros, one, one_micros, hook, rss, hwm, maps);
             eprintln!("bench: sweep {n}: {}", point.summary());
             points.push(point);

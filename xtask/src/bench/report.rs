@@ -16,6 +16,8 @@ pub struct Sample {
     pub v1: u64,
     pub v2: u64,
     pub errors: u64,
+    /// Failed connects by errno (0: closed without a reply).
+    pub errnos: std::collections::BTreeMap<i32, u64>,
     pub elapsed: Duration,
 }
 

@@ -21,7 +21,7 @@ const PER_FILE: u32 = 10_000;
 
 /// How long one netfilter rule-set load may take before the contender is
 /// reported as not surviving this size.
-pub const NETFILTER_TIMEOUT: Duration = Duration::from_secs(300);
+pub const NETFILTER_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Service `i`'s address: 127.40.0.1 upwards, 250 per /24, never .0 or .255.
 pub fn vip(i: u32) -> Ipv4Addr {
@@ -59,6 +59,12 @@ pub fn redirector_files(n: u32, measured_weights: (u32, u32)) -> Vec<(String, St
         files.push((format!("sweep-{chunk:02}.yaml"), text));
     }
     files
+}
+
+/// Routes the agent installs for [`redirector_files`] of `n` services: one
+/// per sweep service plus the bench config's four services.
+pub fn routes(n: u32) -> usize {
+    n as usize + 4
 }
 
 /// The file holding service `i` in [`redirector_files`].
@@ -194,43 +200,32 @@ impl SweepAgent {
     }
 
     /// Writes `files` (each atomically) and returns the time from the first
-    /// write until the agent logged the generation that holds all of them,
-    /// plus the agent's own rebuild+apply time for it (µs).
-    pub fn write_and_wait(&self, files: &[(String, String)]) -> anyhow::Result<(Duration, u64)> {
+    /// write until the agent logged a generation with `routes` routes in
+    /// force, plus the agent's own rebuild+apply time for it (µs). Several
+    /// files may be picked up by several reloads; the first generation that
+    /// holds all the routes ends the wait.
+    pub fn write_and_wait(&self, files: &[(String, String)], routes: usize) -> anyhow::Result<(Duration, u64)> {
         let agent = self.agent();
-        let applied_before = agent.log_times("applied generation").len();
+        let seen_before = agent.log_lines("applied generation").len();
         let started = Instant::now();
         for (name, text) in files {
             self.config.write(name, text)?;
         }
-        let written = Instant::now();
-        // A reload that began before the last write may be followed by one
-        // more: wait until one ends after the last write and none follows
-        // within a second.
-        let deadline = written + Duration::from_secs(600);
-        let mut last_seen = None;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let wanted = format!("routes={routes} ");
         loop {
-            let times = agent.log_times("applied generation");
-            let rejected = agent.log_times("configuration rejected").len() + agent.log_times("applying failed").len();
+            let lines = agent.log_lines("applied generation");
+            if let Some((t, line)) = lines[seen_before..].iter().find(|(_, l)| l.contains(&wanted)) {
+                return Ok((*t - started, field(line, "micros=")));
+            }
+            let rejected = agent.log_lines("configuration rejected").len() + agent.log_lines("applying failed").len();
             if rejected > 0 {
                 bail!("the agent rejected the sweep config:\n{}", tail(&agent.log(), 30));
             }
-            if times.len() > applied_before {
-                let t = *times.last().expect("non-empty");
-                if t > written {
-                    match last_seen {
-                        Some(seen) if seen == t && t.elapsed() > Duration::from_secs(1) => {
-                            let micros = last_micros(&agent.log());
-                            return Ok((t - started, micros));
-                        }
-                        _ => last_seen = Some(t),
-                    }
-                }
-            }
             if Instant::now() > deadline {
-                bail!("the agent did not apply the sweep config within 600 s:\n{}", tail(&agent.log(), 30));
+                bail!("the agent did not apply {routes} routes within 600 s:\n{}", tail(&agent.log(), 30));
             }
-            std::thread::sleep(Duration::from_millis(2));
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 }
@@ -240,12 +235,10 @@ fn tail(log: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// The `micros=` field of the last "applied generation" line.
-fn last_micros(log: &str) -> u64 {
-    log.lines()
-        .rev()
-        .find(|l| l.contains("applied generation"))
-        .and_then(|l| l.split("micros=").nth(1))
+/// The number after `name` in a log line (0 if absent).
+fn field(line: &str, name: &str) -> u64 {
+    line.split(name)
+        .nth(1)
         .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|d| d.parse().ok())
         .unwrap_or(0)
