@@ -8,9 +8,9 @@
 //!
 //! | name          | type                         | key            | value            |
 //! |---------------|------------------------------|----------------|------------------|
-//! | `ROUTES`      | hash, no prealloc            | [`ServiceKey`] | table id (`u32`) |
+//! | `ROUTES`      | hash, no prealloc            | [`ServiceKey`] | [`Route`]        |
 //! | `TABLES`      | hash, no prealloc            | [`TableKey`]   | [`TableEntry`]   |
-//! | `ORIGINS`     | socket local storage         | socket         | [`OriginalDest`] |
+//! | `ORIGINS`     | hash, preallocated           | socket cookie  | [`OriginalDest`] |
 //! | `WORKLOADS`   | hash, no prealloc            | cgroup id      | class (`u32`)    |
 //! | `SETTINGS`    | array, one entry             | 0              | [`Settings`]     |
 //! | `COUNTERS`    | per-CPU hash, no prealloc    | [`CounterKey`] | connects (`u64`) |
@@ -34,8 +34,27 @@
 //! `ROUTES` holds one entry per class and service address:port; its value
 //! names a route table, whose entries live in `TABLES` under
 //! `(table id, index)`, `1 + backends + endpoints` of them (up to
-//! [`MAX_TABLE_ENTRIES`]). A connect() does one `ROUTES` lookup and at most
-//! three `TABLES` lookups.
+//! [`MAX_TABLE_ENTRIES`]), and carries a copy of the table's header, so a
+//! connect() does one `ROUTES` lookup and at most three `TABLES` lookups (a
+//! backend slot, its alias's slot, an endpoint). Entry 0 of the table holds the
+//! same header for readers of `TABLES` alone (`redirector status`).
+//!
+//! ## Original destinations
+//!
+//! A redirected connect() records, under the socket's cookie in `ORIGINS`,
+//! the service address it dialled and the endpoint it got, so that
+//! getpeername() reports the service. A `sock_release` program deletes the
+//! entry when the socket is closed, so entries live exactly as long as their
+//! sockets. The map is preallocated: an insert takes an element from a free
+//! list, which costs well under half of allocating socket-local storage
+//! (measured with kernel BPF statistics; see the bench). When it is full
+//! ([`MAX_ORIGINS`] redirected sockets open at once) the connect is still
+//! redirected, getpeername() reports the endpoint, and the connect is counted
+//! under [`ORIGINS_FULL`]. Recycling an element at once (preallocation) is
+//! safe here: an entry is only read by its own socket's getpeername(), and
+//! it is deleted only when that socket is released. The price is paid at
+//! close: `sock_release` runs for every TCP socket of the cgroup, redirected
+//! or not (a cookie and a hash delete, a few hundred ns in the bench).
 //!
 //! ## Make-before-break
 //!
@@ -44,7 +63,8 @@
 //! the new id in one update, and the old table's entries are deleted only
 //! after a grace period ([`TABLE_GRACE_MS`]), far longer than any program run.
 //! A connect therefore reads the whole old table or the whole new one, never a
-//! mix. Both maps are created with `BPF_F_NO_PREALLOC`: a preallocated hash
+//! mix: the header it uses comes with the table id in the same `ROUTES`
+//! value. Both maps are created with `BPF_F_NO_PREALLOC`: a preallocated hash
 //! recycles a replaced element at once, which a concurrent reader could see;
 //! without preallocation elements are freed after an RCU grace period.
 //!
@@ -56,7 +76,7 @@
 //! ## Route table layout
 //!
 //! ```text
-//! index 0                : TableEntry::header    (TableHeader)
+//! index 0                : TableEntry::header    (TableHeader, also in the Route)
 //! index 1 ..= n          : TableEntry::backend   (BackendSlot, one per backendRef)
 //! index n+1 ..           : TableEntry::endpoint  (Endpoint, grouped by backend)
 //! ```
@@ -104,8 +124,18 @@ pub struct TableKey {
     pub index: u32,
 }
 
-/// Name of the socket-storage map that remembers the dialled address.
+/// Name of the map that remembers the dialled address of each redirected socket.
 pub const ORIGINS_MAP: &str = "ORIGINS";
+
+/// Upper bound on the redirected sockets open at once whose original
+/// destination is remembered. The map is preallocated: about 100 bytes per
+/// entry, some 25 MiB in all, allocated when the agent first loads a layout.
+pub const MAX_ORIGINS: u32 = 262_144;
+
+/// `CounterKey::backend` of redirected connects whose original destination
+/// could not be remembered because `ORIGINS` was full (getpeername() then
+/// reports the endpoint). The connect itself is not affected.
+pub const ORIGINS_FULL: u32 = u32::MAX - 1;
 
 /// errno returned to connect() when the chosen backend has no endpoints, or the
 /// route can select no backend at all (every weight is zero). `ECONNREFUSED` is
@@ -131,7 +161,7 @@ pub const SETTINGS_MAP: &str = "SETTINGS";
 
 /// Version of the pinned layout (maps, their types, the programs' use of
 /// them). An agent never adopts pins of another layout: it replaces them.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Name of the connect counter map in the BPF object.
 pub const COUNTERS_MAP: &str = "COUNTERS";
@@ -183,6 +213,17 @@ pub struct ServiceKey {
     pub port: u16,
     /// Always zero; makes the padding explicit so keys hash identically.
     pub pad: u16,
+}
+
+/// Value of `ROUTES`: the route table's id and a copy of its header, so a
+/// connect() needs no `TABLES` lookup for the header.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// Table id in `TABLES` (never 0).
+    pub table: u32,
+    /// Copy of the table's entry 0.
+    pub header: TableHeader,
 }
 
 /// Entry 0 of a route table.
@@ -288,6 +329,7 @@ mod pod {
     unsafe impl aya::Pod for Settings {}
     unsafe impl aya::Pod for CounterKey {}
     unsafe impl aya::Pod for TableKey {}
+    unsafe impl aya::Pod for Route {}
 }
 
 const _: () = {
@@ -299,4 +341,5 @@ const _: () = {
     assert!(core::mem::size_of::<Endpoint>() == 20);
     assert!(core::mem::size_of::<TableEntry>() == 20);
     assert!(core::mem::size_of::<OriginalDest>() == 36);
+    assert!(core::mem::size_of::<Route>() == 24);
 };

@@ -26,12 +26,12 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData},
     programs::{
-        CgroupAttachMode, CgroupSockAddr,
+        CgroupAttachMode, CgroupSock, CgroupSockAddr,
         links::{FdLink, PinnedLink},
     },
 };
 use redirector_common::{
-    COUNTERS_MAP, LAYOUT_VERSION, ORIGINS_MAP, ROUTES_MAP, SETTINGS_MAP, ServiceKey, Settings,
+    COUNTERS_MAP, LAYOUT_VERSION, ORIGINS_MAP, ROUTES_MAP, Route, SETTINGS_MAP, ServiceKey, Settings,
     TABLE_GRACE_MS, TABLES_MAP, TableEntry, TableKey, WORKLOADS_MAP,
 };
 use std::{
@@ -44,8 +44,12 @@ use std::{
 /// `statfs` magic of bpffs.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
-/// The hooks, by program name. All four are attached to the same cgroup.
-pub const PROGRAMS: [&str; 4] = ["connect4", "connect6", "getpeername4", "getpeername6"];
+/// The hooks, by program name. All five are attached to the same cgroup.
+/// `sock_release` is a `cgroup_sock` program, the others `cgroup_sock_addr`.
+pub const PROGRAMS: [&str; 5] = ["connect4", "connect6", "getpeername4", "getpeername6", SOCK_RELEASE_PROGRAM];
+
+/// The program that forgets a closed socket's entry in `ORIGINS`.
+const SOCK_RELEASE_PROGRAM: &str = "sock_release";
 
 /// Maps pinned in each generation directory, by their pin file name.
 const GENERATION_MAPS: [(&str, &str); 5] = [
@@ -118,11 +122,13 @@ impl Datapath {
             .context("loading the BPF object")?;
         let logger = aya_log::EbpfLogger::init(&mut ebpf).context("initialising BPF logs")?;
         for name in PROGRAMS {
-            let program: &mut CgroupSockAddr = ebpf
-                .program_mut(name)
-                .ok_or_else(|| anyhow!("BPF program {name} missing from the object"))?
-                .try_into()?;
-            program.load().with_context(|| format!("loading BPF program {name} (verifier)"))?;
+            let program = ebpf.program_mut(name).ok_or_else(|| anyhow!("BPF program {name} missing from the object"))?;
+            let loaded = if name == SOCK_RELEASE_PROGRAM {
+                <&mut CgroupSock>::try_from(program)?.load()
+            } else {
+                <&mut CgroupSockAddr>::try_from(program)?.load()
+            };
+            loaded.with_context(|| format!("loading BPF program {name} (verifier)"))?;
         }
         Ok((
             Self {
@@ -157,18 +163,23 @@ impl Datapath {
                 .with_context(|| format!("pinning {map} at {}", path.display()))?;
         }
         for name in PROGRAMS {
-            let program: &mut CgroupSockAddr = self
-                .ebpf
-                .program_mut(name)
-                .ok_or_else(|| anyhow!("BPF program {name} missing"))?
-                .try_into()?;
+            let program = self.ebpf.program_mut(name).ok_or_else(|| anyhow!("BPF program {name} missing"))?;
             // aya attaches with a bpf_link (kernel >= 5.7). Cgroup links always
             // coexist with other programs and take no attach flags, so the
             // mode must be `Single` (flags 0); `AllowMultiple` is EINVAL here.
-            let id = program
-                .attach(&file, CgroupAttachMode::Single)
-                .with_context(|| format!("attaching {name} to {}", cgroup.display()))?;
-            let link: FdLink = program.take_link(id)?.try_into()?;
+            let link: FdLink = if name == SOCK_RELEASE_PROGRAM {
+                let program = <&mut CgroupSock>::try_from(program)?;
+                let id = program
+                    .attach(&file, CgroupAttachMode::Single)
+                    .with_context(|| format!("attaching {name} to {}", cgroup.display()))?;
+                program.take_link(id)?.try_into()?
+            } else {
+                let program = <&mut CgroupSockAddr>::try_from(program)?;
+                let id = program
+                    .attach(&file, CgroupAttachMode::Single)
+                    .with_context(|| format!("attaching {name} to {}", cgroup.display()))?;
+                program.take_link(id)?.try_into()?
+            };
             let path = self.generation_dir.join(format!("link-{name}"));
             self.links.push(link.pin(&path).with_context(|| format!("pinning link {}", path.display()))?);
         }
@@ -186,8 +197,8 @@ impl Datapath {
             let table = &desired.tables[key];
             let id = self.write_table(&table.entries())?;
             let map = self.ebpf.map_mut(ROUTES_MAP).ok_or_else(|| anyhow!("map {ROUTES_MAP} missing"))?;
-            let mut routes: HashMap<&mut MapData, ServiceKey, u32> = map.try_into()?;
-            routes.insert(key, id, 0).context("writing a route")?;
+            let mut routes: HashMap<&mut MapData, ServiceKey, Route> = map.try_into()?;
+            routes.insert(key, Route { table: id, header: table.header }, 0).context("writing a route")?;
             let old_table = self.installed.insert(*key, table.clone());
             if let (Some(old), Some(old_table)) = (self.table_ids.insert(*key, id), old_table) {
                 self.retire(old, &old_table);
@@ -217,7 +228,7 @@ impl Datapath {
         }
         for key in &diff.remove {
             let map = self.ebpf.map_mut(ROUTES_MAP).ok_or_else(|| anyhow!("map {ROUTES_MAP} missing"))?;
-            let mut routes: HashMap<&mut MapData, ServiceKey, u32> = map.try_into()?;
+            let mut routes: HashMap<&mut MapData, ServiceKey, Route> = map.try_into()?;
             routes.remove(key).context("removing a route")?;
             let old_table = self.installed.remove(key);
             if let (Some(old), Some(old_table)) = (self.table_ids.remove(key), old_table) {
@@ -411,4 +422,37 @@ pub fn ensure_bpffs_mounted() -> anyhow::Result<()> {
     }
     nix::mount::mount(Some("bpf"), path, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
         .with_context(|| format!("mounting bpffs at {DEFAULT_BPFFS}"))
+}
+
+/// An empty `connect4` program attached to one cgroup, to measure the floor of
+/// the kernel's per-run statistics (the cost of running any program at all).
+/// Dropping it detaches it.
+pub struct Calibration {
+    _ebpf: Ebpf,
+}
+
+/// Name of the empty program in the BPF object.
+pub const CALIBRATION_PROGRAM: &str = "noop_connect4";
+
+impl Calibration {
+    /// Loads the empty program (and nothing else) and attaches it to `cgroup`
+    /// with a link that is not pinned. Returns it with its kernel program id.
+    pub fn attach(cgroup: &Path) -> anyhow::Result<(Self, u32)> {
+        let file = File::open(cgroup).with_context(|| format!("opening cgroup {}", cgroup.display()))?;
+        let mut loader = EbpfLoader::new();
+        // The object's maps are created but never used: keep them small.
+        for (map, _) in GENERATION_MAPS {
+            loader.map_max_entries(map, 1);
+        }
+        loader.map_max_entries(ORIGINS_MAP, 1);
+        let mut ebpf = loader.load(OBJECT).context("loading the BPF object")?;
+        let program: &mut CgroupSockAddr = ebpf
+            .program_mut(CALIBRATION_PROGRAM)
+            .ok_or_else(|| anyhow!("BPF program {CALIBRATION_PROGRAM} missing from the object"))?
+            .try_into()?;
+        program.load().context("loading the calibration program")?;
+        let id = program.info()?.id();
+        program.attach(&file, CgroupAttachMode::Single).with_context(|| format!("attaching to {}", cgroup.display()))?;
+        Ok((Self { _ebpf: ebpf }, id))
+    }
 }

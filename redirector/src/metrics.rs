@@ -11,7 +11,7 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
-use redirector_common::{MAX_COUNTERS, MAX_ROUTES, MAX_TABLE_SLOTS, MAX_WORKLOADS, ServiceKey};
+use redirector_common::{MAX_COUNTERS, MAX_ORIGINS, MAX_ROUTES, MAX_TABLE_SLOTS, MAX_WORKLOADS, ServiceKey};
 use std::{
     collections::BTreeMap,
     path::PathBuf,
@@ -47,6 +47,7 @@ pub fn render(state: &AgentState, bpffs: &std::path::Path) -> String {
     let mut registry = Registry::with_prefix("redirector");
     let connects = Family::<Labels, Counter>::default();
     let refused = Family::<Labels, Counter>::default();
+    let origins_full = Family::<Labels, Counter>::default();
     let entries = Family::<Labels, Gauge>::default();
     let capacity = Family::<Labels, Gauge>::default();
     let reloads = Family::<Labels, Counter>::default();
@@ -73,14 +74,22 @@ pub fn render(state: &AgentState, bpffs: &std::path::Path) -> String {
                 table_slots += 1 + b.endpoints.len();
             }
             refused.get_or_create(&base).inc_by(route.refused);
+            if route.origins_full > 0 {
+                origins_full.get_or_create(&base).inc_by(route.origins_full);
+            }
             table_slots += 1;
         }
-        let counters: usize = status.routes.iter().map(|r| r.backends.len() + usize::from(r.refused > 0)).sum();
+        let counters: usize = status
+            .routes
+            .iter()
+            .map(|r| r.backends.len() + usize::from(r.refused > 0) + usize::from(r.origins_full > 0))
+            .sum();
         for (map, used, max) in [
             ("routes", status.routes.len(), MAX_ROUTES),
             ("tables", table_slots, MAX_TABLE_SLOTS),
             ("workloads", status.workloads.len(), MAX_WORKLOADS),
             ("counters", counters, MAX_COUNTERS),
+            ("origins", status::origins_in_use(bpffs).unwrap_or(0), MAX_ORIGINS),
         ] {
             entries.get_or_create(&vec![("map".into(), map.into())]).set(used as i64);
             capacity.get_or_create(&vec![("map".into(), map.into())]).set(i64::from(max));
@@ -88,6 +97,11 @@ pub fn render(state: &AgentState, bpffs: &std::path::Path) -> String {
     }
     registry.register("connects_redirected", "Connects sent to a backend, per destination and backend", connects);
     registry.register("connects_refused", "Connects refused for lack of endpoints, per destination", refused);
+    registry.register(
+        "connects_origin_unrecorded",
+        "Redirected connects whose dialled address was not recorded (ORIGINS full): getpeername() shows the endpoint",
+        origins_full,
+    );
     registry.register("config_reloads", "Configuration reloads, by result", reloads);
     registry.register("config_generation", "Generation of the configuration in force", generation);
     registry.register("ready", "1 once the first configuration is in the kernel", ready);

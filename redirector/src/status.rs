@@ -8,7 +8,7 @@ use crate::{
 };
 use anyhow::{Context as _, anyhow, bail};
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuHashMap};
-use redirector_common::{CounterKey, REFUSED, ServiceKey, Settings, TableEntry, TableKey};
+use redirector_common::{CounterKey, ORIGINS_FULL, OriginalDest, REFUSED, Route, ServiceKey, Settings, TableEntry, TableKey};
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
@@ -38,6 +38,9 @@ pub struct RouteStatus {
     pub backends: Vec<BackendStatus>,
     /// Connects refused for lack of endpoints.
     pub refused: u64,
+    /// Redirected connects whose service address could not be remembered
+    /// (`ORIGINS` full): their getpeername() reports the endpoint.
+    pub origins_full: u64,
 }
 
 /// Everything `status` shows.
@@ -79,17 +82,26 @@ pub fn read(root: &Path) -> anyhow::Result<Status> {
         *counts.entry((key.service, key.backend)).or_default() += values.iter().sum::<u64>();
     }
 
-    let routes_map: HashMap<MapData, ServiceKey, u32> = Map::HashMap(pinned("routes")?).try_into()?;
+    let routes_map: HashMap<MapData, ServiceKey, Route> = Map::HashMap(pinned("routes")?).try_into()?;
     let tables: HashMap<MapData, TableKey, TableEntry> = Map::HashMap(pinned("tables")?).try_into()?;
     let mut routes = Vec::new();
     for route in routes_map.iter() {
-        let (key, id) = route?;
+        let (key, Route { table: id, .. }) = route?;
         let get = |index| tables.get(&TableKey { table: id, index }, 0).ok();
         let entries: Vec<TableEntry> = (0..table_len(get)).filter_map(get).collect();
         routes.push(route_status(&key, &entries, &counts)?);
     }
     routes.sort_by_key(|r| (r.class, r.destination));
     Ok(Status { generation, settings, workloads, routes })
+}
+
+/// How many redirected sockets have their original destination recorded in
+/// the pinned `ORIGINS` map under `root` (one entry per open redirected socket).
+pub fn origins_in_use(root: &Path) -> anyhow::Result<usize> {
+    let path = layout_dir(root).join("origins");
+    let map = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+    let origins: HashMap<MapData, u64, OriginalDest> = Map::HashMap(map).try_into()?;
+    Ok(origins.keys().filter(Result::is_ok).count())
 }
 
 fn route_status(key: &ServiceKey, entries: &[TableEntry], counts: &BTreeMap<(ServiceKey, u32), u64>) -> anyhow::Result<RouteStatus> {
@@ -129,7 +141,8 @@ fn route_status(key: &ServiceKey, entries: &[TableEntry], counts: &BTreeMap<(Ser
             }
         })
         .collect();
-    Ok(RouteStatus { class: key.class, destination, backends, refused: counts.get(&(*key, REFUSED)).copied().unwrap_or(0) })
+    let count = |backend| counts.get(&(*key, backend)).copied().unwrap_or(0);
+    Ok(RouteStatus { class: key.class, destination, backends, refused: count(REFUSED), origins_full: count(ORIGINS_FULL) })
 }
 
 impl Status {
@@ -148,7 +161,11 @@ impl Status {
             let _ = writeln!(out, "  cgroup id {id} -> class {class}");
         }
         for r in &self.routes {
-            let _ = writeln!(out, "class {} {}  refused {}", r.class, r.destination, r.refused);
+            let _ = write!(out, "class {} {}  refused {}", r.class, r.destination, r.refused);
+            if r.origins_full > 0 {
+                let _ = write!(out, "  origins full {}", r.origins_full);
+            }
+            let _ = writeln!(out);
             for b in &r.backends {
                 let pct = if b.share.1 == 0 { 0.0 } else { 100.0 * b.share.0 as f64 / b.share.1 as f64 };
                 let eps: Vec<String> = b.endpoints.iter().map(|e| e.to_string()).collect();
@@ -168,6 +185,7 @@ impl Status {
                     "class": r.class,
                     "destination": r.destination.to_string(),
                     "refused": r.refused,
+                    "originsFull": r.origins_full,
                     "backends": r.backends.iter().map(|b| serde_json::json!({
                         "probability": if b.share.1 == 0 { 0.0 } else { b.share.0 as f64 / b.share.1 as f64 },
                         "endpoints": b.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>(),

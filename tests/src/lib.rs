@@ -422,8 +422,9 @@ pub fn attached_programs(cgroup: &Path, attach_type: u32) -> anyhow::Result<u32>
     Ok(attr.prog_cnt)
 }
 
-/// The cgroup attach types the agent uses: connect4, connect6, getpeername4, getpeername6.
-pub const AGENT_ATTACH_TYPES: [u32; 4] = [10, 11, 29, 30];
+/// The cgroup attach types the agent uses: connect4, connect6, getpeername4,
+/// getpeername6, inet_sock_release.
+pub const AGENT_ATTACH_TYPES: [u32; 5] = [10, 11, 29, 30, 34];
 
 /// A scratch directory for config files, removed on drop.
 pub struct ScratchDir(PathBuf);

@@ -156,6 +156,8 @@ fn single_backend_redirection_and_getpeername_shows_service() {
     assert_eq!(result.replies_from("other"), 200, "{result:?}");
     let peers: Vec<String> = result.peers.keys().map(|p| p.to_string()).collect();
     assert_eq!(peers, ["127.10.0.1:80"], "getpeername must show the dialled service");
+    // Every probe socket is closed: sock_release forgot them all.
+    assert_eq!(redirector::status::origins_in_use(env.pins.path()).unwrap(), 0, "ORIGINS entries outlived their sockets");
     // The backend service's own address keeps Kuma's default route to itself.
     let direct = env.probe("127.10.0.9:80", 20);
     assert_eq!(direct.replies_from("other"), 20, "{direct:?}");
@@ -278,7 +280,7 @@ fn agent_exit_leaves_the_route_in_force_and_uninstall_removes_everything() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("detached 4 links"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("detached 5 links"), "{}", String::from_utf8_lossy(&out.stdout));
     for attach_type in AGENT_ATTACH_TYPES {
         assert_eq!(attached_programs(env.cgroup.path(), attach_type).unwrap(), 0, "after uninstall, attach type {attach_type}");
     }
