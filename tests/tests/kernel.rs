@@ -165,6 +165,44 @@ fn single_backend_redirection_and_getpeername_shows_service() {
 }
 
 #[test]
+fn getpeername_of_a_socket_from_before_an_agent_restart_shows_the_service_and_its_origin_is_freed() {
+    use std::io::{BufRead as _, Write as _};
+    let env = Env::new("origins-restart");
+    let _other = Backend::tcp("127.10.3.1:19000", "other").unwrap();
+    let config = [
+        service("backend", "127.10.0.1", "backend", &[]),
+        service("other", "127.10.0.9", "other", &[]),
+        dataplane("other-1", "127.10.3.1", 19000, "other", &[]),
+        route("to-other", "backend", &[("other", 1)]),
+    ]
+    .concat();
+    let agent = env.start(&config);
+    let mut held = std::process::Command::new(integration_tests::probe_bin())
+        .args(["--connect", "127.10.0.1:80", "--hold", "--cgroup"])
+        .arg(env.cgroup.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(held.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "connected");
+    assert_eq!(redirector::status::origins_in_use(env.pins.path()).unwrap(), 1);
+    // A new generation of the hooks replaces the old one; ORIGINS is kept.
+    agent.stop().unwrap();
+    let agent = env.start(&config);
+    held.stdin.take().unwrap().write_all(b"\n").unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "peer 127.10.0.1:80", "getpeername after the restart");
+    assert!(held.wait().unwrap().success());
+    // Closed under the new generation: its sock_release forgot it.
+    assert_eq!(redirector::status::origins_in_use(env.pins.path()).unwrap(), 0);
+    agent.stop().unwrap();
+}
+
+#[test]
 fn ipv6_services_are_redirected() {
     let env = Env::new("ipv6");
     add_loopback_v6("fd00:10::11").unwrap();

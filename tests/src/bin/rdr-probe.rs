@@ -5,6 +5,9 @@
 //! (`peer <addr> <count>`).
 //!
 //! `--cgroup DIR` moves the probe into that cgroup before the first connect.
+//!
+//! `--hold` makes one TCP connect, prints `connected`, waits for a line on
+//! stdin, then prints `peer <addr>` (getpeername() at that moment) and exits.
 
 use std::{
     collections::BTreeMap,
@@ -19,12 +22,14 @@ fn main() {
     let mut count: u32 = 1;
     let mut udp = false;
     let mut cgroup: Option<String> = None;
+    let mut hold = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--connect" => target = args.next().and_then(|a| a.parse().ok()),
             "--count" => count = args.next().and_then(|c| c.parse().ok()).unwrap_or_else(|| usage()),
             "--udp" => udp = true,
             "--cgroup" => cgroup = args.next(),
+            "--hold" => hold = true,
             _ => usage(),
         }
     }
@@ -32,6 +37,9 @@ fn main() {
     assert!(count <= 1_000_000, "--count is bounded to 1,000,000");
     if let Some(dir) = cgroup {
         std::fs::write(format!("{dir}/cgroup.procs"), "0").expect("joining the cgroup");
+    }
+    if hold {
+        return hold_one(target);
     }
     let mut replies: BTreeMap<String, u32> = BTreeMap::new();
     let mut errors: BTreeMap<i32, u32> = BTreeMap::new();
@@ -57,6 +65,14 @@ fn main() {
     }
 }
 
+fn hold_one(target: SocketAddr) {
+    let stream = TcpStream::connect_timeout(&target, Duration::from_secs(5)).expect("connect");
+    println!("connected");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).expect("reading stdin");
+    println!("peer {}", stream.peer_addr().expect("getpeername"));
+}
+
 fn tcp_once(target: SocketAddr) -> std::io::Result<(String, SocketAddr)> {
     let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -79,6 +95,6 @@ fn udp_once(target: SocketAddr) -> std::io::Result<(String, SocketAddr)> {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: rdr-probe --connect ADDR:PORT [--count N] [--udp] [--cgroup DIR]");
+    eprintln!("usage: rdr-probe --connect ADDR:PORT [--count N] [--udp] [--hold] [--cgroup DIR]");
     std::process::exit(2)
 }
