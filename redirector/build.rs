@@ -8,6 +8,14 @@ fn main() -> anyhow::Result<()> {
         .no_deps()
         .exec()
         .context("cargo metadata")?;
+    // aya-build reruns when redirector-ebpf/ changes; the BPF object also
+    // compiles redirector-common (map types and sizes), so a change there
+    // alone must rebuild it too.
+    for package in metadata.packages.iter().filter(|p| p.name.as_str() == "redirector-common") {
+        if let Some(dir) = package.manifest_path.parent() {
+            println!("cargo:rerun-if-changed={dir}");
+        }
+    }
     let ebpf = metadata
         .packages
         .into_iter()
