@@ -22,7 +22,7 @@ pub mod traffic;
 use anyhow::{Context as _, bail};
 use contenders::*;
 use integration_tests::{Agent, Backend, ChildCgroup, PinDir, ScratchDir, enter_private_netns};
-use report::{Hook, Machine, Rate, Sample, SweepPoint, Traffic};
+use report::{Hook, Machine, ProgCost, Rate, Sample, SweepPoint, Traffic};
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -78,26 +78,6 @@ fn sysctl(path: &str, value: &str) -> anyhow::Result<()> {
     std::fs::write(Path::new("/proc/sys").join(path), value).with_context(|| format!("setting {path}={value}"))
 }
 
-/// `kernel.bpf_stats_enabled=1` while alive; the previous value is restored on drop.
-struct BpfStats(String);
-
-impl BpfStats {
-    const PATH: &str = "/proc/sys/kernel/bpf_stats_enabled";
-    fn enable() -> anyhow::Result<Self> {
-        let old = std::fs::read_to_string(Self::PATH).context("reading kernel.bpf_stats_enabled")?;
-        std::fs::write(Self::PATH, "1").context("enabling kernel.bpf_stats_enabled")?;
-        Ok(Self(old.trim().to_string()))
-    }
-}
-
-impl Drop for BpfStats {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::write(Self::PATH, &self.0) {
-            eprintln!("warning: restoring kernel.bpf_stats_enabled={}: {e}", self.0);
-        }
-    }
-}
-
 fn bpftool_json(args: &[&str]) -> anyhow::Result<serde_json::Value> {
     let out = Command::new("bpftool").arg("--json").args(args).output().context("running bpftool")?;
     if !out.status.success() {
@@ -106,13 +86,26 @@ fn bpftool_json(args: &[&str]) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
-/// The connect4 program attached to `cgroup` (id, name), via `bpftool cgroup show`.
-fn connect4_prog(cgroup: &Path) -> anyhow::Result<(u64, String)> {
+/// The programs attached to `cgroup`: (id, attach type, name), via `bpftool cgroup show`.
+fn cgroup_programs(cgroup: &Path) -> anyhow::Result<Vec<(u64, String, String)>> {
     let v = bpftool_json(&["cgroup", "show", &cgroup.to_string_lossy()])?;
-    let progs = v.as_array().cloned().unwrap_or_default();
-    let found: Vec<_> = progs.iter().filter(|p| p["attach_type"] == "connect4" || p["attach_type"] == "cgroup_inet4_connect").collect();
-    let [p] = found[..] else { bail!("expected one connect4 program on {}, found {}: {v}", cgroup.display(), found.len()) };
-    Ok((p["id"].as_u64().context("prog id")?, p["name"].as_str().unwrap_or("?").to_string()))
+    v.as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|p| {
+            let id = p["id"].as_u64().context("prog id")?;
+            Ok((id, p["attach_type"].as_str().unwrap_or("?").to_string(), p["name"].as_str().unwrap_or("?").to_string()))
+        })
+        .collect()
+}
+
+/// The redirector's connect4 program on `cgroup` (its id: the maps it uses).
+fn connect4_prog(cgroup: &Path) -> anyhow::Result<u64> {
+    let progs = cgroup_programs(cgroup)?;
+    let found: Vec<_> = progs.iter().filter(|(_, attach, name)| (attach == "connect4" || attach == "cgroup_inet4_connect") && name == "connect4").collect();
+    let [(id, _, _)] = found[..] else { bail!("expected one connect4 program on {}, found {progs:?}", cgroup.display()) };
+    Ok(*id)
 }
 
 /// (run_time_ns, run_cnt) of a program (BPF_OBJ_GET_INFO_BY_FD, through bpftool).
@@ -122,14 +115,27 @@ fn prog_stats(id: u64) -> anyhow::Result<(u64, u64)> {
 }
 
 /// Runs `f` with BPF statistics on and returns its result with the cost per
-/// run of program `prog` over that time.
-fn with_hook_stats<T>(prog: (u64, String), f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<(T, Hook)> {
-    let stats = BpfStats::enable()?;
-    let before = prog_stats(prog.0)?;
+/// run of every program on `cgroup` over that time, next to the floor: an
+/// empty connect4 program attached there for the measurement only (what
+/// running any program, and timing it, costs on this machine).
+fn with_hook_stats<T>(cgroup: &Path, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<(T, Hook)> {
+    let (calibration, floor_id) = redirector::datapath::Calibration::attach(cgroup).context("attaching the empty calibration program")?;
+    let progs = cgroup_programs(cgroup)?;
+    // BPF_ENABLE_STATS keeps statistics on while the fd is open; unlike the
+    // sysctl, another holder (a concurrent bench) cannot switch them off.
+    let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("BPF_ENABLE_STATS")?;
+    let before: Vec<(u64, u64)> = progs.iter().map(|(id, _, _)| prog_stats(*id)).collect::<anyhow::Result<_>>()?;
     let value = f()?;
-    let after = prog_stats(prog.0)?;
+    let after: Vec<(u64, u64)> = progs.iter().map(|(id, _, _)| prog_stats(*id)).collect::<anyhow::Result<_>>()?;
     drop(stats);
-    Ok((value, Hook { prog_id: prog.0, prog_name: prog.1, run_time_ns: after.0 - before.0, run_cnt: after.1 - before.1 }))
+    drop(calibration);
+    let costs: Vec<ProgCost> = progs
+        .into_iter()
+        .zip(before.iter().zip(&after))
+        .map(|((prog_id, attach_type, prog_name), (b, a))| ProgCost { prog_id, attach_type, prog_name, run_time_ns: a.0 - b.0, run_cnt: a.1 - b.1 })
+        .collect();
+    let (floor, programs): (Vec<ProgCost>, Vec<ProgCost>) = costs.into_iter().partition(|p| p.prog_id == u64::from(floor_id));
+    Ok((value, Hook { programs, floor: floor.into_iter().next() }))
 }
 
 /// One bench-client subprocess for `target` from `source`.
@@ -268,8 +274,8 @@ struct Contender {
     /// The single-endpoint `traffic` service (or the traffic server itself).
     traffic: String,
     cgroup: Option<PathBuf>,
-    /// For the redirector, its connect4 program (id, name).
-    prog: Option<(u64, String)>,
+    /// For the redirector, the cgroup its hooks are attached to.
+    hooked: bool,
     _up: Vec<Box<dyn std::any::Any>>,
 }
 
@@ -293,7 +299,7 @@ struct RedirectorUp {
 }
 
 fn up(name: &'static str) -> anyhow::Result<Contender> {
-    let mut c = Contender { name, what: String::new(), target: String::new(), alt: None, traffic: String::new(), cgroup: None, prog: None, _up: Vec::new() };
+    let mut c = Contender { name, what: String::new(), target: String::new(), alt: None, traffic: String::new(), cgroup: None, hooked: false, _up: Vec::new() };
     match name {
         "direct" => {
             c.what = format!("the client dials {EP_V1} (9 connections in 10) or {EP_V2} itself");
@@ -311,7 +317,7 @@ fn up(name: &'static str) -> anyhow::Result<Contender> {
             c.target = VIP_REDIRECTOR.into();
             c.traffic = TRAFFIC_REDIRECTOR.into();
             c.cgroup = Some(cgroup.path().to_path_buf());
-            c.prog = Some(connect4_prog(cgroup.path())?);
+            c.hooked = true;
             c._up.push(Box::new(RedirectorUp { _agent: agent, _config: config, _pins: pins, _cgroup: cgroup }));
         }
         "haproxy" => {
@@ -409,14 +415,16 @@ pub fn run(sizes: &Sizes, out_dir: &Path, command: &str) -> anyhow::Result<()> {
         let c = up(name)?;
         eprintln!("bench: {name}: {} connects to {}", sizes.connects, c.target);
         let source = format!("127.21.0.{}", index + 1);
-        let sample = match &c.prog {
-            Some(prog) => {
-                let (s, h) = with_hook_stats(prog.clone(), || latency(&c, &source, &c.target, sizes.connects, warmup))?;
-                eprintln!("bench: connect4 hook: {} runs, {:.0} ns/run", h.run_cnt, h.ns_per_run());
+        let sample = match (&c.cgroup, c.hooked) {
+            (Some(cgroup), true) => {
+                let (s, h) = with_hook_stats(cgroup, || latency(&c, &source, &c.target, sizes.connects, warmup))?;
+                for line in h.lines() {
+                    eprintln!("bench: {line}");
+                }
                 hook = Some(h);
                 s
             }
-            None => latency(&c, &source, &c.target, sizes.connects, warmup)?,
+            _ => latency(&c, &source, &c.target, sizes.connects, warmup)?,
         };
         eprintln!(
             "bench: {name}: connect p50 {:.1} µs, p99 {:.1} µs; {:.1} s",
@@ -487,12 +495,12 @@ fn run_sweep(sizes: &Sizes) -> anyhow::Result<Vec<SweepPoint>> {
                 alt: None,
                 traffic: String::new(),
                 cgroup: Some(sa.cgroup.path().to_path_buf()),
-                prog: None,
+                hooked: true,
                 _up: Vec::new(),
             };
-            let (sample, hook) = with_hook_stats(prog.clone(), || latency(&c, &sweep_source(1, k), &target, sizes.sweep_connects, warmup))?;
+            let (sample, hook) = with_hook_stats(sa.cgroup.path(), || latency(&c, &sweep_source(1, k), &target, sizes.sweep_connects, warmup))?;
             let (rss, hwm) = sweep::rss(sa.agent().pid())?;
-            let maps = sweep::map_memory(prog.0)?;
+            let maps = sweep::map_memory(prog)?;
             // One route changed: rewrite the file that holds it.
             let changed = sweep::redirector_files(n, (80, 20));
             let file = sweep::file_of(sweep::measured(n));
@@ -532,7 +540,7 @@ fn run_sweep(sizes: &Sizes) -> anyhow::Result<Vec<SweepPoint>> {
                 alt: None,
                 traffic: String::new(),
                 cgroup: None,
-                prog: None,
+                hooked: false,
                 _up: Vec::new(),
             };
             let sample = latency(&c, &sweep_source(ci, k), &target, sizes.sweep_connects, warmup)?;
