@@ -410,8 +410,10 @@ Time from the `connect()` call to its return (the 3-way handshake on loopback, p
     let _ = writeln!(out, "## Connection rate\n");
     let _ = writeln!(
         out,
-        "One client process per CPU, all at once, each making {} connections (connect, read the reply, close) as fast as it can.\n",
-        r.sizes.rate_connects
+        "One client process per CPU, all at once, each making {} connections (connect, read the reply, close) as fast as it can. \
+Best of {} rounds; each round brings every contender up in turn, so slow phases of the VM hit all of them alike.\n",
+        r.sizes.rate_connects,
+        super::RATE_ROUNDS
     );
     let _ = writeln!(out, "| contender | clients | connections/s | vs direct | failed |");
     let _ = writeln!(out, "|---|---:|---:|---:|---:|");
@@ -429,10 +431,12 @@ Time from the `connect()` call to its return (the 3-way handshake on loopback, p
     let _ = writeln!(out, "\n## Established connections\n");
     let _ = writeln!(
         out,
-        "One connection to the `traffic` service: {} request/response round trips of {} bytes (TCP_NODELAY), then bulk: {} MiB sent and acknowledged by the server (best of three runs).\n",
+        "One connection to the `traffic` service: {} request/response round trips of {} bytes (TCP_NODELAY). \
+Bulk: {} MiB sent on one connection and acknowledged by the server, best of the {} rounds of the rate test.\n",
         r.sizes.round_trips,
         super::traffic::RR_BYTES,
-        r.sizes.bulk_mib
+        r.sizes.bulk_mib,
+        super::RATE_ROUNDS
     );
     let _ = writeln!(out, "| contender | round trip p50 µs | p90 µs | p99 µs | p50 vs direct | bulk Gbit/s | bulk vs direct |");
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
@@ -456,10 +460,12 @@ Time from the `connect()` call to its return (the 3-way handshake on loopback, p
         Some(h) if h.programs.iter().any(|p| p.run_cnt > 0) => {
             let _ = writeln!(
                 out,
-                "From the kernel's BPF statistics (on only while the latency client ran, through `BPF_ENABLE_STATS`), per program \
-attached to the bench cgroup. `connect4` runs inside connect(); `sock_release` runs when a socket of the cgroup is closed and \
-forgets the address a redirected socket dialled. The floor is an empty `connect4` program attached next to them for the \
-measurement: what running and timing any program costs on this machine, included in every other figure.\n"
+                "From the kernel's BPF statistics, per program attached to the bench cgroup, over a run of {} connects of its own after the \
+latency run (statistics on only for that run, through `BPF_ENABLE_STATS`, so their cost is not in the latency figures). \
+`connect4` runs inside connect(); `sock_release` runs when a socket of the cgroup is closed and \
+forgets the address a redirected socket dialled. The floor is an empty `connect4` program attached next to them for that \
+run: what running and timing any program costs on this machine, included in every other figure.\n",
+                (r.sizes.connects / 5).max(100)
             );
             let _ = writeln!(out, "| program | attach type | runs | ns per run | above the floor |");
             let _ = writeln!(out, "|---|---|---:|---:|---:|");
@@ -559,7 +565,7 @@ restore of that service chain; nftables: one chain flushed and refilled).\n",
 - The netfilter contenders also pay for connection tracking, which they need for NAT; the redirector and haproxy contenders run with no netfilter rules loaded.\n\
 - haproxy's latency to first byte includes a second TCP connection (proxy to backend) and two extra context switches; it is a stand-in for any userspace proxy.\n\
 - Each contender's client connects from its own source address (latency 127.21.0.N, rate 127.22.N.P, sweep 127.23.N.K): with one shared source, connections NAT'd by iptables/nftables reused 4-tuples still in the backends' TIME_WAIT from earlier runs and stalled ~10 ms each.\n\
-- The hook cost is measured with BPF statistics on, which adds the kernel's own timing overhead (two clock reads) to every run; the empty calibration program attached during the redirector's latency runs adds its floor to those connects too.\n\
+- The hook cost is measured with BPF statistics on, which adds the kernel's own timing overhead (two clock reads) to every run: the floor row shows how much.\n\
 - Percentiles are nearest-rank; a 2-CPU VM has noisy tails, so compare p99s across runs with care."
     );
     out
