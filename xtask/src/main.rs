@@ -59,6 +59,9 @@ enum Task {
         /// MiB per bulk throughput run (best of three).
         #[arg(long, default_value_t = 2048)]
         bulk_mib: u32,
+        /// Rounds over all contenders: latency pooled, rate and bulk best of.
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
         /// Service counts of the scale sweep, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "1,100,1000,10000,100000")]
         sweep: Vec<u32>,
@@ -110,19 +113,19 @@ fn main() -> anyhow::Result<()> {
             setup::run()?;
             fuzz::run(seconds)
         }
-        Task::Bench { connects, rate_connects, round_trips, bulk_mib, sweep, sweep_connects, smoke, out } => {
+        Task::Bench { connects, rate_connects, round_trips, bulk_mib, rounds, sweep, sweep_connects, smoke, out } => {
             setup::run()?;
             bench::setup()?;
             build()?;
             let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
             let sizes = if smoke {
-                bench::Sizes { connects: 2000, rate_connects: 300, round_trips: 1000, bulk_mib: 64, sweep: vec![1, 100], sweep_connects: 300 }
+                bench::Sizes { connects: 2000, rate_connects: 300, round_trips: 1000, bulk_mib: 64, rounds: 2, sweep: vec![1, 100], sweep_connects: 300 }
             } else {
                 // The agent's timings are part of the report: measure a release build.
                 run(cargo().args(["build", "--release", "--package", "redirector", "--bin", "redirector"]))?;
                 // SAFETY: single-threaded here; read by the bench's Agent::start.
                 unsafe { std::env::set_var("REDIRECTOR_BIN", release_dir().join("redirector")) };
-                bench::Sizes { connects, rate_connects, round_trips, bulk_mib, sweep, sweep_connects }
+                bench::Sizes { connects, rate_connects, round_trips, bulk_mib, rounds, sweep, sweep_connects }
             };
             bench::run(&sizes, &out, &format!("cargo xtask {command}"))
         }

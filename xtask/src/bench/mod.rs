@@ -33,9 +33,6 @@ use std::{
 /// Debian packages the bench needs, by the command each provides.
 const TOOLS: [(&str, &str); 4] = [("iptables", "iptables"), ("nft", "nftables"), ("haproxy", "haproxy"), ("bpftool", "bpftool")];
 
-/// Rounds of the rate and bulk tests (each round brings every contender up once).
-const RATE_ROUNDS: usize = 3;
-
 /// Contender names, in the order of their client source addresses.
 const SOURCES: [&str; 5] = ["direct", "redirector", "haproxy", "iptables", "nftables"];
 
@@ -49,6 +46,8 @@ pub struct Sizes {
     pub round_trips: u32,
     /// MiB sent in the bulk test (per run; best of three runs).
     pub bulk_mib: u32,
+    /// Rounds over all contenders (latency pooled, rate and bulk best of).
+    pub rounds: u32,
     /// Service counts of the scale sweep.
     pub sweep: Vec<u32>,
     /// Sequential connects per sweep point.
@@ -410,43 +409,43 @@ pub fn run(sizes: &Sizes, out_dir: &Path, command: &str) -> anyhow::Result<()> {
     let _backends = [Backend::tcp(EP_V1, "v1")?, Backend::tcp(EP_V2, "v2")?];
     let _traffic = traffic::Server::start(EP_TRAFFIC)?;
 
-    // Latency, hook cost and round trips: one contender after the other.
-    let mut samples = Vec::new();
-    let mut rrs = Vec::new();
-    let mut hook = None;
-    for (index, name) in SOURCES.iter().enumerate() {
-        let c = up(name)?;
-        eprintln!("bench: {name}: {} connects to {}", sizes.connects, c.target);
-        let sample = latency(&c, &format!("127.21.0.{}", index + 1), &c.target, sizes.connects, warmup)?;
-        eprintln!(
-            "bench: {name}: connect p50 {:.1} µs, p99 {:.1} µs; {:.1} s",
-            report::quantile(&sample.connect, 0.5) as f64 / 1e3,
-            report::quantile(&sample.connect, 0.99) as f64 / 1e3,
-            sample.elapsed.as_secs_f64()
-        );
-        samples.push(sample);
-        // The hook cost in a run of its own: statistics and the calibration
-        // program stay out of the latency figures above.
-        if let (Some(cgroup), true) = (&c.cgroup, c.hooked) {
-            let runs = (sizes.connects / 5).max(100);
-            let (_, h) = with_hook_stats(cgroup, || latency(&c, &format!("127.21.1.{}", index + 1), &c.target, runs, 100))?;
-            for line in h.lines() {
-                eprintln!("bench: {line}");
-            }
-            hook = Some(h);
-        }
-        let rr = round_trips(&c, sizes.round_trips)?;
-        eprintln!("bench: {name}: round trip p50 {:.1} µs", report::quantile(&rr, 0.5) as f64 / 1e3);
-        rrs.push(rr);
-    }
-
-    // Connection rate and bulk throughput swing with the VM's neighbours:
-    // rounds over all contenders, best of each.
+    // Every measure runs in rounds; each round brings every contender up in
+    // turn, so the VM's slow phases (it has neighbours) hit all of them
+    // alike. Latencies are pooled over the rounds; rate and bulk keep the
+    // best round.
+    let rounds = sizes.rounds.max(1);
+    let per_round = sizes.connects.div_ceil(rounds);
+    let warmup = (warmup / rounds).max(50);
+    let mut samples: Vec<Option<Sample>> = SOURCES.iter().map(|_| None).collect();
+    let mut rrs: Vec<Vec<u64>> = SOURCES.iter().map(|_| Vec::new()).collect();
     let mut rates: Vec<Option<Rate>> = SOURCES.iter().map(|_| None).collect();
     let mut best_bulk = vec![0f64; SOURCES.len()];
-    for round in 0..RATE_ROUNDS {
+    let mut hooks = Vec::new();
+    for round in 0..rounds as usize {
         for (index, name) in SOURCES.iter().enumerate() {
             let c = up(name)?;
+            let sample = latency(&c, &format!("127.21.{round}.{}", index + 1), &c.target, per_round, warmup)?;
+            eprintln!(
+                "bench: {name}: round {}: connect p50 {:.1} µs, p99 {:.1} µs over {per_round}",
+                round + 1,
+                report::quantile(&sample.connect, 0.5) as f64 / 1e3,
+                report::quantile(&sample.connect, 0.99) as f64 / 1e3,
+            );
+            match &mut samples[index] {
+                Some(pooled) => pooled.absorb(sample),
+                slot => *slot = Some(sample),
+            }
+            // The hook cost in a run of its own: statistics and the
+            // calibration program stay out of the latency figures.
+            if let (Some(cgroup), true) = (&c.cgroup, c.hooked) {
+                let runs = (per_round / 5).max(100);
+                let (_, h) = with_hook_stats(cgroup, || latency(&c, &format!("127.21.{}.{}", 100 + round, index + 1), &c.target, runs, 50))?;
+                for line in h.lines() {
+                    eprintln!("bench: {line}");
+                }
+                hooks.push(h);
+            }
+            rrs[index].extend(round_trips(&c, sizes.round_trips.div_ceil(rounds))?);
             let r = rate(&c, index, round, sizes.rate_connects)?;
             let g = bulk(&c, sizes.bulk_mib)?;
             eprintln!("bench: {name}: round {}: {:.0} connects/s with {} clients, bulk {g:.2} Gbit/s", round + 1, r.per_second(), r.clients);
@@ -456,8 +455,17 @@ pub fn run(sizes: &Sizes, out_dir: &Path, command: &str) -> anyhow::Result<()> {
             best_bulk[index] = best_bulk[index].max(g);
         }
     }
+    let samples: Vec<Sample> = samples.into_iter().map(|s| s.expect("measured")).collect();
     let rates: Vec<Rate> = rates.into_iter().map(|r| r.expect("measured")).collect();
-    let traffics: Vec<Traffic> = rrs.into_iter().zip(best_bulk).map(|(rr, bulk_gbit)| Traffic { rr, bulk_gbit }).collect();
+    let traffics: Vec<Traffic> = rrs
+        .into_iter()
+        .zip(best_bulk)
+        .map(|(mut rr, bulk_gbit)| {
+            rr.sort_unstable();
+            Traffic { rr, bulk_gbit }
+        })
+        .collect();
+    let hook = Hook::pooled(hooks);
 
     let points = run_sweep(sizes)?;
 

@@ -65,7 +65,54 @@ impl ProgCost {
     }
 }
 
+impl Sample {
+    /// Pools another run of the same contender into this one.
+    pub fn absorb(&mut self, other: Sample) {
+        self.connect.extend(other.connect);
+        self.first_byte.extend(other.first_byte);
+        self.connect.sort_unstable();
+        self.first_byte.sort_unstable();
+        self.v1 += other.v1;
+        self.v2 += other.v2;
+        self.errors += other.errors;
+        for (e, n) in other.errnos {
+            *self.errnos.entry(e).or_default() += n;
+        }
+        self.elapsed += other.elapsed;
+    }
+}
+
 impl Hook {
+    /// Sums runs and run time per program name over several measured runs
+    /// (each round loads the programs afresh, under new ids).
+    pub fn pooled(hooks: Vec<Hook>) -> Option<Hook> {
+        let mut out: Option<Hook> = None;
+        for h in hooks {
+            let Some(acc) = &mut out else {
+                out = Some(h);
+                continue;
+            };
+            for p in h.programs {
+                match acc.programs.iter_mut().find(|a| a.prog_name == p.prog_name) {
+                    Some(a) => {
+                        a.run_cnt += p.run_cnt;
+                        a.run_time_ns += p.run_time_ns;
+                    }
+                    None => acc.programs.push(p),
+                }
+            }
+            match (&mut acc.floor, h.floor) {
+                (Some(a), Some(f)) => {
+                    a.run_cnt += f.run_cnt;
+                    a.run_time_ns += f.run_time_ns;
+                }
+                (slot @ None, f) => *slot = f,
+                _ => {}
+            }
+        }
+        out
+    }
+
     /// ns per run of the program named `name`, if it ran.
     pub fn ns(&self, name: &str) -> Option<f64> {
         self.programs.iter().find(|p| p.prog_name == name && p.run_cnt > 0).map(ProgCost::ns_per_run)
@@ -396,9 +443,10 @@ inside a private network namespace on loopback, against the same backends, with 
     let _ = writeln!(out, "\n## connect() latency\n");
     let _ = writeln!(
         out,
-        "{} sequential connections per contender (after {} unmeasured warm-up connections), one client process, to a service split 90/10. \
+        "{} sequential connections per contender, one client process, to a service split 90/10, pooled over {} rounds (each round brings \
+every contender up in turn and starts with {} unmeasured warm-up connections). \
 Time from the `connect()` call to its return (the 3-way handshake on loopback, plus whatever rewrites the destination).\n",
-        r.sizes.connects, r.warmup
+        r.sizes.connects, r.sizes.rounds, r.warmup
     );
     table(&mut out, samples, |s| &s.connect);
     let _ = writeln!(out, "\n![connect() latency CDF](connect-latency-cdf.svg)\n");
@@ -411,9 +459,9 @@ Time from the `connect()` call to its return (the 3-way handshake on loopback, p
     let _ = writeln!(
         out,
         "One client process per CPU, all at once, each making {} connections (connect, read the reply, close) as fast as it can. \
-Best of {} rounds; each round brings every contender up in turn, so slow phases of the VM hit all of them alike.\n",
+Best of {} rounds.\n",
         r.sizes.rate_connects,
-        super::RATE_ROUNDS
+        r.sizes.rounds
     );
     let _ = writeln!(out, "| contender | clients | connections/s | vs direct | failed |");
     let _ = writeln!(out, "|---|---:|---:|---:|---:|");
@@ -432,11 +480,11 @@ Best of {} rounds; each round brings every contender up in turn, so slow phases 
     let _ = writeln!(
         out,
         "One connection to the `traffic` service: {} request/response round trips of {} bytes (TCP_NODELAY). \
-Bulk: {} MiB sent on one connection and acknowledged by the server, best of the {} rounds of the rate test.\n",
+Round trips pooled over the rounds. Bulk: {} MiB sent on one connection and acknowledged by the server, best of {} rounds.\n",
         r.sizes.round_trips,
         super::traffic::RR_BYTES,
         r.sizes.bulk_mib,
-        super::RATE_ROUNDS
+        r.sizes.rounds
     );
     let _ = writeln!(out, "| contender | round trip p50 µs | p90 µs | p99 µs | p50 vs direct | bulk Gbit/s | bulk vs direct |");
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
@@ -460,12 +508,11 @@ Bulk: {} MiB sent on one connection and acknowledged by the server, best of the 
         Some(h) if h.programs.iter().any(|p| p.run_cnt > 0) => {
             let _ = writeln!(
                 out,
-                "From the kernel's BPF statistics, per program attached to the bench cgroup, over a run of {} connects of its own after the \
-latency run (statistics on only for that run, through `BPF_ENABLE_STATS`, so their cost is not in the latency figures). \
+                "From the kernel's BPF statistics, per program attached to the bench cgroup, over runs of their own after each round's \
+latency run (statistics on only for those runs, through `BPF_ENABLE_STATS`, so their cost is not in the latency figures). \
 `connect4` runs inside connect(); `sock_release` runs when a socket of the cgroup is closed and \
 forgets the address a redirected socket dialled. The floor is an empty `connect4` program attached next to them for that \
-run: what running and timing any program costs on this machine, included in every other figure.\n",
-                (r.sizes.connects / 5).max(100)
+run: what running and timing any program costs on this machine, included in every other figure.\n"
             );
             let _ = writeln!(out, "| program | attach type | runs | ns per run | above the floor |");
             let _ = writeln!(out, "|---|---|---:|---:|---:|");
