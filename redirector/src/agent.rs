@@ -116,6 +116,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         s.ready = true;
         s.generation = 1;
         s.names = names(&plan);
+        s.fill = metrics::Fill::of(&desired);
     }
     info!("ready");
 
@@ -186,19 +187,21 @@ fn reload(
             return None;
         }
     };
-    let applied = desired_state(&plan, cgroup, attach_level).and_then(|desired| datapath.apply(&desired));
+    let applied = desired_state(&plan, cgroup, attach_level)
+        .and_then(|desired| Ok((datapath.apply(&desired)?, metrics::Fill::of(&desired))));
     match applied {
-        Ok(diff) if diff.is_empty() => {
+        Ok((diff, _)) if diff.is_empty() => {
             debug!(generation = *generation, "{cause}: nothing changed");
             Some(has_hostnames(&plan))
         }
-        Ok(diff) => {
+        Ok((diff, fill)) => {
             *generation += 1;
             {
                 let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
                 s.reloads_ok += 1;
                 s.generation = *generation;
                 s.names = names(&plan);
+                s.fill = fill;
             }
             info!(
                 generation = *generation,

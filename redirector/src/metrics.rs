@@ -11,7 +11,7 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
-use redirector_common::{MAX_COUNTERS, MAX_ORIGINS, MAX_ROUTES, MAX_TABLE_SLOTS, MAX_WORKLOADS, ServiceKey};
+use redirector_common::{MAX_COUNTERS, MAX_ORIGINS, MAX_ROUTES, MAX_TABLE_SLOTS, MAX_WORKLOADS, ORIGINS_FULL, REFUSED, ServiceKey};
 use std::{
     collections::BTreeMap,
     path::PathBuf,
@@ -35,6 +35,31 @@ pub struct AgentState {
     pub generation: u64,
     /// Per route table: destination service name and backend names by index.
     pub names: BTreeMap<ServiceKey, (String, Vec<String>)>,
+    /// Entries the generation in force put in the kernel maps.
+    pub fill: Fill,
+}
+
+/// Entries of the generation in force, per map (what the agent wrote, so a
+/// scrape need not walk the kernel maps).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Fill {
+    /// `ROUTES` entries (one per class and destination).
+    pub routes: usize,
+    /// `TABLES` entries (header, backend slots and endpoints of every table).
+    pub table_slots: usize,
+    /// `WORKLOADS` entries.
+    pub workloads: usize,
+}
+
+impl Fill {
+    /// The fill levels of `desired`.
+    pub fn of(desired: &crate::datapath::Desired) -> Self {
+        Self {
+            routes: desired.tables.len(),
+            table_slots: desired.tables.values().map(|t| t.entry_count() as usize).sum(),
+            workloads: desired.workloads.len(),
+        }
+    }
 }
 
 /// Shared between the agent loop and the HTTP server.
@@ -57,43 +82,41 @@ pub fn render(state: &AgentState, bpffs: &std::path::Path) -> String {
     generation.set(state.generation as i64);
     reloads.get_or_create(&vec![("result".into(), "ok".into())]).inc_by(state.reloads_ok);
     reloads.get_or_create(&vec![("result".into(), "failed".into())]).inc_by(state.reloads_failed);
-    if let Ok(status) = status::read(bpffs) {
-        let mut table_slots = 0usize;
-        for route in &status.routes {
-            let key = crate::compile::service_key(route.class, route.destination.ip(), route.destination.port());
+    // Only (route, backend) pairs that counted a connect have a kernel
+    // counter; reading just those keeps a scrape small with 100,000 routes.
+    if let Ok(counts) = status::counters(bpffs) {
+        for (&(key, backend), &n) in &counts {
             let (service, names) = state.names.get(&key).cloned().unwrap_or_default();
-            let base: Labels = vec![
-                ("class".into(), route.class.to_string()),
-                ("destination".into(), route.destination.to_string()),
+            let destination = std::net::SocketAddr::new(crate::compile::words_ip(key.addr), u16::from_be(key.port));
+            let mut labels: Labels = vec![
+                ("class".into(), key.class.to_string()),
+                ("destination".into(), destination.to_string()),
                 ("service".into(), service),
             ];
-            for (i, b) in route.backends.iter().enumerate() {
-                let mut labels = base.clone();
-                labels.push(("backend".into(), names.get(i).cloned().unwrap_or_else(|| format!("#{i}"))));
-                connects.get_or_create(&labels).inc_by(b.connects);
-                table_slots += 1 + b.endpoints.len();
+            match backend {
+                REFUSED => {
+                    refused.get_or_create(&labels).inc_by(n);
+                }
+                ORIGINS_FULL => {
+                    origins_full.get_or_create(&labels).inc_by(n);
+                }
+                i => {
+                    labels.push(("backend".into(), names.get(i as usize).cloned().unwrap_or_else(|| format!("#{i}"))));
+                    connects.get_or_create(&labels).inc_by(n);
+                }
             }
-            refused.get_or_create(&base).inc_by(route.refused);
-            if route.origins_full > 0 {
-                origins_full.get_or_create(&base).inc_by(route.origins_full);
-            }
-            table_slots += 1;
         }
-        let counters: usize = status
-            .routes
-            .iter()
-            .map(|r| r.backends.len() + usize::from(r.refused > 0) + usize::from(r.origins_full > 0))
-            .sum();
+        let fill = state.fill;
         for (map, used, max) in [
-            ("routes", status.routes.len(), MAX_ROUTES),
-            ("tables", table_slots, MAX_TABLE_SLOTS),
-            ("workloads", status.workloads.len(), MAX_WORKLOADS),
-            ("counters", counters, MAX_COUNTERS),
-            ("origins", status::origins_in_use(bpffs).unwrap_or(0), MAX_ORIGINS),
+            ("routes", fill.routes, MAX_ROUTES),
+            ("tables", fill.table_slots, MAX_TABLE_SLOTS),
+            ("workloads", fill.workloads, MAX_WORKLOADS),
+            ("counters", counts.len(), MAX_COUNTERS),
         ] {
             entries.get_or_create(&vec![("map".into(), map.into())]).set(used as i64);
             capacity.get_or_create(&vec![("map".into(), map.into())]).set(i64::from(max));
         }
+        capacity.get_or_create(&vec![("map".into(), "origins".into())]).set(i64::from(MAX_ORIGINS));
     }
     registry.register("connects_redirected", "Connects sent to a backend, per destination and backend", connects);
     registry.register("connects_refused", "Connects refused for lack of endpoints, per destination", refused);

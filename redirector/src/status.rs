@@ -58,29 +58,14 @@ pub struct Status {
 
 /// Reads the newest generation pinned under `root`.
 pub fn read(root: &Path) -> anyhow::Result<Status> {
-    let layout = layout_dir(root);
-    let mut generations: Vec<PathBuf> = std::fs::read_dir(&layout)
-        .with_context(|| format!("{}: no redirector datapath is installed here", layout.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("gen-")))
-        .collect();
-    generations.sort();
-    let Some(generation) = generations.pop() else {
-        bail!("{}: no generation pinned (the agent never attached)", layout.display());
-    };
+    let generation = newest_generation(root)?;
     let pinned = |name: &str| MapData::from_pin(generation.join(name)).with_context(|| format!("opening {}", generation.join(name).display()));
 
     let settings: Array<MapData, Settings> = Map::Array(pinned("settings")?).try_into()?;
     let settings = settings.get(&0, 0)?;
     let workloads: HashMap<MapData, u64, u32> = Map::HashMap(pinned("workloads")?).try_into()?;
     let workloads = workloads.iter().collect::<Result<BTreeMap<_, _>, _>>()?;
-
-    let counters: PerCpuHashMap<MapData, CounterKey, u64> = Map::PerCpuHashMap(pinned("counters")?).try_into()?;
-    let mut counts: BTreeMap<(ServiceKey, u32), u64> = BTreeMap::new();
-    for entry in counters.iter() {
-        let (key, values) = entry?;
-        *counts.entry((key.service, key.backend)).or_default() += values.iter().sum::<u64>();
-    }
+    let counts = read_counters(&generation)?;
 
     let routes_map: HashMap<MapData, ServiceKey, Route> = Map::HashMap(pinned("routes")?).try_into()?;
     let tables: HashMap<MapData, TableKey, TableEntry> = Map::HashMap(pinned("tables")?).try_into()?;
@@ -95,8 +80,41 @@ pub fn read(root: &Path) -> anyhow::Result<Status> {
     Ok(Status { generation, settings, workloads, routes })
 }
 
+/// The per-CPU connect counters of the generation in force, summed: (route,
+/// backend index or [`REFUSED`]/[`ORIGINS_FULL`]) -> connects. Only pairs
+/// that ever counted a connect have an entry, so this stays small however
+/// many routes are installed.
+pub fn counters(root: &Path) -> anyhow::Result<BTreeMap<(ServiceKey, u32), u64>> {
+    read_counters(&newest_generation(root)?)
+}
+
+fn read_counters(generation: &Path) -> anyhow::Result<BTreeMap<(ServiceKey, u32), u64>> {
+    let path = generation.join("counters");
+    let map = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+    let counters: PerCpuHashMap<MapData, CounterKey, u64> = Map::PerCpuHashMap(map).try_into()?;
+    let mut counts: BTreeMap<(ServiceKey, u32), u64> = BTreeMap::new();
+    for entry in counters.iter() {
+        let (key, values) = entry?;
+        *counts.entry((key.service, key.backend)).or_default() += values.iter().sum::<u64>();
+    }
+    Ok(counts)
+}
+
+/// The pin directory of the newest generation under `root`.
+fn newest_generation(root: &Path) -> anyhow::Result<PathBuf> {
+    let layout = layout_dir(root);
+    let mut generations: Vec<PathBuf> = std::fs::read_dir(&layout)
+        .with_context(|| format!("{}: no redirector datapath is installed here", layout.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("gen-")))
+        .collect();
+    generations.sort();
+    generations.pop().ok_or_else(|| anyhow!("{}: no generation pinned (the agent never attached)", layout.display()))
+}
+
 /// How many redirected sockets have their original destination recorded in
 /// the pinned `ORIGINS` map under `root` (one entry per open redirected socket).
+/// Walks every key: for `status` and tests, not for every metrics scrape.
 pub fn origins_in_use(root: &Path) -> anyhow::Result<usize> {
     let path = layout_dir(root).join("origins");
     let map = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;

@@ -427,6 +427,8 @@ fn config_changes_apply_live_and_a_bad_edit_under_load_keeps_the_last_good_confi
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert!(body.contains("redirector_config_reloads_total{result=\"failed\"} 1"), "{body}");
     assert!(body.contains("redirector_config_reloads_total{result=\"ok\"} 1"), "{body}");
+    let routes = body.lines().find_map(|l| l.strip_prefix("redirector_map_entries{map=\"routes\"} ")).and_then(|v| v.parse::<u64>().ok());
+    assert!(routes.is_some_and(|n| n > 0), "no route count in\n{body}");
     let served: u64 = body
         .lines()
         .filter(|l| l.starts_with("redirector_connects_redirected_total{") && l.contains("destination=\"127.10.0.1:80\""))
