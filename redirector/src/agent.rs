@@ -190,7 +190,9 @@ fn reload(
     let applied = desired_state(&plan, cgroup, attach_level)
         .and_then(|desired| Ok((datapath.apply(&desired)?, metrics::Fill::of(&desired))));
     match applied {
-        Ok((diff, _)) if diff.is_empty() => {
+        Ok((diff, fill)) if diff.is_empty() => {
+            // No table changed, but workload cgroups may have.
+            state.lock().unwrap_or_else(|e| e.into_inner()).fill = fill;
             debug!(generation = *generation, "{cause}: nothing changed");
             Some(has_hostnames(&plan))
         }

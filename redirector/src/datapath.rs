@@ -46,7 +46,9 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// The hooks, by program name. All five are attached to the same cgroup.
 /// `sock_release` is a `cgroup_sock` program, the others `cgroup_sock_addr`.
-pub const PROGRAMS: [&str; 5] = ["connect4", "connect6", "getpeername4", "getpeername6", SOCK_RELEASE_PROGRAM];
+/// `sock_release` comes first: attached before the connect hooks, it sees the
+/// close of every socket they redirect, so no ORIGINS entry outlives its socket.
+pub const PROGRAMS: [&str; 5] = [SOCK_RELEASE_PROGRAM, "connect4", "connect6", "getpeername4", "getpeername6"];
 
 /// The program that forgets a closed socket's entry in `ORIGINS`.
 const SOCK_RELEASE_PROGRAM: &str = "sock_release";

@@ -84,9 +84,14 @@ pub fn render(state: &AgentState, bpffs: &std::path::Path) -> String {
     reloads.get_or_create(&vec![("result".into(), "failed".into())]).inc_by(state.reloads_failed);
     // Only (route, backend) pairs that counted a connect have a kernel
     // counter; reading just those keeps a scrape small with 100,000 routes.
-    if let Ok(counts) = status::counters(bpffs) {
+    // Until this agent's generation is in force the pinned counters may be a
+    // previous agent's, which this one cannot name: export none.
+    let counts = if state.ready { status::counters(bpffs).ok() } else { None };
+    if let Some(counts) = counts {
         for (&(key, backend), &n) in &counts {
-            let (service, names) = state.names.get(&key).cloned().unwrap_or_default();
+            // Counters outlive the routes they counted (a removed route's
+            // entries stay in the map): export only routes in force.
+            let Some((service, names)) = state.names.get(&key).cloned() else { continue };
             let destination = std::net::SocketAddr::new(crate::compile::words_ip(key.addr), u16::from_be(key.port));
             let mut labels: Labels = vec![
                 ("class".into(), key.class.to_string()),

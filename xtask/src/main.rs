@@ -56,7 +56,7 @@ enum Task {
         /// Request/response round trips on one established connection.
         #[arg(long, default_value_t = 50_000)]
         round_trips: u32,
-        /// MiB per bulk throughput run (best of three).
+        /// MiB per bulk throughput run (best of the rounds).
         #[arg(long, default_value_t = 2048)]
         bulk_mib: u32,
         /// Rounds over all contenders: latency pooled, rate and bulk best of.

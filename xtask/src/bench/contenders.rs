@@ -124,10 +124,15 @@ pub fn iptables_up() -> anyhow::Result<()> {
     run_stdin(Command::new("iptables-restore").arg("--noflush"), &iptables_rules())
 }
 
-/// Removes the nat table's rules and chains (the namespace is the bench's own).
+/// Removes the nat table's rules and chains, then the table itself (the
+/// namespace is the bench's own). Flushing alone leaves the table and its
+/// hooks registered, which keeps connection tracking on for every later
+/// contender in the namespace.
 pub fn iptables_down() -> anyhow::Result<()> {
     run(Command::new("iptables").args(["-t", "nat", "-F"]))?;
-    run(Command::new("iptables").args(["-t", "nat", "-X"]))
+    run(Command::new("iptables").args(["-t", "nat", "-X"]))?;
+    // iptables-nft keeps its tables in nftables.
+    run(Command::new("nft").args(["delete", "table", "ip", "nat"]))
 }
 
 /// kube-proxy's nftables layout: one `service-ips` verdict map lookup on

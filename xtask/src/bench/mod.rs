@@ -44,7 +44,7 @@ pub struct Sizes {
     pub rate_connects: u32,
     /// Request/response round trips on one connection.
     pub round_trips: u32,
-    /// MiB sent in the bulk test (per run; best of three runs).
+    /// MiB sent in the bulk test (per run; best of the rounds).
     pub bulk_mib: u32,
     /// Rounds over all contenders (latency pooled, rate and bulk best of).
     pub rounds: u32,
@@ -214,10 +214,14 @@ fn latency(c: &Contender, source: &str, target: &str, connects: u32, warmup: u32
 /// answered connects per second of wall time.
 fn rate(c: &Contender, index: usize, round: usize, per_client: u32) -> anyhow::Result<Rate> {
     let clients = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Sources 127.22.<round, contender>.<client>: one octet each.
+    if clients > 254 || (round + 1) * SOURCES.len() > 254 {
+        bail!("{clients} CPUs or round {} do not fit the rate test's source addresses", round + 1);
+    }
     let started = Instant::now();
     let children: Vec<_> = (0..clients)
         .map(|p| {
-            let mut cmd = client("connect", &c.target, &format!("127.22.{}.{}", index + 1, round * clients + p + 1), c.cgroup.as_deref())?;
+            let mut cmd = client("connect", &c.target, &format!("127.22.{}.{}", round * SOURCES.len() + index + 1, p + 1), c.cgroup.as_deref())?;
             cmd.args(["--count", &per_client.to_string(), "--warmup", "0"]);
             if let Some(a) = &c.alt {
                 cmd.args(["--alt", a]);
