@@ -21,7 +21,7 @@ pub mod traffic;
 
 use anyhow::{Context as _, bail};
 use contenders::*;
-use integration_tests::{Agent, Backend, ChildCgroup, PinDir, ScratchDir, enter_private_netns};
+use integration_tests::{Backend, ScratchDir, enter_private_netns};
 use report::{Hook, Machine, ProgCost, Rate, Sample, SweepPoint, Traffic};
 use std::{
     net::SocketAddr,
@@ -191,8 +191,8 @@ fn check_split(name: &str, s: &Sample, connects: u32) -> anyhow::Result<()> {
 }
 
 /// Sequential connects from one client; the latency sample.
-fn latency(c: &Contender, source: &str, target: &str, connects: u32, warmup: u32) -> anyhow::Result<Sample> {
-    let mut cmd = client("connect", target, source, c.cgroup.as_deref())?;
+fn latency(c: &Contender, source: &str, connects: u32, warmup: u32) -> anyhow::Result<Sample> {
+    let mut cmd = client("connect", &c.target, source, c.cgroup.as_deref())?;
     cmd.args(["--count", &connects.to_string(), "--warmup", &warmup.to_string()]);
     if let Some(a) = &c.alt {
         cmd.args(["--alt", a]);
@@ -279,9 +279,9 @@ struct Contender {
     alt: Option<String>,
     /// The single-endpoint `traffic` service (or the traffic server itself).
     traffic: String,
+    /// The redirector only: the cgroup its hooks are attached to, which the
+    /// clients join.
     cgroup: Option<PathBuf>,
-    /// For the redirector, the cgroup its hooks are attached to.
-    hooked: bool,
     _up: Vec<Box<dyn std::any::Any>>,
 }
 
@@ -296,16 +296,24 @@ impl Drop for Netfilter {
     }
 }
 
-/// A redirector agent and what it runs on, torn down in field order.
-struct RedirectorUp {
-    _agent: Agent,
-    _config: ScratchDir,
-    _pins: PinDir,
-    _cgroup: ChildCgroup,
+impl Contender {
+    /// A contender dialled at `target`, from inside `cgroup` if given (only
+    /// the redirector has one: its hooks are attached there).
+    fn new(name: &'static str, target: &str, cgroup: Option<&Path>) -> Self {
+        Contender {
+            name,
+            what: String::new(),
+            target: target.to_string(),
+            alt: None,
+            traffic: String::new(),
+            cgroup: cgroup.map(Path::to_path_buf),
+            _up: Vec::new(),
+        }
+    }
 }
 
 fn up(name: &'static str) -> anyhow::Result<Contender> {
-    let mut c = Contender { name, what: String::new(), target: String::new(), alt: None, traffic: String::new(), cgroup: None, hooked: false, _up: Vec::new() };
+    let mut c = Contender::new(name, "", None);
     match name {
         "direct" => {
             c.what = format!("the client dials {EP_V1} (9 connections in 10) or {EP_V2} itself");
@@ -314,17 +322,12 @@ fn up(name: &'static str) -> anyhow::Result<Contender> {
             c.traffic = EP_TRAFFIC.into();
         }
         "redirector" => {
-            let pins = PinDir::new("rdr-bench")?;
-            let cgroup = ChildCgroup::create_unique("rdr-bench")?;
-            let config = ScratchDir::new("rdr-bench")?;
-            config.write("bench.yaml", &redirector_config())?;
-            let agent = Agent::start(config.path(), cgroup.path(), pins.path())?;
+            let agent = sweep::RunningAgent::start("rdr-bench")?;
             c.what = format!("`redirector run` attached to a child cgroup; the client joins it and dials the MeshService VIP {VIP_REDIRECTOR}, a MeshTCPRoute splits 90/10");
             c.target = VIP_REDIRECTOR.into();
             c.traffic = TRAFFIC_REDIRECTOR.into();
-            c.cgroup = Some(cgroup.path().to_path_buf());
-            c.hooked = true;
-            c._up.push(Box::new(RedirectorUp { _agent: agent, _config: config, _pins: pins, _cgroup: cgroup }));
+            c.cgroup = Some(agent.cgroup.path().to_path_buf());
+            c._up.push(Box::new(agent));
         }
         "haproxy" => {
             let scratch = ScratchDir::new("rdr-bench-haproxy")?;
@@ -428,7 +431,7 @@ pub fn run(sizes: &Sizes, out_dir: &Path, command: &str) -> anyhow::Result<()> {
     for round in 0..rounds as usize {
         for (index, name) in SOURCES.iter().enumerate() {
             let c = up(name)?;
-            let sample = latency(&c, &format!("127.21.{round}.{}", index + 1), &c.target, per_round, warmup)?;
+            let sample = latency(&c, &format!("127.21.{round}.{}", index + 1), per_round, warmup)?;
             eprintln!(
                 "bench: {name}: round {}: connect p50 {:.1} µs, p99 {:.1} µs over {per_round}",
                 round + 1,
@@ -441,9 +444,9 @@ pub fn run(sizes: &Sizes, out_dir: &Path, command: &str) -> anyhow::Result<()> {
             }
             // The hook cost in a run of its own: statistics and the
             // calibration program stay out of the latency figures.
-            if let (Some(cgroup), true) = (&c.cgroup, c.hooked) {
+            if let Some(cgroup) = &c.cgroup {
                 let runs = (per_round / 5).max(100);
-                let (_, h) = with_hook_stats(cgroup, || latency(&c, &format!("127.21.{}.{}", 100 + round, index + 1), &c.target, runs, 50))?;
+                let (_, h) = with_hook_stats(cgroup, || latency(&c, &format!("127.21.{}.{}", 100 + round, index + 1), runs, 50))?;
                 for line in h.lines() {
                     eprintln!("bench: {line}");
                 }
@@ -510,24 +513,15 @@ fn run_sweep(sizes: &Sizes) -> anyhow::Result<Vec<SweepPoint>> {
         let target = SocketAddr::from((sweep::vip(sweep::measured(n)), 80)).to_string();
         // redirector: one agent, the N services written live, then one change.
         {
-            let sa = sweep::SweepAgent::start()?;
+            let sa = sweep::RunningAgent::start("rdr-sweep")?;
             let files = sweep::redirector_files(n, (WEIGHT_V1, WEIGHT_V2));
             let (install, install_micros) = sa.write_and_wait(&files, sweep::routes(n))?;
             let prog = connect4_prog(sa.cgroup.path())?;
-            let c = Contender {
-                name: "redirector",
-                what: String::new(),
-                target: target.clone(),
-                alt: None,
-                traffic: String::new(),
-                cgroup: Some(sa.cgroup.path().to_path_buf()),
-                hooked: true,
-                _up: Vec::new(),
-            };
-            let sample = latency(&c, &sweep_source(1, k), &target, sizes.sweep_connects, warmup)?;
+            let c = Contender::new("redirector", &target, Some(sa.cgroup.path()));
+            let sample = latency(&c, &sweep_source(1, k), sizes.sweep_connects, warmup)?;
             let runs = (sizes.sweep_connects / 2).max(100);
-            let (_, hook) = with_hook_stats(sa.cgroup.path(), || latency(&c, &format!("127.24.0.{}", k + 1), &target, runs, 50))?;
-            let (rss, hwm) = sweep::rss(sa.agent().pid())?;
+            let (_, hook) = with_hook_stats(sa.cgroup.path(), || latency(&c, &format!("127.24.0.{}", k + 1), runs, 50))?;
+            let (rss, hwm) = sweep::rss(sa.agent.pid())?;
             let maps = sweep::map_memory(prog)?;
             // One route changed: rewrite the file that holds it.
             let changed = sweep::redirector_files(n, (80, 20));
@@ -538,20 +532,16 @@ fn run_sweep(sizes: &Sizes) -> anyhow::Result<Vec<SweepPoint>> {
             points.push(point);
         }
         for (ci, name) in [(3usize, "iptables"), (4, "nftables")] {
-            let (full, change, down): (String, String, fn() -> anyhow::Result<()>) = match name {
-                "iptables" => (sweep::iptables_rules(n), sweep::iptables_one_change(sweep::measured(n)), iptables_down),
-                _ => (sweep::nftables_rules(n), sweep::nftables_one_change(sweep::measured(n)), nftables_down),
-            };
-            let mut cmd = match name {
+            let (full, change, down, mut cmd): (String, String, fn() -> anyhow::Result<()>, Command) = match name {
                 "iptables" => {
-                    let mut c = Command::new("iptables-restore");
-                    c.arg("--noflush");
-                    c
+                    let mut cmd = Command::new("iptables-restore");
+                    cmd.arg("--noflush");
+                    (sweep::iptables_rules(n), sweep::iptables_one_change(sweep::measured(n)), iptables_down, cmd)
                 }
                 _ => {
-                    let mut c = Command::new("nft");
-                    c.args(["-f", "-"]);
-                    c
+                    let mut cmd = Command::new("nft");
+                    cmd.args(["-f", "-"]);
+                    (sweep::nftables_rules(n), sweep::nftables_one_change(sweep::measured(n)), nftables_down, cmd)
                 }
             };
             let Some(install) = sweep::timed_stdin(&mut cmd, &full, sweep::NETFILTER_TIMEOUT)? else {
@@ -561,17 +551,8 @@ fn run_sweep(sizes: &Sizes) -> anyhow::Result<Vec<SweepPoint>> {
                 continue;
             };
             let _guard = Netfilter(down);
-            let c = Contender {
-                name,
-                what: String::new(),
-                target: target.clone(),
-                alt: None,
-                traffic: String::new(),
-                cgroup: None,
-                hooked: false,
-                _up: Vec::new(),
-            };
-            let sample = latency(&c, &sweep_source(ci, k), &target, sizes.sweep_connects, warmup)?;
+            let c = Contender::new(name, &target, None);
+            let sample = latency(&c, &sweep_source(ci, k), sizes.sweep_connects, warmup)?;
             let one = sweep::timed_stdin(&mut cmd, &change, sweep::NETFILTER_TIMEOUT)?;
             let point = SweepPoint::netfilter(name, n, sample, install, one);
             eprintln!("bench: sweep {n}: {}", point.summary());

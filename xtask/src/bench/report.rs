@@ -345,7 +345,7 @@ fn targets(r: &Report) -> Vec<(String, String, bool)> {
             worst <= 150.0 && worst / best.max(1.0) <= 1.5,
         ));
     }
-    let rd_traffic = SOURCE_ORDER.iter().position(|n| *n == "redirector").and_then(|i| r.traffic.get(i));
+    let rd_traffic = super::SOURCES.iter().position(|n| *n == "redirector").and_then(|i| r.traffic.get(i));
     if let (Some(t), Some(d)) = (rd_traffic, r.traffic.first()) {
         let x = t.bulk_gbit / d.bulk_gbit.max(1e-9);
         rows.push(("throughput ≥ 0.98× direct".into(), format!("{:.2} vs {:.2} Gbit/s: {x:.2}×", t.bulk_gbit, d.bulk_gbit), x >= 0.98));
@@ -369,9 +369,6 @@ fn targets(r: &Report) -> Vec<(String, String, bool)> {
     }
     rows
 }
-
-/// Contender order of `samples`, `rates` and `traffic`.
-const SOURCE_ORDER: [&str; 5] = super::SOURCES;
 
 /// Lines for the terminal (and the closing note).
 pub fn headline(samples: &[Sample], rates: &[Rate], traffic: &[Traffic], sweep: &[SweepPoint]) -> Vec<String> {
@@ -469,7 +466,7 @@ Best of {} rounds.\n",
         let _ = writeln!(
             out,
             "| {} | {} | {:.0} | {:.2}× | {} |",
-            SOURCE_ORDER[i],
+            super::SOURCES[i],
             rate.clients,
             rate.per_second(),
             rate.per_second() / r.rates[0].per_second().max(1e-9),
@@ -493,7 +490,7 @@ Round trips pooled over the rounds. Bulk: {} MiB sent on one connection and ackn
         let _ = writeln!(
             out,
             "| {} | {:.1} | {:.1} | {:.1} | {:.2}× | {:.2} | {:.2}× |",
-            SOURCE_ORDER[i],
+            super::SOURCES[i],
             us(quantile(&t.rr, 0.5)),
             us(quantile(&t.rr, 0.9)),
             us(quantile(&t.rr, 0.99)),
@@ -622,11 +619,18 @@ fn plot_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("plotting: {e:?}")
 }
 
-/// A CDF per contender, log-scale x in µs, as SVG (text as SVG <text>, no fonts needed).
-pub fn cdf_svg(path: &Path, title: &str, samples: &[Sample], pick: fn(&Sample) -> &Vec<u64>) -> anyhow::Result<()> {
-    let lo = samples.iter().map(|s| quantile(pick(s), 0.001)).min().unwrap_or(1).max(1);
-    let hi = samples.iter().map(|s| quantile(pick(s), 0.999)).max().unwrap_or(2).max(lo + 1);
-    let (lo, hi) = (us(lo) * 0.9, us(hi) * 1.1);
+/// One line of a plot: legend label, colour, points, and whether each point
+/// gets a marker.
+struct Line {
+    label: String,
+    color: RGBColor,
+    points: Vec<(f64, f64)>,
+    markers: bool,
+}
+
+/// Draws `lines` on a log-scale x axis as SVG (text as SVG <text>, no fonts
+/// needed), legend in the lower right.
+fn plot(path: &Path, title: &str, x: (f64, f64), y_max: f64, desc: (&str, &str), lines: Vec<Line>) -> anyhow::Result<()> {
     let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
     let mut chart = ChartBuilder::on(&root)
@@ -634,29 +638,18 @@ pub fn cdf_svg(path: &Path, title: &str, samples: &[Sample], pick: fn(&Sample) -
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(55)
-        .build_cartesian_2d((lo..hi).log_scale(), 0f64..1f64)
+        .build_cartesian_2d((x.0..x.1).log_scale(), 0f64..y_max)
         .map_err(plot_err)?;
-    chart
-        .configure_mesh()
-        .x_desc("latency, µs (log scale; p0.1 to p99.9)")
-        .y_desc("fraction of connections")
-        .draw()
-        .map_err(plot_err)?;
-    let colors = [BLACK, RED, BLUE, GREEN, MAGENTA, CYAN];
-    for (i, s) in samples.iter().enumerate() {
-        let v = pick(s);
-        let color = colors[i % colors.len()];
-        let steps = 1000;
-        let points: Vec<(f64, f64)> = (0..=steps)
-            .map(|k| {
-                let q = k as f64 / steps as f64;
-                (us(quantile(v, q)).clamp(lo, hi), q)
-            })
-            .collect();
+    chart.configure_mesh().x_desc(desc.0).y_desc(desc.1).draw().map_err(plot_err)?;
+    for line in lines {
+        let color = line.color;
+        if line.markers {
+            chart.draw_series(line.points.iter().map(|&(x, y)| Circle::new((x, y), 4, color.filled()))).map_err(plot_err)?;
+        }
         chart
-            .draw_series(LineSeries::new(points, color.stroke_width(2)))
+            .draw_series(LineSeries::new(line.points, color.stroke_width(2)))
             .map_err(plot_err)?
-            .label(s.name)
+            .label(line.label)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
     }
     chart
@@ -670,42 +663,49 @@ pub fn cdf_svg(path: &Path, title: &str, samples: &[Sample], pick: fn(&Sample) -
     Ok(())
 }
 
+/// A CDF per contender, log-scale x in µs (p0.1 to p99.9).
+pub fn cdf_svg(path: &Path, title: &str, samples: &[Sample], pick: fn(&Sample) -> &Vec<u64>) -> anyhow::Result<()> {
+    let lo = samples.iter().map(|s| quantile(pick(s), 0.001)).min().unwrap_or(1).max(1);
+    let hi = samples.iter().map(|s| quantile(pick(s), 0.999)).max().unwrap_or(2).max(lo + 1);
+    let (lo, hi) = (us(lo) * 0.9, us(hi) * 1.1);
+    let colors = [BLACK, RED, BLUE, GREEN, MAGENTA, CYAN];
+    let steps = 1000;
+    let lines = samples
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Line {
+            label: s.name.to_string(),
+            color: colors[i % colors.len()],
+            points: (0..=steps)
+                .map(|k| {
+                    let q = k as f64 / steps as f64;
+                    (us(quantile(pick(s), q)).clamp(lo, hi), q)
+                })
+                .collect(),
+            markers: false,
+        })
+        .collect();
+    plot(path, title, (lo, hi), 1.0, ("latency, µs (log scale; p0.1 to p99.9)", "fraction of connections"), lines)
+}
+
 /// Connect p50 vs number of services (log x), one line per contender.
 pub fn sweep_svg(path: &Path, points: &[SweepPoint]) -> anyhow::Result<()> {
     let measured: Vec<&SweepPoint> = points.iter().filter(|p| p.sample.is_some()).collect();
     let max_n = measured.iter().map(|p| p.services).max().unwrap_or(1).max(2) as f64;
     let max_us = measured.iter().filter_map(|p| p.connect_p50()).max().unwrap_or(1) as f64 / 1e3 * 1.3;
-    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
-    root.fill(&WHITE).map_err(plot_err)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("connect() p50 vs services installed", ("sans-serif", 20))
-        .margin(15)
-        .x_label_area_size(45)
-        .y_label_area_size(55)
-        .build_cartesian_2d((1f64..max_n * 1.5).log_scale(), 0f64..max_us)
-        .map_err(plot_err)?;
-    chart.configure_mesh().x_desc("services installed (log scale)").y_desc("connect() p50, µs").draw().map_err(plot_err)?;
-    for (i, name) in ["redirector", "iptables", "nftables"].iter().enumerate() {
-        let color = [RED, GREEN, MAGENTA][i];
-        let line: Vec<(f64, f64)> = measured
-            .iter()
-            .filter(|p| p.contender == *name)
-            .filter_map(|p| Some((f64::from(p.services), p.connect_p50()? as f64 / 1e3)))
-            .collect();
-        chart
-            .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))
-            .map_err(plot_err)?
-            .label(*name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-        chart.draw_series(line.into_iter().map(|(x, y)| Circle::new((x, y), 4, color.filled()))).map_err(plot_err)?;
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::LowerRight)
-        .draw()
-        .map_err(plot_err)?;
-    root.present().map_err(plot_err)?;
-    Ok(())
+    let lines = ["redirector", "iptables", "nftables"]
+        .iter()
+        .zip([RED, GREEN, MAGENTA])
+        .map(|(name, color)| Line {
+            label: name.to_string(),
+            color,
+            points: measured
+                .iter()
+                .filter(|p| p.contender == *name)
+                .filter_map(|p| Some((f64::from(p.services), p.connect_p50()? as f64 / 1e3)))
+                .collect(),
+            markers: true,
+        })
+        .collect();
+    plot(path, "connect() p50 vs services installed", (1.0, max_n * 1.5), max_us, ("services installed (log scale)", "connect() p50, µs"), lines)
 }

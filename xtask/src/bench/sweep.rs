@@ -175,28 +175,25 @@ pub fn timed_stdin(cmd: &mut Command, input: &str, timeout: Duration) -> anyhow:
     }
 }
 
-/// A running agent for the sweep, with what it runs on; torn down in field
-/// order (agent, config, pins: detaches, then the cgroup).
-pub struct SweepAgent {
-    pub agent: Option<Agent>,
+/// A `redirector run` agent on the bench config, with what it runs on;
+/// torn down in field order (agent, config, pins: detaches, then the cgroup).
+pub struct RunningAgent {
+    pub agent: Agent,
     pub config: ScratchDir,
     _pins: PinDir,
     pub cgroup: ChildCgroup,
 }
 
-impl SweepAgent {
-    /// An agent on the bench config alone (two services, no sweep services yet).
-    pub fn start() -> anyhow::Result<Self> {
-        let pins = PinDir::new("rdr-sweep")?;
-        let cgroup = ChildCgroup::create_unique("rdr-sweep")?;
-        let config = ScratchDir::new("rdr-sweep")?;
+impl RunningAgent {
+    /// An agent on the bench config alone (the bench's four services), its
+    /// cgroup, pins and config directory named after `prefix`.
+    pub fn start(prefix: &str) -> anyhow::Result<Self> {
+        let pins = PinDir::new(prefix)?;
+        let cgroup = ChildCgroup::create_unique(prefix)?;
+        let config = ScratchDir::new(prefix)?;
         config.write("bench.yaml", &redirector_config())?;
         let agent = Agent::start(config.path(), cgroup.path(), pins.path())?;
-        Ok(Self { agent: Some(agent), config, _pins: pins, cgroup })
-    }
-
-    pub fn agent(&self) -> &Agent {
-        self.agent.as_ref().expect("running")
+        Ok(Self { agent, config, _pins: pins, cgroup })
     }
 
     /// Writes `files` (each atomically) and returns the time from the first
@@ -205,7 +202,7 @@ impl SweepAgent {
     /// files may be picked up by several reloads; the first generation that
     /// holds all the routes ends the wait.
     pub fn write_and_wait(&self, files: &[(String, String)], routes: usize) -> anyhow::Result<(Duration, u64)> {
-        let agent = self.agent();
+        let agent = &self.agent;
         let seen_before = agent.log_lines("applied generation").len();
         let started = Instant::now();
         for (name, text) in files {
