@@ -141,6 +141,12 @@ pub fn ip_words(addr: IpAddr) -> [u32; 4] {
     }
 }
 
+/// The inverse of [`service_key`]: the destination address and port a
+/// `ROUTES` key stands for.
+pub fn destination(key: &ServiceKey) -> std::net::SocketAddr {
+    std::net::SocketAddr::new(words_ip(key.addr), u16::from_be(key.port))
+}
+
 /// The inverse of [`ip_words`]: IPv4-mapped addresses come back as IPv4.
 pub fn words_ip(words: [u32; 4]) -> IpAddr {
     let mut o = [0u8; 16];

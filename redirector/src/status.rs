@@ -123,7 +123,7 @@ pub fn origins_in_use(root: &Path) -> anyhow::Result<usize> {
 }
 
 fn route_status(key: &ServiceKey, entries: &[TableEntry], counts: &BTreeMap<(ServiceKey, u32), u64>) -> anyhow::Result<RouteStatus> {
-    let destination = SocketAddr::new(words_ip(key.addr), u16::from_be(key.port));
+    let destination = crate::compile::destination(key);
     // SAFETY: entry 0 is a header, then backend slots, then endpoints (redirector-common).
     let header = unsafe { entries.first().ok_or_else(|| anyhow!("empty table for {destination}"))?.header };
     let n = header.backend_count as usize;
