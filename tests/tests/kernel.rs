@@ -140,18 +140,23 @@ fn zero_weight_backend_is_never_chosen() {
     agent.stop().unwrap();
 }
 
-#[test]
-fn single_backend_redirection_and_getpeername_shows_service() {
-    let env = Env::new("redirect");
-    let _other = Backend::tcp("127.10.3.1:19000", "other").unwrap();
-    let config = [
+/// `backend` (127.10.0.1:80, no endpoints) routed wholly to `other`, whose
+/// one endpoint is 127.10.3.1:19000.
+fn backend_to_other() -> String {
+    [
         service("backend", "127.10.0.1", "backend", &[]),
         service("other", "127.10.0.9", "other", &[]),
         dataplane("other-1", "127.10.3.1", 19000, "other", &[]),
         route("to-other", "backend", &[("other", 1)]),
     ]
-    .concat();
-    let agent = env.start(&config);
+    .concat()
+}
+
+#[test]
+fn single_backend_redirection_and_getpeername_shows_service() {
+    let env = Env::new("redirect");
+    let _other = Backend::tcp("127.10.3.1:19000", "other").unwrap();
+    let agent = env.start(&backend_to_other());
     let result = env.probe("127.10.0.1:80", 200);
     assert_eq!(result.replies_from("other"), 200, "{result:?}");
     let peers: Vec<String> = result.peers.keys().map(|p| p.to_string()).collect();
@@ -169,14 +174,7 @@ fn getpeername_of_a_socket_from_before_an_agent_restart_shows_the_service_and_it
     use std::io::{BufRead as _, Write as _};
     let env = Env::new("origins-restart");
     let _other = Backend::tcp("127.10.3.1:19000", "other").unwrap();
-    let config = [
-        service("backend", "127.10.0.1", "backend", &[]),
-        service("other", "127.10.0.9", "other", &[]),
-        dataplane("other-1", "127.10.3.1", 19000, "other", &[]),
-        route("to-other", "backend", &[("other", 1)]),
-    ]
-    .concat();
-    let agent = env.start(&config);
+    let agent = env.start(&backend_to_other());
     let mut held = std::process::Command::new(integration_tests::probe_bin())
         .args(["--connect", "127.10.0.1:80", "--hold", "--cgroup"])
         .arg(env.cgroup.path())
@@ -191,7 +189,7 @@ fn getpeername_of_a_socket_from_before_an_agent_restart_shows_the_service_and_it
     assert_eq!(redirector::status::origins_in_use(env.pins.path()).unwrap(), 1);
     // A new generation of the hooks replaces the old one; ORIGINS is kept.
     agent.stop().unwrap();
-    let agent = env.start(&config);
+    let agent = env.start(&backend_to_other());
     held.stdin.take().unwrap().write_all(b"\n").unwrap();
     line.clear();
     out.read_line(&mut line).unwrap();
