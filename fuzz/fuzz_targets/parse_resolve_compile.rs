@@ -11,7 +11,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use redirector::{
+use redirector_core::{
     compile::{self, AliasTable, Table},
     model::Severity,
     plan::{self, Plan},
@@ -98,7 +98,7 @@ fn check_table(table: &Table) -> Result<(), String> {
 
 /// `table` is the compilation of `route`, and its alias table reproduces the
 /// route's weights exactly.
-fn check_route_table(route: &redirector::resolve::ResolvedRoute, table: &Table) {
+fn check_route_table(route: &redirector_core::resolve::ResolvedRoute, table: &Table) {
     let compiled = compile::compile_route(route).expect("a plan's routes compile");
     assert_eq!(&compiled, table, "table differs from its route's compilation");
     let weights: Vec<u64> = route.backends.iter().map(|b| u64::from(b.weight)).collect();

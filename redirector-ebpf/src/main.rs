@@ -92,14 +92,6 @@ pub fn connect4(ctx: SockAddrContext) -> i32 {
     }
 }
 
-/// Does nothing. Not attached by the agent: the bench attaches it next to
-/// `connect4` to measure what an empty program costs per run (the floor of the
-/// kernel's run-time statistics).
-#[cgroup_sock_addr(connect4)]
-pub fn noop_connect4(_ctx: SockAddrContext) -> i32 {
-    ALLOW
-}
-
 #[cgroup_sock_addr(connect6)]
 pub fn connect6(ctx: SockAddrContext) -> i32 {
     let sa = ctx.sock_addr;

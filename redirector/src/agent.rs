@@ -11,10 +11,10 @@
 use crate::{
     cgroup,
     datapath::{Datapath, Desired},
-    metrics, plan,
-    resolve::BASE_CLASS,
+    metrics,
 };
 use redirector_common::MAX_WORKLOAD_DEPTH;
+use redirector_core::{plan, resolve::BASE_CLASS};
 use anyhow::{Context as _, bail};
 use std::{
     path::{Path, PathBuf},
@@ -234,7 +234,7 @@ fn names(plan: &plan::Plan) -> std::collections::BTreeMap<redirector_common::Ser
         .flat_map(|c| c.routes.iter().map(move |r| (c.id, r)))
         .map(|(class, r)| {
             (
-                crate::compile::service_key(class, r.vip, r.port),
+                redirector_core::compile::service_key(class, r.vip, r.port),
                 (r.service.clone(), r.backends.iter().map(|b| b.name.clone()).collect()),
             )
         })

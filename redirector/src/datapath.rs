@@ -20,7 +20,7 @@
 //! and every other layout: there is no moment without a hook. `uninstall`
 //! removes all of it.
 
-use crate::compile::{Diff, Tables};
+use redirector_core::compile::{Diff, Tables};
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
@@ -255,7 +255,7 @@ impl Datapath {
     }
 
     /// Queues table `id` (holding `table`) for deletion after the grace period.
-    fn retire(&mut self, id: u32, table: &crate::compile::Table) {
+    fn retire(&mut self, id: u32, table: &redirector_core::compile::Table) {
         self.retired.push_back((Instant::now(), id, table.entry_count()));
     }
 
@@ -370,16 +370,6 @@ fn subdirs(dir: &Path, prefix: &str) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// The number of entries of a table, from `get(index)`: the header, the
-/// backend slots it counts, and the endpoints those slots count.
-pub fn table_len(get: impl Fn(u32) -> Option<TableEntry>) -> u32 {
-    let Some(header) = get(0) else { return 0 };
-    // SAFETY: entry 0 is a header, entries 1..=n backend slots (redirector-common).
-    let n = unsafe { header.header }.backend_count;
-    let endpoints: u32 = (1..=n).filter_map(&get).map(|e| unsafe { e.backend }.endpoint_count).sum();
-    1 + n + endpoints
-}
-
 /// Ensures `dir` exists with root-only permissions; with `check_fs`, that
 /// it is on a bpffs (mounting the default one if needed).
 fn prepare_dir(dir: &Path, check_fs: bool) -> anyhow::Result<()> {
@@ -424,37 +414,4 @@ pub fn ensure_bpffs_mounted() -> anyhow::Result<()> {
     }
     nix::mount::mount(Some("bpf"), path, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
         .with_context(|| format!("mounting bpffs at {DEFAULT_BPFFS}"))
-}
-
-/// An empty `connect4` program attached to one cgroup, to measure the floor of
-/// the kernel's per-run statistics (the cost of running any program at all).
-/// Dropping it detaches it.
-pub struct Calibration {
-    _ebpf: Ebpf,
-}
-
-/// Name of the empty program in the BPF object.
-pub const CALIBRATION_PROGRAM: &str = "noop_connect4";
-
-impl Calibration {
-    /// Loads the empty program (and nothing else) and attaches it to `cgroup`
-    /// with a link that is not pinned. Returns it with its kernel program id.
-    pub fn attach(cgroup: &Path) -> anyhow::Result<(Self, u32)> {
-        let file = File::open(cgroup).with_context(|| format!("opening cgroup {}", cgroup.display()))?;
-        let mut loader = EbpfLoader::new();
-        // The object's maps are created but never used: keep them small.
-        for (map, _) in GENERATION_MAPS {
-            loader.map_max_entries(map, 1);
-        }
-        loader.map_max_entries(ORIGINS_MAP, 1);
-        let mut ebpf = loader.load(OBJECT).context("loading the BPF object")?;
-        let program: &mut CgroupSockAddr = ebpf
-            .program_mut(CALIBRATION_PROGRAM)
-            .ok_or_else(|| anyhow!("BPF program {CALIBRATION_PROGRAM} missing from the object"))?
-            .try_into()?;
-        program.load().context("loading the calibration program")?;
-        let id = program.info()?.id();
-        program.attach(&file, CgroupAttachMode::Single).with_context(|| format!("attaching to {}", cgroup.display()))?;
-        Ok((Self { _ebpf: ebpf }, id))
-    }
 }

@@ -1,7 +1,8 @@
 //! The `redirector` command line.
 
 use clap::{Parser, Subcommand};
-use redirector::{agent, model::Severity, plan};
+use redirector::agent;
+use redirector_core::{model::Severity, plan};
 use std::{path::PathBuf, process::ExitCode};
 
 /// Sidecarless, in-kernel enforcement of Kuma's MeshTCPRoute.

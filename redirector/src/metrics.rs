@@ -92,7 +92,7 @@ pub fn render(state: &AgentState, bpffs: &std::path::Path) -> String {
             // Counters outlive the routes they counted (a removed route's
             // entries stay in the map): export only routes in force.
             let Some((service, names)) = state.names.get(&key).cloned() else { continue };
-            let destination = crate::compile::destination(&key);
+            let destination = redirector_core::compile::destination(&key);
             let mut labels: Labels = vec![
                 ("class".into(), key.class.to_string()),
                 ("destination".into(), destination.to_string()),

@@ -2,13 +2,11 @@
 //! maps (no agent needed): routes per workload class, backends with their
 //! exact share, endpoints, and connect counters.
 
-use crate::{
-    compile::{AliasTable, words_ip},
-    datapath::{layout_dir, table_len},
-};
-use anyhow::{Context as _, anyhow, bail};
+use crate::datapath::layout_dir;
+use anyhow::{Context as _, anyhow};
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuHashMap};
-use redirector_common::{CounterKey, ORIGINS_FULL, OriginalDest, REFUSED, Route, ServiceKey, Settings, TableEntry, TableKey};
+use redirector_common::{CounterKey, ORIGINS_FULL, REFUSED, Route, ServiceKey, Settings, TableEntry, TableKey};
+use redirector_core::compile::{Table, destination, table_len};
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
@@ -112,54 +110,16 @@ fn newest_generation(root: &Path) -> anyhow::Result<PathBuf> {
     generations.pop().ok_or_else(|| anyhow!("{}: no generation pinned (the agent never attached)", layout.display()))
 }
 
-/// How many redirected sockets have their original destination recorded in
-/// the pinned `ORIGINS` map under `root` (one entry per open redirected socket).
-/// Walks every key: for `status` and tests, not for every metrics scrape.
-pub fn origins_in_use(root: &Path) -> anyhow::Result<usize> {
-    let path = layout_dir(root).join("origins");
-    let map = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
-    let origins: HashMap<MapData, u64, OriginalDest> = Map::HashMap(map).try_into()?;
-    Ok(origins.keys().filter(Result::is_ok).count())
-}
-
 fn route_status(key: &ServiceKey, entries: &[TableEntry], counts: &BTreeMap<(ServiceKey, u32), u64>) -> anyhow::Result<RouteStatus> {
-    let destination = crate::compile::destination(key);
-    // SAFETY: entry 0 is a header, then backend slots, then endpoints (redirector-common).
-    let header = unsafe { entries.first().ok_or_else(|| anyhow!("empty table for {destination}"))?.header };
-    let n = header.backend_count as usize;
-    let slots: Vec<_> = entries.iter().skip(1).take(n).map(|e| unsafe { e.backend }).collect();
-    if slots.len() != n {
-        bail!("truncated table for {destination}");
-    }
-    let alias = AliasTable {
-        thresholds: slots.iter().map(|s| s.threshold).collect(),
-        aliases: slots.iter().map(|s| s.alias).collect(),
-        total: header.total_weight,
-    };
-    let shares = if n == 0 { Vec::new() } else { alias.exact_shares() };
-    let denominator = n as u64 * u64::from(header.total_weight);
-    let backends = slots
-        .iter()
-        .enumerate()
-        .map(|(i, slot)| {
-            let first = slot.first_endpoint as usize;
-            let endpoints = entries
-                .get(first..first + slot.endpoint_count as usize)
-                .unwrap_or_default()
-                .iter()
-                .map(|e| {
-                    let ep = unsafe { e.endpoint };
-                    SocketAddr::new(words_ip(ep.addr), u16::from_be(ep.port))
-                })
-                .collect();
-            BackendStatus {
-                share: (shares[i], denominator),
-                endpoints,
-                connects: counts.get(&(*key, i as u32)).copied().unwrap_or(0),
-            }
-        })
-        .collect();
+    let destination = destination(key);
+    let table = Table::decode(entries).map_err(|e| anyhow!("class {} {destination}: {e}", key.class))?;
     let count = |backend| counts.get(&(*key, backend)).copied().unwrap_or(0);
+    let backends = table
+        .shares()
+        .into_iter()
+        .enumerate()
+        .map(|(i, share)| BackendStatus { share, endpoints: table.backend_endpoints(i), connects: count(i as u32) })
+        .collect();
     Ok(RouteStatus { class: key.class, destination, backends, refused: count(REFUSED), origins_full: count(ORIGINS_FULL) })
 }
 

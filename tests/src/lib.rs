@@ -1,6 +1,6 @@
 //! Harness for end-to-end runs against the real kernel: private network
 //! namespaces, throwaway cgroups, tiny backends, the agent as a child process
-//! and the `rdr-probe` client. Used by the kernel tests and by `xtask demo`.
+//! and the `rdr-probe` client. Used by the kernel tests, `rdr-demo` and `rdr-bench`.
 //!
 //! Everything here creates its own resources and removes them on drop; nothing
 //! attaches to a cgroup it did not create, and all traffic stays on loopback
@@ -22,7 +22,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub use redirector::cgroup::ChildCgroup;
+pub mod calibration;
+mod cgroup;
+
+pub use cgroup::ChildCgroup;
 
 /// Fails loudly unless running as root: kernel tests must never be skipped.
 pub fn require_root() {
@@ -470,4 +473,14 @@ pub fn http_get(addr: &str, path: &str) -> anyhow::Result<(String, String)> {
     stream.read_to_string(&mut response)?;
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     Ok((head.lines().next().unwrap_or("").to_string(), body.to_string()))
+}
+
+/// How many redirected sockets have their original destination recorded in
+/// the pinned `ORIGINS` map under `root` (one entry per open redirected socket).
+pub fn origins_in_use(root: &Path) -> anyhow::Result<usize> {
+    use aya::maps::{HashMap, Map, MapData};
+    let path = redirector::datapath::layout_dir(root).join("origins");
+    let map = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+    let origins: HashMap<MapData, u64, redirector_common::OriginalDest> = Map::HashMap(map).try_into()?;
+    Ok(origins.keys().filter(Result::is_ok).count())
 }

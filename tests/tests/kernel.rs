@@ -162,7 +162,7 @@ fn single_backend_redirection_and_getpeername_shows_service() {
     let peers: Vec<String> = result.peers.keys().map(|p| p.to_string()).collect();
     assert_eq!(peers, ["127.10.0.1:80"], "getpeername must show the dialled service");
     // Every probe socket is closed: sock_release forgot them all.
-    assert_eq!(redirector::status::origins_in_use(env.pins.path()).unwrap(), 0, "ORIGINS entries outlived their sockets");
+    assert_eq!(integration_tests::origins_in_use(env.pins.path()).unwrap(), 0, "ORIGINS entries outlived their sockets");
     // The backend service's own address keeps Kuma's default route to itself.
     let direct = env.probe("127.10.0.9:80", 20);
     assert_eq!(direct.replies_from("other"), 20, "{direct:?}");
@@ -186,7 +186,7 @@ fn getpeername_of_a_socket_from_before_an_agent_restart_shows_the_service_and_it
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "connected");
-    assert_eq!(redirector::status::origins_in_use(env.pins.path()).unwrap(), 1);
+    assert_eq!(integration_tests::origins_in_use(env.pins.path()).unwrap(), 1);
     // A new generation of the hooks replaces the old one; ORIGINS is kept.
     agent.stop().unwrap();
     let agent = env.start(&backend_to_other());
@@ -196,7 +196,7 @@ fn getpeername_of_a_socket_from_before_an_agent_restart_shows_the_service_and_it
     assert_eq!(line.trim(), "peer 127.10.0.1:80", "getpeername after the restart");
     assert!(held.wait().unwrap().success());
     // Closed under the new generation: its sock_release forgot it.
-    assert_eq!(redirector::status::origins_in_use(env.pins.path()).unwrap(), 0);
+    assert_eq!(integration_tests::origins_in_use(env.pins.path()).unwrap(), 0);
     agent.stop().unwrap();
 }
 

@@ -4,9 +4,9 @@
 //!
 //! Seeds are written at run time into `fuzz/corpus/parse_resolve_compile/`
 //! (git-ignored, like everything libFuzzer adds there): every YAML file under
-//! `examples/` and `redirector/tests/`, each example directory as one
+//! `examples/` and `redirector-core/tests/`, each example directory as one
 //! multi-document file, and the Kuma YAML held in raw string literals of
-//! `redirector/tests/*.rs`. A crash leaves its input in
+//! `redirector-core/tests/*.rs`. A crash leaves its input in
 //! `fuzz/artifacts/parse_resolve_compile/` and fails the task.
 
 use anyhow::{Context as _, bail};
@@ -80,7 +80,7 @@ fn cargo_fuzz() -> anyhow::Result<()> {
 fn write_seeds(root: &Path, corpus: &Path) -> anyhow::Result<usize> {
     std::fs::create_dir_all(corpus).with_context(|| format!("creating {}", corpus.display()))?;
     let mut seeds: Vec<(String, String)> = Vec::new();
-    for dir in ["examples", "redirector/tests"] {
+    for dir in ["examples", "redirector-core/tests"] {
         let mut files = Vec::new();
         yaml_files(&root.join(dir), &mut files)?;
         files.sort();
@@ -106,7 +106,7 @@ fn write_seeds(root: &Path, corpus: &Path) -> anyhow::Result<usize> {
             seeds.push((format!("{rel}/all"), all));
         }
     }
-    let tests = root.join("redirector/tests");
+    let tests = root.join("redirector-core/tests");
     let mut sources: Vec<PathBuf> = std::fs::read_dir(&tests)
         .with_context(|| format!("listing {}", tests.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))

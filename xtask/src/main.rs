@@ -1,13 +1,16 @@
-//! Developer tasks. `cargo xtask <task>`; `demo`, `fuzz` and `test` run `setup` first.
+//! Developer tasks: `cargo xtask <task>`.
+//!
+//! xtask depends on nothing that needs the BPF toolchain, so it compiles on a
+//! machine `setup` has not prepared yet; every build and test run is a cargo
+//! subprocess. `demo`, `test`, `fuzz` and `bench` run `setup` first.
 
-mod bench;
-mod demo;
 mod fuzz;
 mod setup;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use std::{
+    ffi::OsString,
     path::{Path, PathBuf},
     process::Command,
 };
@@ -23,7 +26,7 @@ struct Cli {
 enum Task {
     /// Make this machine ready: nightly rust-src, bpf-linker, iproute2, bpffs. Idempotent.
     Setup,
-    /// Build the agent (with its BPF programs) and the test client.
+    /// Build the agent (with its BPF programs), the test client, the demo and the bench.
     Build,
     /// Unit, property, 30 s of fuzzing, a bench smoke run, and kernel tests (root; never skipped).
     Test {
@@ -44,98 +47,68 @@ enum Task {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
-    /// The redirector vs direct, iptables, nftables and haproxy: latency,
-    /// connection rate, established traffic and a 1..100,000-service sweep (root).
+    /// The redirector vs direct, iptables, nftables and haproxy (root). Installs
+    /// the comparators, then runs `rdr-bench run` with these arguments
+    /// (`cargo xtask bench -- --help` lists them); full runs measure a release agent.
     Bench {
-        /// Measured sequential connections per contender (latency CDFs).
-        #[arg(long, default_value_t = 100_000)]
-        connects: u32,
-        /// Connections per client process in the rate test (one process per CPU).
-        #[arg(long, default_value_t = 20_000)]
-        rate_connects: u32,
-        /// Request/response round trips on one established connection.
-        #[arg(long, default_value_t = 50_000)]
-        round_trips: u32,
-        /// MiB per bulk throughput run (best of the rounds).
-        #[arg(long, default_value_t = 2048)]
-        bulk_mib: u32,
-        /// Rounds over all contenders: latency pooled, rate and bulk best of.
-        #[arg(long, default_value_t = 5)]
-        rounds: u32,
-        /// Service counts of the scale sweep, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "1,100,1000,10000,100000")]
-        sweep: Vec<u32>,
-        /// Sequential connections per sweep point.
-        #[arg(long, default_value_t = 20_000)]
-        sweep_connects: u32,
-        /// A seconds-long run of every measure (CI): small sizes, debug agent.
-        #[arg(long)]
-        smoke: bool,
-        /// Where the report and plots go.
-        #[arg(long, default_value = "docs/bench")]
-        out: PathBuf,
-    },
-    /// The bench's client (internal).
-    #[command(hide = true)]
-    BenchClient {
-        /// connect (latency lines), rr (round trips) or bulk (MiB in --count).
-        #[arg(long, default_value = "connect")]
-        mode: String,
-        #[arg(long)]
-        target: std::net::SocketAddr,
-        #[arg(long)]
-        alt: Option<std::net::SocketAddr>,
-        #[arg(long, default_value = "127.0.0.1")]
-        source: std::net::Ipv4Addr,
-        #[arg(long)]
-        count: u32,
-        #[arg(long, default_value_t = 0)]
-        warmup: u32,
-        #[arg(long)]
-        cgroup: Option<PathBuf>,
+        /// Arguments for `rdr-bench run`, e.g. `--smoke` or `--rounds 3`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
 }
 
 fn main() -> anyhow::Result<()> {
+    setup::cargo_bin_on_path();
     match Cli::parse().task {
         Task::Setup => setup::run(),
         Task::Build => build(),
         Task::Test { args } => {
+            require_root("the kernel tests (they are never skipped)")?;
             setup::run()?;
+            setup::bench_tools()?;
             test(&args)
         }
         Task::Demo { connects } => {
+            require_root("the demo (it loads BPF programs and creates a cgroup)")?;
             setup::run()?;
             build()?;
-            demo::run(&workspace_root().join("examples/canary"), connects)
+            run(Command::new(bin_dir().join("rdr-demo"))
+                .arg(workspace_root().join("examples/canary"))
+                .args(["--connects", &connects.to_string()])
+                .env("REDIRECTOR_BIN", bin_dir().join("redirector")))
         }
         Task::Fuzz { seconds } => {
             setup::run()?;
             fuzz::run(seconds)
         }
-        Task::Bench { connects, rate_connects, round_trips, bulk_mib, rounds, sweep, sweep_connects, smoke, out } => {
+        Task::Bench { args } => {
+            require_root("the bench (network namespace, cgroup, netfilter rules, BPF)")?;
             setup::run()?;
-            bench::setup()?;
+            setup::bench_tools()?;
             build()?;
-            let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
-            let sizes = if smoke {
-                bench::Sizes { connects: 2000, rate_connects: 300, round_trips: 1000, bulk_mib: 64, rounds: 2, sweep: vec![1, 100], sweep_connects: 300 }
-            } else {
+            let mut agent = bin_dir().join("redirector");
+            if !args.iter().any(|a| a == "--smoke" || a == "--help" || a == "-h") {
                 // The agent's timings are part of the report: measure a release build.
                 run(cargo().args(["build", "--release", "--package", "redirector", "--bin", "redirector"]))?;
-                // SAFETY: single-threaded here; read by the bench's Agent::start.
-                unsafe { std::env::set_var("REDIRECTOR_BIN", release_dir().join("redirector")) };
-                bench::Sizes { connects, rate_connects, round_trips, bulk_mib, rounds, sweep, sweep_connects }
-            };
-            bench::run(&sizes, &out, &format!("cargo xtask {command}"))
+                agent = release_dir().join("redirector");
+            }
+            let invoked_as: Vec<OsString> = std::env::args_os().skip(1).collect();
+            let invoked_as = format!("cargo xtask {}", invoked_as.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "));
+            run(Command::new(bin_dir().join("rdr-bench"))
+                .arg("run")
+                .args(["--invoked-as", &invoked_as])
+                .args(&args)
+                .current_dir(workspace_root())
+                .env("REDIRECTOR_BIN", agent))
         }
-        Task::BenchClient { mode, target, alt, source, count, warmup, cgroup } => match mode.as_str() {
-            "connect" => bench::client::run(target, alt, source, count, warmup, cgroup.as_deref()),
-            "rr" => bench::traffic::rr(target, count, warmup, cgroup.as_deref()),
-            "bulk" => bench::traffic::bulk(target, count, cgroup.as_deref()),
-            other => bail!("unknown bench-client mode {other}"),
-        },
     }
+}
+
+fn require_root(what: &str) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("{what} needs root: run it with `sudo -E cargo xtask ...`");
+    }
+    Ok(())
 }
 
 /// The workspace root (parent of this crate).
@@ -175,32 +148,33 @@ fn build() -> anyhow::Result<()> {
 }
 
 fn test(args: &[String]) -> anyhow::Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        bail!("the kernel tests need root: run `sudo -E cargo xtask test` (they are never skipped)");
-    }
-    build()?;
+    // The pure crates first, with nothing of the BPF toolchain: if they fail,
+    // the rest would not tell more.
+    let mut pure = cargo();
+    pure.args(["test", "--package", "redirector-core", "--package", "redirector-common", "--package", "xtask"]);
     let bins = bin_dir();
-    // Unit and property tests first, the kernel tests last (and on their own),
-    // so the run ends with the kernel tests' result line.
-    let mut unit = cargo();
-    unit.args(["test", "--lib", "--bins", "--tests"]);
-    for p in ["redirector", "redirector-common", "xtask"] {
-        unit.args(["--package", p]);
-    }
+    let mut agent = cargo();
+    agent.args(["test", "--package", "redirector", "--lib", "--bins", "--tests"]);
+    // Kernel tests last (and on their own), so the run ends with their result line.
     let mut kernel = cargo();
     kernel
         .args(["test", "--package", "integration-tests", "--lib", "--bins", "--tests"])
         .env("REDIRECTOR_BIN", bins.join("redirector"))
         .env("RDR_PROBE_BIN", bins.join("rdr-probe"));
     if !args.is_empty() {
-        unit.arg("--").args(args);
-        kernel.arg("--").args(args);
+        for cmd in [&mut pure, &mut agent, &mut kernel] {
+            cmd.arg("--").args(args);
+        }
     }
-    run(&mut unit)?;
+    run(&mut pure)?;
+    build()?;
+    run(&mut agent)?;
     fuzz::run(30)?;
-    // A seconds-long smoke run of the benchmark (its own process: it enters a
-    // private network namespace), no timing assertions.
+    // A seconds-long smoke run of every measure of the bench, no timing claims.
     let smoke = std::env::temp_dir().join("redirector-bench-smoke");
-    run(Command::new(std::env::current_exe()?).args(["bench", "--smoke", "--out"]).arg(&smoke))?;
+    run(Command::new(bins.join("rdr-bench"))
+        .args(["run", "--smoke", "--out"])
+        .arg(&smoke)
+        .env("REDIRECTOR_BIN", bins.join("redirector")))?;
     run(&mut kernel)
 }

@@ -7,6 +7,9 @@
 //!   nightly's `libLLVM.so.*`;
 //! - iproute2 (`ip`), for the tests' network namespaces;
 //! - bpffs at /sys/fs/bpf; a cgroup2 mount must already exist.
+//!
+//! It needs nothing but rustup: no crate of the workspace, which is what lets
+//! it run on a machine where the BPF programs cannot be built yet.
 
 use anyhow::{Context as _, anyhow, bail};
 use std::{
@@ -22,10 +25,37 @@ pub fn run() -> anyhow::Result<()> {
     let sysroot = nightly_sysroot()?;
     rust_src(&sysroot)?;
     bpf_linker(&sysroot)?;
-    apt_tools()?;
+    apt_tools(&[("ip", "iproute2")])?;
     bpffs()?;
-    redirector::cgroup::cgroup2_mount()?;
-    Ok(())
+    cgroup2()
+}
+
+/// The bench's comparators and bpftool (the bench and the calibration test
+/// read program statistics with it), by the command each package provides.
+pub fn bench_tools() -> anyhow::Result<()> {
+    apt_tools(&[("iptables", "iptables"), ("nft", "nftables"), ("haproxy", "haproxy"), ("bpftool", "bpftool")])
+}
+
+/// Puts `$CARGO_HOME/bin` on this process's PATH (and so on every child's)
+/// when it is not there: `cargo install` puts bpf-linker and cargo-fuzz there,
+/// and the BPF build and `cargo fuzz` must find them.
+pub fn cargo_bin_on_path() {
+    let Some(home) = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+    else {
+        return;
+    };
+    let bin = home.join("bin");
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|p| p == bin) {
+        return;
+    }
+    let joined = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&path)));
+    if let Ok(joined) = joined {
+        // SAFETY: called first thing in main, before any thread exists.
+        unsafe { std::env::set_var("PATH", joined) };
+    }
 }
 
 fn nightly_sysroot() -> anyhow::Result<PathBuf> {
@@ -94,12 +124,9 @@ fn cache_dir() -> PathBuf {
         .join("redirector")
 }
 
-fn apt_tools() -> anyhow::Result<()> {
-    let missing: Vec<&str> = [("ip", "iproute2")]
-        .into_iter()
-        .filter(|(tool, _)| Command::new(tool).arg("-V").output().is_err())
-        .map(|(_, package)| package)
-        .collect();
+/// Installs the Debian package of every command in `tools` that is not on PATH.
+fn apt_tools(tools: &[(&str, &'static str)]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = tools.iter().filter(|(tool, _)| !on_path(tool)).map(|(_, package)| *package).collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -111,9 +138,32 @@ fn apt_tools() -> anyhow::Result<()> {
     crate::run(Command::new("apt-get").args(["install", "-y", "-q"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
+fn on_path(cmd: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).any(|dir| dir.join(cmd).is_file())
+}
+
+/// bpffs at /sys/fs/bpf, where the agent pins by default (root only).
 fn bpffs() -> anyhow::Result<()> {
-    if nix::unistd::geteuid().is_root() {
-        redirector::datapath::ensure_bpffs_mounted()?;
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let path = Path::new("/sys/fs/bpf");
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
     }
-    Ok(())
+    let fs = nix::sys::statfs::statfs(path).with_context(|| format!("statfs {}", path.display()))?;
+    if fs.filesystem_type().0 as i64 == BPF_FS_MAGIC {
+        return Ok(());
+    }
+    eprintln!("setup: mounting bpffs at {}", path.display());
+    nix::mount::mount(Some("bpf"), path, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
+        .with_context(|| format!("mounting bpffs at {}", path.display()))
+}
+
+/// A cgroup2 filesystem must be mounted somewhere (`/proc/mounts`).
+fn cgroup2() -> anyhow::Result<()> {
+    let mounts = std::fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
+    if mounts.lines().any(|l| l.split_whitespace().nth(2) == Some("cgroup2")) {
+        return Ok(());
+    }
+    bail!("no cgroup2 filesystem is mounted (see /proc/mounts): redirector needs cgroup v2")
 }

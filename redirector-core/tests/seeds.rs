@@ -7,7 +7,7 @@
 mod common;
 
 use common::{FILE, Triple, check, plan, t, triples};
-use redirector::model::{self, Severity};
+use redirector_core::model::{self, Severity};
 use std::path::Path;
 
 /// Kuma docs, "Traffic split", versions up to 2.8.

@@ -3,7 +3,7 @@
 //! into kernel tables. Target: well under 1 s per run on a 2-core machine.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use redirector::{compile, model, resolve};
+use redirector_core::{compile, model, resolve};
 use std::{fmt::Write as _, hint::black_box, path::Path, time::Duration};
 
 const SERVICES: usize = 10_000;

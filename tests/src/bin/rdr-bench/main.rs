@@ -1,5 +1,6 @@
-//! `cargo xtask bench`: the redirector against the usual alternatives, on
-//! this machine, in one run.
+//! `rdr-bench` (run by `cargo xtask bench`, which installs the comparators
+//! first): the redirector against the usual alternatives, on this machine, in
+//! one run.
 //!
 //! Inside a private network namespace it starts two loopback backends and a
 //! traffic server, then brings up each contender in turn: the backends
@@ -13,13 +14,14 @@
 //! with SVG plots. Every rule, process, cgroup and pin it creates is removed
 //! when it ends (the netfilter rules vanish with the namespace at the latest).
 
-pub mod client;
+mod client;
 mod contenders;
 mod report;
 mod sweep;
-pub mod traffic;
+mod traffic;
 
 use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
 use contenders::*;
 use integration_tests::{Backend, ScratchDir, enter_private_netns};
 use report::{Hook, Machine, ProgCost, Rate, Sample, SweepPoint, Traffic};
@@ -30,14 +32,94 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// Debian packages the bench needs, by the command each provides.
-const TOOLS: [(&str, &str); 4] = [("iptables", "iptables"), ("nft", "nftables"), ("haproxy", "haproxy"), ("bpftool", "bpftool")];
-
 /// Contender names, in the order of their client source addresses.
 const SOURCES: [&str; 5] = ["direct", "redirector", "haproxy", "iptables", "nftables"];
 
+#[derive(Parser)]
+#[command(about = "The redirector vs direct, iptables, nftables and haproxy on this machine (root)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Latency, connection rate, established traffic and a 1..100,000-service sweep.
+    Run {
+        /// Measured sequential connections per contender (latency CDFs).
+        #[arg(long, default_value_t = 100_000)]
+        connects: u32,
+        /// Connections per client process in the rate test (one process per CPU).
+        #[arg(long, default_value_t = 20_000)]
+        rate_connects: u32,
+        /// Request/response round trips on one established connection.
+        #[arg(long, default_value_t = 50_000)]
+        round_trips: u32,
+        /// MiB per bulk throughput run (best of the rounds).
+        #[arg(long, default_value_t = 2048)]
+        bulk_mib: u32,
+        /// Rounds over all contenders: latency pooled, rate and bulk best of.
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+        /// Service counts of the scale sweep, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,100,1000,10000,100000")]
+        sweep: Vec<u32>,
+        /// Sequential connections per sweep point.
+        #[arg(long, default_value_t = 20_000)]
+        sweep_connects: u32,
+        /// A seconds-long run of every measure (CI): small sizes, no timing claims.
+        #[arg(long)]
+        smoke: bool,
+        /// Where the report and plots go.
+        #[arg(long, default_value = "docs/bench")]
+        out: PathBuf,
+        /// The command line the report names as how it was made.
+        #[arg(long)]
+        invoked_as: Option<String>,
+    },
+    /// The bench's own client, one per measurement (internal).
+    #[command(hide = true)]
+    Client {
+        /// connect (latency lines), rr (round trips) or bulk (MiB in --count).
+        #[arg(long, default_value = "connect")]
+        mode: String,
+        #[arg(long)]
+        target: SocketAddr,
+        #[arg(long)]
+        alt: Option<SocketAddr>,
+        #[arg(long, default_value = "127.0.0.1")]
+        source: std::net::Ipv4Addr,
+        #[arg(long)]
+        count: u32,
+        #[arg(long, default_value_t = 0)]
+        warmup: u32,
+        #[arg(long)]
+        cgroup: Option<PathBuf>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Mode::Run { connects, rate_connects, round_trips, bulk_mib, rounds, sweep, sweep_connects, smoke, out, invoked_as } => {
+            let sizes = if smoke {
+                Sizes { connects: 2000, rate_connects: 300, round_trips: 1000, bulk_mib: 64, rounds: 2, sweep: vec![1, 100], sweep_connects: 300 }
+            } else {
+                Sizes { connects, rate_connects, round_trips, bulk_mib, rounds, sweep, sweep_connects }
+            };
+            let command = invoked_as.unwrap_or_else(|| std::env::args().collect::<Vec<_>>().join(" "));
+            run(&sizes, &out, &command)
+        }
+        Mode::Client { mode, target, alt, source, count, warmup, cgroup } => match mode.as_str() {
+            "connect" => client::run(target, alt, source, count, warmup, cgroup.as_deref()),
+            "rr" => traffic::rr(target, count, warmup, cgroup.as_deref()),
+            "bulk" => traffic::bulk(target, count, cgroup.as_deref()),
+            other => bail!("unknown client mode {other}"),
+        },
+    }
+}
+
 /// How much of each measure a run does.
-pub struct Sizes {
+struct Sizes {
     /// Sequential connects per contender for the latency CDFs.
     pub connects: u32,
     /// Connects per client process in the rate test (one process per CPU).
@@ -52,27 +134,6 @@ pub struct Sizes {
     pub sweep: Vec<u32>,
     /// Sequential connects per sweep point.
     pub sweep_connects: u32,
-}
-
-fn have(cmd: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {cmd}")]).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
-}
-
-/// Installs the contenders' tools with apt-get if any is missing (idempotent).
-pub fn setup() -> anyhow::Result<()> {
-    let missing: Vec<&str> = TOOLS.iter().filter(|(cmd, _)| !have(cmd)).map(|(_, pkg)| *pkg).collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    eprintln!("bench: installing {}", missing.join(" "));
-    crate::run(Command::new("apt-get").arg("update").arg("-qq"))?;
-    crate::run(Command::new("apt-get").args(["install", "-y", "-qq", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))?;
-    for (cmd, pkg) in TOOLS {
-        if !have(cmd) {
-            bail!("{cmd} still missing after installing {pkg}");
-        }
-    }
-    Ok(())
 }
 
 /// Sets a sysctl of this network namespace.
@@ -121,7 +182,7 @@ fn prog_stats(id: u64) -> anyhow::Result<(u64, u64)> {
 /// empty connect4 program attached there for the measurement only (what
 /// running any program, and timing it, costs on this machine).
 fn with_hook_stats<T>(cgroup: &Path, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<(T, Hook)> {
-    let (calibration, floor_id) = redirector::datapath::Calibration::attach(cgroup).context("attaching the empty calibration program")?;
+    let (calibration, floor_id) = integration_tests::calibration::Calibration::attach(cgroup).context("attaching the empty calibration program")?;
     let progs = cgroup_programs(cgroup)?;
     // BPF_ENABLE_STATS keeps statistics on while the fd is open; unlike the
     // sysctl, another holder (a concurrent bench) cannot switch them off.
@@ -143,7 +204,7 @@ fn with_hook_stats<T>(cgroup: &Path, f: impl FnOnce() -> anyhow::Result<T>) -> a
 /// One bench-client subprocess for `target` from `source`.
 fn client(mode: &str, target: &str, source: &str, cgroup: Option<&Path>) -> anyhow::Result<Command> {
     let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.args(["bench-client", "--mode", mode, "--target", target, "--source", source]);
+    cmd.args(["client", "--mode", mode, "--target", target, "--source", source]);
     if let Some(dir) = cgroup {
         cmd.arg("--cgroup").arg(dir);
     }
@@ -395,7 +456,7 @@ fn machine() -> Machine {
     }
 }
 
-pub fn run(sizes: &Sizes, out_dir: &Path, command: &str) -> anyhow::Result<()> {
+fn run(sizes: &Sizes, out_dir: &Path, command: &str) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("the bench creates a network namespace, a cgroup and netfilter rules, and loads BPF: run it as root");
     }

@@ -1,8 +1,8 @@
-//! `redirector::compile`: alias tables, the kernel's route-table encoding, keys
+//! `redirector_core::compile`: alias tables, the kernel's route-table encoding, keys
 //! and diffs, checked against the layout in `redirector-common`.
 
 use proptest::prelude::*;
-use redirector::{
+use redirector_core::{
     compile::{
         self, AliasTable, CompileError, Diff, Table, Tables, compile_route, ip_words, service_key,
         words_ip,
@@ -505,6 +505,69 @@ proptest! {
         }
         prop_assert_eq!(next as usize, 1 + n + table.endpoints.len());
     }
+}
+
+// ---------------------------------------------------------------- decoding (what `status` reads back)
+
+/// A route over `weights` whose backend `i` has `i % 3` IPv4 and one IPv6 endpoint.
+fn any_route(v6_vip: bool, weights: &[u32]) -> ResolvedRoute {
+    let backends = weights
+        .iter()
+        .enumerate()
+        .map(|(i, &weight)| ResolvedBackend {
+            name: format!("b{i}"),
+            weight,
+            endpoints: (0..i % 3)
+                .map(|k| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, i as u8, k as u8, 1)), 8000 + k as u16))
+                .chain(std::iter::once(SocketAddr::new(IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, i as u16, 1)), 9000)))
+                .collect(),
+        })
+        .collect();
+    route(if v6_vip { "fd00::10" } else { "10.9.0.1" }, 80, backends)
+}
+
+proptest! {
+    #[test]
+    fn decoding_the_kernel_entries_gives_back_the_table(v6_vip in any::<bool>(), weights in prop::collection::vec(0u32..100_000, 0..12)) {
+        let r = any_route(v6_vip, &weights);
+        let table = compile_route(&r).unwrap();
+        let entries = table.entries();
+        let decoded = Table::decode(&entries).unwrap();
+        prop_assert_eq!(&decoded, &table);
+        prop_assert_eq!(compile::table_len(|i| entries.get(i as usize).copied()) as usize, entries.len());
+        if table.backends.is_empty() {
+            return Ok(());
+        }
+        let n = weights.len() as u64;
+        let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
+        let shares = decoded.shares();
+        for (i, (share, b)) in shares.iter().zip(&r.backends).enumerate() {
+            // Exact: weight / total == (weight * n) / (n * total).
+            prop_assert_eq!(*share, (u64::from(b.weight) * n, n * total), "backend {}", i);
+            let reachable: Vec<SocketAddr> = b.endpoints.iter().copied().filter(|e| v6_vip || e.is_ipv4()).collect();
+            prop_assert_eq!(decoded.backend_endpoints(i), reachable);
+        }
+    }
+}
+
+#[test]
+fn decoding_rejects_what_this_build_never_writes() {
+    use compile::DecodeError;
+    let table = compile_route(&any_route(false, &[3, 1, 2])).unwrap();
+    let entries = table.entries();
+    assert_eq!(Table::decode(&[]), Err(DecodeError::Empty));
+    assert_eq!(Table::decode(&entries[..3]), Err(DecodeError::Truncated { needed: 4, got: 3 }));
+    // The last backend's endpoints cut off.
+    let short = &entries[..entries.len() - 1];
+    assert!(matches!(Table::decode(short), Err(DecodeError::EndpointsOutside { backend: 2, .. })));
+    // A slot whose alias points past the backends.
+    let mut bad = table.clone();
+    bad.backends[1].alias = 3;
+    assert_eq!(Table::decode(&bad.entries()), Err(DecodeError::BadSlot { backend: 1 }));
+    // A slot whose endpoints start inside the backend slots.
+    let mut bad = table.clone();
+    bad.backends[1].first_endpoint = 2;
+    assert!(matches!(Table::decode(&bad.entries()), Err(DecodeError::EndpointsOutside { backend: 1, .. })));
 }
 
 // ---------------------------------------------------------------- keys and addresses

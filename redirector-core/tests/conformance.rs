@@ -29,7 +29,7 @@ mod common;
 
 use common::{resolve_checked, static_dns};
 use proptest::prelude::*;
-use redirector::{
+use redirector_core::{
     compile::{self, AliasTable, Table, words_ip},
     model::{Problem, Severity},
     resolve::{Resolution, ResolvedRoute, StaticDns, endpoints::inbound_endpoint},
@@ -2027,7 +2027,7 @@ fn random_mesh() -> impl Strategy<Value = String> {
 
 /// Every address a table may legitimately send a connection to: the
 /// Dataplane inbounds' endpoints and the MeshExternalService endpoints.
-fn input_endpoints(config: &redirector::model::Config, dns: &StaticDns) -> BTreeSet<SocketAddr> {
+fn input_endpoints(config: &redirector_core::model::Config, dns: &StaticDns) -> BTreeSet<SocketAddr> {
     let mut out = BTreeSet::new();
     for dp in &config.dataplanes {
         for ib in dp.spec.networking.inbound.as_deref().unwrap_or_default() {
@@ -2075,7 +2075,7 @@ proptest! {
         let (config, problems) = common::check(&text);
         let errors: Vec<String> = problems.iter().filter(|p| p.severity == Severity::Error).map(ToString::to_string).collect();
         prop_assert!(errors.is_empty(), "generated input is invalid: {:?}\n{}", errors, text);
-        let (resolution, problems) = redirector::resolve::resolve_with(&config, &dns);
+        let (resolution, problems) = redirector_core::resolve::resolve_with(&config, &dns);
         let errors: Vec<String> = problems.iter().filter(|p| p.severity == Severity::Error).map(ToString::to_string).collect();
         prop_assert!(errors.is_empty(), "{:?}\n{}", errors, text);
         let tables = compile::compile(&resolution).map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;

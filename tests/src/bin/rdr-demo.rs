@@ -1,4 +1,5 @@
-//! `cargo xtask demo`: the agent on the demo config, end to end, on this machine.
+//! `rdr-demo` (run by `cargo xtask demo`): the agent on the demo config, end
+//! to end, on this machine.
 //!
 //! Inside a private network namespace it starts one tiny TCP server per
 //! endpoint of the config, creates a throwaway cgroup, runs `redirector run`
@@ -8,16 +9,36 @@
 
 use anyhow::{Context as _, bail};
 use integration_tests::{Agent, Backend, ChildCgroup, PinDir, chi_square, enter_private_netns, probe};
-use std::{collections::BTreeSet, net::SocketAddr, path::Path};
+use clap::Parser;
+use std::{
+    collections::BTreeSet,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
 
 /// Chi-square critical values at p = 0.001 for 1..=8 degrees of freedom.
 const CHI2_P001: [f64; 8] = [10.83, 13.82, 16.27, 18.47, 20.52, 22.46, 24.32, 26.12];
 
-pub fn run(config: &Path, connects: u32) -> anyhow::Result<()> {
+#[derive(Parser)]
+#[command(about = "Run the agent on a config against local backends and show the observed split (root)")]
+struct Cli {
+    /// The configuration (file or directory).
+    config: PathBuf,
+    /// Connections per destination.
+    #[arg(long, default_value_t = 10_000)]
+    connects: u32,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    run(&cli.config, cli.connects)
+}
+
+fn run(config: &Path, connects: u32) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("the demo loads BPF programs and creates a cgroup: run it as root");
     }
-    let plan = redirector::plan::build(config).map_err(|p| anyhow::anyhow!("{}:\n{p}", config.display()))?;
+    let plan = redirector_core::plan::build(config).map_err(|p| anyhow::anyhow!("{}:\n{p}", config.display()))?;
     enter_private_netns().context("creating the demo's network namespace")?;
     let endpoints: BTreeSet<SocketAddr> =
         plan.resolution.base_routes().iter().flat_map(|r| r.backends.iter().flat_map(|b| b.endpoints.iter().copied())).collect();

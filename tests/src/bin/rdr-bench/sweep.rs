@@ -296,7 +296,7 @@ mod tests {
         for (name, text) in redirector_files(25, (80, 20)) {
             std::fs::write(dir.join(name), text).unwrap();
         }
-        let plan = redirector::plan::build(&dir);
+        let plan = redirector_core::plan::build(&dir);
         std::fs::remove_dir_all(&dir).unwrap();
         let plan = plan.unwrap_or_else(|p| panic!("{:?}", p.errors().map(|e| e.to_string()).collect::<Vec<_>>()));
         // 25 sweep services + bench, bench-v1, bench-v2, traffic.

@@ -68,6 +68,99 @@ impl Table {
             .chain(self.endpoints.iter().map(|&endpoint| TableEntry { endpoint }))
             .collect()
     }
+
+    /// The inverse of [`Table::entries`]: a table read back from the kernel,
+    /// checked so that every index the BPF program follows stays inside it.
+    pub fn decode(entries: &[TableEntry]) -> Result<Self, DecodeError> {
+        // SAFETY (all three reads): entry 0 is a header, entries 1..=n backend
+        // slots and the rest endpoints (the layout of redirector-common); every
+        // variant is plain integers, so any bit pattern is a valid value.
+        let header = unsafe { entries.first().ok_or(DecodeError::Empty)?.header };
+        let n = header.backend_count as usize;
+        let backends: Vec<BackendSlot> = entries.iter().skip(1).take(n).map(|e| unsafe { e.backend }).collect();
+        if backends.len() != n {
+            return Err(DecodeError::Truncated { needed: 1 + n, got: entries.len() });
+        }
+        let endpoints: Vec<Endpoint> = entries.iter().skip(1 + n).map(|e| unsafe { e.endpoint }).collect();
+        for (i, slot) in backends.iter().enumerate() {
+            let end = slot.first_endpoint as usize + slot.endpoint_count as usize;
+            if (slot.endpoint_count > 0 && (slot.first_endpoint as usize) < 1 + n) || end > entries.len() {
+                return Err(DecodeError::EndpointsOutside { backend: i, first: slot.first_endpoint, count: slot.endpoint_count });
+            }
+            if slot.alias as usize >= n.max(1) || slot.threshold > header.total_weight {
+                return Err(DecodeError::BadSlot { backend: i });
+            }
+        }
+        Ok(Self { header, backends, endpoints })
+    }
+
+    /// The endpoints of backend `i`, as socket addresses.
+    pub fn backend_endpoints(&self, i: usize) -> Vec<SocketAddr> {
+        let Some(slot) = self.backends.get(i) else { return Vec::new() };
+        let n = self.backends.len();
+        let first = (slot.first_endpoint as usize).saturating_sub(1 + n);
+        self.endpoints
+            .get(first..first + slot.endpoint_count as usize)
+            .unwrap_or_default()
+            .iter()
+            .map(|e| SocketAddr::new(words_ip(e.addr), u16::from_be(e.port)))
+            .collect()
+    }
+
+    /// Each backend's exact chance of being chosen, as (numerator,
+    /// denominator): what the kernel's draw over this table gives.
+    pub fn shares(&self) -> Vec<(u64, u64)> {
+        let alias = AliasTable {
+            thresholds: self.backends.iter().map(|s| s.threshold).collect(),
+            aliases: self.backends.iter().map(|s| s.alias).collect(),
+            total: self.header.total_weight,
+        };
+        let denominator = self.backends.len() as u64 * u64::from(self.header.total_weight);
+        let shares = if self.backends.is_empty() { Vec::new() } else { alias.exact_shares() };
+        shares.into_iter().map(|s| (s, denominator)).collect()
+    }
+}
+
+/// Why entries read back from the kernel are not a table this build wrote.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    /// No header entry.
+    #[error("empty table")]
+    Empty,
+    /// Fewer entries than the header's backend count needs.
+    #[error("truncated table: {got} entries, the header needs {needed}")]
+    Truncated {
+        /// Entries the header and backend slots need.
+        needed: usize,
+        /// Entries present.
+        got: usize,
+    },
+    /// A backend's endpoint range leaves the table.
+    #[error("backend {backend}: endpoints {first}..+{count} outside the table")]
+    EndpointsOutside {
+        /// Backend index.
+        backend: usize,
+        /// First endpoint entry.
+        first: u32,
+        /// Endpoint count.
+        count: u32,
+    },
+    /// A backend slot's alias or threshold is out of range.
+    #[error("backend {backend}: alias or threshold out of range")]
+    BadSlot {
+        /// Backend index.
+        backend: usize,
+    },
+}
+
+/// The number of entries of a table, from `get(index)`: the header, the
+/// backend slots it counts, and the endpoints those slots count.
+pub fn table_len(get: impl Fn(u32) -> Option<TableEntry>) -> u32 {
+    let Some(header) = get(0) else { return 0 };
+    // SAFETY: entry 0 is a header, entries 1..=n backend slots (redirector-common).
+    let n = unsafe { header.header }.backend_count;
+    let endpoints: u32 = (1..=n).filter_map(&get).map(|e| unsafe { e.backend }.endpoint_count).sum();
+    1 + n + endpoints
 }
 
 /// Walker's alias table over integer weights, with integer thresholds.

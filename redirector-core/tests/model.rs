@@ -1,10 +1,10 @@
-//! `redirector::model`: reading both YAML forms into typed resources, and every
+//! `redirector_core::model`: reading both YAML forms into typed resources, and every
 //! problem reported as `file: Kind/name: field.path: message`.
 
 mod common;
 
 use common::{FILE, Triple, check, errors, t, warnings};
-use redirector::model::{self, Origin, PortRef, Problem, Problems, RefKind, Severity};
+use redirector_core::model::{self, Origin, PortRef, Problem, Problems, RefKind, Severity};
 use std::{
     collections::BTreeMap,
     net::IpAddr,

@@ -1,4 +1,4 @@
-//! `redirector::plan`: the pure pipeline end to end, from files or text to
+//! `redirector_core::plan`: the pure pipeline end to end, from files or text to
 //! kernel tables, and its robustness against any input.
 
 mod common;
@@ -7,8 +7,8 @@ use common::{
     FILE, dataplane, plan, plan_problems, route, service, t, tempdir, to_backends, triples,
 };
 use proptest::prelude::*;
-use redirector::resolve::ResolvedRoute;
-use redirector::{
+use redirector_core::resolve::ResolvedRoute;
+use redirector_core::{
     compile::{AliasTable, compile_route, service_key},
     model::Severity,
     plan::{self, Plan},
@@ -108,7 +108,7 @@ fn assert_plan_consistent(plan: &Plan) {
     }
 }
 
-fn assert_table_matches_route(table: &redirector::compile::Table, r: &ResolvedRoute) {
+fn assert_table_matches_route(table: &redirector_core::compile::Table, r: &ResolvedRoute) {
     let weights: Vec<u32> = r.backends.iter().map(|b| b.weight).collect();
     match AliasTable::new(&weights) {
         None => assert_eq!(table.header.backend_count, 0),
@@ -482,7 +482,7 @@ fn shipped_canary_example_splits_ninety_ten() {
 
 // ---------------------------------------------------------------- robustness
 
-fn build(text: &str) -> Result<Plan, redirector::model::Problems> {
+fn build(text: &str) -> Result<Plan, redirector_core::model::Problems> {
     plan::build_str(Path::new(FILE), text)
 }
 
@@ -728,7 +728,7 @@ fn random_mesh() -> impl Strategy<Value = String> {
 proptest! {
     #[test]
     fn random_meshes_plan_consistently(text in random_mesh()) {
-        let (config, load_problems) = redirector::model::load_str(Path::new(FILE), &text);
+        let (config, load_problems) = redirector_core::model::load_str(Path::new(FILE), &text);
         prop_assert!(load_problems.is_empty(), "{:?}\n{}", load_problems, text);
         match build(&text) {
             Ok(plan) => {

@@ -1,4 +1,4 @@
-//! `redirector::resolve`: which route serves which service address and port,
+//! `redirector_core::resolve`: which route serves which service address and port,
 //! with Kuma 2.13's semantics, and which endpoints each backend has.
 //! (The table-driven Kuma conformance suite is in `conformance.rs`.)
 
@@ -8,7 +8,7 @@ use common::{
     Triple, check, dataplane, dataplane_in, route, route_in, service, service_in, t, to_backends,
     triples,
 };
-use redirector::{
+use redirector_core::{
     model::{Config, Severity},
     resolve::{self, BASE_CLASS, NoDns, Resolution, ResolvedBackend, ResolvedRoute},
 };
@@ -827,7 +827,7 @@ fn inbounds_without_any_address_are_no_endpoints() {
         dataplane("ok", "10.1.0.1", "[{port: 80, tags: {app: a}}]"),
     ]
     .concat();
-    let (config, _) = redirector::model::load_str(std::path::Path::new("x.yaml"), &text);
+    let (config, _) = redirector_core::model::load_str(std::path::Path::new("x.yaml"), &text);
     let (resolution, _) = resolve::resolve_with(&config, &NoDns);
     assert_eq!(
         find(resolution.base_routes(), "10.0.0.1", 80).backends[0].endpoints,

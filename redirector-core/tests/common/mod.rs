@@ -2,11 +2,11 @@
 //! and small YAML builders (flow style) for resources.
 #![allow(dead_code)]
 
-use redirector::{
+use redirector_core::{
     model::{self, Config, Problem, Severity},
     plan::{self, Plan},
 };
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The file name every in-memory input pretends to come from.
 pub const FILE: &str = "test.yaml";
@@ -114,19 +114,19 @@ pub fn tempdir(name: &str) -> std::path::PathBuf {
 /// the resolver's problems, or the load/validation errors when there are any.
 pub fn resolve_checked(
     text: &str,
-    dns: &dyn redirector::resolve::HostResolver,
-) -> Result<(redirector::resolve::Resolution, Vec<Problem>), Vec<Triple>> {
+    dns: &dyn redirector_core::resolve::HostResolver,
+) -> Result<(redirector_core::resolve::Resolution, Vec<Problem>), Vec<Triple>> {
     let (config, problems) = check(text);
     let errors = triples(&problems, Severity::Error);
     if !errors.is_empty() {
         return Err(errors);
     }
-    Ok(redirector::resolve::resolve_with(&config, dns))
+    Ok(redirector_core::resolve::resolve_with(&config, dns))
 }
 
 /// A fixed DNS for tests: `(hostname, [addresses])`.
-pub fn static_dns(entries: &[(&str, &[&str])]) -> redirector::resolve::StaticDns {
-    redirector::resolve::StaticDns(
+pub fn static_dns(entries: &[(&str, &[&str])]) -> redirector_core::resolve::StaticDns {
+    redirector_core::resolve::StaticDns(
         entries
             .iter()
             .map(|(host, ips)| {
@@ -138,3 +138,52 @@ pub fn static_dns(entries: &[(&str, &[&str])]) -> redirector::resolve::StaticDns
             .collect(),
     )
 }
+
+/// `MAX_FILE_BYTES` of `model/load.rs` (private there).
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// A MeshTCPRoute `r` whose only backendRef carries `extra` (flow style).
+pub fn route_with_backend(extra: &str) -> String {
+    format!(
+        "type: MeshTCPRoute\nname: r\nspec:\n  targetRef: {{kind: Mesh}}\n  to:\n    - targetRef: {{kind: MeshService, name: a}}\n      rules:\n        - default:\n            backendRefs:\n              - {{kind: MeshService, name: b, {extra}}}\n"
+    )
+}
+
+/// The field path of [`route_with_backend`]'s weight.
+pub const BACKEND_WEIGHT: &str = "spec.to[0].rules[0].default.backendRefs[0].weight";
+
+/// A fresh directory for one test (the dirs in it are removed when done).
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    /// `bad-input-<name>` under the temp dir, mode 0755.
+    pub fn new(name: &str) -> Self {
+        let dir = tempdir(&format!("bad-input-{name}"));
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        Scratch(dir)
+    }
+
+    /// Writes `name` (creating its directories); returns its path.
+    pub fn write(&self, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The demo config (examples/canary) as one text.
+pub const CANARY: &str = concat!(
+    include_str!("../../../examples/canary/services.yaml"),
+    "\n---\n",
+    include_str!("../../../examples/canary/dataplanes.yaml"),
+    "\n---\n",
+    include_str!("../../../examples/canary/route.yaml"),
+    "\n"
+);

@@ -1,0 +1,13 @@
+//! The pure half of redirector: from Kuma resources to the kernel's tables.
+//!
+//! One module per stage: [`model`] (read and validate Kuma resources) ->
+//! [`resolve`] (which route serves which destination, for which workload
+//! class) -> [`compile`] (kernel tables, diffs, and their decoding) ->
+//! [`plan`] (the whole pipeline on a path or a text, and its explanation).
+//! Nothing here touches the kernel or needs the BPF toolchain; the agent in
+//! the `redirector` crate writes what this computes.
+
+pub mod compile;
+pub mod model;
+pub mod plan;
+pub mod resolve;
