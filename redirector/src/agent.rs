@@ -1,12 +1,14 @@
 //! `redirector run`: apply a configuration to one cgroup and keep it in force
-//! until SIGINT/SIGTERM, then detach and remove what was created.
+//! until SIGINT/SIGTERM; the datapath stays attached after the agent exits.
 //!
-//! While running, the config file or directory is watched: each change is
-//! rebuilt and applied as a diff (only changed routes are written, each swap
-//! make-before-break). A change that does not validate is logged with the same
-//! messages as `check` and nothing of it is applied: the last good
-//! configuration stays in force. MeshExternalService hostnames are resolved
-//! again every `dns_refresh`.
+//! While running, the config file or directory is watched (and SIGHUP reloads
+//! it at once): each change is rebuilt and applied as a diff (only changed
+//! routes are written, each swap make-before-break). A change that does not
+//! validate is logged with the same messages as `check` and nothing of it is
+//! applied: the last good configuration stays in force. MeshExternalService
+//! hostnames are resolved again every `dns_refresh`. When the attached cgroup
+//! directory is removed (its hooks go with it) the agent reports not ready,
+//! and attaches again as soon as the directory is created again.
 
 use crate::{
     cgroup,
@@ -49,6 +51,9 @@ pub struct RunOptions {
     pub dns_refresh: Duration,
     /// Where to serve `/metrics`, `/healthz` and `/readyz`.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Start even when another redirector datapath is attached to the cgroup
+    /// or an ancestor (a warning instead of an error).
+    pub allow_other_datapath: bool,
 }
 
 /// Runs the agent until a termination signal arrives.
@@ -77,6 +82,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     }
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
 
     // Watch before the first read's result is in force, so no edit is missed.
     let (changes_tx, mut changes) = mpsc::unbounded_channel();
@@ -86,6 +92,20 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     // A restart loads a new generation next to the running one and retires
     // the old one once the new one is attached: no gap.
     let (mut datapath, logger) = Datapath::load(&options.bpffs)?;
+    let foreign = datapath.foreign_hooks(&cgroup)?;
+    if !foreign.is_empty() {
+        let message = format!(
+            "--cgroup {}: another redirector datapath is attached here or above, and both would rewrite the same connects: {}",
+            cgroup.display(),
+            foreign.join("; ")
+        );
+        if !options.allow_other_datapath {
+            bail!("{message} (stop that agent and run `redirector uninstall` with its --bpffs, or pass --allow-other-datapath)");
+        }
+        warn!("{message} (--allow-other-datapath)");
+    }
+    let (cgroup_tx, mut cgroup_events) = mpsc::unbounded_channel();
+    let _cgroup_watcher = watch_cgroup(&cgroup, cgroup_tx)?;
     // Tables and workload classes go in before the hooks are attached.
     let diff = datapath.apply(&desired)?;
     datapath.attach(&cgroup)?;
@@ -111,9 +131,11 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     if lines.len() > MAX_ROUTE_LOG_LINES {
         info!("... and {} more routes (`redirector status` lists them)", lines.len() - MAX_ROUTE_LOG_LINES);
     }
+    let mut attached_ino = cgroup_ino(&cgroup);
     {
         let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
         s.ready = true;
+        s.not_ready = None;
         s.generation = 1;
         s.names = names(&plan);
         s.fill = metrics::Fill::of(&desired);
@@ -135,6 +157,41 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         tokio::select! {
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading {}", options.config.display());
+                if let Some(dns) = reload(&options.config, &cgroup, attach_level, &mut datapath, &mut generation, &state, "SIGHUP") {
+                    uses_dns = dns;
+                }
+            }
+            Some(()) = cgroup_events.recv() => {
+                while let Ok(Some(())) = tokio::time::timeout(SETTLE, cgroup_events.recv()).await {}
+                let now = cgroup_ino(&cgroup);
+                if now == attached_ino {
+                    continue;
+                }
+                let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+                match now {
+                    None => {
+                        error!("cgroup {} was removed: its hooks went with it; attaching again when it is created again", cgroup.display());
+                        s.ready = false;
+                        s.not_ready = Some(format!("cgroup {} was removed; waiting for it to be created again", cgroup.display()));
+                    }
+                    Some(_) => {
+                        drop(s);
+                        if let Err(e) = datapath.reattach(&cgroup) {
+                            error!("cgroup {} is back, attaching to it failed: {e:#}", cgroup.display());
+                            continue;
+                        }
+                        info!("cgroup {} created again: hooks attached", cgroup.display());
+                        // Workload cgroups below it are new directories with new ids.
+                        reload(&options.config, &cgroup, attach_level, &mut datapath, &mut generation, &state, "cgroup recreated");
+                        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+                        s.ready = true;
+                        s.not_ready = None;
+                    }
+                }
+                attached_ino = now;
+            }
             guard = logs.readable_mut() => {
                 let mut guard = guard.context("reading BPF logs")?;
                 guard.get_inner_mut().flush();
@@ -265,6 +322,33 @@ fn watch(config: &Path, changes: mpsc::UnboundedSender<()>) -> anyhow::Result<no
     };
     watcher.watch(&path, mode).with_context(|| format!("watching {}", path.display()))?;
     Ok(watcher)
+}
+
+/// Watches the directory that holds `cgroup` for the cgroup's removal and
+/// re-creation (cgroupfs reports rmdir and mkdir like any filesystem). The
+/// cgroup2 root cannot be removed and is not watched.
+fn watch_cgroup(cgroup: &Path, changes: mpsc::UnboundedSender<()>) -> anyhow::Result<Option<notify::RecommendedWatcher>> {
+    use notify::Watcher as _;
+    let Some(parent) = cgroup.parent().filter(|p| p.starts_with(cgroup::cgroup2_mount().unwrap_or_default())) else {
+        return Ok(None);
+    };
+    let target = cgroup.to_path_buf();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| e.need_rescan() || e.paths.iter().any(|p| *p == target)) {
+            let _ = changes.send(());
+        }
+    })
+    .context("starting the cgroup watcher")?;
+    watcher
+        .watch(parent, notify::RecursiveMode::NonRecursive)
+        .with_context(|| format!("watching {}", parent.display()))?;
+    Ok(Some(watcher))
+}
+
+/// The inode (cgroup id) of the cgroup directory, `None` when it is gone.
+fn cgroup_ino(cgroup: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(cgroup).ok().filter(|m| m.is_dir()).map(|m| m.ino())
 }
 
 /// The cgroup level of `cgroup` (the cgroup2 root is level 0).

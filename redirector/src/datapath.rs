@@ -19,9 +19,14 @@
 //! same answers), and only then detaches and unpins every other generation
 //! and every other layout: there is no moment without a hook. `uninstall`
 //! removes all of it.
+//!
+//! One agent owns a pin directory at a time ([`OwnerLock`]), and an agent
+//! refuses a cgroup where another redirector datapath's hooks already run
+//! (on it or on an ancestor): both would rewrite the same connects.
 
-use redirector_core::compile::{Diff, Tables};
+use crate::{kernel, owner::OwnerLock};
 use anyhow::{Context as _, anyhow, bail};
+use redirector_core::compile::{Diff, Tables};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData},
@@ -88,6 +93,7 @@ pub struct Datapath {
     retired: VecDeque<(Instant, u32, u32)>,
     workloads: BTreeMap<u64, u32>,
     links: Vec<PinnedLink>,
+    _owner: OwnerLock,
 }
 
 /// What the kernel should hold: route tables, workload cgroup ids with their
@@ -107,6 +113,8 @@ impl Datapath {
     /// attached) under the pin root `root` on a bpffs. Returns the log reader too.
     pub fn load(root: &Path) -> anyhow::Result<(Self, BpfLogger)> {
         prepare_dir(root, true)?;
+        // Before anything under `root` is touched: a second agent stops here.
+        let owner = OwnerLock::acquire(root)?;
         let layout = layout_dir(root);
         prepare_dir(&layout, false)?;
         let generation_dir = layout.join(format!(
@@ -143,6 +151,7 @@ impl Datapath {
                 retired: VecDeque::new(),
                 workloads: BTreeMap::new(),
                 links: Vec::new(),
+                _owner: owner,
             },
             logger,
         ))
@@ -153,7 +162,6 @@ impl Datapath {
     /// links and maps of this generation; then retires every older
     /// generation and layout. Call after the first [`Datapath::apply`].
     pub fn attach(&mut self, cgroup: &Path) -> anyhow::Result<()> {
-        let file = File::open(cgroup).with_context(|| format!("opening cgroup {}", cgroup.display()))?;
         std::fs::create_dir(&self.generation_dir)
             .with_context(|| format!("creating {}", self.generation_dir.display()))?;
         for (map, pin) in GENERATION_MAPS {
@@ -164,6 +172,23 @@ impl Datapath {
                 .pin(&path)
                 .with_context(|| format!("pinning {map} at {}", path.display()))?;
         }
+        self.attach_links(cgroup)?;
+        retire(&self.root, Some(&self.generation_dir))?;
+        Ok(())
+    }
+
+    /// Attaches this generation's hooks again, to `cgroup` as it is now:
+    /// for a cgroup directory that was removed (its hooks went with it) and
+    /// created again. The old links are unpinned first.
+    pub fn reattach(&mut self, cgroup: &Path) -> anyhow::Result<()> {
+        for link in self.links.drain(..) {
+            drop(link.unpin());
+        }
+        self.attach_links(cgroup)
+    }
+
+    fn attach_links(&mut self, cgroup: &Path) -> anyhow::Result<()> {
+        let file = File::open(cgroup).with_context(|| format!("opening cgroup {}", cgroup.display()))?;
         for name in PROGRAMS {
             let program = self.ebpf.program_mut(name).ok_or_else(|| anyhow!("BPF program {name} missing"))?;
             // aya attaches with a bpf_link (kernel >= 5.7). Cgroup links always
@@ -185,8 +210,27 @@ impl Datapath {
             let path = self.generation_dir.join(format!("link-{name}"));
             self.links.push(link.pin(&path).with_context(|| format!("pinning link {}", path.display()))?);
         }
-        retire(&self.root, Some(&self.generation_dir))?;
         Ok(())
+    }
+
+    /// Redirector datapaths other than this agent's whose connect4 hook is
+    /// attached to `cgroup` or one of its ancestors, described for an error
+    /// message. Generations of this pin directory (a restart) do not count.
+    pub fn foreign_hooks(&self, cgroup: &Path) -> anyhow::Result<Vec<String>> {
+        let own = own_origins(&self.root);
+        let programs = redirector_programs();
+        let mount = crate::cgroup::cgroup2_mount()?;
+        let mut found = Vec::new();
+        let mut dir = Some(cgroup);
+        while let Some(d) = dir.filter(|d| d.starts_with(&mount)) {
+            for id in kernel::attached_programs(d, kernel::ATTACH_CONNECT4)? {
+                if let Some(origins) = programs.get(&id).filter(|o| !own.contains(o)) {
+                    found.push(format!("connect4 program {id} (ORIGINS map {origins}) on {}", d.display()));
+                }
+            }
+            dir = d.parent();
+        }
+        Ok(found)
     }
 
     /// Makes the kernel hold `desired`, writing only what changed, in an
@@ -307,13 +351,50 @@ pub struct Uninstalled {
 
 /// Removes every generation and layout under the pin root `root`: detaches
 /// the pinned links, removes the pins and the directories, and nothing else.
+/// Then detaches every hook of these datapaths still attached anywhere
+/// (held by a process rather than a pin). Refuses while an agent owns `root`.
 pub fn uninstall(root: &Path) -> anyhow::Result<Uninstalled> {
     if !root.exists() {
         return Ok(Uninstalled::default());
     }
-    let removed = retire(root, None)?;
+    let _owner = OwnerLock::acquire(root).context("not uninstalling while an agent runs")?;
+    let own = own_origins(root);
+    let programs = redirector_programs();
+    let mut removed = retire(root, None)?;
+    for link in kernel::cgroup_links()? {
+        if programs.get(&link.prog_id).is_some_and(|o| own.contains(o)) && kernel::detach_link(link.id)? {
+            removed.links += 1;
+        }
+    }
     let _ = std::fs::remove_dir(root);
     Ok(removed)
+}
+
+/// Ids of the `ORIGINS` maps pinned under `root`, one per layout: the maps
+/// every hook of this pin directory uses, whatever its generation.
+fn own_origins(root: &Path) -> Vec<u32> {
+    subdirs(root, "layout-v")
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|layout| MapData::from_pin(layout.join("origins")).ok()?.info().ok())
+        .map(|info| info.id())
+        .collect()
+}
+
+/// Every redirector hook program loaded in the kernel (one of [`PROGRAMS`]
+/// by name, using a map named `ORIGINS`), by program id, with the id of its
+/// `ORIGINS` map: which datapath it belongs to.
+fn redirector_programs() -> BTreeMap<u32, u32> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| p.name_as_str().is_some_and(|n| PROGRAMS.contains(&n)))
+        .filter_map(|p| {
+            let origins = p.map_ids().ok()??.into_iter().find(|&id| {
+                aya::maps::MapInfo::from_id(id).ok().is_some_and(|m| m.name_as_str() == Some(ORIGINS_MAP))
+            })?;
+            Some((p.id(), origins))
+        })
+        .collect()
 }
 
 /// Detaches and removes every generation under `root` except `keep`, and
@@ -374,10 +455,12 @@ fn subdirs(dir: &Path, prefix: &str) -> anyhow::Result<Vec<PathBuf>> {
 /// it is on a bpffs (mounting the default one if needed).
 fn prepare_dir(dir: &Path, check_fs: bool) -> anyhow::Result<()> {
     if check_fs {
+        // The directory itself may be a bpffs mount point (e.g. /sys/fs/bpf).
         let parent = dir.parent().unwrap_or(Path::new("/"));
-        mount_default_bpffs_if_needed(parent)?;
-        if !is_bpffs(parent).with_context(|| format!("--bpffs {}", dir.display()))? {
-            bail!("--bpffs {}: {} is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)", dir.display(), parent.display());
+        mount_default_bpffs_if_needed(if dir.exists() { dir } else { parent })?;
+        let on = if dir.exists() { dir } else { parent };
+        if !is_bpffs(on).with_context(|| format!("--bpffs {}", dir.display()))? {
+            bail!("--bpffs {}: {} is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)", dir.display(), on.display());
         }
     }
     if dir.exists() {
@@ -390,8 +473,8 @@ fn prepare_dir(dir: &Path, check_fs: bool) -> anyhow::Result<()> {
 }
 
 /// Mounts bpffs at `/sys/fs/bpf` when that is where pins go and nothing is mounted there.
-fn mount_default_bpffs_if_needed(parent: &Path) -> anyhow::Result<()> {
-    if parent.starts_with(DEFAULT_BPFFS) {
+fn mount_default_bpffs_if_needed(dir: &Path) -> anyhow::Result<()> {
+    if dir.starts_with(DEFAULT_BPFFS) {
         ensure_bpffs_mounted()?;
     }
     Ok(())

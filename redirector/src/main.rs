@@ -67,6 +67,10 @@ enum Command {
         /// Log format.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
+        /// Start even when another redirector datapath is attached to --cgroup
+        /// or an ancestor (both would rewrite the same connects).
+        #[arg(long)]
+        allow_other_datapath: bool,
     },
 }
 
@@ -116,7 +120,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Plan { path, workload, output } => plan_command(&path, workload.as_deref(), output),
-        Command::Run { config, cgroup, bpffs, dns_refresh, metrics, log_format } => {
+        Command::Run { config, cgroup, bpffs, dns_refresh, metrics, log_format, allow_other_datapath } => {
             let filter = tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
             let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
@@ -144,6 +148,7 @@ fn main() -> ExitCode {
                 bpffs,
                 dns_refresh: std::time::Duration::from_secs(dns_refresh.max(1)),
                 metrics,
+                allow_other_datapath,
             })) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

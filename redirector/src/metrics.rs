@@ -1,5 +1,7 @@
 //! `--metrics ADDR`: Prometheus text format on `/metrics`, plus `/healthz`
-//! and `/readyz` (ready once the first configuration is in the kernel).
+//! and `/readyz` (ready once the first configuration is in the kernel, and
+//! while the hooks are attached; otherwise 503 with the reason), served by
+//! axum (hyper).
 //!
 //! Connect counts come from the kernel's per-CPU counters, read from the
 //! pinned maps at scrape time; the agent contributes reload results and the
@@ -17,16 +19,15 @@ use std::{
     path::PathBuf,
     sync::{Arc, Mutex},
 };
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::TcpListener,
-};
+use tokio::net::TcpListener;
 
 /// What the agent reports to the metrics endpoint.
 #[derive(Debug, Default)]
 pub struct AgentState {
-    /// The first configuration is in the kernel.
+    /// The first configuration is in the kernel and the hooks are attached.
     pub ready: bool,
+    /// Why the agent is not ready, once it has been (e.g. its cgroup vanished).
+    pub not_ready: Option<String>,
     /// Reloads applied.
     pub reloads_ok: u64,
     /// Reloads rejected (invalid config) or failed to apply.
@@ -144,69 +145,48 @@ pub fn render(state: &AgentState, bpffs: &std::path::Path) -> String {
 /// the task is dropped. Binding first (before `ready`) means a client that
 /// saw `ready` can connect.
 pub async fn serve(listener: TcpListener, state: Shared, bpffs: PathBuf) -> anyhow::Result<()> {
-    loop {
-        let (mut stream, _) = listener.accept().await?;
-        let state = state.clone();
-        let bpffs = bpffs.clone();
-        tokio::spawn(async move {
-            let Some(head) = read_head(&mut stream).await else { return };
-            let request = String::from_utf8_lossy(&head);
-            let path = request.split_whitespace().nth(1).unwrap_or("/");
-            let (code, body, kind) = match path {
-                "/metrics" => {
-                    let text = {
-                        let s = state.lock().unwrap_or_else(|e| e.into_inner());
-                        render(&s, &bpffs)
-                    };
-                    ("200 OK", text, "application/openmetrics-text; version=1.0.0; charset=utf-8")
-                }
-                "/healthz" => ("200 OK", "ok\n".to_string(), "text/plain"),
-                "/readyz" => {
-                    if state.lock().map(|s| s.ready).unwrap_or(false) {
-                        ("200 OK", "ready\n".to_string(), "text/plain")
-                    } else {
-                        ("503 Service Unavailable", "not ready\n".to_string(), "text/plain")
-                    }
-                }
-                _ => ("404 Not Found", "not found\n".to_string(), "text/plain"),
-            };
-            let response = format!(
-                "HTTP/1.1 {code}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes()).await;
-            let _ = stream.shutdown().await;
-        });
-    }
+    use axum::{Router, routing::get};
+    let app = Router::new()
+        .route("/metrics", get(metrics_page))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(Server { state, bpffs: Arc::new(bpffs) });
+    axum::serve(listener, app).await.map_err(Into::into)
 }
 
-/// Largest request head accepted; scrapers send a few hundred bytes.
-const MAX_HEAD: usize = 8192;
+/// What the handlers share.
+#[derive(Clone)]
+struct Server {
+    state: Shared,
+    bpffs: Arc<PathBuf>,
+}
 
-/// Reads a request head up to its blank line. A head may arrive in several
-/// segments, and answering after the first one would close the socket with
-/// unread data, which resets the connection under the client's feet.
-/// `None` for a head that is too large, incomplete after 5 s, or cut short.
-async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    let read = async {
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = stream.read(&mut buf).await.ok()?;
-            if n == 0 || head.len() + n > MAX_HEAD {
-                return None;
-            }
-            head.extend_from_slice(&buf[..n]);
-        }
-        Some(())
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(5), read).await.ok()??;
-    Some(head)
+async fn metrics_page(axum::extract::State(server): axum::extract::State<Server>) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    // Reading the pinned counters is a few syscalls per entry: off the
+    // agent's runtime thread.
+    let text = tokio::task::spawn_blocking(move || {
+        let s = server.state.lock().unwrap_or_else(|e| e.into_inner());
+        render(&s, &server.bpffs)
+    })
+    .await
+    .unwrap_or_default();
+    ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
+}
+
+async fn readyz(axum::extract::State(server): axum::extract::State<Server>) -> (axum::http::StatusCode, String) {
+    let s = server.state.lock().unwrap_or_else(|e| e.into_inner());
+    match (s.ready, &s.not_ready) {
+        (true, _) => (axum::http::StatusCode::OK, "ready\n".into()),
+        (false, Some(why)) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+        (false, None) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not ready: the first configuration is not in the kernel yet\n".into()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     /// A request head sent in several segments is answered once it is
     /// complete, and the client reads the whole response (no reset).
@@ -218,7 +198,7 @@ mod tests {
         state.lock().unwrap().ready = true;
         let server = tokio::spawn(serve(listener, state, PathBuf::from("/nonexistent")));
         let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        for part in ["GET ", "/readyz", " HTTP/1.1\r\n", "host: x\r\n", "\r\n"] {
+        for part in ["GET ", "/readyz", " HTTP/1.1\r\n", "host: x\r\n", "connection: close\r\n", "\r\n"] {
             client.write_all(part.as_bytes()).await.unwrap();
             client.flush().await.unwrap();
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -230,18 +210,26 @@ mod tests {
         server.abort();
     }
 
-    /// A head larger than the limit is dropped without an answer.
+    /// `/readyz` says why the agent is not ready; unknown paths are 404.
     #[tokio::test]
-    async fn an_oversized_head_is_refused() {
+    async fn readyz_gives_the_reason_and_unknown_paths_are_not_found() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(serve(listener, Shared::default(), PathBuf::from("/nonexistent")));
-        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let big = format!("GET /healthz HTTP/1.1\r\nx: {}\r\n\r\n", "a".repeat(MAX_HEAD));
-        let _ = client.write_all(big.as_bytes()).await;
-        let mut response = Vec::new();
-        let _ = client.read_to_end(&mut response).await;
-        assert!(!String::from_utf8_lossy(&response).contains("200 OK"));
+        let state = Shared::default();
+        state.lock().unwrap().not_ready = Some("cgroup /x was removed".into());
+        let server = tokio::spawn(serve(listener, state, PathBuf::from("/nonexistent")));
+        for (path, status, body) in [
+            ("/readyz", "HTTP/1.1 503 Service Unavailable\r\n", "not ready: cgroup /x was removed\n"),
+            ("/healthz", "HTTP/1.1 200 OK\r\n", "ok\n"),
+            ("/nope", "HTTP/1.1 404 Not Found\r\n", ""),
+        ] {
+            let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+            client.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes()).await.unwrap();
+            let mut response = String::new();
+            client.read_to_string(&mut response).await.unwrap();
+            assert!(response.starts_with(status), "{path}: {response}");
+            assert!(response.ends_with(&format!("\r\n\r\n{body}")), "{path}: {response}");
+        }
         server.abort();
     }
 }

@@ -609,3 +609,191 @@ fn a_pinned_datapath_of_another_layout_is_replaced_not_reused() {
     assert_eq!(shares, [0.9, 0.1], "{text}");
     agent.stop().unwrap();
 }
+
+// --- one owner per datapath -------------------------------------------------
+
+/// Runs `redirector <args>` to completion (at most 60 s): (exit code, stderr + stdout).
+fn redirector(args: &[&std::ffi::OsStr]) -> (i32, String) {
+    let mut child = std::process::Command::new(integration_tests::redirector_bin())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running redirector");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("redirector {args:?} still running after 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout))
+}
+
+/// `redirector run` with the env's config on `cgroup` and `pins`, expected to exit.
+fn run_expecting_exit(env: &Env, cgroup: &std::path::Path, pins: &std::path::Path, extra: &[&str]) -> (i32, String) {
+    let mut args: Vec<&std::ffi::OsStr> = vec!["run".as_ref(), "--config".as_ref(), env.config.path().as_os_str()];
+    args.extend(["--cgroup".as_ref(), cgroup.as_os_str(), "--bpffs".as_ref(), pins.as_os_str()]);
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    redirector(&args)
+}
+
+fn connect4_programs(cgroup: &std::path::Path) -> u32 {
+    attached_programs(cgroup, AGENT_ATTACH_TYPES[0]).unwrap()
+}
+
+#[test]
+fn a_second_agent_on_the_same_pins_is_refused_and_uninstall_waits_for_the_first() {
+    let env = Env::new("owner");
+    let _backends = canary_backends();
+    let agent = env.start(&canary_config());
+    let (code, out) = run_expecting_exit(&env, env.cgroup.path(), env.pins.path(), &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("another redirector agent (pid {}) owns this pin directory", agent.pid())), "{out}");
+    assert_eq!(connect4_programs(env.cgroup.path()), 1, "the refused agent attached a hook");
+
+    let (code, out) = redirector(&["uninstall".as_ref(), "--bpffs".as_ref(), env.pins.path().as_os_str()]);
+    assert_eq!(code, 1, "uninstall ran under a live agent: {out}");
+    assert!(out.contains(&format!("pid {}", agent.pid())), "{out}");
+    let result = env.probe("127.10.0.1:80", 100);
+    assert_eq!(result.replies_from("v1a") + result.replies_from("v1b") + result.replies_from("v2a"), 100, "{result:?}");
+
+    agent.stop().unwrap();
+    let (code, out) = redirector(&["uninstall".as_ref(), "--bpffs".as_ref(), env.pins.path().as_os_str()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("detached 5 links"), "{out}");
+    for attach_type in AGENT_ATTACH_TYPES {
+        assert_eq!(attached_programs(env.cgroup.path(), attach_type).unwrap(), 0);
+    }
+}
+
+#[test]
+fn an_agent_is_refused_where_another_datapath_already_hooks_the_cgroup_or_an_ancestor() {
+    let env = Env::new("foreign");
+    let _backends = canary_backends();
+    let agent = env.start(&canary_config());
+    let other = PinDir::new("rdr-test-foreign-other").unwrap();
+    let child = ChildCgroup::create(env.cgroup.path(), "child").unwrap();
+    for cgroup in [env.cgroup.path(), child.path()] {
+        let (code, out) = run_expecting_exit(&env, cgroup, other.path(), &[]);
+        assert_eq!(code, 1, "{}: {out}", cgroup.display());
+        assert!(out.contains("another redirector datapath is attached here or above"), "{out}");
+        assert!(out.contains(&format!("on {}", env.cgroup.path().display())), "{out}");
+        assert_eq!(connect4_programs(cgroup), u32::from(cgroup == env.cgroup.path()), "{}", cgroup.display());
+    }
+    let second = Agent::start_with(env.config.path(), child.path(), other.path(), &["--allow-other-datapath"]).expect("override");
+    assert!(second.log().contains("--allow-other-datapath"), "{}", second.log());
+    second.stop().unwrap();
+    drop(other);
+    drop(child);
+    agent.stop().unwrap();
+}
+
+#[test]
+fn a_removed_cgroup_is_reported_and_hooked_again_when_it_returns() {
+    let env = Env::new("vanish");
+    let _backends = canary_backends();
+    let to_v2 = canary_services() + &route("switch", "backend", &[("backend-v2", 1)]);
+    env.config.write("config.yaml", &to_v2).unwrap();
+    let metrics = "127.0.0.1:19091";
+    let agent = Agent::start_with(env.config.path(), env.cgroup.path(), env.pins.path(), &["--metrics", metrics]).expect("agent start");
+    assert_eq!(env.probe("127.10.0.1:80", 20).replies_from("v2a"), 20);
+
+    std::fs::remove_dir(env.cgroup.path()).expect("removing the attached cgroup");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (status, body) = loop {
+        let (status, body) = integration_tests::http_get(metrics, "/readyz").unwrap();
+        if status.contains("503") || std::time::Instant::now() > deadline {
+            break (status, body);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status, "HTTP/1.1 503 Service Unavailable", "{body}\n{}", agent.log());
+    assert!(body.contains("was removed"), "{body}");
+    assert!(agent.log().contains("was removed: its hooks went with it"), "{}", agent.log());
+
+    std::fs::create_dir(env.cgroup.path()).expect("creating the cgroup again");
+    let back = eventually_all_from(&env, "127.10.0.1:80", &["v2a"]);
+    assert_eq!(back.replies_from("v2a"), 20, "not redirected after the cgroup came back: {back:?}\n{}", agent.log());
+    assert_eq!(integration_tests::http_get(metrics, "/readyz").unwrap().0, "HTTP/1.1 200 OK");
+    assert_eq!(connect4_programs(env.cgroup.path()), 1);
+    agent.stop().unwrap();
+}
+
+#[test]
+fn sighup_reloads_a_change_the_watcher_cannot_see() {
+    let env = Env::new("sighup");
+    let _backends = canary_backends();
+    // The agent watches the directory of the config path, a symlink here;
+    // edits to the file it points to happen elsewhere, unseen.
+    let real = ScratchDir::new("rdr-test-sighup-real").unwrap();
+    let to_v1 = canary_services() + &route("switch", "backend", &[("backend-v1", 1)]);
+    let target = real.write("real.yaml", &to_v1).unwrap();
+    let link = env.config.path().join("config.yaml");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let agent = Agent::start(&link, env.cgroup.path(), env.pins.path()).expect("agent start");
+    assert_eq!(env.probe("127.10.0.1:80", 20).replies_from("v2a"), 0);
+
+    real.write("real.yaml", &(canary_services() + &route("switch", "backend", &[("backend-v2", 1)]))).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(env.probe("127.10.0.1:80", 20).replies_from("v2a"), 0, "the watcher saw the edit; the test proves nothing");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent.pid() as i32), nix::sys::signal::Signal::SIGHUP).unwrap();
+    let after = eventually_all_from(&env, "127.10.0.1:80", &["v2a"]);
+    assert_eq!(after.replies_from("v2a"), 20, "SIGHUP did not reload: {after:?}\n{}", agent.log());
+    assert!(agent.log().contains("SIGHUP: reloading"), "{}", agent.log());
+    agent.stop().unwrap();
+}
+
+/// A private bpffs instance mounted by the test; unmounted on drop.
+struct BpffsMount(std::path::PathBuf);
+
+impl Drop for BpffsMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn the_root_of_a_bpffs_is_a_valid_pin_directory() {
+    let env = Env::new("bpffs-root");
+    let _backends = canary_backends();
+    let root = std::env::temp_dir().join(format!("rdr-private-bpffs-{}", std::process::id()));
+    std::fs::create_dir_all(&root).unwrap();
+    let mount = BpffsMount(root);
+    nix::mount::mount(Some("bpf"), &mount.0, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>).expect("mounting a private bpffs");
+    env.config.write("config.yaml", &canary_config()).unwrap();
+    let agent = Agent::start(env.config.path(), env.cgroup.path(), &mount.0).expect("agent with --bpffs at a bpffs root");
+    let result = env.probe("127.10.0.1:80", 50);
+    assert_eq!(result.answered(), 50, "{result:?}");
+    agent.stop().unwrap();
+    let (code, out) = redirector(&["uninstall".as_ref(), "--bpffs".as_ref(), mount.0.as_os_str()]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(connect4_programs(env.cgroup.path()), 0);
+}
+
+#[test]
+fn uninstall_detaches_hooks_whose_pins_are_gone() {
+    let env = Env::new("unpinned");
+    let _backends = canary_backends();
+    let agent = env.start(&canary_config());
+    agent.kill().unwrap();
+    // Hold the connect4 link open, then remove its pin: only a live fd keeps
+    // the hook attached now, and no pin leads to it.
+    let pin = std::fs::read_dir(redirector::datapath::layout_dir(env.pins.path()))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("gen-")))
+        .expect("a generation")
+        .join("link-connect4");
+    let held = aya::programs::links::PinnedLink::from_pin(&pin).expect("opening the pinned link");
+    std::fs::remove_file(&pin).unwrap();
+    assert_eq!(connect4_programs(env.cgroup.path()), 1);
+    let (code, out) = redirector(&["uninstall".as_ref(), "--bpffs".as_ref(), env.pins.path().as_os_str()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("detached 5 links"), "{out}");
+    assert_eq!(connect4_programs(env.cgroup.path()), 0, "a hook without a pin stayed attached");
+    drop(held);
+}

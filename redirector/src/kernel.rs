@@ -1,0 +1,154 @@
+//! bpf(2) queries aya 0.14 does not expose: the programs attached to a
+//! cgroup, every cgroup link in the system with its cgroup, and a forced
+//! detach of a link by id. Used to find redirector datapaths this agent does
+//! not own (another agent's, or hooks whose pins were lost).
+
+use anyhow::Context as _;
+use std::{
+    fs::File,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    path::Path,
+};
+
+const BPF_PROG_QUERY: nix::libc::c_long = 16;
+const BPF_OBJ_GET_INFO_BY_FD: nix::libc::c_long = 15;
+const BPF_LINK_GET_FD_BY_ID: nix::libc::c_long = 30;
+const BPF_LINK_GET_NEXT_ID: nix::libc::c_long = 31;
+const BPF_LINK_DETACH: nix::libc::c_long = 34;
+const BPF_LINK_TYPE_CGROUP: u32 = 3;
+
+/// `BPF_CGROUP_INET4_CONNECT`: every redirector datapath has a connect4 hook.
+pub const ATTACH_CONNECT4: u32 = 10;
+
+/// bpf(2) with a zero-padded attr of the size the kernel is told.
+fn bpf<T>(cmd: nix::libc::c_long, attr: &mut T) -> std::io::Result<nix::libc::c_long> {
+    // SAFETY: `attr` is a live, initialised #[repr(C)] prefix of union bpf_attr
+    // of exactly the size passed; the kernel writes only within it.
+    let rc = unsafe { nix::libc::syscall(nix::libc::SYS_bpf, cmd, attr as *mut T, size_of::<T>() as u32) };
+    if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(rc) }
+}
+
+/// Ids of the programs attached directly to `cgroup` for `attach_type`.
+pub fn attached_programs(cgroup: &Path, attach_type: u32) -> anyhow::Result<Vec<u32>> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct Query {
+        target_fd: u32,
+        attach_type: u32,
+        query_flags: u32,
+        attach_flags: u32,
+        prog_ids: u64,
+        prog_cnt: u32,
+        pad: u32,
+    }
+    let dir = File::open(cgroup).with_context(|| format!("opening cgroup {}", cgroup.display()))?;
+    let mut ids = vec![0u32; 64];
+    loop {
+        let mut attr = Query {
+            target_fd: dir.as_raw_fd() as u32,
+            attach_type,
+            prog_ids: ids.as_mut_ptr() as u64,
+            prog_cnt: ids.len() as u32,
+            ..Default::default()
+        };
+        match bpf(BPF_PROG_QUERY, &mut attr) {
+            Ok(_) => {
+                ids.truncate(attr.prog_cnt as usize);
+                return Ok(ids);
+            }
+            // ENOSPC: more programs than room; prog_cnt says how many.
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => ids = vec![0; attr.prog_cnt as usize + 16],
+            Err(e) => return Err(e).with_context(|| format!("BPF_PROG_QUERY on {}", cgroup.display())),
+        }
+    }
+}
+
+/// One cgroup link of the system.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupLink {
+    /// Link id.
+    pub id: u32,
+    /// The attached program's id.
+    pub prog_id: u32,
+    /// The cgroup's id (its cgroup2 inode number).
+    pub cgroup_id: u64,
+}
+
+/// Every cgroup link in the system (needs CAP_SYS_ADMIN).
+pub fn cgroup_links() -> anyhow::Result<Vec<CgroupLink>> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct NextId {
+        start_id: u32,
+        next_id: u32,
+        open_flags: u32,
+    }
+    /// The start of `struct bpf_link_info` with its `cgroup` member.
+    #[repr(C)]
+    #[derive(Default)]
+    struct LinkInfo {
+        link_type: u32,
+        id: u32,
+        prog_id: u32,
+        pad: u32,
+        cgroup_id: u64,
+        attach_type: u32,
+        pad2: u32,
+    }
+    let mut out = Vec::new();
+    let mut id = 0;
+    loop {
+        let mut next = NextId { start_id: id, ..Default::default() };
+        match bpf(BPF_LINK_GET_NEXT_ID, &mut next) {
+            Ok(_) => id = next.next_id,
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOENT) => return Ok(out),
+            Err(e) => return Err(e).context("BPF_LINK_GET_NEXT_ID"),
+        }
+        // A link may go away between the two calls.
+        let Ok(fd) = link_fd(id) else { continue };
+        let mut info = LinkInfo::default();
+        if get_info(&fd, &mut info).is_ok() && info.link_type == BPF_LINK_TYPE_CGROUP {
+            out.push(CgroupLink { id: info.id, prog_id: info.prog_id, cgroup_id: info.cgroup_id });
+        }
+    }
+}
+
+/// Detaches link `id` from its cgroup, whoever holds it open or pinned.
+/// `false` when the link is already gone.
+pub fn detach_link(id: u32) -> anyhow::Result<bool> {
+    #[repr(C)]
+    struct Detach {
+        link_fd: u32,
+    }
+    let fd = match link_fd(id) {
+        Ok(fd) => fd,
+        Err(e) if e.downcast_ref::<std::io::Error>().and_then(std::io::Error::raw_os_error) == Some(nix::libc::ENOENT) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    bpf(BPF_LINK_DETACH, &mut Detach { link_fd: fd.as_raw_fd() as u32 }).with_context(|| format!("BPF_LINK_DETACH of link {id}"))?;
+    Ok(true)
+}
+
+fn link_fd(id: u32) -> anyhow::Result<OwnedFd> {
+    #[repr(C)]
+    struct ById {
+        link_id: u32,
+        next_id: u32,
+        open_flags: u32,
+    }
+    let fd = bpf(BPF_LINK_GET_FD_BY_ID, &mut ById { link_id: id, next_id: 0, open_flags: 0 })
+        .with_context(|| format!("BPF_LINK_GET_FD_BY_ID {id}"))?;
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn get_info<T>(fd: &OwnedFd, info: &mut T) -> std::io::Result<()> {
+    #[repr(C)]
+    struct GetInfo {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let mut attr = GetInfo { bpf_fd: fd.as_raw_fd() as u32, info_len: size_of::<T>() as u32, info: info as *mut T as u64 };
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).map(|_| ())
+}
