@@ -556,6 +556,48 @@ fn invalid_vip_is_rejected_at_its_path() {
     assert_eq!(message, "invalid IP address syntax");
 }
 
+/// Addresses a connection can be made to stay accepted as VIPs and outbound
+/// addresses: loopback, private, the last address before broadcast, the class E
+/// range (not multicast), and IPv4-mapped forms of these.
+#[test]
+fn usable_service_addresses_are_accepted() {
+    let addresses = ["127.0.0.1", "10.0.0.1", "255.255.255.254", "240.0.0.1", "223.255.255.255", "'::1'", "'fd00::1'", "'::ffff:10.0.0.1'"];
+    for address in addresses {
+        let service = format!("type: MeshService\nname: s\nspec: {{ports: [{{port: 80}}]}}\nstatus: {{vips: [{{ip: {address}}}]}}\n");
+        assert_eq!(errors(&service), vec![], "{address}");
+        let dataplane = format!(
+            "type: Dataplane\nname: d\nnetworking: {{address: 10.0.0.2, outbound: [{{port: 80, address: {address}, tags: {{kuma.io/service: s}}}}]}}\n"
+        );
+        assert_eq!(errors(&dataplane), vec![], "{address}");
+    }
+}
+
+/// The YAML core schema's tags are resolved by the YAML reader, not kept as
+/// tags: they are accepted and mean what they say.
+#[test]
+fn core_schema_tags_are_resolved_not_rejected() {
+    let config = load_ok(&backend_refs_doc(
+        "[{kind: MeshService, name: !!str b, sectionName: !!str 8080, weight: !!int 90, port: !!null ~}]",
+    ));
+    let to = config.routes[0].spec.to.as_ref().unwrap();
+    let backend = &to[0].rules.as_ref().unwrap()[0].default.backend_refs.as_ref().unwrap()[0];
+    assert_eq!(backend.name.as_deref(), Some("b"));
+    assert_eq!(backend.section_name.as_deref(), Some("8080"));
+    assert_eq!(backend.weight, Some(90));
+    assert_eq!(backend.port, None);
+    let config = load_ok("type: Dataplane\nname: d\nnetworking: {address: 10.0.0.2, inbound: [{port: 80, health: {ready: !!bool false}}]}\n");
+    assert!(!config.dataplanes[0].spec.networking.inbound.as_ref().unwrap()[0].is_healthy());
+}
+
+/// A number beyond 64 bits is an error only where a field is typed; in a
+/// field read but unused it is kept (as a float, as Kuma's JSON would).
+#[test]
+fn numbers_beyond_64_bits_in_unused_fields_are_kept() {
+    let config = load_ok("type: Dataplane\nname: d\nnetworking: {address: 10.0.0.2, admin: {port: 18446744073709551616}}\n");
+    let admin = config.dataplanes[0].spec.networking.admin.as_ref().unwrap();
+    assert_eq!(admin["port"].as_f64(), Some(18_446_744_073_709_551_616.0));
+}
+
 #[test]
 fn unknown_field_inside_vip_is_rejected() {
     let (_, path, message) =

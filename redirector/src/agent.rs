@@ -334,7 +334,7 @@ fn watch_cgroup(cgroup: &Path, changes: mpsc::UnboundedSender<()>) -> anyhow::Re
     };
     let target = cgroup.to_path_buf();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|e| e.need_rescan() || e.paths.iter().any(|p| *p == target)) {
+        if event.is_ok_and(|e| e.need_rescan() || e.paths.contains(&target)) {
             let _ = changes.send(());
         }
     })

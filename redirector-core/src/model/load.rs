@@ -3,8 +3,9 @@
 use super::{
     Config, Dataplane, MeshExternalService, MeshHttpRoute, MeshMultiZoneService, MeshService,
     MeshTcpRoute, Origin, Problem, Severity,
+    yaml::{self, BigNumber, Notes, tag_text},
 };
-use serde::{Deserialize as _, de::DeserializeOwned};
+use serde::de::DeserializeOwned;
 use serde_yaml::{Mapping, Value};
 use std::{
     collections::{BTreeMap, HashMap},
@@ -137,8 +138,8 @@ fn load_into(config: &mut Config, file: &Path, text: &str, problems: &mut Vec<Pr
     // Editors on some systems start UTF-8 files with a byte-order mark.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value = match Value::deserialize(document) {
-            Ok(v) => v,
+        let (value, notes) = match yaml::read_document(document) {
+            Ok(read) => read,
             Err(e) => {
                 problems.push(file_problem(file, format!("document {}: invalid YAML: {e}", index + 1)));
                 // The YAML stream cannot be resynchronised after a syntax error.
@@ -148,9 +149,7 @@ fn load_into(config: &mut Config, file: &Path, text: &str, problems: &mut Vec<Pr
         if value.is_null() {
             continue;
         }
-        if let Err(p) = load_document(config, file, index, value) {
-            problems.push(p);
-        }
+        load_document(config, file, index, value, &notes, problems);
     }
 }
 
@@ -160,78 +159,112 @@ struct Envelope {
     rest: Mapping,
 }
 
-fn load_document(config: &mut Config, file: &Path, index: usize, value: Value) -> Result<(), Problem> {
-    let doc_problem = |resource: String, path: &str, message: String| Problem {
+fn load_document(
+    config: &mut Config,
+    file: &Path,
+    index: usize,
+    value: Value,
+    notes: &Notes,
+    problems: &mut Vec<Problem>,
+) {
+    let problem = |resource: &str, path: &str, message: String| Problem {
         severity: Severity::Error,
         file: file.to_path_buf(),
-        resource,
+        resource: resource.to_string(),
         path: path.to_string(),
         message,
     };
     let Value::Mapping(map) = value else {
-        return Err(doc_problem(
-            String::new(),
-            "",
-            format!("document {}: expected a mapping with `type` (universal) or `kind` (Kubernetes)", index + 1),
-        ));
+        let message =
+            format!("document {}: expected a mapping with `type` (universal) or `kind` (Kubernetes)", index + 1);
+        problems.push(problem("", "", message));
+        return;
     };
-    let env = envelope(file, index, map).map_err(|(path, msg)| doc_problem(String::new(), &path, msg))?;
+    let env = match envelope(file, index, map, notes) {
+        Ok(env) => env,
+        Err((path, message)) => {
+            problems.push(problem("", &path, message));
+            return;
+        }
+    };
     let resource = env.origin.display_name();
-    let fail = |(path, msg): (String, String)| doc_problem(resource.clone(), &path, msg);
+    // No Kuma field gives a tag a meaning, and the typed fields would drop it
+    // without a word: every tag is an error.
+    if !notes.tags.is_empty() {
+        for (path, tag) in &notes.tags {
+            problems.push(problem(&resource, path, format!("unknown YAML tag {tag}")));
+        }
+        return;
+    }
+    if let Err((path, message)) = add_resource(config, env, &notes.big_numbers) {
+        problems.push(problem(&resource, &path, message));
+    }
+}
+
+/// Types the body of a resource and adds it to `config`.
+fn add_resource(config: &mut Config, env: Envelope, big: &BigNumbers) -> Result<(), (String, String)> {
     match env.origin.kind.as_str() {
         "MeshTCPRoute" => {
-            let (spec, ()) = body(env.rest, false).map_err(fail)?;
+            let (spec, ()) = body(env.rest, false, big)?;
             config.routes.push(MeshTcpRoute { origin: env.origin, spec });
         }
         "MeshService" => {
-            let (spec, status) = body(env.rest, true).map_err(fail)?;
+            let (spec, status) = body(env.rest, true, big)?;
             config.services.push(MeshService { origin: env.origin, spec, status });
         }
         "Dataplane" => {
             let spec = if env.origin.kubernetes {
-                body::<_, ()>(env.rest, false).map_err(fail)?.0
+                body::<_, ()>(env.rest, false, big)?.0
             } else {
-                typed(Value::Mapping(env.rest), "").map_err(fail)?
+                typed(Value::Mapping(env.rest), "", big)?
             };
             config.dataplanes.push(Dataplane { origin: env.origin, spec });
         }
         "MeshExternalService" => {
-            let (spec, status) = body(env.rest, true).map_err(fail)?;
+            let (spec, status) = body(env.rest, true, big)?;
             config.external_services.push(MeshExternalService { origin: env.origin, spec, status });
         }
         "MeshMultiZoneService" => {
-            let (spec, status) = body(env.rest, true).map_err(fail)?;
+            let (spec, status) = body(env.rest, true, big)?;
             config.multizone_services.push(MeshMultiZoneService { origin: env.origin, spec, status });
         }
         "MeshHTTPRoute" => {
-            let (spec, ()) = body(env.rest, false).map_err(fail)?;
+            let (spec, ()) = body(env.rest, false, big)?;
             config.http_routes.push(MeshHttpRoute { origin: env.origin, spec });
         }
         kind if IGNORED_KINDS.contains(&kind) => config.ignored.push(env.origin),
         kind => {
-            return Err(doc_problem(
-                resource.clone(),
-                if env.origin.kubernetes { "kind" } else { "type" },
-                format!("unknown resource type {kind:?}"),
-            ));
+            let path = if env.origin.kubernetes { "kind" } else { "type" };
+            return Err((path.into(), format!("unknown resource type {kind:?}")));
         }
     }
     Ok(())
 }
 
-fn envelope(file: &Path, index: usize, mut map: Mapping) -> Result<Envelope, (String, String)> {
+/// Numbers beyond 64 bits, by field path.
+type BigNumbers = HashMap<String, BigNumber>;
+
+fn envelope(file: &Path, index: usize, mut map: Mapping, notes: &Notes) -> Result<Envelope, (String, String)> {
     let take_str = |map: &mut Mapping, key: &str, path: &str| -> Result<Option<String>, (String, String)> {
         match map.remove(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
+            Some(Value::Tagged(t)) => Err((
+                path.to_string(),
+                format!("expected a string, found a tagged value (unknown YAML tag {})", tag_text(&t.tag)),
+            )),
             Some(other) => Err((path.to_string(), format!("expected a string, found {}", kind_of(&other)))),
         }
     };
     let take_labels = |value: Option<Value>, path: &str| -> Result<BTreeMap<String, String>, (String, String)> {
         match value {
             None | Some(Value::Null) => Ok(BTreeMap::new()),
-            Some(v) => typed(v, path),
+            Some(v) => typed(v, path, &notes.big_numbers),
         }
+    };
+    // Kuma's `ValidateMeta`: the name "cannot be empty".
+    let non_empty = |name: String, kind: &str, path: &str| {
+        if name.is_empty() { Err((path.to_string(), format!("{kind}: cannot be empty"))) } else { Ok(name) }
     };
     if map.contains_key("apiVersion") || map.contains_key("metadata") {
         let api = take_str(&mut map, "apiVersion", "apiVersion")?;
@@ -240,11 +273,16 @@ fn envelope(file: &Path, index: usize, mut map: Mapping) -> Result<Envelope, (St
         }
         let kind = take_str(&mut map, "kind", "kind")?
             .ok_or_else(|| ("kind".to_string(), "missing".to_string()))?;
-        let Some(Value::Mapping(mut meta)) = map.remove("metadata") else {
-            return Err(("metadata".into(), "missing or not a mapping".into()));
+        let mut meta = match map.remove("metadata") {
+            Some(Value::Mapping(meta)) => meta,
+            Some(Value::Tagged(t)) => {
+                return Err(("metadata".into(), format!("unknown YAML tag {}", tag_text(&t.tag))));
+            }
+            _ => return Err(("metadata".into(), "missing or not a mapping".into())),
         };
         let name = take_str(&mut meta, "name", "metadata.name")?
             .ok_or_else(|| ("metadata.name".to_string(), "missing".to_string()))?;
+        let name = non_empty(name, &kind, "metadata.name")?;
         let namespace = take_str(&mut meta, "namespace", "metadata.namespace")?;
         let labels = take_labels(meta.remove("labels"), "metadata.labels")?;
         // Dataplane objects carry `mesh` at top level; others use the label.
@@ -259,6 +297,7 @@ fn envelope(file: &Path, index: usize, mut map: Mapping) -> Result<Envelope, (St
     })?;
     let name = take_str(&mut map, "name", "name")?
         .ok_or_else(|| ("name".to_string(), format!("{kind}: missing")))?;
+    let name = non_empty(name, &kind, "name")?;
     let mesh = take_str(&mut map, "mesh", "mesh")?.unwrap_or_else(|| "default".into());
     let labels = take_labels(map.remove("labels"), "labels")?;
     for key in ["creationTime", "modificationTime"] {
@@ -272,6 +311,7 @@ fn envelope(file: &Path, index: usize, mut map: Mapping) -> Result<Envelope, (St
 fn body<S: DeserializeOwned + Default, T: DeserializeOwned + Default>(
     mut rest: Mapping,
     with_status: bool,
+    big: &BigNumbers,
 ) -> Result<(S, T), (String, String)> {
     let spec = rest.remove("spec");
     let status = if with_status { rest.remove("status") } else { None };
@@ -281,26 +321,70 @@ fn body<S: DeserializeOwned + Default, T: DeserializeOwned + Default>(
     }
     let spec = match spec {
         None | Some(Value::Null) => return Err(("spec".into(), "missing".into())),
-        Some(v) => typed(v, "spec")?,
+        Some(v) => typed(v, "spec", big)?,
     };
     let status = match status {
         None | Some(Value::Null) => T::default(),
-        Some(v) => typed(v, "status")?,
+        Some(v) => typed(v, "status", big)?,
     };
     Ok((spec, status))
 }
 
-/// Deserializes `value`, reporting the exact field path on failure.
-fn typed<T: DeserializeOwned>(value: Value, prefix: &str) -> Result<T, (String, String)> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let inner = e.path().to_string();
-        let path = match (prefix.is_empty(), inner == ".") {
-            (_, true) => prefix.to_string(),
-            (true, false) => inner,
-            (false, false) => format!("{prefix}.{inner}"),
+/// Deserializes `value`, reporting the exact field path on failure. A number
+/// beyond 64 bits (one of `big`) where a number may go is out of range.
+fn typed<T: DeserializeOwned>(value: Value, prefix: &str, big: &BigNumbers) -> Result<T, (String, String)> {
+    let error = match serde_path_to_error::deserialize(&value) {
+        Ok(typed) => return Ok(typed),
+        Err(e) => e,
+    };
+    let path = full_path(prefix, error.path());
+    let Some(number) = big.get(&path) else {
+        return Err((path, error.into_inner().to_string()));
+    };
+    // The number is held as a float. Would an integer do there? Try 0: if it
+    // would, the number is out of range; if not, the type is what is wrong,
+    // and serde's message for an integer is shown with the digits written.
+    let mut retry = value;
+    if let Some(slot) = value_at_mut(&mut retry, error.path()) {
+        *slot = Value::from(0);
+    }
+    match serde_path_to_error::deserialize::<_, T>(&retry) {
+        Err(again) if again.path().to_string() == error.path().to_string() => {
+            let message = match number {
+                BigNumber::Integer(text) => {
+                    again.into_inner().to_string().replacen("integer `0`", &format!("integer `{text}`"), 1)
+                }
+                BigNumber::Float(_) => error.into_inner().to_string(),
+            };
+            Err((path, message))
+        }
+        _ => Err((path, format!("number out of range: {number} does not fit in 64 bits"))),
+    }
+}
+
+/// `inner` (a path inside a value read at `prefix`) as a path in the document.
+fn full_path(prefix: &str, inner: &serde_path_to_error::Path) -> String {
+    let inner = inner.to_string();
+    match (prefix.is_empty(), inner == ".") {
+        (_, true) => prefix.to_string(),
+        (true, false) => inner,
+        (false, false) => format!("{prefix}.{inner}"),
+    }
+}
+
+/// The node of `value` at `path`, if the path leads to one.
+fn value_at_mut<'v>(value: &'v mut Value, path: &serde_path_to_error::Path) -> Option<&'v mut Value> {
+    use serde_path_to_error::Segment;
+    let mut node = value;
+    for segment in path {
+        node = match segment {
+            Segment::Seq { index } => node.as_sequence_mut()?.get_mut(*index)?,
+            Segment::Map { key } => node.as_mapping_mut()?.get_mut(key.as_str())?,
+            Segment::Enum { .. } => node,
+            Segment::Unknown => return None,
         };
-        (path, e.into_inner().to_string())
-    })
+    }
+    Some(node)
 }
 
 fn kind_of(value: &Value) -> &'static str {

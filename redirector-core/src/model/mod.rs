@@ -10,6 +10,7 @@ mod load;
 mod problem;
 mod types;
 mod validate;
+mod yaml;
 
 pub use load::{load_path, load_str};
 pub use problem::{Problem, Problems, Severity};

@@ -13,17 +13,18 @@
 //! - the MeshExternalService, MeshMultiZoneService and Dataplane validators.
 //!
 //! A few checks are this project's own (MeshService ports, a Dataplane address,
-//! the sum of weights); their messages say what is wrong in the same style.
+//! service addresses that no connection is made to, the sum of weights); their
+//! messages say what is wrong in the same style.
 
 use super::{
     BackendRef, Config, Dataplane, MeshExternalService, MeshHttpRoute, MeshMultiZoneService,
     MeshService, MeshTcpRoute, Origin, Problem, RefKind, TargetRef,
     problem::Reporter,
-    types::{Inbound, Outbound, PortRef, ServicePort, TargetsOnlySpec},
+    types::{Inbound, MeshServiceStatus, Outbound, PortRef, ServicePort, TargetsOnlySpec},
 };
 use std::{
     collections::{BTreeMap, HashSet},
-    net::IpAddr,
+    net::{IpAddr, Ipv4Addr},
 };
 
 /// Largest weight, and largest sum of weights of one rule (Envoy's and the
@@ -515,9 +516,37 @@ fn validate_service(service: &MeshService, r: &mut Reporter<'_>) {
             }
         }
     }
-    if service.status.vips.as_deref().unwrap_or_default().is_empty() {
+    check_vips(&service.status, r);
+}
+
+/// `status.vips` of a MeshService or MeshMultiZoneService.
+fn check_vips(status: &MeshServiceStatus, r: &mut Reporter<'_>) {
+    let vips = status.vips.as_deref().unwrap_or_default();
+    if vips.is_empty() {
         r.warning("status.vips", "no addresses: connections to this service cannot be redirected");
     }
+    for (i, vip) in vips.iter().enumerate() {
+        check_service_address(vip.ip, &format!("status.vips[{i}].ip"), r);
+    }
+}
+
+/// An address clients dial (a VIP, an outbound) must be one a connection can
+/// be made to: not the unspecified address, a multicast address or the IPv4
+/// broadcast address. An IPv4-mapped IPv6 address is judged as its IPv4
+/// address, as the datapath sees it.
+fn check_service_address(ip: IpAddr, path: &str, r: &mut Reporter<'_>) {
+    let ipv4 = ip.to_canonical();
+    let why = if ipv4.is_unspecified() {
+        "the unspecified address"
+    } else if ipv4.is_multicast() {
+        "a multicast address"
+    } else if ipv4 == IpAddr::V4(Ipv4Addr::BROADCAST) {
+        "the broadcast address"
+    } else {
+        return;
+    };
+    let shown = if ipv4 == ip { ip.to_string() } else { format!("{ip} (IPv4 {ipv4})") };
+    r.error(path, format!("{shown} is {why}, not a service address"));
 }
 
 fn validate_external_service(service: &MeshExternalService, r: &mut Reporter<'_>) {
@@ -560,8 +589,9 @@ fn validate_external_service(service: &MeshExternalService, r: &mut Reporter<'_>
             r.error(format!("spec.endpoints[{i}].address"), "address has to be a valid IP or hostname");
         }
     }
-    if service.status.vip.is_none() {
-        r.warning("status.vip", "not set: the service cannot be dialled");
+    match &service.status.vip {
+        None => r.warning("status.vip", "not set: the service cannot be dialled"),
+        Some(vip) => check_service_address(vip.ip, "status.vip.ip", r),
     }
 }
 
@@ -612,9 +642,7 @@ fn validate_multizone_service(service: &MeshMultiZoneService, r: &mut Reporter<'
             );
         }
     }
-    if service.status.vips.as_deref().unwrap_or_default().is_empty() {
-        r.warning("status.vips", "no addresses: connections to this service cannot be redirected");
-    }
+    check_vips(&service.status, r);
 }
 
 // ---------------------------------------------------------------- dataplanes
@@ -659,6 +687,9 @@ fn validate_inbound(ib: &Inbound, path: &str, r: &mut Reporter<'_>) {
 fn validate_outbound(ob: &Outbound, path: &str, r: &mut Reporter<'_>) {
     if ob.port == 0 {
         r.error(format!("{path}.port"), PORT_RANGE);
+    }
+    if let Some(address) = ob.address {
+        check_service_address(address, &format!("{path}.address"), r);
     }
     let tags = ob.tags.as_ref();
     match &ob.backend_ref {
