@@ -218,7 +218,7 @@ pub struct ServiceKey {
 /// Value of `ROUTES`: the route table's id and a copy of its header, so a
 /// connect() needs no `TABLES` lookup for the header.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Route {
     /// Table id in `TABLES` (never 0).
     pub table: u32,
@@ -228,7 +228,7 @@ pub struct Route {
 
 /// Entry 0 of a route table.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TableHeader {
     /// Number of backend slots (entries `1..=backend_count`). Zero means no
     /// backend can be chosen and connect() fails with [`NO_ENDPOINT_ERRNO`].
@@ -246,7 +246,7 @@ pub struct TableHeader {
 
 /// Entries `1..=n` of a route table: one alias slot per backendRef.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct BackendSlot {
     /// The slot keeps its own backend when the weight draw is below this.
     pub threshold: u32,
@@ -262,7 +262,7 @@ pub struct BackendSlot {
 
 /// Endpoint entries of a route table: where a connect() is sent.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Endpoint {
     /// Address, IPv6 form, network byte order words (IPv4 as IPv4-mapped).
     pub addr: [u32; 4],

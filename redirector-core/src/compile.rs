@@ -45,7 +45,7 @@ pub enum CompileError {
 }
 
 /// One route table: what the kernel reads for one destination.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Table {
     /// Entry 0.
     pub header: TableHeader,
@@ -363,5 +363,192 @@ impl Diff {
     /// Whether nothing changes.
     pub fn is_empty(&self) -> bool {
         self.upsert.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// Class ids that stay with a class's routes from one generation to the
+/// next, so a reload never shows one workload another's routes.
+///
+/// The kernel finds a connect's class in `WORKLOADS`, then its route in
+/// `ROUTES` under that class (falling back to the base class). If ids were
+/// handed out afresh each generation, a class's new entries could be written
+/// under an id other workloads still map to. Here a class keeps its id
+/// exactly when its routes (every destination, base fallbacks included) are
+/// unchanged; a changed class gets an id no workload maps to yet, so its
+/// entries can be written before any workload is switched to it. Ids of
+/// classes that go away are not handed out again while the book lives.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClassBook {
+    /// The base class's tables (keys of class [`BASE_CLASS`]).
+    base: Tables,
+    /// Per live class: its override tables (keys of that class) and a hash
+    /// of its whole route set (a quick first test before the exact one).
+    classes: BTreeMap<u32, (u64, Tables)>,
+    /// Last id handed out.
+    last: u32,
+}
+
+/// One generation's tables with stable class ids, and what to hold in the
+/// kernel while workloads switch classes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Generation {
+    /// The tables in force once the generation is applied: every base
+    /// destination, and each class's destinations where it differs from base.
+    pub tables: Tables,
+    /// Entries of new classes to hold while the base entries are still the
+    /// previous generation's: where a new class has no override because its
+    /// route equals the new base route, but the old base route differs. Written
+    /// before the switch, removed once the base entries are updated.
+    pub bridge: Tables,
+    /// Stable id of each class of the resolution, by its position.
+    pub class_ids: Vec<u32>,
+    /// The book after this generation (commit it once the kernel took it).
+    pub book: ClassBook,
+}
+
+/// Compiles `resolution` with class ids that follow `previous`: see [`ClassBook`].
+pub fn compile_generation(resolution: &Resolution, previous: &ClassBook) -> Result<Generation, CompileError> {
+    let mut base = Tables::new();
+    for route in resolution.classes.first().map(|c| c.routes.as_slice()).unwrap_or_default() {
+        base.insert(service_key(BASE_CLASS, route.vip, route.port), compile_route(route)?);
+    }
+    // Base destinations whose table changed, appeared or went away.
+    let changed_base: Vec<ServiceKey> = base
+        .iter()
+        .filter(|(k, t)| previous.base.get(k) != Some(t))
+        .map(|(k, _)| *k)
+        .chain(previous.base.keys().filter(|k| !base.contains_key(k)).copied())
+        .collect();
+    let mut book = ClassBook { base, classes: BTreeMap::new(), last: previous.last };
+    let mut class_ids = vec![BASE_CLASS];
+    let mut bridge = Tables::new();
+    for class in resolution.classes.iter().skip(1) {
+        let mut overrides = Tables::new();
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for route in &class.routes {
+            let key = service_key(BASE_CLASS, route.vip, route.port);
+            let table = compile_route(route)?;
+            std::hash::Hash::hash(&(key, &table), &mut hasher);
+            if book.base.get(&key) != Some(&table) {
+                overrides.insert(key, table);
+            }
+        }
+        let hash = std::hash::Hasher::finish(&hasher);
+        if overrides.is_empty() {
+            // Exactly the base routes: these workloads need no class.
+            class_ids.push(BASE_CLASS);
+            continue;
+        }
+        if let Some(&id) = book.classes.iter().find(|(_, (h, o))| *h == hash && *o == overrides).map(|(id, _)| id) {
+            // Same routes as a class of this generation already has.
+            class_ids.push(id);
+            continue;
+        }
+        let kept = previous
+            .classes
+            .iter()
+            .filter(|(id, (h, _))| *h == hash && !book.classes.contains_key(id))
+            .find(|(_, (_, old))| same_routes(&overrides, &book.base, old, &previous.base, &changed_base))
+            .map(|(id, _)| *id);
+        let id = match kept {
+            Some(id) => id,
+            None => {
+                let id = fresh_id(&mut book.last, |id| previous.classes.contains_key(&id) || book.classes.contains_key(&id));
+                for key in &changed_base {
+                    if let (Some(new), Some(_)) = (book.base.get(key), previous.base.get(key))
+                        && !overrides.contains_key(key)
+                    {
+                        bridge.insert(ServiceKey { class: id, ..*key }, new.clone());
+                    }
+                }
+                id
+            }
+        };
+        book.classes.insert(id, (hash, overrides));
+        class_ids.push(id);
+    }
+    let mut tables = book.base.clone();
+    for (&id, (_, overrides)) in &book.classes {
+        tables.extend(overrides.iter().map(|(k, t)| (ServiceKey { class: id, ..*k }, t.clone())));
+    }
+    if tables.len() + bridge.len() > MAX_ROUTES as usize {
+        return Err(CompileError::TooManyRoutes { count: tables.len() + bridge.len() });
+    }
+    Ok(Generation { tables, bridge, class_ids, book })
+}
+
+/// Whether a class with `new` overrides over `new_base` has exactly the
+/// routes of one with `old` overrides over `old_base`. Only the keys either
+/// overrides, or where the bases differ, can tell them apart.
+fn same_routes(new: &Tables, new_base: &Tables, old: &Tables, old_base: &Tables, changed_base: &[ServiceKey]) -> bool {
+    let route = |overrides: &Tables, base: &Tables, key: &ServiceKey| overrides.get(key).or_else(|| base.get(key)).cloned();
+    new.keys()
+        .chain(old.keys())
+        .chain(changed_base)
+        .all(|k| route(new, new_base, k) == route(old, old_base, k))
+}
+
+/// The next id after `last` that is neither [`BASE_CLASS`] nor `taken`.
+fn fresh_id(last: &mut u32, taken: impl Fn(u32) -> bool) -> u32 {
+    loop {
+        *last = last.wrapping_add(1);
+        if *last != BASE_CLASS && !taken(*last) {
+            return *last;
+        }
+    }
+}
+
+/// The order in which the kernel's `ROUTES` go from `installed` to a
+/// [`Generation`], so that every connect sees its workload's old routes or
+/// its new ones and nothing else. Between [`Transition::classes`] and
+/// [`Transition::base`] the caller switches `WORKLOADS` to the new class ids.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Transition {
+    /// First: entries of non-base classes that are new or changed, bridges
+    /// included. No workload maps to a new class yet, and a kept class only
+    /// gains entries equal to the routes it already has.
+    pub classes: Vec<ServiceKey>,
+    /// Then, after the workload switch: base entries that are new or changed.
+    pub base: Vec<ServiceKey>,
+    /// Then: entries no workload can reach any more (bridges, entries of kept
+    /// classes that now equal the base, base destinations that went away).
+    pub remove: Vec<ServiceKey>,
+    /// Last, after a grace period: entries of classes that went away, which a
+    /// connect that read the old `WORKLOADS` entry may still look up.
+    pub retire: Vec<ServiceKey>,
+}
+
+impl Transition {
+    /// The steps from `installed` (what `ROUTES` holds) to `next`.
+    pub fn between(installed: &Tables, next: &Generation) -> Self {
+        let live = |class: u32| class == BASE_CLASS || next.class_ids.contains(&class) || next.book.classes.contains_key(&class);
+        let mut t = Self::default();
+        for (key, table) in next.tables.iter().chain(&next.bridge) {
+            if installed.get(key) == Some(table) {
+                continue;
+            }
+            if key.class == BASE_CLASS { t.base.push(*key) } else { t.classes.push(*key) }
+        }
+        t.classes.sort_unstable();
+        t.classes.dedup();
+        for key in installed.keys().chain(next.bridge.keys()) {
+            if next.tables.contains_key(key) {
+                continue;
+            }
+            if live(key.class) { t.remove.push(*key) } else { t.retire.push(*key) }
+        }
+        t.remove.sort_unstable();
+        t.remove.dedup();
+        t
+    }
+
+    /// The table `key` gets in step [`Transition::classes`] or [`Transition::base`].
+    pub fn table<'a>(next: &'a Generation, key: &ServiceKey) -> Option<&'a Table> {
+        next.tables.get(key).or_else(|| next.bridge.get(key))
+    }
+
+    /// Whether nothing changes in `ROUTES`.
+    pub fn is_empty(&self) -> bool {
+        self.classes.is_empty() && self.base.is_empty() && self.remove.is_empty() && self.retire.is_empty()
     }
 }

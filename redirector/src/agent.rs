@@ -16,7 +16,11 @@ use crate::{
     metrics,
 };
 use redirector_common::MAX_WORKLOAD_DEPTH;
-use redirector_core::{plan, resolve::BASE_CLASS};
+use redirector_core::{
+    compile::{ClassBook, compile_generation},
+    plan,
+    resolve::BASE_CLASS,
+};
 use anyhow::{Context as _, bail};
 use std::{
     path::{Path, PathBuf},
@@ -60,7 +64,11 @@ pub struct RunOptions {
 pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     preflight()?;
     let cgroup = cgroup::check_cgroup2_dir(&options.cgroup)?;
-    let plan = plan::build(&options.config).map_err(|problems| {
+    // Subscribed before the first read, so an edit made while it is read is
+    // not lost: it comes as a change right after.
+    let (changes_tx, mut changes) = mpsc::unbounded_channel();
+    let _watcher = watch(&options.config, changes_tx)?;
+    let plan = build(&options.config).await.map_err(|problems| {
         anyhow::anyhow!("{}: configuration rejected:\n{problems}", options.config.display())
     })?;
     for warning in &plan.warnings {
@@ -84,11 +92,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
 
-    // Watch before the first read's result is in force, so no edit is missed.
-    let (changes_tx, mut changes) = mpsc::unbounded_channel();
-    let _watcher = watch(&options.config, changes_tx)?;
     let attach_level = cgroup_level(&cgroup)?;
-    let desired = desired_state(&plan, &cgroup, attach_level)?;
+    let desired = desired_state(&plan, &cgroup, attach_level, &ClassBook::default())?;
     // A restart loads a new generation next to the running one and retires
     // the old one once the new one is attached: no gap.
     let (mut datapath, logger) = Datapath::load(&options.bpffs)?;
@@ -137,10 +142,11 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         s.ready = true;
         s.not_ready = None;
         s.generation = 1;
-        s.names = names(&plan);
+        s.names = names(&plan, &desired.routes.class_ids);
         s.fill = metrics::Fill::of(&desired);
     }
     info!("ready");
+    let mut node = Node { config: options.config.clone(), cgroup: cgroup.clone(), attach_level, datapath, book: desired.routes.book, generation: 1, state: state.clone() };
 
     // SAFETY: the logger owns its ring buffer fd, and the AsyncFd owns the
     // logger, so the fd stays open for as long as it is registered.
@@ -152,14 +158,14 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     // Replaced tables are deleted once no connect can still be reading them.
     let mut garbage = tokio::time::interval(Duration::from_millis(redirector_common::TABLE_GRACE_MS / 2));
     let mut uses_dns = has_hostnames(&plan);
-    let mut generation = 1u64;
+    drop(plan);
     let signal_name = loop {
         tokio::select! {
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
             _ = hup.recv() => {
                 info!("SIGHUP: reloading {}", options.config.display());
-                if let Some(dns) = reload(&options.config, &cgroup, attach_level, &mut datapath, &mut generation, &state, "SIGHUP") {
+                if let Some(dns) = node.reload("SIGHUP").await {
                     uses_dns = dns;
                 }
             }
@@ -178,13 +184,13 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
                     }
                     Some(_) => {
                         drop(s);
-                        if let Err(e) = datapath.reattach(&cgroup) {
+                        if let Err(e) = node.datapath.reattach(&cgroup) {
                             error!("cgroup {} is back, attaching to it failed: {e:#}", cgroup.display());
                             continue;
                         }
                         info!("cgroup {} created again: hooks attached", cgroup.display());
                         // Workload cgroups below it are new directories with new ids.
-                        reload(&options.config, &cgroup, attach_level, &mut datapath, &mut generation, &state, "cgroup recreated");
+                        node.reload("cgroup recreated").await;
                         let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
                         s.ready = true;
                         s.not_ready = None;
@@ -200,95 +206,122 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
             Some(()) = changes.recv() => {
                 // Wait for the writes to settle, then rebuild once.
                 while let Ok(Some(())) = tokio::time::timeout(SETTLE, changes.recv()).await {}
-                if let Some(dns) = reload(&options.config, &cgroup, attach_level, &mut datapath, &mut generation, &state, "config change") {
+                if let Some(dns) = node.reload("config change").await {
                     uses_dns = dns;
                 }
             }
             _ = refresh.tick(), if uses_dns => {
-                reload(&options.config, &cgroup, attach_level, &mut datapath, &mut generation, &state, "DNS refresh");
+                node.reload("DNS refresh").await;
             }
-            _ = garbage.tick(), if datapath.has_garbage() => {
-                if let Err(e) = datapath.collect_garbage() {
+            _ = garbage.tick(), if node.datapath.has_garbage() => {
+                if let Err(e) = node.datapath.collect_garbage() {
                     warn!("deleting replaced route tables: {e:#}");
                 }
             }
         }
     };
-    datapath.shutdown();
+    node.datapath.shutdown();
     info!("{signal_name}: stopped; the datapath stays attached to {} (`redirector uninstall` removes it)", cgroup.display());
     Ok(())
 }
 
-/// Rebuilds the plan and applies what changed. On a rejected config nothing
-/// is written. Returns whether the applied config uses hostnames (`None` when
-/// nothing was applied).
-fn reload(
-    config: &Path,
-    cgroup: &Path,
+/// Reads, validates, resolves and compiles `config` off the runtime thread,
+/// so `/healthz`, metrics and signals are served while a large config is read.
+async fn build(config: &Path) -> Result<plan::Plan, redirector_core::model::Problems> {
+    let path = config.to_path_buf();
+    match tokio::task::spawn_blocking(move || plan::build(&path)).await {
+        Ok(result) => result,
+        Err(e) => Err(redirector_core::model::Problems(vec![redirector_core::model::Problem {
+            severity: redirector_core::model::Severity::Error,
+            file: config.to_path_buf(),
+            resource: String::new(),
+            path: String::new(),
+            message: format!("reading the configuration failed: {e}"),
+        }])),
+    }
+}
+
+/// The running agent's datapath and what it needs to reload.
+struct Node {
+    config: PathBuf,
+    cgroup: PathBuf,
     attach_level: u32,
-    datapath: &mut Datapath,
-    generation: &mut u64,
-    state: &metrics::Shared,
-    cause: &str,
-) -> Option<bool> {
-    let started = Instant::now();
-    let failed = || state.lock().unwrap_or_else(|e| e.into_inner()).reloads_failed += 1;
-    let plan = match plan::build(config) {
-        Ok(plan) => plan,
-        Err(problems) => {
-            failed();
-            for p in problems.errors() {
-                error!("{p}");
+    datapath: Datapath,
+    /// Class ids of the generation in force.
+    book: ClassBook,
+    generation: u64,
+    state: metrics::Shared,
+}
+
+impl Node {
+    /// Rebuilds the plan and applies what changed. On a rejected config, or a
+    /// generation the kernel cannot take, nothing is written (or all of it is
+    /// undone). Returns whether the applied config uses hostnames (`None`
+    /// when nothing was applied).
+    async fn reload(&mut self, cause: &str) -> Option<bool> {
+        let started = Instant::now();
+        let generation = self.generation;
+        let failed = |state: &metrics::Shared| state.lock().unwrap_or_else(|e| e.into_inner()).reloads_failed += 1;
+        let plan = match build(&self.config).await {
+            Ok(plan) => plan,
+            Err(problems) => {
+                failed(&self.state);
+                for p in problems.errors() {
+                    error!("{p}");
+                }
+                warn!(generation, "{cause}: configuration rejected; generation {generation} stays in force");
+                return None;
             }
-            warn!(generation = *generation, "{cause}: configuration rejected; generation {} stays in force", *generation);
-            return None;
-        }
-    };
-    let applied = desired_state(&plan, cgroup, attach_level)
-        .and_then(|desired| Ok((datapath.apply(&desired)?, metrics::Fill::of(&desired))));
-    match applied {
-        Ok((diff, fill)) if diff.is_empty() => {
-            // No table changed, but workload cgroups may have.
-            state.lock().unwrap_or_else(|e| e.into_inner()).fill = fill;
-            debug!(generation = *generation, "{cause}: nothing changed");
-            Some(has_hostnames(&plan))
-        }
-        Ok((diff, fill)) => {
-            *generation += 1;
-            {
-                let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
-                s.reloads_ok += 1;
-                s.generation = *generation;
-                s.names = names(&plan);
-                s.fill = fill;
+        };
+        let applied = desired_state(&plan, &self.cgroup, self.attach_level, &self.book)
+            .and_then(|desired| Ok((self.datapath.apply(&desired)?, desired)));
+        match applied {
+            Ok((diff, desired)) if diff.is_empty() => {
+                // No route changed, but workload cgroups may have.
+                self.state.lock().unwrap_or_else(|e| e.into_inner()).fill = metrics::Fill::of(&desired);
+                self.book = desired.routes.book;
+                debug!(generation, "{cause}: nothing changed");
+                Some(has_hostnames(&plan))
             }
-            info!(
-                generation = *generation,
-                routes = plan.tables.len(),
-                written = diff.upsert.len(),
-                removed = diff.remove.len(),
-                unchanged = diff.unchanged,
-                micros = started.elapsed().as_micros() as u64,
-                "{cause}: applied generation {}",
-                *generation
-            );
-            Some(has_hostnames(&plan))
-        }
-        Err(e) => {
-            failed();
-            error!(generation = *generation, "{cause}: applying failed, generation {} stays in force: {e:#}", *generation);
-            None
+            Ok((diff, desired)) => {
+                self.generation += 1;
+                let generation = self.generation;
+                {
+                    let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                    s.reloads_ok += 1;
+                    s.generation = generation;
+                    s.names = names(&plan, &desired.routes.class_ids);
+                    s.fill = metrics::Fill::of(&desired);
+                }
+                info!(
+                    generation,
+                    routes = desired.routes.tables.len(),
+                    written = diff.upsert.len(),
+                    removed = diff.remove.len(),
+                    unchanged = diff.unchanged,
+                    micros = started.elapsed().as_micros() as u64,
+                    "{cause}: applied generation {generation}"
+                );
+                self.book = desired.routes.book;
+                Some(has_hostnames(&plan))
+            }
+            Err(e) => {
+                failed(&self.state);
+                error!(generation, "{cause}: applying failed, generation {generation} stays in force: {e:#}");
+                None
+            }
         }
     }
 }
 
 /// Names for the metrics: per route table, the destination's service and
 /// its backends in table order.
-fn names(plan: &plan::Plan) -> std::collections::BTreeMap<redirector_common::ServiceKey, (String, Vec<String>)> {
+fn names(plan: &plan::Plan, class_ids: &[u32]) -> std::collections::BTreeMap<redirector_common::ServiceKey, (String, Vec<String>)> {
     plan.resolution
         .classes
         .iter()
-        .flat_map(|c| c.routes.iter().map(move |r| (c.id, r)))
+        .enumerate()
+        .flat_map(|(i, c)| c.routes.iter().map(move |r| (class_ids[i], r)))
         .map(|(class, r)| {
             (
                 redirector_core::compile::service_key(class, r.vip, r.port),
@@ -360,10 +393,12 @@ fn cgroup_level(cgroup: &Path) -> anyhow::Result<u32> {
 /// The kernel state for `plan` with hooks attached at `cgroup`: workload
 /// cgroup paths become cgroup ids (a cgroup v2 directory's inode number).
 /// Workloads whose cgroup does not exist yet are reported and skipped.
-fn desired_state(plan: &plan::Plan, cgroup: &Path, attach_level: u32) -> anyhow::Result<Desired> {
+fn desired_state(plan: &plan::Plan, cgroup: &Path, attach_level: u32, book: &ClassBook) -> anyhow::Result<Desired> {
     use std::os::unix::fs::MetadataExt as _;
-    let mut desired = Desired { tables: plan.tables.clone(), ..Default::default() };
-    for w in plan.resolution.workloads.iter().filter(|w| w.class != BASE_CLASS) {
+    let routes = compile_generation(&plan.resolution, book)?;
+    let class_ids = routes.class_ids.clone();
+    let mut desired = Desired { routes, ..Default::default() };
+    for w in plan.resolution.workloads.iter().filter(|w| class_ids[w.class as usize] != BASE_CLASS) {
         let dir = cgroup.join(&w.cgroup);
         match std::fs::metadata(&dir) {
             Ok(meta) if meta.is_dir() => {
@@ -371,7 +406,7 @@ fn desired_state(plan: &plan::Plan, cgroup: &Path, attach_level: u32) -> anyhow:
                 if depth > MAX_WORKLOAD_DEPTH {
                     bail!("{}: cgroup {} is {depth} levels below --cgroup; at most {MAX_WORKLOAD_DEPTH} are searched", w.dataplane, dir.display());
                 }
-                desired.workloads.insert(meta.ino(), w.class);
+                desired.workloads.insert(meta.ino(), class_ids[w.class as usize]);
                 desired.settings.max_depth = desired.settings.max_depth.max(depth);
             }
             _ => warn!("{}: cgroup {} does not exist; its processes get the base routes", w.dataplane, dir.display()),

@@ -26,7 +26,7 @@
 
 use crate::{kernel, owner::OwnerLock};
 use anyhow::{Context as _, anyhow, bail};
-use redirector_core::compile::{Diff, Tables};
+use redirector_core::compile::{Diff, Generation, Table, Tables, Transition};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData},
@@ -36,8 +36,8 @@ use aya::{
     },
 };
 use redirector_common::{
-    COUNTERS_MAP, LAYOUT_VERSION, ORIGINS_MAP, ROUTES_MAP, Route, SETTINGS_MAP, ServiceKey, Settings,
-    TABLE_GRACE_MS, TABLES_MAP, TableEntry, TableKey, WORKLOADS_MAP,
+    COUNTERS_MAP, LAYOUT_VERSION, MAX_ROUTES, MAX_TABLE_SLOTS, MAX_WORKLOADS, ORIGINS_MAP, ROUTES_MAP, Route,
+    SETTINGS_MAP, ServiceKey, Settings, TABLE_GRACE_MS, TABLES_MAP, TableEntry, TableKey, WORKLOADS_MAP,
 };
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -79,6 +79,18 @@ pub fn layout_dir(root: &Path) -> PathBuf {
     root.join(format!("layout-v{LAYOUT_VERSION}"))
 }
 
+/// One write of an apply, as what undoes it.
+enum Undo {
+    /// `ROUTES` entry and its value before (none: it did not exist).
+    Route(ServiceKey, Option<Route>),
+    /// `WORKLOADS` entry and its class before.
+    Workload(u64, Option<u32>),
+    /// The settings before (none: never written).
+    Settings(Option<Settings>),
+    /// A table written under a fresh id, and its length.
+    Table(u32, u32),
+}
+
 /// The loaded programs and maps, and what has been written to them.
 pub struct Datapath {
     ebpf: Ebpf,
@@ -91,7 +103,15 @@ pub struct Datapath {
     last_table: u32,
     /// Replaced tables: when they were replaced, their id and length.
     retired: VecDeque<(Instant, u32, u32)>,
+    /// `ROUTES` entries of classes that went away, deleted after the grace
+    /// period: when, the key, and the id and length of the table it names.
+    retired_routes: VecDeque<(Instant, ServiceKey, u32, u32)>,
+    /// `TABLES` entries of the installed tables.
+    table_slots: usize,
+    /// `TABLES` entries of retired tables not deleted yet.
+    retired_slots: usize,
     workloads: BTreeMap<u64, u32>,
+    settings: Option<Settings>,
     links: Vec<PinnedLink>,
     _owner: OwnerLock,
 }
@@ -100,8 +120,8 @@ pub struct Datapath {
 /// classes, and the settings of the class search.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Desired {
-    /// Route tables.
-    pub tables: Tables,
+    /// Route tables with stable class ids, and the bridge entries of the switch.
+    pub routes: Generation,
     /// cgroup id -> class (only classes other than the base one).
     pub workloads: BTreeMap<u64, u32>,
     /// Where workload cgroups sit.
@@ -149,7 +169,11 @@ impl Datapath {
                 table_ids: BTreeMap::new(),
                 last_table: 0,
                 retired: VecDeque::new(),
+                retired_routes: VecDeque::new(),
+                table_slots: 0,
+                retired_slots: 0,
                 workloads: BTreeMap::new(),
+                settings: None,
                 links: Vec::new(),
                 _owner: owner,
             },
@@ -233,73 +257,193 @@ impl Datapath {
         Ok(found)
     }
 
-    /// Makes the kernel hold `desired`, writing only what changed, in an
-    /// order that never lets a connect see a dangling reference: new and
-    /// changed tables first (each complete before its `ROUTES` entry is
-    /// swapped), then workload classes and settings, then removals.
+    /// Makes the kernel hold `desired`, writing only what changed, in the
+    /// order of [`Transition`]: class entries (each table complete before
+    /// its `ROUTES` entry is swapped), workloads switching to a class, base
+    /// entries, workloads switching to the base class, removals; entries of
+    /// classes that went away are deleted after the grace period.
+    ///
+    /// All or nothing: the maps' capacity is checked first, and if any write
+    /// still fails every write before it is undone (in reverse order, so each
+    /// step back is as safe as the step forward), and the previous generation
+    /// stays fully in force.
     pub fn apply(&mut self, desired: &Desired) -> anyhow::Result<Diff> {
-        let diff = Diff::between(&self.installed, &desired.tables);
-        for key in &diff.upsert {
-            let table = &desired.tables[key];
-            let id = self.write_table(&table.entries())?;
-            let map = self.ebpf.map_mut(ROUTES_MAP).ok_or_else(|| anyhow!("map {ROUTES_MAP} missing"))?;
-            let mut routes: HashMap<&mut MapData, ServiceKey, Route> = map.try_into()?;
-            routes.insert(key, Route { table: id, header: table.header }, 0).context("writing a route")?;
-            let old_table = self.installed.insert(*key, table.clone());
-            if let (Some(old), Some(old_table)) = (self.table_ids.insert(*key, id), old_table) {
-                self.retire(old, &old_table);
+        let next = &desired.routes;
+        let t = Transition::between(&self.installed, next);
+        self.check_capacity(desired, &t)?;
+        let upsert: Vec<ServiceKey> = t.classes.iter().chain(&t.base).copied().filter(|k| next.tables.contains_key(k)).collect();
+        let diff = Diff {
+            unchanged: next.tables.len() - upsert.len(),
+            upsert,
+            remove: t.remove.iter().chain(&t.retire).copied().filter(|k| self.installed.contains_key(k)).collect(),
+        };
+        let mut undo = Vec::new();
+        match self.write(desired, &t, &mut undo) {
+            Ok(written) => {
+                self.commit(desired, &t, written);
+                Ok(diff)
+            }
+            Err(e) => {
+                let undone = self.undo(undo);
+                Err(match undone {
+                    Ok(()) => e.context("nothing of this generation was kept"),
+                    Err(u) => e.context(format!("and undoing the writes failed too: {u:#}")),
+                })
             }
         }
-        {
-            let map = self.ebpf.map_mut(WORKLOADS_MAP).ok_or_else(|| anyhow!("map {WORKLOADS_MAP} missing"))?;
-            let mut workloads: HashMap<&mut MapData, u64, u32> = map.try_into()?;
-            for (id, class) in &desired.workloads {
-                if self.workloads.get(id) != Some(class) {
-                    workloads.insert(id, class, 0).context("writing a workload")?;
-                }
+    }
+
+    /// Fails, before anything is written, when the maps cannot hold the
+    /// transition: the new entries come before the old ones go.
+    fn check_capacity(&self, desired: &Desired, t: &Transition) -> anyhow::Result<()> {
+        let next = &desired.routes;
+        let written = || t.classes.iter().chain(&t.base);
+        let new_keys = written().filter(|k| !self.installed.contains_key(k)).count();
+        let routes = self.installed.len() + new_keys + self.retired_routes.len();
+        let new_slots: usize = written().filter_map(|k| Transition::table(next, k)).map(|t| t.entry_count() as usize).sum();
+        let slots = self.table_slots + self.retired_slots + new_slots;
+        let workloads = self.workloads.len() + desired.workloads.keys().filter(|k| !self.workloads.contains_key(k)).count();
+        for (map, need, max) in [
+            (ROUTES_MAP, routes, MAX_ROUTES),
+            (TABLES_MAP, slots, MAX_TABLE_SLOTS),
+            (WORKLOADS_MAP, workloads, MAX_WORKLOADS),
+        ] {
+            if need > max as usize {
+                bail!("{map} full: this change needs {need} entries at once (old and new side by side), the map holds {max}");
             }
         }
-        {
+        Ok(())
+    }
+
+    /// The writes of [`Datapath::apply`], each recorded in `undo` before the
+    /// next. Returns the new table id of every key written.
+    fn write(&mut self, desired: &Desired, t: &Transition, undo: &mut Vec<Undo>) -> anyhow::Result<BTreeMap<ServiceKey, Route>> {
+        let next = &desired.routes;
+        let mut written = BTreeMap::new();
+        for key in &t.classes {
+            let route = self.write_route(key, Transition::table(next, key).expect("a written key has a table"), undo)?;
+            written.insert(*key, route);
+        }
+        let to_class: Vec<(u64, u32)> = desired.workloads.iter().filter(|(id, class)| self.workloads.get(id) != Some(class)).map(|(&i, &c)| (i, c)).collect();
+        for (id, class) in to_class {
+            undo.push(Undo::Workload(id, self.workloads.get(&id).copied()));
+            self.map::<u64, u32>(WORKLOADS_MAP)?.insert(id, class, 0).context("writing a workload")?;
+        }
+        if self.settings != Some(desired.settings) {
+            undo.push(Undo::Settings(self.settings));
             let map = self.ebpf.map_mut(SETTINGS_MAP).ok_or_else(|| anyhow!("map {SETTINGS_MAP} missing"))?;
             let mut settings: Array<&mut MapData, Settings> = map.try_into()?;
             settings.set(0, desired.settings, 0).context("writing settings")?;
         }
-        {
-            let map = self.ebpf.map_mut(WORKLOADS_MAP).ok_or_else(|| anyhow!("map {WORKLOADS_MAP} missing"))?;
-            let mut workloads: HashMap<&mut MapData, u64, u32> = map.try_into()?;
-            for id in self.workloads.keys().filter(|id| !desired.workloads.contains_key(id)) {
-                workloads.remove(id).context("removing a workload")?;
-            }
-            self.workloads = desired.workloads.clone();
+        for key in &t.base {
+            let route = self.write_route(key, &next.tables[key], undo)?;
+            written.insert(*key, route);
         }
-        for key in &diff.remove {
-            let map = self.ebpf.map_mut(ROUTES_MAP).ok_or_else(|| anyhow!("map {ROUTES_MAP} missing"))?;
-            let mut routes: HashMap<&mut MapData, ServiceKey, Route> = map.try_into()?;
-            routes.remove(key).context("removing a route")?;
-            let old_table = self.installed.remove(key);
-            if let (Some(old), Some(old_table)) = (self.table_ids.remove(key), old_table) {
+        let to_base: Vec<(u64, u32)> = self.workloads.iter().filter(|(id, _)| !desired.workloads.contains_key(id)).map(|(&i, &c)| (i, c)).collect();
+        for (id, class) in to_base {
+            undo.push(Undo::Workload(id, Some(class)));
+            self.map::<u64, u32>(WORKLOADS_MAP)?.remove(&id).context("removing a workload")?;
+        }
+        for key in &t.remove {
+            if let Some(route) = self.kernel_route(key, &written) {
+                undo.push(Undo::Route(*key, Some(route)));
+                self.map::<ServiceKey, Route>(ROUTES_MAP)?.remove(key).context("removing a route")?;
+            }
+        }
+        Ok(written)
+    }
+
+    /// Writes `table` under a fresh id, then points `key` at it.
+    fn write_route(&mut self, key: &ServiceKey, table: &Table, undo: &mut Vec<Undo>) -> anyhow::Result<Route> {
+        let id = self.write_table(&table.entries(), undo)?;
+        undo.push(Undo::Route(*key, self.kernel_route(key, &BTreeMap::new())));
+        let route = Route { table: id, header: table.header };
+        self.map::<ServiceKey, Route>(ROUTES_MAP)?.insert(key, route, 0).context("writing a route")?;
+        Ok(route)
+    }
+
+    /// The `ROUTES` value of `key` as the kernel holds it now (`written`: the
+    /// values this apply wrote so far).
+    fn kernel_route(&self, key: &ServiceKey, written: &BTreeMap<ServiceKey, Route>) -> Option<Route> {
+        written.get(key).copied().or_else(|| Some(Route { table: *self.table_ids.get(key)?, header: self.installed.get(key)?.header }))
+    }
+
+    /// Reverts the writes of a failed apply, newest first. Tables written
+    /// are deleted after the grace period: a connect may have read them.
+    fn undo(&mut self, undo: Vec<Undo>) -> anyhow::Result<()> {
+        for step in undo.into_iter().rev() {
+            match step {
+                Undo::Route(key, Some(route)) => self.map::<ServiceKey, Route>(ROUTES_MAP)?.insert(key, route, 0)?,
+                Undo::Route(key, None) => self.map::<ServiceKey, Route>(ROUTES_MAP)?.remove(&key)?,
+                Undo::Workload(id, Some(class)) => self.map::<u64, u32>(WORKLOADS_MAP)?.insert(id, class, 0)?,
+                Undo::Workload(id, None) => self.map::<u64, u32>(WORKLOADS_MAP)?.remove(&id)?,
+                Undo::Settings(Some(old)) => {
+                    let map = self.ebpf.map_mut(SETTINGS_MAP).ok_or_else(|| anyhow!("map {SETTINGS_MAP} missing"))?;
+                    let mut settings: Array<&mut MapData, Settings> = map.try_into()?;
+                    settings.set(0, old, 0)?;
+                }
+                Undo::Settings(None) => {}
+                Undo::Table(id, len) => {
+                    self.retired.push_back((Instant::now(), id, len));
+                    self.retired_slots += len as usize;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a successful apply.
+    fn commit(&mut self, desired: &Desired, t: &Transition, written: BTreeMap<ServiceKey, Route>) {
+        let next = &desired.routes;
+        for (key, Route { table: id, .. }) in written {
+            let table = Transition::table(next, &key).expect("a written key has a table").clone();
+            self.table_slots += table.entry_count() as usize;
+            let old_table = self.installed.insert(key, table);
+            if let (Some(old), Some(old_table)) = (self.table_ids.insert(key, id), old_table) {
                 self.retire(old, &old_table);
             }
         }
-        Ok(diff)
+        for key in &t.remove {
+            if let (Some(id), Some(table)) = (self.table_ids.remove(key), self.installed.remove(key)) {
+                self.retire(id, &table);
+            }
+        }
+        let now = Instant::now();
+        for key in &t.retire {
+            if let (Some(id), Some(table)) = (self.table_ids.remove(key), self.installed.remove(key)) {
+                self.table_slots -= table.entry_count() as usize;
+                self.retired_slots += table.entry_count() as usize;
+                self.retired_routes.push_back((now, *key, id, table.entry_count()));
+            }
+        }
+        self.workloads = desired.workloads.clone();
+        self.settings = Some(desired.settings);
+    }
+
+    /// A typed view of one of this generation's hash maps.
+    fn map<K: aya::Pod, V: aya::Pod>(&mut self, name: &str) -> anyhow::Result<HashMap<&mut MapData, K, V>> {
+        let map = self.ebpf.map_mut(name).ok_or_else(|| anyhow!("map {name} missing"))?;
+        Ok(map.try_into()?)
     }
 
     /// Writes a complete new table under a fresh id.
-    fn write_table(&mut self, entries: &[TableEntry]) -> anyhow::Result<u32> {
+    fn write_table(&mut self, entries: &[TableEntry], undo: &mut Vec<Undo>) -> anyhow::Result<u32> {
         self.last_table = self.last_table.checked_add(1).filter(|&id| id != 0).unwrap_or(1);
         let id = self.last_table;
-        let map = self.ebpf.map_mut(TABLES_MAP).ok_or_else(|| anyhow!("map {TABLES_MAP} missing"))?;
-        let mut tables: HashMap<&mut MapData, TableKey, TableEntry> = map.try_into()?;
+        undo.push(Undo::Table(id, entries.len() as u32));
+        let mut tables = self.map::<TableKey, TableEntry>(TABLES_MAP)?;
         for (index, entry) in entries.iter().enumerate() {
             tables
                 .insert(TableKey { table: id, index: index as u32 }, entry, 0)
-                .context("writing a route table (TABLES full?)")?;
+                .context("writing a route table")?;
         }
         Ok(id)
     }
 
     /// Queues table `id` (holding `table`) for deletion after the grace period.
-    fn retire(&mut self, id: u32, table: &redirector_core::compile::Table) {
+    fn retire(&mut self, id: u32, table: &Table) {
+        self.table_slots -= table.entry_count() as usize;
+        self.retired_slots += table.entry_count() as usize;
         self.retired.push_back((Instant::now(), id, table.entry_count()));
     }
 
@@ -308,24 +452,36 @@ impl Datapath {
     pub fn collect_garbage(&mut self) -> anyhow::Result<usize> {
         let grace = Duration::from_millis(TABLE_GRACE_MS);
         let mut deleted = 0;
+        while let Some(&(at, key, id, len)) = self.retired_routes.front() {
+            if at.elapsed() < grace {
+                break;
+            }
+            let _ = self.map::<ServiceKey, Route>(ROUTES_MAP)?.remove(&key);
+            // Its table goes after another grace period: a connect may have
+            // read the entry just before it was deleted. Its slots are
+            // already counted as retired.
+            self.retired.push_back((Instant::now(), id, len));
+            self.retired_routes.pop_front();
+        }
         while let Some(&(at, id, len)) = self.retired.front() {
             if at.elapsed() < grace {
                 break;
             }
-            let map = self.ebpf.map_mut(TABLES_MAP).ok_or_else(|| anyhow!("map {TABLES_MAP} missing"))?;
-            let mut tables: HashMap<&mut MapData, TableKey, TableEntry> = map.try_into()?;
+            let mut tables = self.map::<TableKey, TableEntry>(TABLES_MAP)?;
             for index in 0..len {
                 let _ = tables.remove(&TableKey { table: id, index });
             }
             self.retired.pop_front();
+            self.retired_slots -= len as usize;
             deleted += 1;
         }
         Ok(deleted)
     }
 
-    /// Whether replaced tables are waiting for deletion.
+    /// Whether replaced tables or entries of classes that went away are
+    /// waiting for deletion.
     pub fn has_garbage(&self) -> bool {
-        !self.retired.is_empty()
+        !self.retired.is_empty() || !self.retired_routes.is_empty()
     }
 
     /// The tables currently in the kernel.

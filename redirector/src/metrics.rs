@@ -56,8 +56,8 @@ impl Fill {
     /// The fill levels of `desired`.
     pub fn of(desired: &crate::datapath::Desired) -> Self {
         Self {
-            routes: desired.tables.len(),
-            table_slots: desired.tables.values().map(|t| t.entry_count() as usize).sum(),
+            routes: desired.routes.tables.len(),
+            table_slots: desired.routes.tables.values().map(|t| t.entry_count() as usize).sum(),
             workloads: desired.workloads.len(),
         }
     }

@@ -484,3 +484,43 @@ pub fn origins_in_use(root: &Path) -> anyhow::Result<usize> {
     let origins: HashMap<MapData, u64, redirector_common::OriginalDest> = Map::HashMap(map).try_into()?;
     Ok(origins.keys().filter(Result::is_ok).count())
 }
+
+/// How many entries the pinned hash map at `path` holds (walks every key).
+pub fn map_entries(path: &Path) -> anyhow::Result<usize> {
+    let map = aya::maps::MapData::from_pin(path).with_context(|| format!("opening {}", path.display()))?;
+    let info = map.info()?;
+    let key_size = info.key_size() as usize;
+    let fd = map.fd();
+    let mut count = 0;
+    let mut key: Option<Vec<u8>> = None;
+    loop {
+        let mut next = vec![0u8; key_size];
+        /// `BPF_MAP_GET_NEXT_KEY` attr.
+        #[repr(C)]
+        struct NextKey {
+            map_fd: u32,
+            pad: u32,
+            key: u64,
+            next_key: u64,
+        }
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        let mut attr = NextKey {
+            map_fd: fd.as_fd().as_raw_fd() as u32,
+            pad: 0,
+            key: key.as_ref().map_or(0, |k| k.as_ptr() as u64),
+            next_key: next.as_mut_ptr() as u64,
+        };
+        const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
+        // SAFETY: attr points at buffers of the map's key size that outlive the call.
+        let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_MAP_GET_NEXT_KEY, &mut attr as *mut NextKey, size_of::<NextKey>() as u32) };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::ENOENT) {
+                return Ok(count);
+            }
+            return Err(err).context("BPF_MAP_GET_NEXT_KEY");
+        }
+        count += 1;
+        key = Some(next);
+    }
+}

@@ -449,7 +449,16 @@ fn load_until(
     minimum: u32,
     done: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> std::thread::JoinHandle<integration_tests::ProbeResult> {
-    let cgroup = env.cgroup.path().to_path_buf();
+    load_from(env.cgroup.path().to_path_buf(), target, minimum, done)
+}
+
+/// As [`load_until`], from the cgroup `cgroup`.
+fn load_from(
+    cgroup: std::path::PathBuf,
+    target: &'static str,
+    minimum: u32,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<integration_tests::ProbeResult> {
     std::thread::spawn(move || {
         let mut total = integration_tests::ProbeResult::default();
         let mut made = 0;
@@ -796,4 +805,117 @@ fn uninstall_detaches_hooks_whose_pins_are_gone() {
     assert!(out.contains("detached 5 links"), "{out}");
     assert_eq!(connect4_programs(env.cgroup.path()), 0, "a hook without a pin stayed attached");
     drop(held);
+}
+
+// --- atomic reloads -----------------------------------------------------------
+
+/// Waits (up to 10 s) until the agent has logged `count` lines containing `needle`.
+fn wait_for_log(agent: &Agent, needle: &str, count: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while agent.log_lines(needle).len() < count {
+        assert!(std::time::Instant::now() < deadline, "no {count}th {needle:?} in:\n{}", agent.log());
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn workloads_switching_classes_under_load_never_get_each_others_routes() {
+    let env = Env::new("class-shift");
+    let _backends = canary_backends();
+    // `target` alone goes to its own endpoint t; a's route sends it to
+    // backend-v1, b's to backend-v2: three disjoint backend sets.
+    let _t = Backend::tcp("127.10.3.1:18083", "t").unwrap();
+    let a = ChildCgroup::create(env.cgroup.path(), "wl-a").unwrap();
+    let b = ChildCgroup::create(env.cgroup.path(), "wl-b").unwrap();
+    let common = [
+        canary_services(),
+        service("target", "127.10.0.5", "target", &[]),
+        dataplane("t", "127.10.3.1", 18083, "target", &[]),
+        workload("client-a", "wl-a", "client-a"),
+        workload("client-b", "wl-b", "client-b"),
+        workload_route("b-to-v2", "client-b", "target", "backend-v2"),
+    ]
+    .concat();
+    // With a's route, a and b are classes 1 and 2 in Dataplane order; without
+    // it, b alone is the first class: a naive id assignment moves b's routes
+    // under a's old class id.
+    let with_a = common.clone() + &workload_route("a-to-v1", "client-a", "target", "backend-v1");
+    let agent = env.start(&with_a);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load_a = load_from(a.path().to_path_buf(), "127.10.0.5:80", 4000, done.clone());
+    let load_b = load_from(b.path().to_path_buf(), "127.10.0.5:80", 4000, done.clone());
+    for i in 0..200 {
+        env.config.write("config.yaml", if i % 2 == 0 { &common } else { &with_a }).unwrap();
+        wait_for_log(&agent, "applied generation", i + 1);
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (from_a, from_b) = (load_a.join().unwrap(), load_b.join().unwrap());
+    eprintln!("class shifts: a {from_a:?}, b {from_b:?}");
+    assert!(from_a.errors.is_empty() && from_b.errors.is_empty(), "failed connects: a {from_a:?}, b {from_b:?}");
+    assert_eq!(from_a.replies_from("v2a"), 0, "workload a reached b's backend: {from_a:?}");
+    assert_eq!(from_b.answered(), from_b.replies_from("v2a"), "workload b left its backend: {from_b:?}");
+    assert!(from_a.replies_from("v1a") + from_a.replies_from("v1b") > 0 && from_a.replies_from("t") > 0, "a never saw both configs: {from_a:?}");
+    agent.stop().unwrap();
+}
+
+/// `n` MeshServices selecting the same `m` Dataplanes: `n * (m + 2)` table entries.
+fn table_filler(n: u32, m: u32) -> String {
+    let mut out = String::new();
+    for i in 0..m {
+        let _ = write!(
+            out,
+            "---\n{{type: Dataplane, name: fill-{i}, networking: {{address: 127.20.{}.{}, inbound: [{{port: 7000, tags: {{app: fill}}}}]}}}}\n",
+            i / 250,
+            1 + i % 250
+        );
+    }
+    for i in 0..n {
+        let _ = write!(
+            out,
+            "---\n{{type: MeshService, name: filler-{i}, spec: {{selector: {{dataplaneTags: {{app: fill}}}}, ports: [{{port: 80, targetPort: 7000}}]}}, status: {{vips: [{{ip: 127.21.{}.{}}}]}}}}\n",
+            i / 250,
+            1 + i % 250
+        );
+    }
+    out
+}
+
+#[test]
+fn a_generation_the_kernel_cannot_hold_leaves_nothing_behind() {
+    let env = Env::new("too-big");
+    let _backends = canary_backends();
+    let metrics = "127.0.0.1:19092";
+    env.config.write("config.yaml", &canary_config()).unwrap();
+    let agent = Agent::start_with(env.config.path(), env.cgroup.path(), env.pins.path(), &["--metrics", metrics]).expect("agent start");
+    let before = redirector::status::read(env.pins.path()).unwrap();
+
+    // One edit: the canary goes 50/50, and 1,050 services of 1,002 entries
+    // each overflow TABLES (1,048,576 entries).
+    let too_big = canary_config().replace("weight: 90", "weight: 50").replace("weight: 10", "weight: 50") + &table_filler(1050, 1000);
+    env.config.write("config.yaml", &too_big).unwrap();
+    wait_for_log(&agent, "applying failed", 1);
+    let log = agent.log();
+    assert!(log.contains("TABLES full"), "{log}");
+    assert!(log.contains("generation 1 stays in force"), "{log}");
+    let after = redirector::status::read(env.pins.path()).unwrap();
+    assert_eq!(after.routes, before.routes, "the kernel's routes changed");
+    assert_eq!(after.workloads, before.workloads);
+    let result = env.probe("127.10.0.1:80", 2000);
+    let v1 = result.replies_from("v1a") + result.replies_from("v1b");
+    let chi2 = chi_square(&[v1, result.replies_from("v2a")], &[0.9, 0.1]);
+    assert!(chi2 < CHI2_P001_DF1, "the canary is no longer 90/10: {result:?} (chi2 {chi2:.2})");
+    let (_, body) = integration_tests::http_get(metrics, "/metrics").unwrap();
+    assert!(body.contains("redirector_config_generation 1"), "{body}");
+    assert!(body.contains("redirector_config_reloads_total{result=\"failed\"} 1"), "{body}");
+
+    // Back to a good config: after the grace periods TABLES holds exactly
+    // the tables ROUTES names.
+    let fifty = canary_config().replace("weight: 90", "weight: 50").replace("weight: 10", "weight: 50");
+    env.config.write("config.yaml", &fifty).unwrap();
+    wait_for_log(&agent, "applied generation 2", 1);
+    std::thread::sleep(std::time::Duration::from_millis(2 * redirector_common::TABLE_GRACE_MS + 500));
+    let status = redirector::status::read(env.pins.path()).unwrap();
+    let named: usize = status.routes.iter().map(|r| 1 + r.backends.len() + r.backends.iter().map(|b| b.endpoints.len()).sum::<usize>()).sum();
+    assert_eq!(integration_tests::map_entries(&status.generation.join("tables")).unwrap(), named, "orphan TABLES entries");
+    agent.stop().unwrap();
 }

@@ -58,7 +58,7 @@ impl Proxy<'_> {
             return false;
         }
         let any_inbound = |pred: &dyn Fn(&BTreeMap<String, String>) -> bool| {
-            inbounds.iter().any(|ib| ib.tags.as_ref().is_some_and(|t| pred(t)))
+            inbounds.iter().any(|ib| ib.tags.as_ref().is_some_and(pred))
         };
         let empty = BTreeMap::new();
         let tags = target.tags.as_ref().unwrap_or(&empty);
