@@ -559,16 +559,30 @@ fn binary_junk_is_rejected() {
 fn deep_nesting_ends_in_an_error_not_a_stack_overflow() {
     const DEPTH: usize = 10_000;
     run_cases(vec![
-        case("10,000 nested flow lists", "[".repeat(DEPTH) + &"]".repeat(DEPTH), &[("", "", "invalid YAML: recursion limit exceeded at line 1 column 129")]),
-        case("10,000 unclosed flow lists", "[".repeat(DEPTH), &[("", "", "document 1: invalid YAML:")]),
+        case("10,000 nested flow lists", "[".repeat(DEPTH) + &"]".repeat(DEPTH), &[("", "", "YAML nesting deeper than 64 levels at line 1 column 65")]),
+        case("10,000 unclosed flow lists", "[".repeat(DEPTH), &[("", "", "YAML nesting deeper than 64 levels at line 1 column 65")]),
+        case("80,000 nested flow lists (160 KB)", "[".repeat(80_000) + &"]".repeat(80_000), &[("", "", "YAML nesting deeper than 64 levels")]),
         case("10,000 nested block lists", format!("{}x\n", "- ".repeat(DEPTH)), &[("", "", "invalid YAML: recursion limit exceeded at line 1 column 257")]),
-        case("10,000 nested flow mappings", "{a: ".repeat(DEPTH) + "1" + &"}".repeat(DEPTH), &[("", "", "invalid YAML: recursion limit exceeded at line 1 column 513")]),
+        case("10,000 nested flow mappings", "{a: ".repeat(DEPTH) + "1" + &"}".repeat(DEPTH), &[("", "", "YAML nesting deeper than 64 levels at line 1 column 257")]),
         case(
             "10,000 nested lists inside a spec",
             format!("type: MeshService\nname: a\nspec: {{ports: [{{port: 80}}], identities: {}}}\n", "[".repeat(DEPTH) + &"]".repeat(DEPTH)),
-            &[("", "", "invalid YAML: recursion limit exceeded at line 3")],
+            &[("", "", "YAML nesting deeper than 64 levels at line 3")],
         ),
     ]);
+}
+
+/// Brackets that do not open a flow collection (inside plain or quoted
+/// scalars, comments, or after other text) do not count towards the limit.
+#[test]
+fn brackets_inside_scalars_and_comments_do_not_count_as_nesting() {
+    let many = "[".repeat(100);
+    let text = format!(
+        "type: MeshService\nname: a # {many}\nlabels:\n  plain: a{many}\n  single: '{many}'\n  double: \"{many}\\\"\"\nspec:\n  selector: {{dataplaneTags: {{app: a}}}}\n  ports: [{{port: 80, targetPort: 80}}]\nstatus: {{vips: [{{ip: 10.0.0.1}}]}}\n"
+    );
+    if let Err(problems) = plan::build_str(Path::new(FILE), &text) {
+        panic!("brackets inside scalars must not count:\n{problems}");
+    }
 }
 
 #[test]
@@ -777,6 +791,28 @@ fn missing_paths_and_dangling_symlinks_are_reported() {
     let looped = dir.0.join("loop.yaml");
     std::os::unix::fs::symlink(&looped, &looped).unwrap();
     assert_build_errors(&looped, &[(&looped, "", "", "cannot read: Too many levels of symbolic links")]);
+}
+
+/// Directory symlinks back to `.` or to an ancestor are loops: each is
+/// reported once and not followed, so the walk ends (it used to recurse
+/// without end, growing without bound).
+#[test]
+fn directory_symlink_loops_are_reported_not_followed() {
+    let tree = Scratch::new("dir-loops");
+    tree.write("good.yaml", CANARY);
+    tree.write("sub/more.yaml", "type: Mesh\nname: default\n");
+    for (link, to) in [("self-a", "."), ("self-b", "."), ("sub/up", "..")] {
+        std::os::unix::fs::symlink(to, tree.0.join(link)).unwrap();
+    }
+    let message = format!("symlink loop: leads back to {}; not followed", tree.0.display());
+    assert_build_errors(
+        &tree.0,
+        &[
+            (&tree.0.join("self-a"), "", "", &message),
+            (&tree.0.join("self-b"), "", "", &message),
+            (&tree.0.join("sub/up"), "", "", &message),
+        ],
+    );
 }
 
 #[test]

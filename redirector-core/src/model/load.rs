@@ -43,7 +43,7 @@ const IGNORED_KINDS: &[&str] = &[
 pub fn load_path(path: &Path) -> (Config, Vec<Problem>) {
     let mut problems = Vec::new();
     let mut files = Vec::new();
-    collect_files(path, &mut files, &mut problems);
+    collect_files(path, &mut files, &mut problems, &mut Vec::new());
     if files.is_empty() && problems.is_empty() {
         problems.push(file_problem(path, "no .yaml or .yml files found"));
     }
@@ -67,7 +67,11 @@ pub fn load_str(file: &Path, text: &str) -> (Config, Vec<Problem>) {
     (config, problems)
 }
 
-fn collect_files(path: &Path, files: &mut Vec<PathBuf>, problems: &mut Vec<Problem>) {
+/// Collects the files below `path`. `within` holds the directories being
+/// walked, by (device, inode), with their paths: a symlink back to one of
+/// them is a loop, reported and not followed.
+fn collect_files(path: &Path, files: &mut Vec<PathBuf>, problems: &mut Vec<Problem>, within: &mut Vec<((u64, u64), PathBuf)>) {
+    use std::os::unix::fs::MetadataExt as _;
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) => {
@@ -77,6 +81,11 @@ fn collect_files(path: &Path, files: &mut Vec<PathBuf>, problems: &mut Vec<Probl
     };
     if !meta.is_dir() {
         files.push(path.to_path_buf());
+        return;
+    }
+    let id = (meta.dev(), meta.ino());
+    if let Some((_, ancestor)) = within.iter().find(|(dir, _)| *dir == id) {
+        problems.push(file_problem(path, format!("symlink loop: leads back to {}; not followed", ancestor.display())));
         return;
     }
     let entries = match std::fs::read_dir(path) {
@@ -94,7 +103,9 @@ fn collect_files(path: &Path, files: &mut Vec<PathBuf>, problems: &mut Vec<Probl
             continue;
         }
         if child.is_dir() {
-            collect_files(&child, files, problems);
+            within.push((id, path.to_path_buf()));
+            collect_files(&child, files, problems, within);
+            within.pop();
         } else if name.ends_with(".yaml") || name.ends_with(".yml") {
             files.push(child);
         }
@@ -137,6 +148,10 @@ fn file_problem(file: &Path, message: impl Into<String>) -> Problem {
 fn load_into(config: &mut Config, file: &Path, text: &str, problems: &mut Vec<Problem>) {
     // Editors on some systems start UTF-8 files with a byte-order mark.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if let Err(message) = yaml::check_flow_depth(text) {
+        problems.push(file_problem(file, message));
+        return;
+    }
     for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let (value, notes) = match yaml::read_document(document) {
             Ok(read) => read,

@@ -238,3 +238,81 @@ impl<'de> Visitor<'de> for Node<'_> {
         Ok(Value::Tagged(Box::new(TaggedValue { tag, value })))
     }
 }
+
+/// How deep flow collections (`[...]`, `{...}`) may nest. Kuma resources
+/// nest a handful of levels; libyaml's scanner takes quadratic time on deep
+/// flow nesting (80,000 levels in 160 KB took 25 s), long before serde_yaml's
+/// own recursion limit is reached, so the text is checked before parsing.
+pub(super) const MAX_FLOW_DEPTH: usize = 64;
+
+/// Fails, naming the line and column, when flow collections in `text` nest
+/// deeper than [`MAX_FLOW_DEPTH`]. A linear scan: quoted scalars and
+/// comments are skipped, and a bracket counts only where a flow collection
+/// can start (after indentation, `: `, `- `, `,` or another opening bracket),
+/// so brackets inside plain scalars such as `a[0]` do not.
+pub(super) fn check_flow_depth(text: &str) -> Result<(), String> {
+    let (mut depth, mut line, mut column) = (0usize, 1usize, 0usize);
+    let mut quote: Option<char> = None;
+    let mut comment = false;
+    // Whether a flow collection may start here.
+    let mut may_open = true;
+    let mut prev = '\n';
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        column += 1;
+        // Whether `c` opened a flow collection.
+        let mut opened = false;
+        if c == '\n' {
+            (line, column, comment, may_open) = (line + 1, 0, false, true);
+            prev = c;
+            continue;
+        }
+        if comment {
+            continue;
+        }
+        match quote {
+            Some('\'') if c == '\'' => {
+                // '' is an escaped quote inside a single-quoted scalar.
+                if chars.peek() == Some(&'\'') {
+                    chars.next();
+                    column += 1;
+                } else {
+                    quote = None;
+                }
+            }
+            Some('"') if c == '\\' => {
+                chars.next();
+                column += 1;
+            }
+            Some('"') if c == '"' => quote = None,
+            Some(_) => {}
+            None => match c {
+                '#' if prev.is_whitespace() => comment = true,
+                '\'' | '"' if may_open => quote = Some(c),
+                '[' | '{' if may_open => {
+                    opened = true;
+                    depth += 1;
+                    if depth > MAX_FLOW_DEPTH {
+                        return Err(format!(
+                            "YAML nesting deeper than {MAX_FLOW_DEPTH} levels at line {line} column {column} (flow collections nest at most {MAX_FLOW_DEPTH} deep)"
+                        ));
+                    }
+                }
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+        if quote.is_none() {
+            may_open = match c {
+                '[' | '{' => opened,
+                // In block context a comma is part of a plain scalar.
+                ',' => depth > 0,
+                ':' | '-' | '?' => chars.peek().is_none_or(|n| n.is_whitespace()),
+                c if c.is_whitespace() => may_open,
+                _ => false,
+            };
+        }
+        prev = c;
+    }
+    Ok(())
+}
