@@ -1,6 +1,7 @@
 //! The pure half of redirector: from Kuma resources to the kernel's tables.
 //!
-//! One module per stage: [`model`] (read and validate Kuma resources) ->
+//! One module per stage: [`source`] (files, read incrementally) ->
+//! [`model`] (read and validate Kuma resources) ->
 //! [`resolve`] (which route serves which destination, for which workload
 //! class) -> [`compile`] (kernel tables, diffs, and their decoding) ->
 //! [`plan`] (the whole pipeline on a path or a text, and its explanation).
@@ -11,3 +12,4 @@ pub mod compile;
 pub mod model;
 pub mod plan;
 pub mod resolve;
+pub mod source;

@@ -20,6 +20,7 @@ use redirector_core::{
     compile::{ClassBook, compile_generation},
     plan,
     resolve::BASE_CLASS,
+    source::FileSource,
 };
 use anyhow::{Context as _, bail};
 use std::{
@@ -68,9 +69,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     // not lost: it comes as a change right after.
     let (changes_tx, mut changes) = mpsc::unbounded_channel();
     let _watcher = watch(&options.config, changes_tx)?;
-    let plan = build(&options.config).await.map_err(|problems| {
-        anyhow::anyhow!("{}: configuration rejected:\n{problems}", options.config.display())
-    })?;
+    let (source, plan) = build(FileSource::new(&options.config)).await;
+    let plan = plan.map_err(|problems| anyhow::anyhow!("{}: configuration rejected:\n{problems}", options.config.display()))?;
     for warning in &plan.warnings {
         warn!("{warning}");
     }
@@ -146,7 +146,16 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         s.fill = metrics::Fill::of(&desired);
     }
     info!("ready");
-    let mut node = Node { config: options.config.clone(), cgroup: cgroup.clone(), attach_level, datapath, book: desired.routes.book, generation: 1, state: state.clone() };
+    let mut node = Node {
+        source: Some(source),
+        config: options.config.clone(),
+        cgroup: cgroup.clone(),
+        attach_level,
+        datapath,
+        book: desired.routes.book,
+        generation: 1,
+        state: state.clone(),
+    };
 
     // SAFETY: the logger owns its ring buffer fd, and the AsyncFd owns the
     // logger, so the fd stays open for as long as it is registered.
@@ -225,24 +234,35 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads, validates, resolves and compiles `config` off the runtime thread,
-/// so `/healthz`, metrics and signals are served while a large config is read.
-async fn build(config: &Path) -> Result<plan::Plan, redirector_core::model::Problems> {
-    let path = config.to_path_buf();
-    match tokio::task::spawn_blocking(move || plan::build(&path)).await {
-        Ok(result) => result,
-        Err(e) => Err(redirector_core::model::Problems(vec![redirector_core::model::Problem {
-            severity: redirector_core::model::Severity::Error,
-            file: config.to_path_buf(),
-            resource: String::new(),
-            path: String::new(),
-            message: format!("reading the configuration failed: {e}"),
-        }])),
+/// Reads (what changed), validates, resolves and compiles the config off the
+/// runtime thread, so `/healthz`, metrics and signals are served while a
+/// large config is read. The source comes back with the result.
+async fn build(mut source: FileSource) -> (FileSource, Result<plan::Plan, redirector_core::model::Problems>) {
+    let path = source.path().to_path_buf();
+    match tokio::task::spawn_blocking(move || {
+        let plan = plan::build_from(&mut source, &redirector_core::resolve::SystemDns);
+        (source, plan)
+    })
+    .await
+    {
+        Ok(done) => done,
+        Err(e) => (
+            FileSource::new(&path),
+            Err(redirector_core::model::Problems(vec![redirector_core::model::Problem {
+                severity: redirector_core::model::Severity::Error,
+                file: path.clone(),
+                resource: String::new(),
+                path: String::new(),
+                message: format!("reading the configuration failed: {e}"),
+            }])),
+        ),
     }
 }
 
 /// The running agent's datapath and what it needs to reload.
 struct Node {
+    /// The config's files as last read (taken while a read runs).
+    source: Option<FileSource>,
     config: PathBuf,
     cgroup: PathBuf,
     attach_level: u32,
@@ -262,7 +282,10 @@ impl Node {
         let started = Instant::now();
         let generation = self.generation;
         let failed = |state: &metrics::Shared| state.lock().unwrap_or_else(|e| e.into_inner()).reloads_failed += 1;
-        let plan = match build(&self.config).await {
+        let source = self.source.take().unwrap_or_else(|| FileSource::new(&self.config));
+        let (source, plan) = build(source).await;
+        self.source = Some(source);
+        let plan = match plan {
             Ok(plan) => plan,
             Err(problems) => {
                 failed(&self.state);

@@ -8,6 +8,7 @@ use super::{
 use serde::de::DeserializeOwned;
 use serde_yaml::{Mapping, Value};
 use std::{
+    sync::Arc,
     collections::{BTreeMap, HashMap},
     path::{Path, PathBuf},
 };
@@ -70,7 +71,7 @@ pub fn load_str(file: &Path, text: &str) -> (Config, Vec<Problem>) {
 /// Collects the files below `path`. `within` holds the directories being
 /// walked, by (device, inode), with their paths: a symlink back to one of
 /// them is a loop, reported and not followed.
-fn collect_files(path: &Path, files: &mut Vec<PathBuf>, problems: &mut Vec<Problem>, within: &mut Vec<((u64, u64), PathBuf)>) {
+pub(crate) fn collect_files(path: &Path, files: &mut Vec<PathBuf>, problems: &mut Vec<Problem>, within: &mut Vec<((u64, u64), PathBuf)>) {
     use std::os::unix::fs::MetadataExt as _;
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
@@ -112,7 +113,7 @@ fn collect_files(path: &Path, files: &mut Vec<PathBuf>, problems: &mut Vec<Probl
     }
 }
 
-fn read_file(file: &Path) -> Result<String, String> {
+pub(crate) fn read_file(file: &Path) -> Result<String, String> {
     use std::io::Read as _;
     let meta = std::fs::metadata(file).map_err(|e| format!("cannot read: {e}"))?;
     // A FIFO or device would block or never end.
@@ -135,7 +136,7 @@ fn read_file(file: &Path) -> Result<String, String> {
     String::from_utf8(bytes).map_err(|e| format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))
 }
 
-fn file_problem(file: &Path, message: impl Into<String>) -> Problem {
+pub(crate) fn file_problem(file: &Path, message: impl Into<String>) -> Problem {
     Problem {
         severity: Severity::Error,
         file: file.to_path_buf(),
@@ -145,7 +146,7 @@ fn file_problem(file: &Path, message: impl Into<String>) -> Problem {
     }
 }
 
-fn load_into(config: &mut Config, file: &Path, text: &str, problems: &mut Vec<Problem>) {
+pub(crate) fn load_into(config: &mut Config, file: &Path, text: &str, problems: &mut Vec<Problem>) {
     // Editors on some systems start UTF-8 files with a byte-order mark.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if let Err(message) = yaml::check_flow_depth(text) {
@@ -221,11 +222,11 @@ fn add_resource(config: &mut Config, env: Envelope, big: &BigNumbers) -> Result<
     match env.origin.kind.as_str() {
         "MeshTCPRoute" => {
             let (spec, ()) = body(env.rest, false, big)?;
-            config.routes.push(MeshTcpRoute { origin: env.origin, spec });
+            config.routes.push(Arc::new(MeshTcpRoute { origin: env.origin, spec }));
         }
         "MeshService" => {
             let (spec, status) = body(env.rest, true, big)?;
-            config.services.push(MeshService { origin: env.origin, spec, status });
+            config.services.push(Arc::new(MeshService { origin: env.origin, spec, status }));
         }
         "Dataplane" => {
             let spec = if env.origin.kubernetes {
@@ -233,19 +234,19 @@ fn add_resource(config: &mut Config, env: Envelope, big: &BigNumbers) -> Result<
             } else {
                 typed(Value::Mapping(env.rest), "", big)?
             };
-            config.dataplanes.push(Dataplane { origin: env.origin, spec });
+            config.dataplanes.push(Arc::new(Dataplane { origin: env.origin, spec }));
         }
         "MeshExternalService" => {
             let (spec, status) = body(env.rest, true, big)?;
-            config.external_services.push(MeshExternalService { origin: env.origin, spec, status });
+            config.external_services.push(Arc::new(MeshExternalService { origin: env.origin, spec, status }));
         }
         "MeshMultiZoneService" => {
             let (spec, status) = body(env.rest, true, big)?;
-            config.multizone_services.push(MeshMultiZoneService { origin: env.origin, spec, status });
+            config.multizone_services.push(Arc::new(MeshMultiZoneService { origin: env.origin, spec, status }));
         }
         "MeshHTTPRoute" => {
             let (spec, ()) = body(env.rest, false, big)?;
-            config.http_routes.push(MeshHttpRoute { origin: env.origin, spec });
+            config.http_routes.push(Arc::new(MeshHttpRoute { origin: env.origin, spec }));
         }
         kind if IGNORED_KINDS.contains(&kind) => config.ignored.push(env.origin),
         kind => {
@@ -414,7 +415,7 @@ fn kind_of(value: &Value) -> &'static str {
     }
 }
 
-fn check_duplicates(config: &Config, problems: &mut Vec<Problem>) {
+pub(crate) fn check_duplicates(config: &Config, problems: &mut Vec<Problem>) {
     let mut seen: HashMap<(String, String, Option<String>, String), &Origin> = HashMap::new();
     let origins = config
         .routes

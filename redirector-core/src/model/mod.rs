@@ -6,7 +6,7 @@
 //! `metadata`). Reading never stops at the first problem: every problem of every
 //! file is collected, so one `check` shows them all.
 
-mod load;
+pub(crate) mod load;
 mod problem;
 mod types;
 mod validate;
@@ -16,7 +16,7 @@ pub use load::{load_path, load_str};
 pub use problem::{Problem, Problems, Severity};
 pub use types::*;
 
-use std::{collections::BTreeMap, path::PathBuf};
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
 
 /// Where a resource came from and what it is called.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,21 +111,23 @@ pub struct MeshHttpRoute {
     pub spec: TargetsOnlySpec,
 }
 
-/// Everything read from the input, typed but not yet validated.
+/// Everything read from the input, typed but not yet validated. Resources
+/// are shared (`Arc`): a source that keeps what it read builds each new
+/// configuration from the resources it already has, without copying them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Config {
     /// MeshServices.
-    pub services: Vec<MeshService>,
+    pub services: Vec<Arc<MeshService>>,
     /// Dataplanes.
-    pub dataplanes: Vec<Dataplane>,
+    pub dataplanes: Vec<Arc<Dataplane>>,
     /// MeshTCPRoutes.
-    pub routes: Vec<MeshTcpRoute>,
+    pub routes: Vec<Arc<MeshTcpRoute>>,
     /// MeshExternalServices.
-    pub external_services: Vec<MeshExternalService>,
+    pub external_services: Vec<Arc<MeshExternalService>>,
     /// MeshMultiZoneServices.
-    pub multizone_services: Vec<MeshMultiZoneService>,
+    pub multizone_services: Vec<Arc<MeshMultiZoneService>>,
     /// MeshHTTPRoutes (targets only).
-    pub http_routes: Vec<MeshHttpRoute>,
+    pub http_routes: Vec<Arc<MeshHttpRoute>>,
     /// Kuma resources this version reads but does not act on (Mesh, other policies).
     pub ignored: Vec<Origin>,
 }

@@ -516,7 +516,7 @@ impl<'a> Ctx<'a> {
                         .get(mesh)
                         .and_then(|m| m.get(name.as_str()))
                         .and_then(|list| list.iter().copied().find(|s| by_ref(&s.origin))),
-                    None => self.config.services.iter().find(|s| by_ref(&s.origin)),
+                    None => self.config.services.iter().map(|s| &**s).find(|s| by_ref(&s.origin)),
                 };
                 let Some(s) = found else {
                     return drop(self, format!("{label} does not exist"));

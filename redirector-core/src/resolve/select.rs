@@ -135,9 +135,9 @@ pub fn display_name(origin: &Origin) -> &str {
 }
 
 /// The MeshTCPRoutes that apply to `proxy`, lowest precedence first (the last wins).
-pub fn ordered_policies<'a>(routes: &'a [MeshTcpRoute], proxy: &Proxy<'_>) -> Vec<&'a MeshTcpRoute> {
+pub fn ordered_policies<'a>(routes: &'a [std::sync::Arc<MeshTcpRoute>], proxy: &Proxy<'_>) -> Vec<&'a MeshTcpRoute> {
     let mut matched: Vec<&MeshTcpRoute> =
-        routes.iter().filter(|r| proxy.selected_by(&r.origin, r.spec.target_ref.as_ref())).collect();
+        routes.iter().map(|r| &**r).filter(|r| proxy.selected_by(&r.origin, r.spec.target_ref.as_ref())).collect();
     // Kuma 2.6+: names compare descending, so the alphabetically first name sorts last and wins.
     matched.sort_by_key(|r| (policy_attrs(&r.origin, r.spec.target_ref.as_ref()), Reverse(display_name(&r.origin).to_string())));
     matched

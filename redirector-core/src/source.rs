@@ -1,0 +1,135 @@
+//! Sources of resources. [`FileSource`]: a file or directory of YAML, kept
+//! between reads so that a change costs what changed: only files whose
+//! identity, size or times moved are read again, only those whose content
+//! changed are parsed again, and the resources of every other file are
+//! reused as they are (shared, not copied).
+
+use crate::model::{
+    Config, Problem,
+    load::{check_duplicates, collect_files, file_problem, load_into, read_file},
+};
+use std::{
+    collections::HashMap,
+    hash::{Hash as _, Hasher as _},
+    path::{Path, PathBuf},
+};
+
+/// A file or directory of Kuma YAML, read incrementally. Every [`FileSource::read`]
+/// gives exactly what [`crate::model::load_path`] gives for the same files.
+#[derive(Debug)]
+pub struct FileSource {
+    path: PathBuf,
+    files: HashMap<PathBuf, Cached>,
+}
+
+/// One file as last read.
+#[derive(Debug)]
+struct Cached {
+    stamp: Stamp,
+    hash: u64,
+    /// This file's resources and problems (duplicates across files aside).
+    config: Config,
+    problems: Vec<Problem>,
+}
+
+/// What tells a changed file without reading it: device and inode (a rename
+/// into place gives a new inode), size, and modification and change times in
+/// nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp(u64, u64, u64, i64, i64, i64, i64);
+
+impl Stamp {
+    fn of(path: &Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt as _;
+        let m = std::fs::metadata(path).ok()?;
+        Some(Self(m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()))
+    }
+}
+
+/// What one read did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReadStats {
+    /// Files found.
+    pub files: usize,
+    /// Files whose content was read again.
+    pub read: usize,
+    /// Files parsed again (their content changed).
+    pub parsed: usize,
+}
+
+impl FileSource {
+    /// A source for `path` (a file or a directory); nothing is read yet.
+    pub fn new(path: &Path) -> Self {
+        Self { path: path.to_path_buf(), files: HashMap::new() }
+    }
+
+    /// The file or directory read.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The configuration as the files are now, with every problem, reading
+    /// and parsing only what changed since the last call.
+    pub fn read(&mut self) -> (Config, Vec<Problem>, ReadStats) {
+        let mut problems = Vec::new();
+        let mut paths = Vec::new();
+        collect_files(&self.path, &mut paths, &mut problems, &mut Vec::new());
+        if paths.is_empty() && problems.is_empty() {
+            problems.push(file_problem(&self.path, "no .yaml or .yml files found"));
+        }
+        let mut stats = ReadStats { files: paths.len(), ..ReadStats::default() };
+        let mut files = HashMap::with_capacity(paths.len());
+        let mut config = Config::default();
+        for path in paths {
+            let stamp = Stamp::of(&path);
+            let cached = self.files.remove(&path);
+            let entry = match (cached, stamp) {
+                (Some(c), Some(s)) if c.stamp == s => Some(c),
+                (cached, stamp) => {
+                    stats.read += 1;
+                    match read_file(&path) {
+                        Err(message) => {
+                            problems.push(file_problem(&path, message));
+                            None
+                        }
+                        Ok(text) => {
+                            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                            text.hash(&mut hasher);
+                            let hash = hasher.finish();
+                            let stamp = stamp.unwrap_or(Stamp(0, 0, 0, 0, 0, 0, 0));
+                            match cached {
+                                Some(c) if c.hash == hash => Some(Cached { stamp, ..c }),
+                                _ => {
+                                    stats.parsed += 1;
+                                    let (mut file_config, mut file_problems) = (Config::default(), Vec::new());
+                                    load_into(&mut file_config, &path, &text, &mut file_problems);
+                                    Some(Cached { stamp, hash, config: file_config, problems: file_problems })
+                                }
+                            }
+                        }
+                    }
+                }
+            };
+            if let Some(entry) = entry {
+                problems.extend(entry.problems.iter().cloned());
+                extend(&mut config, &entry.config);
+                files.insert(path, entry);
+            }
+        }
+        // Files that went away are forgotten with their resources.
+        self.files = files;
+        check_duplicates(&config, &mut problems);
+        (config, problems, stats)
+    }
+}
+
+/// Appends `more`'s resources (shared) to `config`.
+fn extend(config: &mut Config, more: &Config) {
+    config.services.extend(more.services.iter().cloned());
+    config.dataplanes.extend(more.dataplanes.iter().cloned());
+    config.routes.extend(more.routes.iter().cloned());
+    config.external_services.extend(more.external_services.iter().cloned());
+    config.multizone_services.extend(more.multizone_services.iter().cloned());
+    config.http_routes.extend(more.http_routes.iter().cloned());
+    config.ignored.extend(more.ignored.iter().cloned());
+}
