@@ -13,7 +13,7 @@
 //! | `ORIGINS`     | hash, preallocated           | socket cookie  | [`OriginalDest`] |
 //! | `WORKLOADS`   | hash, no prealloc            | cgroup id      | class (`u32`)    |
 //! | `SETTINGS`    | array, one entry             | 0              | [`Settings`]     |
-//! | `COUNTERS`    | per-CPU hash, no prealloc    | [`CounterKey`] | connects (`u64`) |
+//! | `COUNTERS`    | per-CPU hash, no prealloc    | counter slot (`u32`) | connects (`u64`) |
 //!
 //! ## Workload classes
 //!
@@ -72,6 +72,16 @@
 //! the kernel waits for an RCU grace period on every update of an outer map
 //! (about 8 ms each here), which makes 10,000 routes take over a minute to
 //! install; plain hash updates cost microseconds.
+//!
+//! ## Counters
+//!
+//! Connects are counted per CPU in `COUNTERS` under slots the agent hands
+//! out: two per route (refused, and origin not recorded; the header names
+//! the first) and one per backend (its backend slot names it). A slot stays
+//! with its route and backend from one generation to the next, whatever the
+//! order of the backends, so a count always belongs to the backend it
+//! counted; the slots of a route or backend that went away are deleted once
+//! no table names them. Ids are not reused before they wrap around.
 //!
 //! ## Route table layout
 //!
@@ -132,10 +142,11 @@ pub const ORIGINS_MAP: &str = "ORIGINS";
 /// entry, some 25 MiB in all, allocated when the agent first loads a layout.
 pub const MAX_ORIGINS: u32 = 262_144;
 
-/// `CounterKey::backend` of redirected connects whose original destination
-/// could not be remembered because `ORIGINS` was full (getpeername() then
-/// reports the endpoint). The connect itself is not affected.
-pub const ORIGINS_FULL: u32 = u32::MAX - 1;
+/// Offset from [`TableHeader::counters`] of the slot counting redirected
+/// connects whose original destination could not be remembered because
+/// `ORIGINS` was full (getpeername() then reports the endpoint). The connect
+/// itself is not affected.
+pub const ORIGINS_FULL: u32 = 1;
 
 /// errno returned to connect() when the chosen backend has no endpoints, or the
 /// route can select no backend at all (every weight is zero). `ECONNREFUSED` is
@@ -161,17 +172,19 @@ pub const SETTINGS_MAP: &str = "SETTINGS";
 
 /// Version of the pinned layout (maps, their types, the programs' use of
 /// them). An agent never adopts pins of another layout: it replaces them.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Name of the connect counter map in the BPF object.
 pub const COUNTERS_MAP: &str = "COUNTERS";
 
-/// Upper bound on the entries of `COUNTERS`.
-pub const MAX_COUNTERS: u32 = 262_144;
+/// Upper bound on the entries of `COUNTERS` (only slots that counted a
+/// connect have one: a route's two and one per backend).
+pub const MAX_COUNTERS: u32 = 1 << 19;
 
-/// `CounterKey::backend` of connects refused because the chosen backend had
-/// no endpoints (or no backend could be chosen).
-pub const REFUSED: u32 = u32::MAX;
+/// Offset from [`TableHeader::counters`] of the slot counting connects
+/// refused because the chosen backend had no endpoints (or no backend could
+/// be chosen).
+pub const REFUSED: u32 = 0;
 
 /// The single entry of `SETTINGS`.
 #[repr(C)]
@@ -184,19 +197,6 @@ pub struct Settings {
     pub max_depth: u32,
     /// Process id (tgid) of the agent, whose own connects are never redirected.
     pub agent_tgid: u32,
-    /// Always zero.
-    pub pad: u32,
-}
-
-/// Key of `COUNTERS`: connects per route table and backend, counted per CPU
-/// so the hot path needs no atomic operation.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CounterKey {
-    /// The route table (class and destination) that was used.
-    pub service: ServiceKey,
-    /// Backend index in the table, or [`REFUSED`].
-    pub backend: u32,
     /// Always zero.
     pub pad: u32,
 }
@@ -240,6 +240,9 @@ pub struct TableHeader {
     pub total_weight: u32,
     /// Lemire rejection bound for a uniform draw in `0..total_weight`.
     pub weight_reject: u32,
+    /// The first of this route's two `COUNTERS` slots: [`REFUSED`] and
+    /// [`ORIGINS_FULL`] are offsets from it.
+    pub counters: u32,
     /// Always zero; keeps the union's views the same size.
     pub reserved: u32,
 }
@@ -258,6 +261,8 @@ pub struct BackendSlot {
     pub endpoint_count: u32,
     /// Lemire rejection bound for a uniform draw in `0..endpoint_count`.
     pub endpoint_reject: u32,
+    /// `COUNTERS` slot of this backend's connects.
+    pub counter: u32,
 }
 
 /// Endpoint entries of a route table: where a connect() is sent.
@@ -270,6 +275,8 @@ pub struct Endpoint {
     pub port: u16,
     /// Always zero.
     pub pad: u16,
+    /// Always zero; keeps the union's views the same size.
+    pub reserved: u32,
 }
 
 /// One element of a route table; which view applies depends on the index.
@@ -327,7 +334,6 @@ mod pod {
     unsafe impl aya::Pod for TableEntry {}
     unsafe impl aya::Pod for OriginalDest {}
     unsafe impl aya::Pod for Settings {}
-    unsafe impl aya::Pod for CounterKey {}
     unsafe impl aya::Pod for TableKey {}
     unsafe impl aya::Pod for Route {}
 }
@@ -335,11 +341,10 @@ mod pod {
 const _: () = {
     assert!(core::mem::size_of::<ServiceKey>() == 24);
     assert!(core::mem::size_of::<Settings>() == 16);
-    assert!(core::mem::size_of::<CounterKey>() == 32);
-    assert!(core::mem::size_of::<TableHeader>() == 20);
-    assert!(core::mem::size_of::<BackendSlot>() == 20);
-    assert!(core::mem::size_of::<Endpoint>() == 20);
-    assert!(core::mem::size_of::<TableEntry>() == 20);
+    assert!(core::mem::size_of::<TableHeader>() == 24);
+    assert!(core::mem::size_of::<BackendSlot>() == 24);
+    assert!(core::mem::size_of::<Endpoint>() == 24);
+    assert!(core::mem::size_of::<TableEntry>() == 24);
     assert!(core::mem::size_of::<OriginalDest>() == 36);
-    assert!(core::mem::size_of::<Route>() == 24);
+    assert!(core::mem::size_of::<Route>() == 28);
 };

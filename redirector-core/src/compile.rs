@@ -8,7 +8,7 @@ use redirector_common::{
     mapped_v4, reject_bound,
 };
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     net::{IpAddr, SocketAddr},
 };
 
@@ -56,6 +56,11 @@ pub struct Table {
 }
 
 impl Table {
+    /// A table without backends (every connect refused).
+    pub fn empty() -> Self {
+        Table { header: header(0, 0), backends: Vec::new(), endpoints: Vec::new() }
+    }
+
     /// Number of entries: header, backend slots, endpoints.
     pub fn entry_count(&self) -> u32 {
         (1 + self.backends.len() + self.endpoints.len()) as u32
@@ -273,7 +278,7 @@ pub fn compile_route(route: &ResolvedRoute) -> Result<Table, CompileError> {
     for (i, backend) in route.backends.iter().enumerate() {
         let first = (1 + n + endpoints.len()) as u32;
         let reachable = backend.endpoints.iter().filter(|e| ipv6_service || e.ip().to_canonical().is_ipv4());
-        endpoints.extend(reachable.map(|e| Endpoint { addr: ip_words(e.ip()), port: e.port().to_be(), pad: 0 }));
+        endpoints.extend(reachable.map(|e| Endpoint { addr: ip_words(e.ip()), port: e.port().to_be(), pad: 0, reserved: 0 }));
         let count = (1 + n + endpoints.len()) as u32 - first;
         backends.push(BackendSlot {
             threshold: alias.thresholds[i],
@@ -281,6 +286,7 @@ pub fn compile_route(route: &ResolvedRoute) -> Result<Table, CompileError> {
             first_endpoint: first,
             endpoint_count: count,
             endpoint_reject: reject_bound(count),
+            counter: 0,
         });
     }
     let entries = 1 + n + endpoints.len();
@@ -296,6 +302,7 @@ fn header(backend_count: u32, total_weight: u32) -> TableHeader {
         backend_reject: reject_bound(backend_count),
         total_weight,
         weight_reject: reject_bound(total_weight),
+        counters: 0,
         reserved: 0,
     }
 }
@@ -386,6 +393,19 @@ pub struct ClassBook {
     classes: BTreeMap<u32, (u64, Tables)>,
     /// Last id handed out.
     last: u32,
+    /// `COUNTERS` slots in use, by what they count.
+    counters: HashMap<Counted, u32>,
+    /// Last counter slot handed out.
+    last_counter: u32,
+}
+
+/// What a `COUNTERS` slot counts: a route's two slots (refused, origin not
+/// recorded), or one backend of a route, by its name and how many backends
+/// of the same name come before it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Counted {
+    Route(ServiceKey),
+    Backend(ServiceKey, String, u32),
 }
 
 /// One generation's tables with stable class ids, and what to hold in the
@@ -402,15 +422,24 @@ pub struct Generation {
     pub bridge: Tables,
     /// Stable id of each class of the resolution, by its position.
     pub class_ids: Vec<u32>,
+    /// Per table of [`Generation::tables`]: the backends' names in table order.
+    pub backend_names: BTreeMap<ServiceKey, Vec<String>>,
+    /// `COUNTERS` slots of the previous generation that no table of this one
+    /// names: delete them once the previous generation's tables are gone.
+    pub released_counters: Vec<u32>,
     /// The book after this generation (commit it once the kernel took it).
     pub book: ClassBook,
 }
 
 /// Compiles `resolution` with class ids that follow `previous`: see [`ClassBook`].
 pub fn compile_generation(resolution: &Resolution, previous: &ClassBook) -> Result<Generation, CompileError> {
+    let names_of = |route: &ResolvedRoute| route.backends.iter().map(|b| b.name.clone()).collect::<Vec<_>>();
+    let mut backend_names = BTreeMap::new();
     let mut base = Tables::new();
     for route in resolution.classes.first().map(|c| c.routes.as_slice()).unwrap_or_default() {
-        base.insert(service_key(BASE_CLASS, route.vip, route.port), compile_route(route)?);
+        let key = service_key(BASE_CLASS, route.vip, route.port);
+        base.insert(key, compile_route(route)?);
+        backend_names.insert(key, names_of(route));
     }
     // Base destinations whose table changed, appeared or went away.
     let changed_base: Vec<ServiceKey> = base
@@ -419,11 +448,12 @@ pub fn compile_generation(resolution: &Resolution, previous: &ClassBook) -> Resu
         .map(|(k, _)| *k)
         .chain(previous.base.keys().filter(|k| !base.contains_key(k)).copied())
         .collect();
-    let mut book = ClassBook { base, classes: BTreeMap::new(), last: previous.last };
+    let mut book = ClassBook { base, classes: BTreeMap::new(), last: previous.last, counters: HashMap::new(), last_counter: previous.last_counter };
     let mut class_ids = vec![BASE_CLASS];
     let mut bridge = Tables::new();
     for class in resolution.classes.iter().skip(1) {
         let mut overrides = Tables::new();
+        let mut names = BTreeMap::new();
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         for route in &class.routes {
             let key = service_key(BASE_CLASS, route.vip, route.port);
@@ -431,6 +461,7 @@ pub fn compile_generation(resolution: &Resolution, previous: &ClassBook) -> Resu
             std::hash::Hash::hash(&(key, &table), &mut hasher);
             if book.base.get(&key) != Some(&table) {
                 overrides.insert(key, table);
+                names.insert(key, names_of(route));
             }
         }
         let hash = std::hash::Hasher::finish(&hasher);
@@ -455,15 +486,15 @@ pub fn compile_generation(resolution: &Resolution, previous: &ClassBook) -> Resu
             None => {
                 let id = fresh_id(&mut book.last, |id| previous.classes.contains_key(&id) || book.classes.contains_key(&id));
                 for key in &changed_base {
-                    if let (Some(new), Some(_)) = (book.base.get(key), previous.base.get(key))
-                        && !overrides.contains_key(key)
-                    {
-                        bridge.insert(ServiceKey { class: id, ..*key }, new.clone());
+                    if book.base.contains_key(key) && previous.base.contains_key(key) && !overrides.contains_key(key) {
+                        // The base table itself (with the base's counters), filled in below.
+                        bridge.insert(ServiceKey { class: id, ..*key }, Table::empty());
                     }
                 }
                 id
             }
         };
+        backend_names.extend(names.into_iter().map(|(k, n)| (ServiceKey { class: id, ..k }, n)));
         book.classes.insert(id, (hash, overrides));
         class_ids.push(id);
     }
@@ -474,7 +505,53 @@ pub fn compile_generation(resolution: &Resolution, previous: &ClassBook) -> Resu
     if tables.len() + bridge.len() > MAX_ROUTES as usize {
         return Err(CompileError::TooManyRoutes { count: tables.len() + bridge.len() });
     }
-    Ok(Generation { tables, bridge, class_ids, book })
+    let released_counters = assign_counters(&mut tables, &backend_names, previous, &mut book);
+    for (key, table) in &mut bridge {
+        *table = tables[&ServiceKey { class: BASE_CLASS, ..*key }].clone();
+    }
+    Ok(Generation { tables, bridge, class_ids, backend_names, released_counters, book })
+}
+
+/// Gives every table its `COUNTERS` slots: the slots a route and each of its
+/// backends (by name) had in `previous`, or fresh ones. Returns the slots of
+/// `previous` no table names any more.
+fn assign_counters(tables: &mut Tables, names: &BTreeMap<ServiceKey, Vec<String>>, previous: &ClassBook, book: &mut ClassBook) -> Vec<u32> {
+    let in_use: std::collections::HashSet<u32> = previous.counters.values().copied().collect();
+    let fresh = |book: &mut ClassBook, width: u32| -> u32 {
+        loop {
+            let first = book.last_counter.wrapping_add(1);
+            book.last_counter = book.last_counter.wrapping_add(width);
+            if (first..first.saturating_add(width)).all(|s| !in_use.contains(&s)) && first.checked_add(width).is_some() {
+                return first;
+            }
+        }
+    };
+    for (key, table) in tables.iter_mut() {
+        let route = Counted::Route(*key);
+        let slot = match previous.counters.get(&route) {
+            Some(&slot) => slot,
+            None => fresh(book, 2),
+        };
+        table.header.counters = slot;
+        book.counters.insert(route, slot);
+        let empty = Vec::new();
+        let names = names.get(key).unwrap_or(&empty);
+        for (i, backend) in table.backends.iter_mut().enumerate() {
+            let name = names.get(i).cloned().unwrap_or_default();
+            let occurrence = names[..i.min(names.len())].iter().filter(|n| **n == name).count() as u32;
+            let counted = Counted::Backend(*key, name, occurrence);
+            let slot = match previous.counters.get(&counted) {
+                Some(&slot) => slot,
+                None => fresh(book, 1),
+            };
+            backend.counter = slot;
+            book.counters.insert(counted, slot);
+        }
+    }
+    let live: std::collections::HashSet<u32> = book.counters.values().copied().collect();
+    let mut released: Vec<u32> = previous.counters.values().copied().filter(|s| !live.contains(s)).collect();
+    released.sort_unstable();
+    released
 }
 
 /// Whether a class with `new` overrides over `new_base` has exactly the

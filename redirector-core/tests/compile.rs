@@ -46,6 +46,7 @@ fn endpoint(addr: &str) -> Endpoint {
         addr: ip_words(addr.ip()),
         port: addr.port().to_be(),
         pad: 0,
+        reserved: 0,
     }
 }
 
@@ -225,6 +226,7 @@ fn table_lays_out_header_backends_and_endpoints() {
             backend_reject: reject_bound(3),
             total_weight: 6,
             weight_reject: reject_bound(6),
+            counters: 0,
             reserved: 0
         }
     );
@@ -235,6 +237,7 @@ fn table_lays_out_header_backends_and_endpoints() {
         first_endpoint: first,
         endpoint_count: count,
         endpoint_reject: reject_bound(count),
+        counter: 0,
     };
     assert_eq!(
         table.backends,
@@ -330,6 +333,7 @@ fn zero_total_weight_or_no_backend_gives_an_empty_table() {
                     backend_reject: 0,
                     total_weight: 0,
                     weight_reject: 0,
+                    counters: 0,
                     reserved: 0
                 },
                 backends: vec![],
@@ -492,7 +496,7 @@ proptest! {
                 .endpoints
                 .iter()
                 .filter(|e| v6_vip || e.is_ipv4())
-                .map(|e| Endpoint { addr: ip_words(e.ip()), port: e.port().to_be(), pad: 0 })
+                .map(|e| Endpoint { addr: ip_words(e.ip()), port: e.port().to_be(), pad: 0, reserved: 0 })
                 .collect();
             prop_assert_eq!(slot.threshold, alias.thresholds[i]);
             prop_assert_eq!(slot.alias, alias.aliases[i]);

@@ -73,10 +73,32 @@ fn expected(config: &Config, w: usize, d: usize) -> Table {
     compile_route(&route(d, config.workloads[w][d])).unwrap()
 }
 
-/// What the kernel gives workload class `class` for destination `d`.
-fn lookup(routes: &Tables, class: u32, d: usize) -> Option<&Table> {
+/// What the kernel gives workload class `class` for destination `d`, its
+/// counter slots aside.
+fn lookup(routes: &Tables, class: u32, d: usize) -> Option<Table> {
     let key = service_key(class, vip(d), 80);
-    routes.get(&key).or_else(|| routes.get(&ServiceKey { class: BASE_CLASS, ..key }))
+    routes.get(&key).or_else(|| routes.get(&ServiceKey { class: BASE_CLASS, ..key })).map(uncounted)
+}
+
+fn uncounted(table: &Table) -> Table {
+    let mut t = table.clone();
+    t.header.counters = 0;
+    t.backends.iter_mut().for_each(|b| b.counter = 0);
+    t
+}
+
+/// Every counter slot of `tables`, with what it counts (key, backend index or
+/// `None` for the route's pair).
+fn slots(tables: &Tables) -> Vec<(u32, ServiceKey, Option<usize>)> {
+    tables
+        .iter()
+        .flat_map(|(k, t)| {
+            [(t.header.counters, *k, None), (t.header.counters + 1, *k, None)]
+                .into_iter()
+                .chain(t.backends.iter().enumerate().map(|(i, b)| (b.counter, *k, Some(i))))
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// Checks every workload's view of every destination against its old and
@@ -86,8 +108,8 @@ fn check(routes: &Tables, workloads: &[u32], old: Option<&Config>, new: &Config,
         for d in 0..new.base.len() {
             let got = lookup(routes, class, d);
             // Before the first generation nothing is routed.
-            let before = old.map_or(got.is_none(), |old| got == Some(&expected(old, w, d)));
-            let ok = got == Some(&expected(new, w, d)) || before;
+            let before = old.map_or(got.is_none(), |old| got.as_ref() == Some(&expected(old, w, d)));
+            let ok = got.as_ref() == Some(&expected(new, w, d)) || before;
             prop_assert!(ok, "{step}: workload {w} (class {class}) destination {d} got {got:?}");
         }
     }
@@ -149,6 +171,18 @@ proptest! {
         let mut old: Option<&Config> = None;
         for (i, config) in sequence.iter().enumerate() {
             let next = compile_generation(&resolution(config), &book).unwrap();
+            // Counter slots: one use each; a route kept under the same key
+            // keeps its slots; released slots were in use and are no more.
+            let mut uses = slots(&next.tables);
+            uses.sort();
+            prop_assert!(uses.windows(2).all(|w| w[0].0 != w[1].0), "a counter slot counts two things: {:?}", uses);
+            for (key, table) in &next.tables {
+                if let Some(old) = routes.get(key).filter(|_| i > 0) {
+                    prop_assert_eq!(old.header.counters, table.header.counters, "route {:?} lost its counters", key);
+                }
+            }
+            let live: Vec<u32> = uses.iter().map(|u| u.0).collect();
+            prop_assert!(next.released_counters.iter().all(|s| !live.contains(s)), "released slots still in use");
             for id in next.class_ids.iter().filter(|&&id| id != BASE_CLASS) {
                 prop_assert!(!retired_ids.contains_key(id), "generation {i} reuses class id {id} retired in generation {:?}", retired_ids.get(id));
             }
@@ -178,4 +212,27 @@ fn an_unchanged_class_keeps_its_id_when_others_come_and_go() {
     let third = compile_generation(&resolution(&with_a), &second.book).unwrap();
     assert_ne!(class_of(&third, &with_a, 0), class_of(&first, &with_a, 0), "a retired id came back");
     assert_eq!(class_of(&third, &with_a, 1), class_of(&first, &with_a, 1));
+}
+
+/// A backend's counter slot follows the backend when the backends are
+/// reordered, and a removed backend's slot is released.
+#[test]
+fn counter_slots_follow_their_backends() {
+    let with = |names: &[&str]| {
+        let mut r = route(0, 0);
+        r.backends = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| ResolvedBackend { name: n.to_string(), weight: 1 + i as u32, endpoints: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 2, 0, i as u8)), 80)] })
+            .collect();
+        Resolution { classes: vec![Class { id: BASE_CLASS, routes: vec![r] }], workloads: vec![] }
+    };
+    let key = service_key(BASE_CLASS, vip(0), 80);
+    let first = compile_generation(&with(&["v1", "v2", "v3"]), &ClassBook::default()).unwrap();
+    let slot = |g: &Generation, i: usize| g.tables[&key].backends[i].counter;
+    let second = compile_generation(&with(&["v3", "v1"]), &first.book).unwrap();
+    assert_eq!(slot(&second, 0), slot(&first, 2), "v3 moved and lost its count");
+    assert_eq!(slot(&second, 1), slot(&first, 0), "v1 moved and lost its count");
+    assert_eq!(second.tables[&key].header.counters, first.tables[&key].header.counters);
+    assert_eq!(second.released_counters, vec![slot(&first, 1)], "v2's slot is released");
 }

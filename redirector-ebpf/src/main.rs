@@ -24,7 +24,7 @@ use aya_ebpf::{
 use aya_log_ebpf::{debug, error};
 use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 use redirector_common::{
-    BASE_CLASS, BackendSlot, CounterKey, Endpoint, MAX_COUNTERS, MAX_ORIGINS, MAX_ROUTES,
+    BASE_CLASS, BackendSlot, Endpoint, MAX_COUNTERS, MAX_ORIGINS, MAX_ROUTES,
     MAX_TABLE_SLOTS, MAX_WORKLOAD_DEPTH, MAX_WORKLOADS, NO_ENDPOINT_ERRNO, ORIGINS_FULL,
     OriginalDest, REFUSED, Route, ServiceKey,
     Settings, TableEntry, TableHeader, TableKey, is_mapped_v4, mapped_v4,
@@ -51,7 +51,7 @@ static SETTINGS: Array<Settings, 1> = Array::new();
 
 /// Connects per route table and backend (per CPU: no atomics on the hot path).
 #[btf_map]
-static COUNTERS: PerCpuHashMap<CounterKey, u64, { MAX_COUNTERS as usize }, { BPF_F_NO_PREALLOC as usize }> =
+static COUNTERS: PerCpuHashMap<u32, u64, { MAX_COUNTERS as usize }, { BPF_F_NO_PREALLOC as usize }> =
     PerCpuHashMap::new();
 
 /// Socket cookie -> the address a redirected socket dialled. Preallocated
@@ -189,12 +189,12 @@ unsafe fn redirect(ctx: &SockAddrContext, dest: &ServiceKey, family: u32) -> i32
         return ALLOW;
     };
     let key = &key;
-    let Some((backend, endpoint)) = (unsafe { pick(table, &header) }) else {
-        count(key, REFUSED);
+    let Some((counter, endpoint)) = (unsafe { pick(table, &header) }) else {
+        count(header.counters + REFUSED);
         debug!(ctx, "refused connect to a route without endpoints");
         return refuse();
     };
-    count(key, backend);
+    count(counter);
     // A connect4 can only reach an IPv4 endpoint. The agent never puts another
     // kind in a table keyed by an IPv4 service, so this only guards the kernel
     // against a corrupt table.
@@ -222,7 +222,7 @@ unsafe fn redirect(ctx: &SockAddrContext, dest: &ServiceKey, family: u32) -> i32
         if ORIGINS.insert(&cookie, &origin, 0).is_err() {
             // Full: the connect goes ahead; only getpeername() will report
             // the endpoint instead of the service.
-            count(key, ORIGINS_FULL);
+            count(header.counters + ORIGINS_FULL);
         }
     }
     ALLOW
@@ -258,22 +258,22 @@ fn workload_class(settings: &Settings) -> u32 {
     BASE_CLASS
 }
 
-/// Adds one to the connect counter of `backend` in the table behind `key`.
+/// Adds one to the connect counter in `slot`.
 #[inline(always)]
-fn count(key: &ServiceKey, backend: u32) {
-    let counter = CounterKey { service: *key, backend, pad: 0 };
-    match COUNTERS.get_ptr_mut(&counter) {
+fn count(slot: u32) {
+    match COUNTERS.get_ptr_mut(&slot) {
         // SAFETY: per-CPU value of this CPU; nothing else writes it concurrently.
         Some(n) => unsafe { *n += 1 },
         None => {
-            let _ = COUNTERS.insert(&counter, &1, 0);
+            let _ = COUNTERS.insert(&slot, &1, 0);
         }
     }
 }
 
 /// Chooses a backend and an endpoint: alias slot, then weight draw, then a
-/// uniform endpoint. Returns the backend index and the endpoint, or `None`
-/// when the chosen backend has no endpoints (or none can be chosen).
+/// uniform endpoint. Returns the chosen backend's counter slot and the
+/// endpoint, or `None` when the chosen backend has no endpoints (or none can
+/// be chosen).
 ///
 /// # Safety
 /// The table behind `key` must follow the redirector-common layout.
@@ -284,10 +284,10 @@ unsafe fn pick(table: u32, header: &TableHeader) -> Option<(u32, Endpoint)> {
     }
     let slot_index = uniform(header.backend_count, header.backend_reject);
     let slot = backend(table, slot_index)?;
-    let (index, chosen) = if uniform(header.total_weight, header.weight_reject) < slot.threshold {
-        (slot_index, slot)
+    let chosen = if uniform(header.total_weight, header.weight_reject) < slot.threshold {
+        slot
     } else {
-        (slot.alias, backend(table, slot.alias)?)
+        backend(table, slot.alias)?
     };
     if chosen.endpoint_count == 0 {
         return None;
@@ -295,7 +295,7 @@ unsafe fn pick(table: u32, header: &TableHeader) -> Option<(u32, Endpoint)> {
     let k = uniform(chosen.endpoint_count, chosen.endpoint_reject);
     let found = entry(table, chosen.first_endpoint + k)?;
     // SAFETY: indices from first_endpoint on hold endpoints.
-    Some((index, unsafe { found.endpoint }))
+    Some((chosen.counter, unsafe { found.endpoint }))
 }
 
 /// Entry `index` of route table `table`, copied out of the map.

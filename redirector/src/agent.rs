@@ -142,7 +142,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         s.ready = true;
         s.not_ready = None;
         s.generation = 1;
-        s.names = names(&plan, &desired.routes.class_ids);
+        s.slots = metrics::Slot::all(&desired, &services(&plan, &desired.routes.class_ids));
         s.fill = metrics::Fill::of(&desired);
     }
     info!("ready");
@@ -313,7 +313,7 @@ impl Node {
                     let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
                     s.reloads_ok += 1;
                     s.generation = generation;
-                    s.names = names(&plan, &desired.routes.class_ids);
+                    s.slots = metrics::Slot::all(&desired, &services(&plan, &desired.routes.class_ids));
                     s.fill = metrics::Fill::of(&desired);
                 }
                 info!(
@@ -337,20 +337,14 @@ impl Node {
     }
 }
 
-/// Names for the metrics: per route table, the destination's service and
-/// its backends in table order.
-fn names(plan: &plan::Plan, class_ids: &[u32]) -> std::collections::BTreeMap<redirector_common::ServiceKey, (String, Vec<String>)> {
+/// The destination service of every route of every class (by table key),
+/// for the metrics' labels.
+fn services(plan: &plan::Plan, class_ids: &[u32]) -> std::collections::BTreeMap<redirector_common::ServiceKey, String> {
     plan.resolution
         .classes
         .iter()
         .enumerate()
-        .flat_map(|(i, c)| c.routes.iter().map(move |r| (class_ids[i], r)))
-        .map(|(class, r)| {
-            (
-                redirector_core::compile::service_key(class, r.vip, r.port),
-                (r.service.clone(), r.backends.iter().map(|b| b.name.clone()).collect()),
-            )
-        })
+        .flat_map(|(i, c)| c.routes.iter().map(move |r| (redirector_core::compile::service_key(class_ids[i], r.vip, r.port), r.service.clone())))
         .collect()
 }
 

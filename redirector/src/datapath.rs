@@ -106,6 +106,9 @@ pub struct Datapath {
     /// `ROUTES` entries of classes that went away, deleted after the grace
     /// period: when, the key, and the id and length of the table it names.
     retired_routes: VecDeque<(Instant, ServiceKey, u32, u32)>,
+    /// `COUNTERS` slots no table names any more, deleted after twice the grace
+    /// period (a retired route entry and then its table may still be read).
+    retired_counters: VecDeque<(Instant, Vec<u32>)>,
     /// `TABLES` entries of the installed tables.
     table_slots: usize,
     /// `TABLES` entries of retired tables not deleted yet.
@@ -170,6 +173,7 @@ impl Datapath {
                 last_table: 0,
                 retired: VecDeque::new(),
                 retired_routes: VecDeque::new(),
+                retired_counters: VecDeque::new(),
                 table_slots: 0,
                 retired_slots: 0,
                 workloads: BTreeMap::new(),
@@ -416,6 +420,9 @@ impl Datapath {
                 self.retired_routes.push_back((now, *key, id, table.entry_count()));
             }
         }
+        if !next.released_counters.is_empty() {
+            self.retired_counters.push_back((now, next.released_counters.clone()));
+        }
         self.workloads = desired.workloads.clone();
         self.settings = Some(desired.settings);
     }
@@ -452,6 +459,18 @@ impl Datapath {
     pub fn collect_garbage(&mut self) -> anyhow::Result<usize> {
         let grace = Duration::from_millis(TABLE_GRACE_MS);
         let mut deleted = 0;
+        while let Some((at, _)) = self.retired_counters.front() {
+            if at.elapsed() < 2 * grace {
+                break;
+            }
+            let (_, slots) = self.retired_counters.pop_front().expect("front exists");
+            let map = self.ebpf.map_mut(COUNTERS_MAP).ok_or_else(|| anyhow!("map {COUNTERS_MAP} missing"))?;
+            let mut counters: aya::maps::PerCpuHashMap<&mut MapData, u32, u64> = map.try_into()?;
+            for slot in slots {
+                // Slots that never counted a connect have no entry.
+                let _ = counters.remove(&slot);
+            }
+        }
         while let Some(&(at, key, id, len)) = self.retired_routes.front() {
             if at.elapsed() < grace {
                 break;
@@ -481,7 +500,7 @@ impl Datapath {
     /// Whether replaced tables or entries of classes that went away are
     /// waiting for deletion.
     pub fn has_garbage(&self) -> bool {
-        !self.retired.is_empty() || !self.retired_routes.is_empty()
+        !self.retired.is_empty() || !self.retired_routes.is_empty() || !self.retired_counters.is_empty()
     }
 
     /// The tables currently in the kernel.

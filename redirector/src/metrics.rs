@@ -13,7 +13,7 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
-use redirector_common::{MAX_COUNTERS, MAX_ORIGINS, MAX_ROUTES, MAX_TABLE_SLOTS, MAX_WORKLOADS, ORIGINS_FULL, REFUSED, ServiceKey};
+use redirector_common::{MAX_COUNTERS, MAX_ORIGINS, MAX_ROUTES, MAX_TABLE_SLOTS, MAX_WORKLOADS, ORIGINS_FULL, REFUSED};
 use std::{
     collections::BTreeMap,
     path::PathBuf,
@@ -34,8 +34,8 @@ pub struct AgentState {
     pub reloads_failed: u64,
     /// Generation in force.
     pub generation: u64,
-    /// Per route table: destination service name and backend names by index.
-    pub names: BTreeMap<ServiceKey, (String, Vec<String>)>,
+    /// What each counter slot of the generation in force counts.
+    pub slots: BTreeMap<u32, Slot>,
     /// Entries the generation in force put in the kernel maps.
     pub fill: Fill,
 }
@@ -60,6 +60,52 @@ impl Fill {
             table_slots: desired.routes.tables.values().map(|t| t.entry_count() as usize).sum(),
             workloads: desired.workloads.len(),
         }
+    }
+}
+
+/// What one `COUNTERS` slot counts, as metric labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    /// Workload class.
+    pub class: u32,
+    /// The destination address:port.
+    pub destination: std::net::SocketAddr,
+    /// The destination's service (`MeshService/name`).
+    pub service: String,
+    /// Which count.
+    pub counts: Counts,
+}
+
+/// The counts of a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Counts {
+    /// Connects sent to this backend.
+    Backend(String),
+    /// Connects refused for lack of endpoints.
+    Refused,
+    /// Redirected connects whose dialled address was not recorded.
+    OriginsFull,
+}
+
+impl Slot {
+    /// The slots of every table of `desired`, with the service names of
+    /// each destination (by table key).
+    pub fn all(desired: &crate::datapath::Desired, services: &BTreeMap<redirector_common::ServiceKey, String>) -> BTreeMap<u32, Slot> {
+        let g = &desired.routes;
+        let mut slots = BTreeMap::new();
+        for (key, table) in &g.tables {
+            let base = redirector_common::ServiceKey { class: redirector_common::BASE_CLASS, ..*key };
+            let service = services.get(key).or_else(|| services.get(&base)).cloned().unwrap_or_default();
+            let slot = |counts| Slot { class: key.class, destination: redirector_core::compile::destination(key), service: service.clone(), counts };
+            slots.insert(table.header.counters + REFUSED, slot(Counts::Refused));
+            slots.insert(table.header.counters + ORIGINS_FULL, slot(Counts::OriginsFull));
+            let names = g.backend_names.get(key);
+            for (i, backend) in table.backends.iter().enumerate() {
+                let name = names.and_then(|n| n.get(i)).cloned().unwrap_or_else(|| format!("#{i}"));
+                slots.insert(backend.counter, slot(Counts::Backend(name)));
+            }
+        }
+        slots
     }
 }
 
@@ -89,25 +135,24 @@ pub fn render(state: &AgentState, bpffs: &std::path::Path) -> String {
     // previous agent's, which this one cannot name: export none.
     let counts = if state.ready { status::counters(bpffs).ok() } else { None };
     if let Some(counts) = counts {
-        for (&(key, backend), &n) in &counts {
-            // Counters outlive the routes they counted (a removed route's
-            // entries stay in the map): export only routes in force.
-            let Some((service, names)) = state.names.get(&key).cloned() else { continue };
-            let destination = redirector_core::compile::destination(&key);
+        for (slot, &n) in &counts {
+            // Slots of routes no longer in force are not exported (their
+            // counters are deleted once no table names them).
+            let Some(slot) = state.slots.get(slot) else { continue };
             let mut labels: Labels = vec![
-                ("class".into(), key.class.to_string()),
-                ("destination".into(), destination.to_string()),
-                ("service".into(), service),
+                ("class".into(), slot.class.to_string()),
+                ("destination".into(), slot.destination.to_string()),
+                ("service".into(), slot.service.clone()),
             ];
-            match backend {
-                REFUSED => {
+            match &slot.counts {
+                Counts::Refused => {
                     refused.get_or_create(&labels).inc_by(n);
                 }
-                ORIGINS_FULL => {
+                Counts::OriginsFull => {
                     origins_full.get_or_create(&labels).inc_by(n);
                 }
-                i => {
-                    labels.push(("backend".into(), names.get(i as usize).cloned().unwrap_or_else(|| format!("#{i}"))));
+                Counts::Backend(name) => {
+                    labels.push(("backend".into(), name.clone()));
                     connects.get_or_create(&labels).inc_by(n);
                 }
             }

@@ -5,7 +5,7 @@
 use crate::datapath::layout_dir;
 use anyhow::{Context as _, anyhow};
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuHashMap};
-use redirector_common::{CounterKey, ORIGINS_FULL, REFUSED, Route, ServiceKey, Settings, TableEntry, TableKey};
+use redirector_common::{ORIGINS_FULL, REFUSED, Route, ServiceKey, Settings, TableEntry, TableKey};
 use redirector_core::compile::{Table, destination, table_len};
 use std::{
     collections::BTreeMap,
@@ -78,22 +78,21 @@ pub fn read(root: &Path) -> anyhow::Result<Status> {
     Ok(Status { generation, settings, workloads, routes })
 }
 
-/// The per-CPU connect counters of the generation in force, summed: (route,
-/// backend index or [`REFUSED`]/[`ORIGINS_FULL`]) -> connects. Only pairs
-/// that ever counted a connect have an entry, so this stays small however
-/// many routes are installed.
-pub fn counters(root: &Path) -> anyhow::Result<BTreeMap<(ServiceKey, u32), u64>> {
+/// The per-CPU connect counters of the generation in force, summed: counter
+/// slot -> connects. Only slots that ever counted a connect have an entry,
+/// so this stays small however many routes are installed.
+pub fn counters(root: &Path) -> anyhow::Result<BTreeMap<u32, u64>> {
     read_counters(&newest_generation(root)?)
 }
 
-fn read_counters(generation: &Path) -> anyhow::Result<BTreeMap<(ServiceKey, u32), u64>> {
+fn read_counters(generation: &Path) -> anyhow::Result<BTreeMap<u32, u64>> {
     let path = generation.join("counters");
     let map = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
-    let counters: PerCpuHashMap<MapData, CounterKey, u64> = Map::PerCpuHashMap(map).try_into()?;
-    let mut counts: BTreeMap<(ServiceKey, u32), u64> = BTreeMap::new();
+    let counters: PerCpuHashMap<MapData, u32, u64> = Map::PerCpuHashMap(map).try_into()?;
+    let mut counts = BTreeMap::new();
     for entry in counters.iter() {
-        let (key, values) = entry?;
-        *counts.entry((key.service, key.backend)).or_default() += values.iter().sum::<u64>();
+        let (slot, values) = entry?;
+        counts.insert(slot, values.iter().sum::<u64>());
     }
     Ok(counts)
 }
@@ -110,17 +109,18 @@ fn newest_generation(root: &Path) -> anyhow::Result<PathBuf> {
     generations.pop().ok_or_else(|| anyhow!("{}: no generation pinned (the agent never attached)", layout.display()))
 }
 
-fn route_status(key: &ServiceKey, entries: &[TableEntry], counts: &BTreeMap<(ServiceKey, u32), u64>) -> anyhow::Result<RouteStatus> {
+fn route_status(key: &ServiceKey, entries: &[TableEntry], counts: &BTreeMap<u32, u64>) -> anyhow::Result<RouteStatus> {
     let destination = destination(key);
     let table = Table::decode(entries).map_err(|e| anyhow!("class {} {destination}: {e}", key.class))?;
-    let count = |backend| counts.get(&(*key, backend)).copied().unwrap_or(0);
+    let count = |slot: u32| counts.get(&slot).copied().unwrap_or(0);
     let backends = table
         .shares()
         .into_iter()
         .enumerate()
-        .map(|(i, share)| BackendStatus { share, endpoints: table.backend_endpoints(i), connects: count(i as u32) })
+        .map(|(i, share)| BackendStatus { share, endpoints: table.backend_endpoints(i), connects: count(table.backends[i].counter) })
         .collect();
-    Ok(RouteStatus { class: key.class, destination, backends, refused: count(REFUSED), origins_full: count(ORIGINS_FULL) })
+    let first = table.header.counters;
+    Ok(RouteStatus { class: key.class, destination, backends, refused: count(first + REFUSED), origins_full: count(first + ORIGINS_FULL) })
 }
 
 impl Status {

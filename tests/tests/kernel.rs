@@ -921,3 +921,42 @@ fn a_generation_the_kernel_cannot_hold_leaves_nothing_behind() {
     assert_eq!(integration_tests::map_entries(&status.generation.join("tables")).unwrap(), named, "orphan TABLES entries");
     agent.stop().unwrap();
 }
+
+#[test]
+fn connect_counts_follow_their_backend_and_go_with_their_route() {
+    let env = Env::new("counters");
+    let _backends = canary_backends();
+    let v1_then_v2 = canary_services() + &route("split", "backend", &[("backend-v1", 1), ("backend-v2", 1)]);
+    let agent = env.start(&v1_then_v2);
+    let result = env.probe("127.10.0.1:80", 400);
+    let v1 = result.replies_from("v1a") + result.replies_from("v1b");
+    let v2 = result.replies_from("v2a");
+    let counts_by_endpoint = || {
+        let status = redirector::status::read(env.pins.path()).unwrap();
+        let route = status.routes.iter().find(|r| r.destination.to_string() == "127.10.0.1:80").expect("route").clone();
+        route.backends.iter().map(|b| (b.endpoints[0].to_string(), b.connects)).collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let before = counts_by_endpoint();
+    assert_eq!(before["127.10.1.1:18081"], u64::from(v1), "{before:?}");
+    assert_eq!(before["127.10.2.1:18082"], u64::from(v2), "{before:?}");
+
+    // The same backends in the other order: each count stays with its backend.
+    let v2_then_v1 = canary_services() + &route("split", "backend", &[("backend-v2", 1), ("backend-v1", 1)]);
+    env.config.write("config.yaml", &v2_then_v1).unwrap();
+    wait_for_log(&agent, "applied generation 2", 1);
+    assert_eq!(counts_by_endpoint(), before, "counts moved to other backends when the backends were reordered");
+
+    // Without the route (the destination goes back to the service's own
+    // endpoints, a new table): the route's counters are deleted after the
+    // grace periods.
+    let counters = || {
+        let generation = redirector::status::read(env.pins.path()).unwrap().generation;
+        integration_tests::map_entries(&generation.join("counters")).unwrap()
+    };
+    let with_route = counters();
+    env.config.write("config.yaml", &canary_services()).unwrap();
+    wait_for_log(&agent, "applied generation 3", 1);
+    std::thread::sleep(std::time::Duration::from_millis(3 * redirector_common::TABLE_GRACE_MS + 500));
+    assert!(counters() < with_route, "the removed route's counters stayed ({with_route} before, {} now)", counters());
+    agent.stop().unwrap();
+}
