@@ -39,8 +39,7 @@ pub fn build_with(path: &Path, dns: &dyn HostResolver) -> Result<Plan, Problems>
 /// As [`build`], reading through `source`, which re-reads only the files
 /// that changed since its last read (the agent's reloads).
 pub fn build_from(source: &mut FileSource, dns: &dyn HostResolver) -> Result<Plan, Problems> {
-    let (config, mut problems, _) = source.read();
-    problems.extend(config.validate());
+    let (config, problems, _) = source.read_validated();
     from_parts(source.path(), config, problems, dns)
 }
 

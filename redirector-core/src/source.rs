@@ -7,6 +7,7 @@
 use crate::model::{
     Config, Problem,
     load::{check_duplicates, collect_files, file_problem, load_into, read_file},
+    validate::validate_by_kind,
 };
 use std::{
     collections::HashMap,
@@ -30,6 +31,8 @@ struct Cached {
     /// This file's resources and problems (duplicates across files aside).
     config: Config,
     problems: Vec<Problem>,
+    /// Its resources' validation problems, by kind (see `validate_by_kind`).
+    validation: [Vec<Problem>; 7],
 }
 
 /// What tells a changed file without reading it: device and inode (a rename
@@ -68,9 +71,23 @@ impl FileSource {
         &self.path
     }
 
-    /// The configuration as the files are now, with every problem, reading
-    /// and parsing only what changed since the last call.
+    /// The configuration as the files are now, with every problem of
+    /// reading it, reading and parsing only what changed since the last call.
     pub fn read(&mut self) -> (Config, Vec<Problem>, ReadStats) {
+        let (config, problems, _, stats) = self.read_all();
+        (config, problems, stats)
+    }
+
+    /// As [`FileSource::read`], with the validation problems after the
+    /// reading ones: what `load_path` and then `Config::validate` give. Each
+    /// file is validated once, when it is parsed.
+    pub fn read_validated(&mut self) -> (Config, Vec<Problem>, ReadStats) {
+        let (config, mut problems, validation, stats) = self.read_all();
+        problems.extend(validation);
+        (config, problems, stats)
+    }
+
+    fn read_all(&mut self) -> (Config, Vec<Problem>, Vec<Problem>, ReadStats) {
         let mut problems = Vec::new();
         let mut paths = Vec::new();
         collect_files(&self.path, &mut paths, &mut problems, &mut Vec::new());
@@ -79,6 +96,7 @@ impl FileSource {
         }
         let mut stats = ReadStats { files: paths.len(), ..ReadStats::default() };
         let mut files = HashMap::with_capacity(paths.len());
+        let mut order = Vec::with_capacity(paths.len());
         let mut config = Config::default();
         for path in paths {
             let stamp = Stamp::of(&path);
@@ -103,7 +121,8 @@ impl FileSource {
                                     stats.parsed += 1;
                                     let (mut file_config, mut file_problems) = (Config::default(), Vec::new());
                                     load_into(&mut file_config, &path, &text, &mut file_problems);
-                                    Some(Cached { stamp, hash, config: file_config, problems: file_problems })
+                                    let validation = validate_by_kind(&file_config);
+                                    Some(Cached { stamp, hash, config: file_config, problems: file_problems, validation })
                                 }
                             }
                         }
@@ -113,13 +132,20 @@ impl FileSource {
             if let Some(entry) = entry {
                 problems.extend(entry.problems.iter().cloned());
                 extend(&mut config, &entry.config);
+                order.push(path.clone());
                 files.insert(path, entry);
+            }
+        }
+        check_duplicates(&config, &mut problems);
+        let mut validation = Vec::new();
+        for kind in 0..7 {
+            for path in &order {
+                validation.extend(files[path].validation[kind].iter().cloned());
             }
         }
         // Files that went away are forgotten with their resources.
         self.files = files;
-        check_duplicates(&config, &mut problems);
-        (config, problems, stats)
+        (config, problems, validation, stats)
     }
 }
 

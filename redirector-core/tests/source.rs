@@ -1,6 +1,7 @@
-//! `source::FileSource` against `model::load_path`: after any sequence of
-//! file writes, renames and deletions, an incremental read gives exactly what
-//! reading everything from scratch gives, and reads only what changed.
+//! `source::FileSource` against `model::load_path` and `Config::validate`:
+//! after any sequence of file writes, renames and deletions, an incremental
+//! read gives exactly the configuration and problems (in order) that reading
+//! and validating everything from scratch gives, and reads only what changed.
 
 mod common;
 
@@ -74,8 +75,9 @@ proptest! {
         let mut source = FileSource::new(&root);
         for step in &sequence {
             apply(&root, step);
-            let (config, problems, _) = source.read();
-            let (want_config, want_problems) = model::load_path(&root);
+            let (config, problems, _) = source.read_validated();
+            let (want_config, mut want_problems) = model::load_path(&root);
+            want_problems.extend(want_config.validate());
             prop_assert_eq!(&config, &want_config, "after {:?}", step);
             let (got, want): (Vec<String>, Vec<String>) = (problems.iter().map(|p| p.to_string()).collect(), want_problems.iter().map(|p| p.to_string()).collect());
             prop_assert_eq!(got, want, "after {:?}", step);

@@ -416,7 +416,8 @@ fn kind_of(value: &Value) -> &'static str {
 }
 
 pub(crate) fn check_duplicates(config: &Config, problems: &mut Vec<Problem>) {
-    let mut seen: HashMap<(String, String, Option<String>, String), &Origin> = HashMap::new();
+    type Key<'a> = (&'a str, &'a str, Option<&'a str>, &'a str);
+    let mut seen: HashMap<Key<'_>, &Origin> = HashMap::with_capacity(config.services.len() + config.dataplanes.len() + config.routes.len());
     let origins = config
         .routes
         .iter()
@@ -428,7 +429,7 @@ pub(crate) fn check_duplicates(config: &Config, problems: &mut Vec<Problem>) {
         .chain(config.http_routes.iter().map(|r| &r.origin))
         .chain(config.ignored.iter());
     for origin in origins {
-        let key = (origin.kind.clone(), origin.name.clone(), origin.namespace.clone(), origin.mesh.clone());
+        let key = (origin.kind.as_str(), origin.name.as_str(), origin.namespace.as_deref(), origin.mesh.as_str());
         if let Some(first) = seen.get(&key) {
             problems.push(Problem {
                 severity: Severity::Error,

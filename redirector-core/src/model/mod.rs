@@ -9,7 +9,7 @@
 pub(crate) mod load;
 mod problem;
 mod types;
-mod validate;
+pub(crate) mod validate;
 mod yaml;
 
 pub use load::{load_path, load_str};

@@ -61,34 +61,36 @@ const NO_TO_WARNING: &str = "no `to` entries: this policy has no effect";
 
 /// Validates every resource of `config`.
 pub(super) fn validate(config: &Config) -> Vec<Problem> {
-    let mut out = Vec::new();
+    validate_by_kind(config).into_iter().flatten().collect()
+}
+
+/// The problems of [`validate`], by kind, in its order: MeshTCPRoutes,
+/// MeshHTTPRoutes, MeshServices, MeshExternalServices, MeshMultiZoneServices,
+/// Dataplanes, ignored kinds. Each resource is validated on its own, so the
+/// problems of a part of a configuration are that part's problems: a source
+/// can validate each file once and keep the result.
+pub(crate) fn validate_by_kind(config: &Config) -> [Vec<Problem>; 7] {
+    let mut out: [Vec<Problem>; 7] = Default::default();
     for route in &config.routes {
-        let mut r = reporter(&route.origin, &mut out);
-        validate_tcp_route(route, &mut r);
+        validate_tcp_route(route, &mut reporter(&route.origin, &mut out[0]));
     }
     for route in &config.http_routes {
-        let mut r = reporter(&route.origin, &mut out);
-        validate_http_route(route, &mut r);
+        validate_http_route(route, &mut reporter(&route.origin, &mut out[1]));
     }
     for service in &config.services {
-        let mut r = reporter(&service.origin, &mut out);
-        validate_service(service, &mut r);
+        validate_service(service, &mut reporter(&service.origin, &mut out[2]));
     }
     for service in &config.external_services {
-        let mut r = reporter(&service.origin, &mut out);
-        validate_external_service(service, &mut r);
+        validate_external_service(service, &mut reporter(&service.origin, &mut out[3]));
     }
     for service in &config.multizone_services {
-        let mut r = reporter(&service.origin, &mut out);
-        validate_multizone_service(service, &mut r);
+        validate_multizone_service(service, &mut reporter(&service.origin, &mut out[4]));
     }
     for dataplane in &config.dataplanes {
-        let mut r = reporter(&dataplane.origin, &mut out);
-        validate_dataplane(dataplane, &mut r);
+        validate_dataplane(dataplane, &mut reporter(&dataplane.origin, &mut out[5]));
     }
     for ignored in &config.ignored {
-        let mut r = reporter(ignored, &mut out);
-        r.warning("", format!("{} resources are read but have no effect in this version", ignored.kind));
+        reporter(ignored, &mut out[6]).warning("", format!("{} resources are read but have no effect in this version", ignored.kind));
     }
     out
 }
