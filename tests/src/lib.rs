@@ -395,34 +395,7 @@ pub fn chi_square(observed: &[u32], expected_shares: &[f64]) -> f64 {
 /// Number of programs attached directly to `cgroup` for a BPF attach type
 /// (e.g. `BPF_CGROUP_INET4_CONNECT`), via `BPF_PROG_QUERY`.
 pub fn attached_programs(cgroup: &Path, attach_type: u32) -> anyhow::Result<u32> {
-    use std::os::fd::AsRawFd as _;
-    /// The `query` member of `union bpf_attr`.
-    #[repr(C)]
-    #[derive(Default)]
-    struct Query {
-        target_fd: u32,
-        attach_type: u32,
-        query_flags: u32,
-        attach_flags: u32,
-        prog_ids: u64,
-        prog_cnt: u32,
-        pad: u32,
-        prog_attach_flags: u64,
-        link_ids: u64,
-        link_attach_flags: u64,
-        revision: u64,
-    }
-    const BPF_PROG_QUERY: libc::c_long = 16;
-    let dir = std::fs::File::open(cgroup)?;
-    let mut attr = Query { target_fd: dir.as_raw_fd() as u32, attach_type, ..Default::default() };
-    // SAFETY: attr is a valid, initialised bpf_attr prefix of the size passed.
-    let rc = unsafe {
-        libc::syscall(libc::SYS_bpf, BPF_PROG_QUERY, &mut attr as *mut Query, size_of::<Query>() as u32)
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error()).context("BPF_PROG_QUERY");
-    }
-    Ok(attr.prog_cnt)
+    Ok(redirector::kernel::attached_programs(cgroup, attach_type)?.len() as u32)
 }
 
 /// The cgroup attach types the agent uses: connect4, connect6, getpeername4,

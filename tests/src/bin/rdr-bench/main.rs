@@ -67,6 +67,9 @@ enum Mode {
         /// Sequential connections per sweep point.
         #[arg(long, default_value_t = 20_000)]
         sweep_connects: u32,
+        /// One-route edits per sweep point (redirector), for the p50/p99 of one change.
+        #[arg(long, default_value_t = 100)]
+        edits: u32,
         /// A seconds-long run of every measure (CI): small sizes, no timing claims.
         #[arg(long)]
         smoke: bool,
@@ -100,11 +103,11 @@ enum Mode {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Mode::Run { connects, rate_connects, round_trips, bulk_mib, rounds, sweep, sweep_connects, smoke, out, invoked_as } => {
+        Mode::Run { connects, rate_connects, round_trips, bulk_mib, rounds, sweep, sweep_connects, edits, smoke, out, invoked_as } => {
             let sizes = if smoke {
-                Sizes { connects: 2000, rate_connects: 300, round_trips: 1000, bulk_mib: 64, rounds: 2, sweep: vec![1, 100], sweep_connects: 300 }
+                Sizes { connects: 2000, rate_connects: 300, round_trips: 1000, bulk_mib: 64, rounds: 2, sweep: vec![1, 100], sweep_connects: 300, edits: 5 }
             } else {
-                Sizes { connects, rate_connects, round_trips, bulk_mib, rounds, sweep, sweep_connects }
+                Sizes { connects, rate_connects, round_trips, bulk_mib, rounds, sweep, sweep_connects, edits }
             };
             let command = invoked_as.unwrap_or_else(|| std::env::args().collect::<Vec<_>>().join(" "));
             run(&sizes, &out, &command)
@@ -134,6 +137,8 @@ struct Sizes {
     pub sweep: Vec<u32>,
     /// Sequential connects per sweep point.
     pub sweep_connects: u32,
+    /// One-route edits per sweep point.
+    pub edits: u32,
 }
 
 /// Sets a sysctl of this network namespace.
@@ -575,7 +580,7 @@ fn run_sweep(sizes: &Sizes) -> anyhow::Result<Vec<SweepPoint>> {
         // redirector: one agent, the N services written live, then one change.
         {
             let sa = sweep::RunningAgent::start("rdr-sweep")?;
-            let files = sweep::redirector_files(n, (WEIGHT_V1, WEIGHT_V2));
+            let files = sweep::redirector_files(n);
             let (install, install_micros) = sa.write_and_wait(&files, sweep::routes(n))?;
             let prog = connect4_prog(sa.cgroup.path())?;
             let c = Contender::new("redirector", &target, Some(sa.cgroup.path()));
@@ -584,11 +589,14 @@ fn run_sweep(sizes: &Sizes) -> anyhow::Result<Vec<SweepPoint>> {
             let (_, hook) = with_hook_stats(sa.cgroup.path(), || latency(&c, &format!("127.24.0.{}", k + 1), runs, 50))?;
             let (rss, hwm) = sweep::rss(sa.agent.pid())?;
             let maps = sweep::map_memory(prog)?;
-            // One route changed: rewrite the file that holds it.
-            let changed = sweep::redirector_files(n, (80, 20));
-            let file = sweep::file_of(sweep::measured(n));
-            let (one, one_micros) = sa.write_and_wait(&changed[file..=file], sweep::routes(n))?;
-            let point = SweepPoint::redirector(n, sample, install, install_micros, one, one_micros, hook, rss, hwm, maps);
+            // One route changed, again and again: its file replaced with new weights.
+            let mut changes = Vec::new();
+            for e in 0..sizes.edits {
+                let weights = if e % 2 == 0 { (80, 20) } else { (WEIGHT_V1, WEIGHT_V2) };
+                changes.push(sa.write_and_wait(&[sweep::edited(n, weights)], sweep::routes(n))?);
+            }
+            let (rss_after, _) = sweep::rss(sa.agent.pid())?;
+            let point = SweepPoint::redirector(n, sample, (install, install_micros), changes, hook, (rss, hwm, rss_after), maps);
             eprintln!("bench: sweep {n}: {}", point.summary());
             points.push(point);
         }

@@ -37,39 +37,48 @@ pub fn measured(n: u32) -> u32 {
 
 /// The redirector's sweep config: the bench config (which defines the
 /// `bench-v1`/`bench-v2` backends) plus, per service, a MeshService and a
-/// MeshTCPRoute splitting it `w1`/`w2` (the measured service's weights are
-/// given, the others' are 90/10). Flow style keeps 100,000 services under
-/// the agent's file size limit when split in [`PER_FILE`] chunks.
-pub fn redirector_files(n: u32, measured_weights: (u32, u32)) -> Vec<(String, String)> {
+/// MeshTCPRoute splitting it 90/10; the measured service's route alone in
+/// [`EDITED`] (what a one-change edit rewrites). Flow style keeps 100,000
+/// services under the agent's file size limit when split in [`PER_FILE`] chunks.
+pub fn redirector_files(n: u32) -> Vec<(String, String)> {
     let mut files = vec![("bench.yaml".to_string(), redirector_config())];
     for chunk in 0..n.div_ceil(PER_FILE) {
         let mut text = String::with_capacity(PER_FILE as usize * 520);
         for i in chunk * PER_FILE..((chunk + 1) * PER_FILE).min(n) {
-            let (w1, w2) = if i == measured(n) { measured_weights } else { (WEIGHT_V1, WEIGHT_V2) };
             let _ = writeln!(
                 text,
                 "--- {{type: MeshService, name: s-{i}, mesh: default, spec: {{selector: {{dataplaneTags: {{app: s-{i}}}}}, ports: [{{port: 80, targetPort: 8080, name: main}}]}}, status: {{vips: [{{ip: {}}}]}}}}",
                 vip(i)
             );
-            let _ = writeln!(
-                text,
-                "--- {{type: MeshTCPRoute, name: r-{i}, mesh: default, spec: {{targetRef: {{kind: Mesh}}, to: [{{targetRef: {{kind: MeshService, name: s-{i}}}, rules: [{{default: {{backendRefs: [{{kind: MeshService, name: bench-v1, port: 80, weight: {w1}}}, {{kind: MeshService, name: bench-v2, port: 80, weight: {w2}}}]}}}}]}}]}}}}"
-            );
+            if i != measured(n) {
+                let _ = writeln!(text, "{}", route(i, (WEIGHT_V1, WEIGHT_V2)));
+            }
         }
         files.push((format!("sweep-{chunk:02}.yaml"), text));
     }
+    files.push(edited(n, (WEIGHT_V1, WEIGHT_V2)));
     files
+}
+
+/// The file holding the measured service's route alone.
+pub const EDITED: &str = "edited.yaml";
+
+/// [`EDITED`] with the measured service split `weights`.
+pub fn edited(n: u32, weights: (u32, u32)) -> (String, String) {
+    (EDITED.to_string(), route(measured(n), weights) + "\n")
+}
+
+/// Route `r-i`: service `i` split `w1`/`w2` between the bench backends.
+fn route(i: u32, (w1, w2): (u32, u32)) -> String {
+    format!(
+        "--- {{type: MeshTCPRoute, name: r-{i}, mesh: default, spec: {{targetRef: {{kind: Mesh}}, to: [{{targetRef: {{kind: MeshService, name: s-{i}}}, rules: [{{default: {{backendRefs: [{{kind: MeshService, name: bench-v1, port: 80, weight: {w1}}}, {{kind: MeshService, name: bench-v2, port: 80, weight: {w2}}}]}}}}]}}]}}}}"
+    )
 }
 
 /// Routes the agent installs for [`redirector_files`] of `n` services: one
 /// per sweep service plus the bench config's four services.
 pub fn routes(n: u32) -> usize {
     n as usize + 4
-}
-
-/// The file holding service `i` in [`redirector_files`].
-pub fn file_of(i: u32) -> usize {
-    1 + (i / PER_FILE) as usize
 }
 
 /// kube-proxy's iptables layout for N services (see `contenders::iptables_rules`).
@@ -293,7 +302,7 @@ mod tests {
     fn the_sweep_config_plans_one_route_per_service_with_the_given_split() {
         let dir = std::env::temp_dir().join(format!("rdr-sweep-unit-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        for (name, text) in redirector_files(25, (80, 20)) {
+        for (name, text) in redirector_files(25) {
             std::fs::write(dir.join(name), text).unwrap();
         }
         let plan = redirector_core::plan::build(&dir);
