@@ -56,11 +56,6 @@ pub struct Table {
 }
 
 impl Table {
-    /// A table without backends (every connect refused).
-    pub fn empty() -> Self {
-        Table { header: header(0, 0), backends: Vec::new(), endpoints: Vec::new() }
-    }
-
     /// Number of entries: header, backend slots, endpoints.
     pub fn entry_count(&self) -> u32 {
         (1 + self.backends.len() + self.endpoints.len()) as u32
@@ -450,7 +445,8 @@ pub fn compile_generation(resolution: &Resolution, previous: &ClassBook) -> Resu
         .collect();
     let mut book = ClassBook { base, classes: BTreeMap::new(), last: previous.last, counters: HashMap::new(), last_counter: previous.last_counter };
     let mut class_ids = vec![BASE_CLASS];
-    let mut bridge = Tables::new();
+    // Bridge entries, by key: each holds its base destination's table.
+    let mut bridge_keys = Vec::new();
     for class in resolution.classes.iter().skip(1) {
         let mut overrides = Tables::new();
         let mut names = BTreeMap::new();
@@ -487,8 +483,7 @@ pub fn compile_generation(resolution: &Resolution, previous: &ClassBook) -> Resu
                 let id = fresh_id(&mut book.last, |id| previous.classes.contains_key(&id) || book.classes.contains_key(&id));
                 for key in &changed_base {
                     if book.base.contains_key(key) && previous.base.contains_key(key) && !overrides.contains_key(key) {
-                        // The base table itself (with the base's counters), filled in below.
-                        bridge.insert(ServiceKey { class: id, ..*key }, Table::empty());
+                        bridge_keys.push(ServiceKey { class: id, ..*key });
                     }
                 }
                 id
@@ -502,13 +497,12 @@ pub fn compile_generation(resolution: &Resolution, previous: &ClassBook) -> Resu
     for (&id, (_, overrides)) in &book.classes {
         tables.extend(overrides.iter().map(|(k, t)| (ServiceKey { class: id, ..*k }, t.clone())));
     }
-    if tables.len() + bridge.len() > MAX_ROUTES as usize {
-        return Err(CompileError::TooManyRoutes { count: tables.len() + bridge.len() });
+    if tables.len() + bridge_keys.len() > MAX_ROUTES as usize {
+        return Err(CompileError::TooManyRoutes { count: tables.len() + bridge_keys.len() });
     }
     let released_counters = assign_counters(&mut tables, &backend_names, previous, &mut book);
-    for (key, table) in &mut bridge {
-        *table = tables[&ServiceKey { class: BASE_CLASS, ..*key }].clone();
-    }
+    // A bridge entry is the base table itself, counters included.
+    let bridge = bridge_keys.into_iter().map(|key| (key, tables[&ServiceKey { class: BASE_CLASS, ..key }].clone())).collect();
     Ok(Generation { tables, bridge, class_ids, backend_names, released_counters, book })
 }
 

@@ -335,9 +335,7 @@ impl Datapath {
         }
         if self.settings != Some(desired.settings) {
             undo.push(Undo::Settings(self.settings));
-            let map = self.ebpf.map_mut(SETTINGS_MAP).ok_or_else(|| anyhow!("map {SETTINGS_MAP} missing"))?;
-            let mut settings: Array<&mut MapData, Settings> = map.try_into()?;
-            settings.set(0, desired.settings, 0).context("writing settings")?;
+            self.write_settings(desired.settings)?;
         }
         for key in &t.base {
             let route = self.write_route(key, &next.tables[key], undo)?;
@@ -381,13 +379,10 @@ impl Datapath {
                 Undo::Route(key, None) => self.map::<ServiceKey, Route>(ROUTES_MAP)?.remove(&key)?,
                 Undo::Workload(id, Some(class)) => self.map::<u64, u32>(WORKLOADS_MAP)?.insert(id, class, 0)?,
                 Undo::Workload(id, None) => self.map::<u64, u32>(WORKLOADS_MAP)?.remove(&id)?,
-                Undo::Settings(Some(old)) => {
-                    let map = self.ebpf.map_mut(SETTINGS_MAP).ok_or_else(|| anyhow!("map {SETTINGS_MAP} missing"))?;
-                    let mut settings: Array<&mut MapData, Settings> = map.try_into()?;
-                    settings.set(0, old, 0)?;
-                }
+                Undo::Settings(Some(old)) => self.write_settings(old)?,
                 Undo::Settings(None) => {}
                 Undo::Table(id, len) => {
+                    // Written but never installed, so never counted as live.
                     self.retired.push_back((Instant::now(), id, len));
                     self.retired_slots += len as usize;
                 }
@@ -404,19 +399,19 @@ impl Datapath {
             self.table_slots += table.entry_count() as usize;
             let old_table = self.installed.insert(key, table);
             if let (Some(old), Some(old_table)) = (self.table_ids.insert(key, id), old_table) {
-                self.retire(old, &old_table);
+                self.retire(old, old_table.entry_count());
             }
         }
         for key in &t.remove {
             if let (Some(id), Some(table)) = (self.table_ids.remove(key), self.installed.remove(key)) {
-                self.retire(id, &table);
+                self.retire(id, table.entry_count());
             }
         }
         let now = Instant::now();
         for key in &t.retire {
             if let (Some(id), Some(table)) = (self.table_ids.remove(key), self.installed.remove(key)) {
-                self.table_slots -= table.entry_count() as usize;
-                self.retired_slots += table.entry_count() as usize;
+                // Its table is queued when the entry is deleted; its slots count as retired from now.
+                self.move_to_retired(table.entry_count());
                 self.retired_routes.push_back((now, *key, id, table.entry_count()));
             }
         }
@@ -425,6 +420,13 @@ impl Datapath {
         }
         self.workloads = desired.workloads.clone();
         self.settings = Some(desired.settings);
+    }
+
+    /// Writes the single `SETTINGS` entry.
+    fn write_settings(&mut self, value: Settings) -> anyhow::Result<()> {
+        let map = self.ebpf.map_mut(SETTINGS_MAP).ok_or_else(|| anyhow!("map {SETTINGS_MAP} missing"))?;
+        let mut settings: Array<&mut MapData, Settings> = map.try_into()?;
+        settings.set(0, value, 0).context("writing settings")
     }
 
     /// A typed view of one of this generation's hash maps.
@@ -447,11 +449,16 @@ impl Datapath {
         Ok(id)
     }
 
-    /// Queues table `id` (holding `table`) for deletion after the grace period.
-    fn retire(&mut self, id: u32, table: &Table) {
-        self.table_slots -= table.entry_count() as usize;
-        self.retired_slots += table.entry_count() as usize;
-        self.retired.push_back((Instant::now(), id, table.entry_count()));
+    /// Queues table `id` of `len` entries for deletion after the grace period.
+    fn retire(&mut self, id: u32, len: u32) {
+        self.move_to_retired(len);
+        self.retired.push_back((Instant::now(), id, len));
+    }
+
+    /// Counts `len` table entries as retired instead of live.
+    fn move_to_retired(&mut self, len: u32) {
+        self.table_slots -= len as usize;
+        self.retired_slots += len as usize;
     }
 
     /// Deletes the entries of tables replaced more than the grace period ago.

@@ -20,12 +20,26 @@ const BPF_LINK_TYPE_CGROUP: u32 = 3;
 /// `BPF_CGROUP_INET4_CONNECT`: every redirector datapath has a connect4 hook.
 pub const ATTACH_CONNECT4: u32 = 10;
 
-/// bpf(2) with a zero-padded attr of the size the kernel is told.
-fn bpf<T>(cmd: nix::libc::c_long, attr: &mut T) -> std::io::Result<nix::libc::c_long> {
-    // SAFETY: `attr` is a live, initialised #[repr(C)] prefix of union bpf_attr
-    // of exactly the size passed; the kernel writes only within it.
-    let rc = unsafe { nix::libc::syscall(nix::libc::SYS_bpf, cmd, attr as *mut T, size_of::<T>() as u32) };
-    if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(rc) }
+/// Runs bpf(2) `cmd` on `attr` (the kernel is told its size), retrying
+/// on EINTR/EAGAIN; the non-negative result (an fd for some commands).
+///
+/// # Safety
+/// `attr` must be the `union bpf_attr` layout for `cmd` with every byte
+/// initialised, and every pointer in it valid for what the kernel reads or
+/// writes during the call.
+pub unsafe fn bpf<T>(cmd: nix::libc::c_long, attr: &mut T) -> std::io::Result<nix::libc::c_long> {
+    loop {
+        // SAFETY: the caller guarantees `attr` is a valid attr for `cmd`, of the size passed.
+        let rc = unsafe { nix::libc::syscall(nix::libc::SYS_bpf, cmd, attr as *mut T, size_of::<T>() as u32) };
+        if rc >= 0 {
+            return Ok(rc);
+        }
+        let err = std::io::Error::last_os_error();
+        // PROG_LOAD may ask for a retry (EAGAIN) after a signal or a transient failure.
+        if !matches!(err.raw_os_error(), Some(nix::libc::EINTR | nix::libc::EAGAIN)) {
+            return Err(err);
+        }
+    }
 }
 
 /// Ids of the programs attached directly to `cgroup` for `attach_type`.
@@ -51,7 +65,8 @@ pub fn attached_programs(cgroup: &Path, attach_type: u32) -> anyhow::Result<Vec<
             prog_cnt: ids.len() as u32,
             ..Default::default()
         };
-        match bpf(BPF_PROG_QUERY, &mut attr) {
+        // SAFETY: the `query` layout; `prog_ids` points at `prog_cnt` writable u32s.
+        match unsafe { bpf(BPF_PROG_QUERY, &mut attr) } {
             Ok(_) => {
                 ids.truncate(attr.prog_cnt as usize);
                 return Ok(ids);
@@ -99,7 +114,8 @@ pub fn cgroup_links() -> anyhow::Result<Vec<CgroupLink>> {
     let mut id = 0;
     loop {
         let mut next = NextId { start_id: id, ..Default::default() };
-        match bpf(BPF_LINK_GET_NEXT_ID, &mut next) {
+        // SAFETY: the GET_NEXT_ID layout, no pointers.
+        match unsafe { bpf(BPF_LINK_GET_NEXT_ID, &mut next) } {
             Ok(_) => id = next.next_id,
             Err(e) if e.raw_os_error() == Some(nix::libc::ENOENT) => return Ok(out),
             Err(e) => return Err(e).context("BPF_LINK_GET_NEXT_ID"),
@@ -125,7 +141,8 @@ pub fn detach_link(id: u32) -> anyhow::Result<bool> {
         Err(e) if e.downcast_ref::<std::io::Error>().and_then(std::io::Error::raw_os_error) == Some(nix::libc::ENOENT) => return Ok(false),
         Err(e) => return Err(e),
     };
-    bpf(BPF_LINK_DETACH, &mut Detach { link_fd: fd.as_raw_fd() as u32 }).with_context(|| format!("BPF_LINK_DETACH of link {id}"))?;
+    // SAFETY: the LINK_DETACH layout, no pointers; the fd is open.
+    unsafe { bpf(BPF_LINK_DETACH, &mut Detach { link_fd: fd.as_raw_fd() as u32 }) }.with_context(|| format!("BPF_LINK_DETACH of link {id}"))?;
     Ok(true)
 }
 
@@ -136,7 +153,8 @@ fn link_fd(id: u32) -> anyhow::Result<OwnedFd> {
         next_id: u32,
         open_flags: u32,
     }
-    let fd = bpf(BPF_LINK_GET_FD_BY_ID, &mut ById { link_id: id, next_id: 0, open_flags: 0 })
+    // SAFETY: the GET_FD_BY_ID layout, no pointers.
+    let fd = unsafe { bpf(BPF_LINK_GET_FD_BY_ID, &mut ById { link_id: id, next_id: 0, open_flags: 0 }) }
         .with_context(|| format!("BPF_LINK_GET_FD_BY_ID {id}"))?;
     // SAFETY: the kernel just returned this fd to us; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
@@ -150,5 +168,6 @@ fn get_info<T>(fd: &OwnedFd, info: &mut T) -> std::io::Result<()> {
         info: u64,
     }
     let mut attr = GetInfo { bpf_fd: fd.as_raw_fd() as u32, info_len: size_of::<T>() as u32, info: info as *mut T as u64 };
-    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).map(|_| ())
+    // SAFETY: the OBJ_GET_INFO_BY_FD layout; `info` points at a live `T` of `info_len` bytes.
+    unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) }.map(|_| ())
 }

@@ -41,19 +41,6 @@ impl OwnerLock {
             root.display()
         )
     }
-
-    /// Whether another process holds the lock on `root` now: its pid when
-    /// `/proc/locks` tells, `Some(0)` when it does not, `None` when free.
-    pub fn held_by(root: &Path) -> anyhow::Result<Option<u32>> {
-        match Self::acquire(root) {
-            Ok(lock) => {
-                drop(lock);
-                Ok(None)
-            }
-            Err(_) if !root.exists() => Ok(None),
-            Err(_) => Ok(Some(holder(root).unwrap_or(0))),
-        }
-    }
 }
 
 /// The pid holding an flock on `path`, from `/proc/locks` (whose lines read

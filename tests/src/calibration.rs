@@ -9,8 +9,9 @@
 //! of the real connect4 hook.
 
 use anyhow::{Context as _, anyhow, bail};
+use redirector::kernel::bpf;
 use std::{
-    ffi::c_int,
+    ffi::{c_int, c_long},
     fs::OpenOptions,
     io,
     os::{
@@ -20,9 +21,9 @@ use std::{
     path::Path,
 };
 
-const BPF_PROG_LOAD: c_int = 5;
-const BPF_OBJ_GET_INFO_BY_FD: c_int = 15;
-const BPF_LINK_CREATE: c_int = 28;
+const BPF_PROG_LOAD: c_long = 5;
+const BPF_OBJ_GET_INFO_BY_FD: c_long = 15;
+const BPF_LINK_CREATE: c_long = 28;
 
 const BPF_PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
 const BPF_CGROUP_INET4_CONNECT: u32 = 10;
@@ -86,32 +87,11 @@ const _: () = assert!(size_of::<ProgLoadAttr>() == 72);
 const _: () = assert!(size_of::<LinkCreateAttr>() == 16);
 const _: () = assert!(size_of::<InfoAttr>() == 16);
 
-/// Runs bpf(2) `cmd` on `attr`, returning the non-negative result.
-///
-/// # Safety
-/// `attr` must be the `union bpf_attr` layout for `cmd`, and every pointer in
-/// it must be valid for the access the kernel makes during the call.
-unsafe fn bpf<T>(cmd: c_int, attr: &mut T) -> io::Result<c_int> {
-    loop {
-        // SAFETY: the caller guarantees `attr` is a valid attr for `cmd`; the
-        // size passed is that of `T`, which the kernel reads (and may write) in full.
-        let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T, size_of::<T>() as libc::c_uint) };
-        if ret >= 0 {
-            return Ok(ret as c_int);
-        }
-        let err = io::Error::last_os_error();
-        // The kernel may ask for a retry of PROG_LOAD (EAGAIN) on a signal or transient failure.
-        if !matches!(err.raw_os_error(), Some(libc::EINTR | libc::EAGAIN)) {
-            return Err(err);
-        }
-    }
-}
-
 /// Wraps a file descriptor that bpf(2) just returned.
-fn owned(fd: c_int) -> OwnedFd {
+fn owned(fd: c_long) -> OwnedFd {
     // SAFETY: `fd` was just returned by a successful bpf(2) call, so it is open
     // and owned by nobody else.
-    unsafe { OwnedFd::from_raw_fd(fd) }
+    unsafe { OwnedFd::from_raw_fd(fd as c_int) }
 }
 
 /// BPF_PROG_LOAD of [`PROGRAM`], optionally with a verifier log.

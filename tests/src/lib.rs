@@ -484,10 +484,8 @@ pub fn map_entries(path: &Path) -> anyhow::Result<usize> {
             next_key: next.as_mut_ptr() as u64,
         };
         const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
-        // SAFETY: attr points at buffers of the map's key size that outlive the call.
-        let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_MAP_GET_NEXT_KEY, &mut attr as *mut NextKey, size_of::<NextKey>() as u32) };
-        if rc != 0 {
-            let err = std::io::Error::last_os_error();
+        // SAFETY: the GET_NEXT_KEY layout; both pointers are buffers of the map's key size that outlive the call.
+        if let Err(err) = unsafe { redirector::kernel::bpf(BPF_MAP_GET_NEXT_KEY, &mut attr) } {
             if err.raw_os_error() == Some(libc::ENOENT) {
                 return Ok(count);
             }
