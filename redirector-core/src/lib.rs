@@ -1,6 +1,7 @@
 //! The pure half of redirector: from Kuma resources to the kernel's tables.
 //!
-//! One module per stage: [`source`] (files, read incrementally) ->
+//! One module per stage: [`source`] (files, read incrementally, as events) ->
+//! [`store`] (every resource by kind, mesh, namespace and name) ->
 //! [`model`] (read and validate Kuma resources) ->
 //! [`resolve`] (which route serves which destination, for which workload
 //! class) -> [`compile`] (kernel tables, diffs, and their decoding) ->
@@ -13,3 +14,4 @@ pub mod model;
 pub mod plan;
 pub mod resolve;
 pub mod source;
+pub mod store;

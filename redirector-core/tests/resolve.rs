@@ -1245,10 +1245,11 @@ fn workloads_get_their_own_class_only_when_their_routes_differ() {
         .collect();
     assert_eq!(
         classes,
+        // In key order (kind, mesh, namespace, name), not file order.
         vec![
-            ("Dataplane/plain", "plain.slice", 0),
             ("Dataplane/front-1", "front/1", 1),
-            ("Dataplane/front-2", "front/2", 1)
+            ("Dataplane/front-2", "front/2", 1),
+            ("Dataplane/plain", "plain.slice", 0)
         ]
     );
     assert_eq!(resolution.class_of("Dataplane/front-2").unwrap().id, 1);
@@ -1281,6 +1282,7 @@ fn workload_cgroup_must_be_relative_and_unique() {
     let path = "labels[\"redirector.io/cgroup\"]";
     assert_eq!(
         errors,
+        // Sorted by file, resource, path and message.
         vec![
             t(
                 "Dataplane/abs",
@@ -1288,14 +1290,14 @@ fn workload_cgroup_must_be_relative_and_unique() {
                 "\"/sys/fs/cgroup/x\" must be a relative path below the --cgroup directory, without `..`"
             ),
             t(
-                "Dataplane/up",
-                path,
-                "\"a/../b\" must be a relative path below the --cgroup directory, without `..`"
-            ),
-            t(
                 "Dataplane/second",
                 path,
                 "cgroup \"same\" is already bound to Dataplane/first"
+            ),
+            t(
+                "Dataplane/up",
+                path,
+                "\"a/../b\" must be a relative path below the --cgroup directory, without `..`"
             ),
         ]
     );

@@ -4,9 +4,13 @@
 //! inbound's `servicePort` when set, else its `port`, at the inbound's address
 //! (else the Dataplane's). Only healthy inbounds count, as in Kuma.
 
-use crate::model::{Config, Dataplane, Inbound, MeshService, PortRef, ServicePort};
+use super::world::{Token, World};
+use crate::{
+    model::{Dataplane, Inbound, MeshService, PortRef, ServicePort},
+    store::Resource,
+};
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     net::{IpAddr, SocketAddr},
 };
 
@@ -57,60 +61,40 @@ pub fn inbound_endpoint(dp: &Dataplane, inbound: &Inbound) -> Option<SocketAddr>
     Some(SocketAddr::new(address, inbound.service_port.unwrap_or(inbound.port)))
 }
 
-/// Dataplanes indexed by inbound tag and by name, so endpoint sets cost
-/// the size of the answer, not of the whole config.
-pub struct Index<'a> {
-    config: &'a Config,
-    /// mesh -> tag key -> tag value -> Dataplanes with an inbound carrying it.
-    by_tag: HashMap<&'a str, HashMap<&'a str, HashMap<&'a str, Vec<usize>>>>,
-    by_mesh: HashMap<&'a str, Vec<usize>>,
-    /// mesh -> name -> Dataplanes.
-    by_name: HashMap<&'a str, HashMap<&'a str, Vec<usize>>>,
+/// Endpoint lookups over the store's indexes, recording the tokens of what
+/// they read (see [`super::world`]).
+pub(crate) struct Lookup<'a, 'd> {
+    pub world: &'a World,
+    pub deps: &'d mut Vec<u64>,
 }
 
-impl<'a> Index<'a> {
-    /// Indexes every Dataplane of `config`.
-    pub fn new(config: &'a Config) -> Self {
-        let mut index = Self { config, by_tag: HashMap::new(), by_mesh: HashMap::new(), by_name: HashMap::new() };
-        for (i, dp) in config.dataplanes.iter().enumerate() {
-            let mesh = dp.origin.mesh.as_str();
-            index.by_mesh.entry(mesh).or_default().push(i);
-            index.by_name.entry(mesh).or_default().entry(dp.origin.name.as_str()).or_default().push(i);
-            let mut keys: Vec<(&str, &str)> = dp
-                .spec
-                .networking
-                .inbound
-                .as_deref()
-                .unwrap_or_default()
-                .iter()
-                .flat_map(|ib| ib.tags.iter().flatten())
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            keys.sort_unstable();
-            keys.dedup();
-            let tags = index.by_tag.entry(mesh).or_default();
-            for (k, v) in keys {
-                tags.entry(k).or_default().entry(v).or_default().push(i);
+impl<'a> Lookup<'a, '_> {
+    /// Dataplanes of `mesh` that may carry every tag of `selector` (a
+    /// superset; callers check). The smallest tag list is enough: a
+    /// Dataplane that carries every tag is in each of them, so a change to
+    /// it fires that list's token.
+    fn candidates(&mut self, mesh: &str, selector: &BTreeMap<String, String>) -> Vec<&'a Dataplane> {
+        let w = self.world;
+        let smallest = selector
+            .iter()
+            .map(|(k, v)| ((k, v), w.dp_by_tag.get(&(mesh.to_string(), k.clone(), v.clone()))))
+            .min_by_key(|(_, set)| set.map_or(0, |s| s.len()));
+        match smallest {
+            Some(((k, v), set)) => {
+                self.deps.push(Token::DpTag(mesh, k, v).id());
+                set.into_iter().flatten().filter_map(|key| w.dataplane(key)).collect()
+            }
+            None => {
+                self.deps.push(Token::DpMesh(mesh).id());
+                w.store
+                    .iter()
+                    .filter_map(|(_, r)| match r {
+                        Resource::Dataplane(d) if d.origin.mesh == mesh => Some(&**d),
+                        _ => None,
+                    })
+                    .collect()
             }
         }
-        index
-    }
-
-    /// Dataplanes that may match `selector` in `mesh` (a superset; callers check).
-    fn tagged(&self, mesh: &str, key: &str, value: &str) -> &[usize] {
-        self.by_tag.get(mesh).and_then(|t| t.get(key)).and_then(|v| v.get(value)).map_or(&[][..], Vec::as_slice)
-    }
-
-    fn candidates(&self, mesh: &str, selector: &BTreeMap<String, String>) -> &[usize] {
-        selector
-            .iter()
-            .map(|(k, v)| self.tagged(mesh, k, v))
-            .min_by_key(|c| c.len())
-            .unwrap_or_else(|| self.by_mesh.get(mesh).map_or(&[][..], Vec::as_slice))
-    }
-
-    fn dataplane(&self, i: usize) -> &'a Dataplane {
-        &self.config.dataplanes[i]
     }
 
     /// Endpoints of one MeshService port: Dataplanes selected by
@@ -118,22 +102,21 @@ impl<'a> Index<'a> {
     /// of their healthy inbounds that the port's `targetPort` names (a number
     /// matches the inbound port, a name the inbound name; no targetPort matches
     /// nothing, as in Kuma).
-    pub fn mesh_service(&self, service: &MeshService, port: &ServicePort) -> Vec<SocketAddr> {
+    pub fn mesh_service(&mut self, service: &MeshService, port: &ServicePort) -> Vec<SocketAddr> {
         let mesh = service.origin.mesh.as_str();
         let selector = service.spec.selector.as_ref();
         // As Kuma: a dataplaneRef wins over dataplaneTags, and tags select a
         // Dataplane through its healthy inbounds only.
-        let mut dps: Vec<usize> = Vec::new();
+        let mut dps: Vec<&Dataplane> = Vec::new();
         if let Some(name) = selector.and_then(|s| s.dataplane_ref.as_ref()).and_then(|r| r.name.as_ref()) {
-            dps.extend(self.by_name.get(mesh).and_then(|n| n.get(name.as_str())).into_iter().flatten().copied());
+            self.deps.push(Token::DpName(mesh, name).id());
+            let w = self.world;
+            dps.extend(World::keys(&w.dp_by_name, &(mesh.to_string(), name.clone())).filter_map(|k| w.dataplane(k)));
         } else if let Some(tags) = selector.and_then(|s| s.dataplane_tags.as_ref()).filter(|t| !t.is_empty()) {
             // Exact values: Kuma looks MeshService selectors up by value, so `*` is literal.
-            dps.extend(self.candidates(mesh, tags).iter().copied().filter(|&i| {
-                inbounds(self.dataplane(i)).any(|ib| ib.is_healthy() && carries(ib, tags))
-            }));
+            dps.extend(self.candidates(mesh, tags).into_iter().filter(|dp| inbounds(dp).any(|ib| ib.is_healthy() && carries(ib, tags))));
         }
-        sorted(dps.into_iter().flat_map(|i| {
-            let dp = self.dataplane(i);
+        sorted(dps.into_iter().flat_map(|dp| {
             inbounds(dp)
                 .filter(|ib| {
                     ib.is_healthy()
@@ -148,31 +131,31 @@ impl<'a> Index<'a> {
     }
 
     /// Healthy inbounds in `mesh` carrying every tag of `tags` (exact values).
-    fn inbounds_with(&self, mesh: &str, tags: &BTreeMap<String, String>) -> impl Iterator<Item = (&'a Dataplane, &'a Inbound)> {
-        let tags = tags.clone();
-        self.candidates(mesh, &tags).to_vec().into_iter().flat_map(move |i| {
-            let dp = self.dataplane(i);
-            let tags = tags.clone();
-            inbounds(dp).filter(move |ib| ib.is_healthy() && carries(ib, &tags)).map(move |ib| (dp, ib))
-        })
+    fn inbounds_with(&mut self, mesh: &str, tags: &BTreeMap<String, String>) -> Vec<(&'a Dataplane, &'a Inbound)> {
+        self.candidates(mesh, tags)
+            .into_iter()
+            .flat_map(|dp| inbounds(dp).filter(|ib| ib.is_healthy() && carries(ib, tags)).map(move |ib| (dp, ib)))
+            .collect()
     }
 
     /// Endpoints of a legacy `kuma.io/service` (with optional subset tags,
     /// which must all be present and equal): every healthy inbound carrying them.
-    pub fn legacy_service(&self, mesh: &str, tags: &BTreeMap<String, String>) -> Vec<SocketAddr> {
-        sorted(self.inbounds_with(mesh, tags).filter_map(|(dp, ib)| inbound_endpoint(dp, ib)))
+    pub fn legacy_service(&mut self, mesh: &str, tags: &BTreeMap<String, String>) -> Vec<SocketAddr> {
+        sorted(self.inbounds_with(mesh, tags).into_iter().filter_map(|(dp, ib)| inbound_endpoint(dp, ib)))
     }
 
     /// Whether any inbound carries `kuma.io/service: name`.
-    pub fn legacy_service_exists(&self, mesh: &str, name: &str) -> bool {
-        !self.tagged(mesh, "kuma.io/service", name).is_empty()
+    pub fn legacy_service_exists(&mut self, mesh: &str, name: &str) -> bool {
+        self.deps.push(Token::DpTag(mesh, "kuma.io/service", name).id());
+        self.world.dp_by_tag.contains_key(&(mesh.to_string(), "kuma.io/service".to_string(), name.to_string()))
     }
 
     /// The protocol Kuma infers for a legacy service: the endpoints' common
     /// `kuma.io/protocol`, `tcp` when they differ, none when there is no tag.
-    pub fn legacy_protocol(&self, mesh: &str, name: &str) -> Option<String> {
+    pub fn legacy_protocol(&mut self, mesh: &str, name: &str) -> Option<String> {
         let selector = BTreeMap::from([("kuma.io/service".to_string(), name.to_string())]);
-        let mut protocols = self.inbounds_with(mesh, &selector).map(|(_, ib)| ib.tags.as_ref().and_then(|t| t.get("kuma.io/protocol")).cloned());
+        let found = self.inbounds_with(mesh, &selector);
+        let mut protocols = found.iter().map(|(_, ib)| ib.tags.as_ref().and_then(|t| t.get("kuma.io/protocol")).cloned());
         let first = protocols.next()??;
         if protocols.all(|p| p.as_deref() == Some(first.as_str())) { Some(first) } else { Some("tcp".into()) }
     }

@@ -1,0 +1,390 @@
+//! The store and its indexes: what resolution looks resources up by, kept
+//! up to date one change at a time, and the tokens that name each lookup.
+//!
+//! Every lookup a route's resolution makes is named by a [`Token`]. A route
+//! records the tokens of the lookups it made; a change to the store fires the
+//! tokens whose answers it may change (for both the old and the new version of
+//! the resource). A route none of whose tokens fired would be resolved to the
+//! same result, so only the routes of fired tokens are resolved again.
+
+use super::select::{CGROUP_LABEL, Proxy};
+use crate::{
+    model::{Dataplane, MeshExternalService, MeshHttpRoute, MeshMultiZoneService, MeshService, MeshTcpRoute, Origin, RefKind, TargetRef},
+    store::{Change, Key, KeyData, Resource, Store},
+};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    hash::{Hash, Hasher as _},
+    net::IpAddr,
+};
+
+/// A destination address and port.
+pub(crate) type Addr = (IpAddr, u16);
+
+/// A lookup whose answer a resolution depends on; see the module docs.
+#[derive(Hash)]
+pub(crate) enum Token<'a> {
+    /// The destinations declared at an address.
+    Addr(IpAddr, u16),
+    /// One resource, by key.
+    Resource(&'a KeyData),
+    /// MeshTCPRoute `to` entries naming a destination, by mesh and name.
+    EntryName(&'a str, &'a str),
+    /// MeshTCPRoute `to` entries of a mesh that do not name a destination plainly.
+    EntryScan(&'a str),
+    /// MeshHTTPRoute `to` entries naming a destination.
+    HttpName(&'a str, &'a str),
+    /// MeshHTTPRoute `to` entries of a mesh that do not name a destination plainly.
+    HttpScan(&'a str),
+    /// MeshServices of a mesh with a name (any namespace).
+    ServiceName(&'a str, &'a str),
+    /// Every MeshService of a mesh.
+    AllServices(&'a str),
+    /// Every MeshExternalService of a mesh.
+    AllExternal(&'a str),
+    /// Every MeshMultiZoneService of a mesh.
+    AllMultiZone(&'a str),
+    /// Dataplanes of a mesh with a name.
+    DpName(&'a str, &'a str),
+    /// Dataplanes of a mesh with an inbound carrying a tag.
+    DpTag(&'a str, &'a str, &'a str),
+    /// Every Dataplane of a mesh.
+    DpMesh(&'a str),
+    /// The addresses of the destinations of a mesh with a name.
+    DestName(&'a str, &'a str),
+    /// The addresses of every destination of a mesh.
+    DestMesh(&'a str),
+    /// Hostnames looked up.
+    Dns,
+}
+
+impl Token<'_> {
+    /// The token's id. Ids are hashes: two tokens sharing one only make more
+    /// routes resolve again, never fewer.
+    pub(crate) fn id(&self) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.hash(&mut h);
+        h.finish()
+    }
+}
+
+/// Which destination declares an address: a MeshService port (by index), a
+/// MeshExternalService, or a MeshMultiZoneService port. In this order the
+/// first declaration of an address is the one in force.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum DestRef {
+    Service(Key, usize),
+    External(Key),
+    MultiZone(Key, usize),
+}
+
+/// Whether a `to` entry is looked up by its name (the usual case) or
+/// considered for every destination of its mesh (label selectors, Kuma's
+/// `name_namespace_svc_port` names).
+pub(crate) fn entry_name(target: &TargetRef) -> Option<&str> {
+    target.name.as_deref().filter(|n| !n.contains("_svc"))
+}
+
+/// Whether a policy selects exactly the base class (processes outside
+/// workloads) and every workload of its mesh with inbounds: a `Mesh` target
+/// without filters, roles or zone limits.
+pub(crate) fn is_plain(origin: &Origin, target: Option<&TargetRef>) -> bool {
+    let mesh_wide = target.is_none_or(|t| t.kind == Some(RefKind::Mesh));
+    let sidecars = target.and_then(|t| t.proxy_types.as_ref()).is_none_or(|types| types.iter().any(|t| t == "Sidecar"));
+    let label = |k: &str| origin.labels.get(k).map(String::as_str);
+    let role = label("kuma.io/policy-role");
+    mesh_wide
+        && sidecars
+        && label("kuma.io/effect") != Some("shadow")
+        && !matches!(role, Some("consumer" | "workload-owner"))
+        && !(role != Some("producer") && label("kuma.io/origin") == Some("zone") && origin.labels.contains_key("kuma.io/zone"))
+}
+
+/// A policy's origin and top-level target, for MeshTCPRoutes and MeshHTTPRoutes alike.
+pub(crate) fn policy_of(r: &Resource) -> Option<(&Origin, Option<&TargetRef>, Vec<&TargetRef>)> {
+    match r {
+        Resource::Route(r) => Some((&r.origin, r.spec.target_ref.as_ref(), r.spec.to.iter().flatten().map(|t| &t.target_ref).collect())),
+        Resource::Http(r) => Some((&r.origin, r.spec.target_ref.as_ref(), r.spec.to.iter().flatten().map(|t| &t.target_ref).collect())),
+        _ => None,
+    }
+}
+
+/// Whether a policy may select a workload differently from the base class:
+/// then the workload's routes to the policy's destinations are its own.
+pub(crate) fn in_delta(dp: &Dataplane, origin: &Origin, target: Option<&TargetRef>) -> bool {
+    if is_plain(origin, target) {
+        let inbounds = dp.spec.networking.inbound.as_deref().is_some_and(|i| !i.is_empty());
+        !(inbounds && dp.origin.mesh == origin.mesh)
+    } else {
+        Proxy::Workload(dp).selected_by(origin, target) != Proxy::Unbound.selected_by(origin, target)
+    }
+}
+
+/// Index of `to` entries: by (mesh, name), and the scanned ones by mesh.
+#[derive(Debug, Default)]
+pub(crate) struct Entries {
+    pub by_name: HashMap<(String, String), BTreeSet<(Key, usize)>>,
+    pub scanned: HashMap<String, BTreeSet<(Key, usize)>>,
+    /// Policies that select every workload of their mesh like the base class, by mesh.
+    pub plain: BTreeMap<String, BTreeSet<Key>>,
+    /// The others.
+    pub other: BTreeSet<Key>,
+}
+
+impl Entries {
+    fn update(&mut self, key: &Key, r: &Resource, add: bool) {
+        let Some((origin, target, tos)) = policy_of(r) else { return };
+        let mesh = &origin.mesh;
+        for (i, to) in tos.into_iter().enumerate() {
+            match entry_name(to) {
+                Some(name) => set_op(&mut self.by_name, (mesh.clone(), name.to_string()), (key.clone(), i), add),
+                None => set_op(&mut self.scanned, mesh.clone(), (key.clone(), i), add),
+            }
+        }
+        if !is_plain(origin, target) {
+            if add {
+                self.other.insert(key.clone());
+            } else {
+                self.other.remove(key);
+            }
+        } else if add {
+            self.plain.entry(mesh.clone()).or_default().insert(key.clone());
+        } else if let Some(set) = self.plain.get_mut(mesh) {
+            set.remove(key);
+            if set.is_empty() {
+                self.plain.remove(mesh);
+            }
+        }
+    }
+}
+
+/// The store and everything resolution looks up in it.
+#[derive(Debug, Default)]
+pub(crate) struct World {
+    pub store: Store,
+    pub services_by_name: HashMap<(String, String), BTreeSet<Key>>,
+    pub services_by_mesh: HashMap<String, BTreeSet<Key>>,
+    pub external_by_mesh: HashMap<String, BTreeSet<Key>>,
+    pub multizone_by_mesh: HashMap<String, BTreeSet<Key>>,
+    pub dp_by_tag: HashMap<(String, String, String), BTreeSet<Key>>,
+    pub dp_by_name: HashMap<(String, String), BTreeSet<Key>>,
+    pub routes: Entries,
+    pub http: Entries,
+    /// Every declared destination address, and who declares it.
+    pub destinations: BTreeMap<Addr, BTreeSet<DestRef>>,
+    pub dest_by_name: HashMap<(String, String), BTreeSet<Addr>>,
+    pub dest_by_mesh: HashMap<String, BTreeSet<Addr>>,
+    /// Dataplanes with a cgroup label.
+    pub bound: BTreeSet<Key>,
+    /// MeshExternalServices with a hostname endpoint.
+    pub hostnames: BTreeSet<Key>,
+}
+
+fn set_op<K: Eq + std::hash::Hash, V: Ord>(map: &mut HashMap<K, BTreeSet<V>>, k: K, v: V, add: bool) {
+    if add {
+        map.entry(k).or_default().insert(v);
+    } else if let Some(set) = map.get_mut(&k) {
+        set.remove(&v);
+        if set.is_empty() {
+            map.remove(&k);
+        }
+    }
+}
+
+/// The addresses a destination resource declares, canonical.
+pub(crate) fn declared(r: &Resource) -> Vec<(Addr, DestRef)> {
+    let key = || r.key();
+    let mut out = Vec::new();
+    match r {
+        Resource::Service(s) => {
+            for (i, port) in s.spec.ports.iter().flatten().enumerate() {
+                for vip in s.status.vips.iter().flatten() {
+                    out.push(((vip.ip.to_canonical(), port.port), DestRef::Service(key(), i)));
+                }
+            }
+        }
+        Resource::External(s) => {
+            if let (Some(vip), Some(m)) = (&s.status.vip, &s.spec.matcher) {
+                out.push(((vip.ip.to_canonical(), m.port), DestRef::External(key())));
+            }
+        }
+        Resource::MultiZone(s) => {
+            for (i, port) in s.spec.ports.iter().flatten().enumerate() {
+                for vip in s.status.vips.iter().flatten() {
+                    out.push(((vip.ip.to_canonical(), port.port), DestRef::MultiZone(key(), i)));
+                }
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+impl World {
+    /// Records one change; returns the ids of the tokens it fires and the
+    /// addresses whose declarations it touches.
+    pub fn apply(&mut self, change: &Change, fired: &mut HashSet<u64>, addrs: &mut BTreeSet<Addr>) {
+        for (r, add) in [(&change.old, false), (&change.new, true)] {
+            let Some(r) = r else { continue };
+            self.index(&change.key, r, add, fired, addrs);
+        }
+    }
+
+    fn index(&mut self, key: &Key, r: &Resource, add: bool, fired: &mut HashSet<u64>, addrs: &mut BTreeSet<Addr>) {
+        let o = r.origin();
+        let (mesh, name) = (o.mesh.as_str(), o.name.as_str());
+        fired.insert(Token::Resource(key).id());
+        match r {
+            Resource::Service(_) | Resource::External(_) | Resource::MultiZone(_) => {
+                let by_mesh = match r {
+                    Resource::Service(_) => {
+                        set_op(&mut self.services_by_name, (mesh.to_string(), name.to_string()), key.clone(), add);
+                        fired.insert(Token::ServiceName(mesh, name).id());
+                        fired.insert(Token::AllServices(mesh).id());
+                        &mut self.services_by_mesh
+                    }
+                    Resource::External(s) => {
+                        fired.insert(Token::AllExternal(mesh).id());
+                        let hostname = s.spec.endpoints.iter().flatten().any(|e| e.address.parse::<IpAddr>().is_err());
+                        if add && hostname {
+                            self.hostnames.insert(key.clone());
+                        } else if !add {
+                            self.hostnames.remove(key);
+                        }
+                        &mut self.external_by_mesh
+                    }
+                    _ => {
+                        fired.insert(Token::AllMultiZone(mesh).id());
+                        &mut self.multizone_by_mesh
+                    }
+                };
+                set_op(by_mesh, mesh.to_string(), key.clone(), add);
+                fired.insert(Token::DestName(mesh, name).id());
+                fired.insert(Token::DestMesh(mesh).id());
+                for (addr, dest) in declared(r) {
+                    fired.insert(Token::Addr(addr.0, addr.1).id());
+                    addrs.insert(addr);
+                    if add {
+                        self.destinations.entry(addr).or_default().insert(dest);
+                        self.dest_by_name.entry((mesh.to_string(), name.to_string())).or_default().insert(addr);
+                        self.dest_by_mesh.entry(mesh.to_string()).or_default().insert(addr);
+                    } else {
+                        if let Some(set) = self.destinations.get_mut(&addr) {
+                            set.remove(&dest);
+                            if set.is_empty() {
+                                self.destinations.remove(&addr);
+                            }
+                        }
+                        // Another port of the same resource, or another resource of
+                        // the same name, may still declare the address.
+                        let still = |w: &World, by: &dyn Fn(&DestRef) -> bool| {
+                            w.destinations.get(&addr).is_some_and(|s| s.iter().any(by))
+                        };
+                        let named = |d: &DestRef| {
+                            let k = match d {
+                                DestRef::Service(k, _) | DestRef::External(k) | DestRef::MultiZone(k, _) => k,
+                            };
+                            k.mesh == mesh && k.name == name
+                        };
+                        if !still(self, &named) {
+                            set_op(&mut self.dest_by_name, (mesh.to_string(), name.to_string()), addr, false);
+                        }
+                        let meshed = |d: &DestRef| match d {
+                            DestRef::Service(k, _) | DestRef::External(k) | DestRef::MultiZone(k, _) => k.mesh == mesh,
+                        };
+                        if !still(self, &meshed) {
+                            set_op(&mut self.dest_by_mesh, mesh.to_string(), addr, false);
+                        }
+                    }
+                }
+            }
+            Resource::Dataplane(dp) => {
+                set_op(&mut self.dp_by_name, (mesh.to_string(), name.to_string()), key.clone(), add);
+                fired.insert(Token::DpName(mesh, name).id());
+                fired.insert(Token::DpMesh(mesh).id());
+                let mut tags: Vec<(&str, &str)> = dp
+                    .spec
+                    .networking
+                    .inbound
+                    .iter()
+                    .flatten()
+                    .flat_map(|ib| ib.tags.iter().flatten())
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                tags.sort_unstable();
+                tags.dedup();
+                for (k, v) in tags {
+                    set_op(&mut self.dp_by_tag, (mesh.to_string(), k.to_string(), v.to_string()), key.clone(), add);
+                    fired.insert(Token::DpTag(mesh, k, v).id());
+                }
+                if add && o.labels.contains_key(CGROUP_LABEL) {
+                    self.bound.insert(key.clone());
+                } else if !add {
+                    self.bound.remove(key);
+                }
+            }
+            Resource::Route(_) | Resource::Http(_) => {
+                let http = matches!(r, Resource::Http(_));
+                let Some((_, _, tos)) = policy_of(r) else { return };
+                for to in tos {
+                    let token = match (entry_name(to), http) {
+                        (Some(n), false) => Token::EntryName(mesh, n),
+                        (None, false) => Token::EntryScan(mesh),
+                        (Some(n), true) => Token::HttpName(mesh, n),
+                        (None, true) => Token::HttpScan(mesh),
+                    };
+                    fired.insert(token.id());
+                }
+                if http { self.http.update(key, r, add) } else { self.routes.update(key, r, add) }
+            }
+            Resource::Other(_) => {}
+        }
+    }
+
+    pub fn service(&self, key: &Key) -> Option<&MeshService> {
+        match self.store.get(key)? {
+            Resource::Service(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn dataplane(&self, key: &Key) -> Option<&Dataplane> {
+        match self.store.get(key)? {
+            Resource::Dataplane(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    pub fn route(&self, key: &Key) -> Option<&MeshTcpRoute> {
+        match self.store.get(key)? {
+            Resource::Route(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    pub fn http_route(&self, key: &Key) -> Option<&MeshHttpRoute> {
+        match self.store.get(key)? {
+            Resource::Http(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    pub fn external(&self, key: &Key) -> Option<&MeshExternalService> {
+        match self.store.get(key)? {
+            Resource::External(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn multizone(&self, key: &Key) -> Option<&MeshMultiZoneService> {
+        match self.store.get(key)? {
+            Resource::MultiZone(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The keys of `map[k]`, in key order.
+    pub fn keys<'a, K: Eq + std::hash::Hash>(map: &'a HashMap<K, BTreeSet<Key>>, k: &K) -> impl Iterator<Item = &'a Key> {
+        map.get(k).into_iter().flatten()
+    }
+}

@@ -1,0 +1,315 @@
+//! The resource store: every Kuma resource the sources gave, keyed by
+//! (kind, mesh, namespace, name), changed only by [`Event`]s.
+//!
+//! A source (the files, the Kubernetes API) says, per key, what it holds
+//! now: one resource, several (a duplicate), or none (a deletion). The store
+//! keeps what each source said, so one source's deletion never hides
+//! another's definition, and tells the caller how the key's resource in
+//! force changed. Two definitions of one key are an error (a duplicate); the
+//! one in force is then the first by source name.
+
+use crate::model::{
+    Config, Dataplane, MeshExternalService, MeshHttpRoute, MeshMultiZoneService, MeshService, MeshTcpRoute, Origin, Problem,
+    Severity,
+};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    fmt,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+/// What kind of resource a key names, in the order duplicates are reported.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// MeshTCPRoute.
+    MeshTcpRoute,
+    /// MeshService.
+    MeshService,
+    /// Dataplane.
+    Dataplane,
+    /// MeshExternalService.
+    MeshExternalService,
+    /// MeshMultiZoneService.
+    MeshMultiZoneService,
+    /// MeshHTTPRoute.
+    MeshHttpRoute,
+    /// A Kuma kind read but not acted on (Mesh, other policies), by name.
+    Other(String),
+}
+
+/// The identity of a resource.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KeyData {
+    /// Its kind.
+    pub kind: Kind,
+    /// Its mesh.
+    pub mesh: String,
+    /// Its namespace (Kubernetes form), if any.
+    pub namespace: Option<String>,
+    /// Its name.
+    pub name: String,
+}
+
+/// A resource's identity, shared: indexes hold many copies of it.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key(Arc<KeyData>);
+
+impl Key {
+    /// The key of the resource `origin` describes.
+    pub fn of(origin: &Origin) -> Self {
+        let kind = match origin.kind.as_str() {
+            "MeshTCPRoute" => Kind::MeshTcpRoute,
+            "MeshService" => Kind::MeshService,
+            "Dataplane" => Kind::Dataplane,
+            "MeshExternalService" => Kind::MeshExternalService,
+            "MeshMultiZoneService" => Kind::MeshMultiZoneService,
+            "MeshHTTPRoute" => Kind::MeshHttpRoute,
+            other => Kind::Other(other.to_string()),
+        };
+        Self(Arc::new(KeyData { kind, mesh: origin.mesh.clone(), namespace: origin.namespace.clone(), name: origin.name.clone() }))
+    }
+}
+
+impl std::ops::Deref for Key {
+    type Target = KeyData;
+    fn deref(&self) -> &KeyData {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{:?}/{}/{ns}/{}", self.kind, self.mesh, self.name),
+            None => write!(f, "{:?}/{}/{}", self.kind, self.mesh, self.name),
+        }
+    }
+}
+
+/// One resource, shared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resource {
+    /// A MeshService.
+    Service(Arc<MeshService>),
+    /// A Dataplane.
+    Dataplane(Arc<Dataplane>),
+    /// A MeshTCPRoute.
+    Route(Arc<MeshTcpRoute>),
+    /// A MeshExternalService.
+    External(Arc<MeshExternalService>),
+    /// A MeshMultiZoneService.
+    MultiZone(Arc<MeshMultiZoneService>),
+    /// A MeshHTTPRoute.
+    Http(Arc<MeshHttpRoute>),
+    /// A resource read but not acted on.
+    Other(Arc<Origin>),
+}
+
+impl Resource {
+    /// Where it came from and what it is called.
+    pub fn origin(&self) -> &Origin {
+        match self {
+            Self::Service(r) => &r.origin,
+            Self::Dataplane(r) => &r.origin,
+            Self::Route(r) => &r.origin,
+            Self::External(r) => &r.origin,
+            Self::MultiZone(r) => &r.origin,
+            Self::Http(r) => &r.origin,
+            Self::Other(o) => o,
+        }
+    }
+
+    /// Its key.
+    pub fn key(&self) -> Key {
+        Key::of(self.origin())
+    }
+
+    /// Whether both are the same shared value (cheaper than equality, and
+    /// implies it).
+    fn same(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Service(a), Self::Service(b)) => Arc::ptr_eq(a, b),
+            (Self::Dataplane(a), Self::Dataplane(b)) => Arc::ptr_eq(a, b),
+            (Self::Route(a), Self::Route(b)) => Arc::ptr_eq(a, b),
+            (Self::External(a), Self::External(b)) => Arc::ptr_eq(a, b),
+            (Self::MultiZone(a), Self::MultiZone(b)) => Arc::ptr_eq(a, b),
+            (Self::Http(a), Self::Http(b)) => Arc::ptr_eq(a, b),
+            (Self::Other(a), Self::Other(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+/// Every resource of `config`, in its order.
+pub fn resources(config: &Config) -> impl Iterator<Item = Resource> + '_ {
+    config
+        .routes
+        .iter()
+        .cloned()
+        .map(Resource::Route)
+        .chain(config.services.iter().cloned().map(Resource::Service))
+        .chain(config.dataplanes.iter().cloned().map(Resource::Dataplane))
+        .chain(config.external_services.iter().cloned().map(Resource::External))
+        .chain(config.multizone_services.iter().cloned().map(Resource::MultiZone))
+        .chain(config.http_routes.iter().cloned().map(Resource::Http))
+        .chain(config.ignored.iter().cloned().map(|o| Resource::Other(Arc::new(o))))
+}
+
+/// What one source holds for one key now: nothing (a deletion), one
+/// resource, or several (a duplicate within the source).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// The source (a file path, or `kubernetes`); orders duplicates.
+    pub source: Arc<Path>,
+    /// The key.
+    pub key: Key,
+    /// The source's resources of that key, in its order.
+    pub resources: Vec<Resource>,
+}
+
+impl Event {
+    /// `source` holds `resource`.
+    pub fn upsert(source: Arc<Path>, resource: Resource) -> Self {
+        Self { source, key: resource.key(), resources: vec![resource] }
+    }
+
+    /// `source` holds nothing of `key` any more.
+    pub fn delete(source: Arc<Path>, key: Key) -> Self {
+        Self { source, key, resources: Vec::new() }
+    }
+}
+
+/// How the resource in force of one key changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// The key.
+    pub key: Key,
+    /// The resource before.
+    pub old: Option<Resource>,
+    /// The resource now.
+    pub new: Option<Resource>,
+}
+
+/// The resources of every source, by key.
+#[derive(Debug, Default)]
+pub struct Store {
+    /// Per key, per source, its definitions.
+    defs: HashMap<Key, BTreeMap<Arc<Path>, Vec<Resource>>>,
+    /// Keys with more than one definition.
+    duplicated: BTreeSet<Key>,
+    /// The resource in force of every key.
+    live: BTreeMap<Key, Resource>,
+}
+
+impl Store {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records what `event.source` holds for `event.key`. Returns how the
+    /// resource in force changed, if it did.
+    pub fn apply(&mut self, event: Event) -> Option<Change> {
+        let Event { source, key, resources } = event;
+        let defs = self.defs.entry(key.clone()).or_default();
+        if resources.is_empty() {
+            defs.remove(&source);
+        } else {
+            defs.insert(source, resources);
+        }
+        let count: usize = defs.values().map(Vec::len).sum();
+        let first = defs.values().flatten().next().cloned();
+        if defs.is_empty() {
+            self.defs.remove(&key);
+        }
+        if count > 1 {
+            self.duplicated.insert(key.clone());
+        } else {
+            self.duplicated.remove(&key);
+        }
+        let old = match &first {
+            Some(r) => self.live.insert(key.clone(), r.clone()),
+            None => self.live.remove(&key),
+        };
+        let unchanged = match (&old, &first) {
+            (Some(a), Some(b)) => a.same(b) || a == b,
+            (None, None) => true,
+            _ => false,
+        };
+        (!unchanged).then_some(Change { key, old, new: first })
+    }
+
+    /// The resource in force of `key`.
+    pub fn get(&self, key: &Key) -> Option<&Resource> {
+        self.live.get(key)
+    }
+
+    /// Every resource in force, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Key, &Resource)> {
+        self.live.iter()
+    }
+
+    /// How many resources are in force.
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Whether no resource is in force.
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+
+    /// An error for every definition of a key after its first, in kind
+    /// order, then by file.
+    pub fn duplicate_problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        for key in &self.duplicated {
+            let mut defs = self.defs[key].values().flatten();
+            let Some(first) = defs.next() else { continue };
+            for other in defs {
+                let origin = other.origin();
+                out.push((
+                    key.kind.clone(),
+                    origin.file.clone(),
+                    Problem {
+                        severity: Severity::Error,
+                        file: origin.file.clone(),
+                        resource: origin.display_name(),
+                        path: "name".into(),
+                        message: format!(
+                            "duplicate resource: {} in mesh {:?} is also defined in {}",
+                            origin.display_name(),
+                            origin.mesh,
+                            first.origin().file.display()
+                        ),
+                    },
+                ));
+            }
+        }
+        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        out.into_iter().map(|(_, _, p)| p).collect()
+    }
+
+    /// The resources in force as a [`Config`], each kind in key order.
+    pub fn to_config(&self) -> Config {
+        let mut config = Config::default();
+        for resource in self.live.values() {
+            match resource {
+                Resource::Service(r) => config.services.push(r.clone()),
+                Resource::Dataplane(r) => config.dataplanes.push(r.clone()),
+                Resource::Route(r) => config.routes.push(r.clone()),
+                Resource::External(r) => config.external_services.push(r.clone()),
+                Resource::MultiZone(r) => config.multizone_services.push(r.clone()),
+                Resource::Http(r) => config.http_routes.push(r.clone()),
+                Resource::Other(o) => config.ignored.push((**o).clone()),
+            }
+        }
+        config
+    }
+}
+
+/// The source name of a file.
+pub fn file_source(path: &Path) -> Arc<Path> {
+    Arc::from(PathBuf::from(path).into_boxed_path())
+}
