@@ -8,7 +8,7 @@ use redirector_common::{
     mapped_v4, reject_bound,
 };
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::{IpAddr, SocketAddr},
 };
 
@@ -369,7 +369,9 @@ impl Diff {
 }
 
 /// Class ids that stay with a class's routes from one generation to the
-/// next, so a reload never shows one workload another's routes.
+/// next, so a reload never shows one workload another's routes; counter
+/// slots that stay with what they count; and each generation computed from
+/// what changed, not from everything.
 ///
 /// The kernel finds a connect's class in `WORKLOADS`, then its route in
 /// `ROUTES` under that class (falling back to the base class). If ids were
@@ -378,185 +380,315 @@ impl Diff {
 /// exactly when its routes (every destination, base fallbacks included) are
 /// unchanged; a changed class gets an id no workload maps to yet, so its
 /// entries can be written before any workload is switched to it. Ids of
-/// classes that go away are not handed out again while the book lives.
+/// classes that go away are not handed out again while the compiler lives.
+///
+/// [`Compiler::compile`] gives the next [`Generation`] without changing the
+/// compiler; [`Compiler::commit`] records it once the kernel holds it. A
+/// generation never committed (the kernel refused it) leaves the compiler
+/// at the one in force, and what it covered is compiled again next time.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ClassBook {
-    /// The base class's tables (keys of class [`BASE_CLASS`]).
-    base: Tables,
-    /// Per live class: its override tables (keys of that class) and a hash
-    /// of its whole route set (a quick first test before the exact one).
-    classes: BTreeMap<u32, (u64, Tables)>,
-    /// Last id handed out.
+pub struct Compiler {
+    /// Every table in force, counters included: the base class's under
+    /// [`BASE_CLASS`], each class's overrides under its id.
+    tables: Tables,
+    /// Per live class id: the destinations (base keys) it overrides.
+    classes: BTreeMap<u32, BTreeSet<ServiceKey>>,
+    /// Last class id handed out.
     last: u32,
-    /// `COUNTERS` slots in use, by what they count.
-    counters: HashMap<Counted, u32>,
+    /// `COUNTERS` slots of every table in force.
+    counters: HashMap<ServiceKey, Slots>,
+    /// Every slot in use.
+    used: HashSet<u32>,
     /// Last counter slot handed out.
     last_counter: u32,
+    /// Base destinations changed since the last commit.
+    pending: BTreeSet<(IpAddr, u16)>,
 }
 
-/// What a `COUNTERS` slot counts: a route's two slots (refused, origin not
-/// recorded), or one backend of a route, by its name and how many backends
-/// of the same name come before it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum Counted {
-    Route(ServiceKey),
-    Backend(ServiceKey, String, u32),
+/// The `COUNTERS` slots of one table: the route's two (refused, origin not
+/// recorded) and one per backend, with the backend's name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Slots {
+    route: u32,
+    backends: Vec<(String, u32)>,
 }
 
-/// One generation's tables with stable class ids, and what to hold in the
-/// kernel while workloads switch classes.
+/// One generation: what to write and remove to go from the tables in force
+/// to the next ones, with stable class ids.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Generation {
-    /// The tables in force once the generation is applied: every base
-    /// destination, and each class's destinations where it differs from base.
+    /// Tables that are new or changed, counters assigned.
     pub tables: Tables,
+    /// Tables that go away.
+    pub removed: Vec<ServiceKey>,
     /// Entries of new classes to hold while the base entries are still the
     /// previous generation's: where a new class has no override because its
     /// route equals the new base route, but the old base route differs. Written
     /// before the switch, removed once the base entries are updated.
     pub bridge: Tables,
-    /// Stable id of each class of the resolution, by its position.
+    /// Kernel id of each class of the resolution, by position (0: base).
     pub class_ids: Vec<u32>,
+    /// Class ids in force after this generation, [`BASE_CLASS`] included.
+    pub live_classes: BTreeSet<u32>,
     /// Per table of [`Generation::tables`]: the backends' names in table order.
     pub backend_names: BTreeMap<ServiceKey, Vec<String>>,
     /// `COUNTERS` slots of the previous generation that no table of this one
     /// names: delete them once the previous generation's tables are gone.
     pub released_counters: Vec<u32>,
-    /// The book after this generation (commit it once the kernel took it).
-    pub book: ClassBook,
+    /// Tables in force after this generation.
+    pub routes: usize,
+    /// The compiler's state after it, for [`Compiler::commit`].
+    classes: BTreeMap<u32, BTreeSet<ServiceKey>>,
+    last: u32,
+    last_counter: u32,
+    slots: BTreeMap<ServiceKey, Option<Slots>>,
 }
 
-/// Compiles `resolution` with class ids that follow `previous`: see [`ClassBook`].
-pub fn compile_generation(resolution: &Resolution, previous: &ClassBook) -> Result<Generation, CompileError> {
-    let names_of = |route: &ResolvedRoute| route.backends.iter().map(|b| b.name.clone()).collect::<Vec<_>>();
-    let mut backend_names = BTreeMap::new();
-    let mut base = Tables::new();
-    for route in resolution.classes.first().map(|c| c.routes.as_slice()).unwrap_or_default() {
-        let key = service_key(BASE_CLASS, route.vip, route.port);
-        base.insert(key, compile_route(route)?);
-        backend_names.insert(key, names_of(route));
+impl Generation {
+    /// Whether nothing changes in `ROUTES`.
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty() && self.removed.is_empty() && self.bridge.is_empty()
     }
-    // Base destinations whose table changed, appeared or went away.
-    let changed_base: Vec<ServiceKey> = base
-        .iter()
-        .filter(|(k, t)| previous.base.get(k) != Some(t))
-        .map(|(k, _)| *k)
-        .chain(previous.base.keys().filter(|k| !base.contains_key(k)).copied())
-        .collect();
-    let mut book = ClassBook { base, classes: BTreeMap::new(), last: previous.last, counters: HashMap::new(), last_counter: previous.last_counter };
-    let mut class_ids = vec![BASE_CLASS];
-    // Bridge entries, by key: each holds its base destination's table.
-    let mut bridge_keys = Vec::new();
-    for class in resolution.classes.iter().skip(1) {
-        let mut overrides = Tables::new();
-        let mut names = BTreeMap::new();
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        for route in &class.routes {
-            let key = service_key(BASE_CLASS, route.vip, route.port);
-            let table = compile_route(route)?;
-            std::hash::Hash::hash(&(key, &table), &mut hasher);
-            if book.base.get(&key) != Some(&table) {
-                overrides.insert(key, table);
-                names.insert(key, names_of(route));
-            }
-        }
-        let hash = std::hash::Hasher::finish(&hasher);
-        if overrides.is_empty() {
-            // Exactly the base routes: these workloads need no class.
-            class_ids.push(BASE_CLASS);
-            continue;
-        }
-        if let Some(&id) = book.classes.iter().find(|(_, (h, o))| *h == hash && *o == overrides).map(|(id, _)| id) {
-            // Same routes as a class of this generation already has.
-            class_ids.push(id);
-            continue;
-        }
-        let kept = previous
-            .classes
-            .iter()
-            .filter(|(id, (h, _))| *h == hash && !book.classes.contains_key(id))
-            .find(|(_, (_, old))| same_routes(&overrides, &book.base, old, &previous.base, &changed_base))
-            .map(|(id, _)| *id);
-        let id = match kept {
-            Some(id) => id,
-            None => {
-                let id = fresh_id(&mut book.last, |id| previous.classes.contains_key(&id) || book.classes.contains_key(&id));
-                for key in &changed_base {
-                    if book.base.contains_key(key) && previous.base.contains_key(key) && !overrides.contains_key(key) {
-                        bridge_keys.push(ServiceKey { class: id, ..*key });
-                    }
-                }
-                id
-            }
-        };
-        backend_names.extend(names.into_iter().map(|(k, n)| (ServiceKey { class: id, ..k }, n)));
-        book.classes.insert(id, (hash, overrides));
-        class_ids.push(id);
-    }
-    let mut tables = book.base.clone();
-    for (&id, (_, overrides)) in &book.classes {
-        tables.extend(overrides.iter().map(|(k, t)| (ServiceKey { class: id, ..*k }, t.clone())));
-    }
-    if tables.len() + bridge_keys.len() > MAX_ROUTES as usize {
-        return Err(CompileError::TooManyRoutes { count: tables.len() + bridge_keys.len() });
-    }
-    let released_counters = assign_counters(&mut tables, &backend_names, previous, &mut book);
-    // A bridge entry is the base table itself, counters included.
-    let bridge = bridge_keys.into_iter().map(|key| (key, tables[&ServiceKey { class: BASE_CLASS, ..key }].clone())).collect();
-    Ok(Generation { tables, bridge, class_ids, backend_names, released_counters, book })
 }
 
-/// Gives every table its `COUNTERS` slots: the slots a route and each of its
-/// backends (by name) had in `previous`, or fresh ones. Returns the slots of
-/// `previous` no table names any more.
-fn assign_counters(tables: &mut Tables, names: &BTreeMap<ServiceKey, Vec<String>>, previous: &ClassBook, book: &mut ClassBook) -> Vec<u32> {
-    let in_use: std::collections::HashSet<u32> = previous.counters.values().copied().collect();
-    let fresh = |book: &mut ClassBook, width: u32| -> u32 {
-        loop {
-            let first = book.last_counter.wrapping_add(1);
-            book.last_counter = book.last_counter.wrapping_add(width);
-            if (first..first.saturating_add(width)).all(|s| !in_use.contains(&s)) && first.checked_add(width).is_some() {
-                return first;
-            }
-        }
+/// Whether two tables are the same but for their counter slots.
+fn same_content(a: &Table, b: &Table) -> bool {
+    let strip = |t: &Table| {
+        let mut t = t.clone();
+        t.header.counters = 0;
+        t.backends.iter_mut().for_each(|b| b.counter = 0);
+        t
     };
-    for (key, table) in tables.iter_mut() {
-        let route = Counted::Route(*key);
-        let slot = match previous.counters.get(&route) {
-            Some(&slot) => slot,
-            None => fresh(book, 2),
-        };
-        table.header.counters = slot;
-        book.counters.insert(route, slot);
-        let empty = Vec::new();
-        let names = names.get(key).unwrap_or(&empty);
-        for (i, backend) in table.backends.iter_mut().enumerate() {
-            let name = names.get(i).cloned().unwrap_or_default();
-            let occurrence = names[..i.min(names.len())].iter().filter(|n| **n == name).count() as u32;
-            let counted = Counted::Backend(*key, name, occurrence);
-            let slot = match previous.counters.get(&counted) {
-                Some(&slot) => slot,
-                None => fresh(book, 1),
-            };
-            backend.counter = slot;
-            book.counters.insert(counted, slot);
-        }
-    }
-    let live: std::collections::HashSet<u32> = book.counters.values().copied().collect();
-    let mut released: Vec<u32> = previous.counters.values().copied().filter(|s| !live.contains(s)).collect();
-    released.sort_unstable();
-    released
+    a.header.backend_count == b.header.backend_count && a.endpoints == b.endpoints && strip(a) == strip(b)
 }
 
-/// Whether a class with `new` overrides over `new_base` has exactly the
-/// routes of one with `old` overrides over `old_base`. Only the keys either
-/// overrides, or where the bases differ, can tell them apart.
-fn same_routes(new: &Tables, new_base: &Tables, old: &Tables, old_base: &Tables, changed_base: &[ServiceKey]) -> bool {
-    let route = |overrides: &Tables, base: &Tables, key: &ServiceKey| overrides.get(key).or_else(|| base.get(key)).cloned();
-    new.keys()
-        .chain(old.keys())
-        .chain(changed_base)
-        .all(|k| route(new, new_base, k) == route(old, old_base, k))
+fn base_key(addr: (IpAddr, u16)) -> ServiceKey {
+    service_key(BASE_CLASS, addr.0, addr.1)
+}
+
+impl Compiler {
+    /// A compiler with nothing in force.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every table in force.
+    pub fn tables(&self) -> &Tables {
+        &self.tables
+    }
+
+    /// The next generation: base destinations `changed` (and any of an
+    /// uncommitted generation) recompiled from `base`, and the classes'
+    /// overrides (`classes[i]` is class `i + 1` of the resolution) compared
+    /// with the tables in force.
+    pub fn compile<'r>(
+        &mut self,
+        changed: BTreeSet<(IpAddr, u16)>,
+        base: impl Fn((IpAddr, u16)) -> Option<&'r ResolvedRoute>,
+        classes: &[BTreeMap<(IpAddr, u16), &ResolvedRoute>],
+    ) -> Result<Generation, CompileError> {
+        self.pending.extend(changed);
+        let names_of = |route: &ResolvedRoute| route.backends.iter().map(|b| b.name.clone()).collect::<Vec<_>>();
+        let mut g = Generation { last: self.last, last_counter: self.last_counter, ..Generation::default() };
+        // Base destinations: what changed, appeared or went away.
+        let mut base_new: BTreeMap<ServiceKey, Option<(Table, Vec<String>)>> = BTreeMap::new();
+        for &addr in &self.pending {
+            let key = base_key(addr);
+            let new = base(addr).map(|r| Ok::<_, CompileError>((compile_route(r)?, names_of(r)))).transpose()?;
+            let same = match (self.tables.get(&key), &new) {
+                (Some(old), Some((t, names))) => same_content(old, t) && self.counters.get(&key).is_some_and(|s| s.backends.iter().map(|b| &b.0).eq(names)),
+                (None, None) => true,
+                _ => false,
+            };
+            if !same {
+                base_new.insert(key, new);
+            }
+        }
+        let new_base = |key: &ServiceKey| match base_new.get(key) {
+            Some(t) => t.as_ref().map(|(t, _)| t),
+            None => self.tables.get(key),
+        };
+        let changed_base: Vec<ServiceKey> = base_new.keys().copied().collect();
+        // Classes: overrides against the new base, ids kept where the routes are the same.
+        let mut wanted: Vec<(u32, BTreeMap<ServiceKey, (Table, Vec<String>)>)> = Vec::new();
+        let mut bridge_keys = Vec::new();
+        g.class_ids.push(BASE_CLASS);
+        for class in classes {
+            let mut overrides = BTreeMap::new();
+            for (&addr, route) in class {
+                let table = compile_route(route)?;
+                let key = base_key(addr);
+                if !new_base(&key).is_some_and(|b| same_content(b, &table)) {
+                    overrides.insert(key, (table, names_of(route)));
+                }
+            }
+            if overrides.is_empty() {
+                // Exactly the base routes: these workloads need no class.
+                g.class_ids.push(BASE_CLASS);
+                continue;
+            }
+            if let Some((id, _)) = wanted.iter().find(|(_, o)| same_overrides(o, &overrides)) {
+                // Same routes as a class of this generation already has.
+                g.class_ids.push(*id);
+                continue;
+            }
+            let route_new = |key: &ServiceKey| overrides.get(key).map(|(t, _)| t).or_else(|| new_base(key));
+            let kept = self.classes.iter().find(|(id, old_keys)| {
+                !wanted.iter().any(|(w, _)| w == *id)
+                    && old_keys.iter().chain(overrides.keys()).chain(&changed_base).all(|k| {
+                        let old = self.tables.get(&ServiceKey { class: **id, ..*k }).or_else(|| self.tables.get(k));
+                        match (old, route_new(k)) {
+                            (Some(a), Some(b)) => same_content(a, b),
+                            (None, None) => true,
+                            _ => false,
+                        }
+                    })
+            });
+            let id = match kept {
+                Some((id, _)) => *id,
+                None => {
+                    let id = fresh_id(&mut g.last, |id| self.classes.contains_key(&id) || wanted.iter().any(|(w, _)| *w == id));
+                    for key in &changed_base {
+                        let before_and_after = self.tables.contains_key(key) && base_new[key].is_some();
+                        if before_and_after && !overrides.contains_key(key) {
+                            bridge_keys.push(ServiceKey { class: id, ..*key });
+                        }
+                    }
+                    id
+                }
+            };
+            g.class_ids.push(id);
+            wanted.push((id, overrides));
+        }
+        // What to write and remove.
+        let mut writes: BTreeMap<ServiceKey, (Table, Vec<String>)> = BTreeMap::new();
+        for (key, new) in &base_new {
+            match new {
+                Some(t) => {
+                    writes.insert(*key, t.clone());
+                }
+                None => g.removed.push(*key),
+            }
+        }
+        for (id, overrides) in &wanted {
+            let old_keys = self.classes.get(id);
+            for (key, (table, names)) in overrides {
+                let class_key = ServiceKey { class: *id, ..*key };
+                let same = self.tables.get(&class_key).is_some_and(|old| same_content(old, table))
+                    && self.counters.get(&class_key).is_some_and(|s| s.backends.iter().map(|b| &b.0).eq(names));
+                if !same {
+                    writes.insert(class_key, (table.clone(), names.clone()));
+                }
+            }
+            for key in old_keys.into_iter().flatten().filter(|k| !overrides.contains_key(k)) {
+                g.removed.push(ServiceKey { class: *id, ..*key });
+            }
+            g.classes.insert(*id, overrides.keys().copied().collect());
+        }
+        for (id, keys) in &self.classes {
+            if !g.classes.contains_key(id) {
+                g.removed.extend(keys.iter().map(|k| ServiceKey { class: *id, ..*k }));
+            }
+        }
+        g.removed.sort_unstable();
+        let added = writes.keys().filter(|k| !self.tables.contains_key(k)).count();
+        g.routes = self.tables.len() + added - g.removed.len();
+        if g.routes + bridge_keys.len() > MAX_ROUTES as usize {
+            return Err(CompileError::TooManyRoutes { count: g.routes + bridge_keys.len() });
+        }
+        // Counter slots: kept by what they count, fresh for what is new.
+        let mut fresh_used: HashSet<u32> = HashSet::new();
+        let used = &self.used;
+        let mut fresh = |last: &mut u32, width: u32| -> u32 {
+            loop {
+                let first = last.wrapping_add(1);
+                *last = last.wrapping_add(width);
+                let free = first.checked_add(width).is_some() && (first..first + width).all(|s| !used.contains(&s) && !fresh_used.contains(&s));
+                if free {
+                    fresh_used.extend(first..first + width);
+                    return first;
+                }
+            }
+        };
+        let mut released = Vec::new();
+        for (key, (mut table, names)) in writes {
+            let old = self.counters.get(&key);
+            let route = old.map_or_else(|| fresh(&mut g.last_counter, 2), |s| s.route);
+            let mut taken = vec![false; old.map_or(0, |s| s.backends.len())];
+            let mut backends = Vec::with_capacity(names.len());
+            for name in &names {
+                let reuse = old.and_then(|s| s.backends.iter().enumerate().find(|(i, (n, _))| !taken[*i] && n == name));
+                let slot = match reuse {
+                    Some((i, (_, slot))) => {
+                        taken[i] = true;
+                        *slot
+                    }
+                    None => fresh(&mut g.last_counter, 1),
+                };
+                backends.push((name.clone(), slot));
+            }
+            if let Some(old) = old {
+                released.extend(old.backends.iter().zip(&taken).filter(|(_, t)| !**t).map(|((_, s), _)| *s));
+            }
+            table.header.counters = route;
+            for (slot, (_, counter)) in table.backends.iter_mut().zip(&backends) {
+                slot.counter = *counter;
+            }
+            g.slots.insert(key, Some(Slots { route, backends }));
+            g.backend_names.insert(key, names);
+            g.tables.insert(key, table);
+        }
+        for key in &g.removed {
+            if let Some(old) = self.counters.get(key) {
+                released.push(old.route);
+                released.push(old.route + 1);
+                released.extend(old.backends.iter().map(|(_, s)| *s));
+            }
+            g.slots.insert(*key, None);
+        }
+        released.sort_unstable();
+        released.dedup();
+        g.released_counters = released;
+        // A bridge entry is the new base table itself, counters included.
+        g.bridge = bridge_keys.into_iter().map(|key| (key, g.tables[&ServiceKey { class: BASE_CLASS, ..key }].clone())).collect();
+        g.live_classes = g.classes.keys().copied().chain([BASE_CLASS]).collect();
+        Ok(g)
+    }
+
+    /// Records that the kernel holds `g` now.
+    pub fn commit(&mut self, g: &Generation) {
+        for key in &g.removed {
+            self.tables.remove(key);
+        }
+        for (key, table) in &g.tables {
+            self.tables.insert(*key, table.clone());
+        }
+        for (key, slots) in &g.slots {
+            match slots {
+                Some(s) => {
+                    self.used.insert(s.route);
+                    self.used.insert(s.route + 1);
+                    self.used.extend(s.backends.iter().map(|(_, c)| *c));
+                    self.counters.insert(*key, s.clone());
+                }
+                None => {
+                    self.counters.remove(key);
+                }
+            }
+        }
+        for slot in &g.released_counters {
+            self.used.remove(slot);
+        }
+        self.classes = g.classes.clone();
+        self.last = g.last;
+        self.last_counter = g.last_counter;
+        self.pending.clear();
+    }
+}
+
+/// Whether two override sets give the same tables.
+fn same_overrides(a: &BTreeMap<ServiceKey, (Table, Vec<String>)>, b: &BTreeMap<ServiceKey, (Table, Vec<String>)>) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|((ka, (ta, na)), (kb, (tb, nb)))| ka == kb && na == nb && same_content(ta, tb))
 }
 
 /// The next id after `last` that is neither [`BASE_CLASS`] nor `taken`.
@@ -592,7 +724,6 @@ pub struct Transition {
 impl Transition {
     /// The steps from `installed` (what `ROUTES` holds) to `next`.
     pub fn between(installed: &Tables, next: &Generation) -> Self {
-        let live = |class: u32| class == BASE_CLASS || next.class_ids.contains(&class) || next.book.classes.contains_key(&class);
         let mut t = Self::default();
         for (key, table) in next.tables.iter().chain(&next.bridge) {
             if installed.get(key) == Some(table) {
@@ -602,11 +733,11 @@ impl Transition {
         }
         t.classes.sort_unstable();
         t.classes.dedup();
-        for key in installed.keys().chain(next.bridge.keys()) {
-            if next.tables.contains_key(key) {
+        for key in next.removed.iter().chain(next.bridge.keys().filter(|k| !next.tables.contains_key(k))) {
+            if !installed.contains_key(key) && !next.bridge.contains_key(key) {
                 continue;
             }
-            if live(key.class) { t.remove.push(*key) } else { t.retire.push(*key) }
+            if next.live_classes.contains(&key.class) { t.remove.push(*key) } else { t.retire.push(*key) }
         }
         t.remove.sort_unstable();
         t.remove.dedup();
@@ -622,4 +753,23 @@ impl Transition {
     pub fn is_empty(&self) -> bool {
         self.classes.is_empty() && self.base.is_empty() && self.remove.is_empty() && self.retire.is_empty()
     }
+}
+
+/// From scratch: the first generation of `resolution` for a compiler with
+/// nothing in force (what `plan` and tests compare against).
+pub fn compile_resolution(compiler: &mut Compiler, resolution: &Resolution) -> Result<Generation, CompileError> {
+    let base: BTreeMap<(IpAddr, u16), &ResolvedRoute> =
+        resolution.classes.first().map(|c| c.routes.iter().map(|r| ((r.vip, r.port), r)).collect()).unwrap_or_default();
+    let mut changed: BTreeSet<(IpAddr, u16)> = base.keys().copied().collect();
+    changed.extend(compiler.tables.keys().filter(|k| k.class == BASE_CLASS).map(|k| {
+        let d = destination(k);
+        (d.ip(), d.port())
+    }));
+    let classes: Vec<BTreeMap<(IpAddr, u16), &ResolvedRoute>> = resolution
+        .classes
+        .iter()
+        .skip(1)
+        .map(|c| c.routes.iter().filter(|r| base.get(&(r.vip, r.port)) != Some(r)).map(|r| ((r.vip, r.port), r)).collect())
+        .collect();
+    compiler.compile(changed, |a| base.get(&a).copied(), &classes)
 }

@@ -4,13 +4,16 @@
 //! changed are parsed again, and the resources of every other file are
 //! reused as they are (shared, not copied).
 
-use crate::model::{
-    Config, Problem,
-    load::{check_duplicates, collect_files, file_problem, load_into, read_file},
-    validate::validate_by_kind,
+use crate::{
+    model::{
+        Config, Problem,
+        load::{check_duplicates, collect_files, file_problem, load_into, read_file},
+        validate::validate_by_kind,
+    },
+    store::{Event, Key, Resource, file_source, resources},
 };
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     hash::{Hash as _, Hasher as _},
     path::{Path, PathBuf},
 };
@@ -21,6 +24,8 @@ use std::{
 pub struct FileSource {
     path: PathBuf,
     files: HashMap<PathBuf, Cached>,
+    /// The files, in reading order.
+    order: Vec<PathBuf>,
 }
 
 /// One file as last read.
@@ -63,7 +68,7 @@ pub struct ReadStats {
 impl FileSource {
     /// A source for `path` (a file or a directory); nothing is read yet.
     pub fn new(path: &Path) -> Self {
-        Self { path: path.to_path_buf(), files: HashMap::new() }
+        Self { path: path.to_path_buf(), files: HashMap::new(), order: Vec::new() }
     }
 
     /// The file or directory read.
@@ -87,7 +92,46 @@ impl FileSource {
         (config, problems, stats)
     }
 
+    /// What changed since the last read, as store events (one per key whose
+    /// resources in a file changed, a deletion for each key a file no longer
+    /// has), with every problem of reading and validating the files as they
+    /// are now (duplicates across files aside: the store finds those).
+    pub fn changes(&mut self) -> (Vec<Event>, Vec<Problem>, ReadStats) {
+        let mut old: HashMap<PathBuf, BTreeMap<Key, Vec<Resource>>> = HashMap::new();
+        let (mut problems, validation, stats, changed) = self.scan(&mut old);
+        problems.extend(validation);
+        let mut events = Vec::new();
+        for path in changed {
+            let source = file_source(&path);
+            let previous = old.remove(&path).unwrap_or_default();
+            let now = self.files.get(&path).map(|c| by_key(&c.config)).unwrap_or_default();
+            for (key, resources) in &now {
+                if previous.get(key) != Some(resources) {
+                    events.push(Event { source: source.clone(), key: key.clone(), resources: resources.clone() });
+                }
+            }
+            for key in previous.into_keys().filter(|k| !now.contains_key(k)) {
+                events.push(Event::delete(source.clone(), key));
+            }
+        }
+        (events, problems, stats)
+    }
+
     fn read_all(&mut self) -> (Config, Vec<Problem>, Vec<Problem>, ReadStats) {
+        let (mut problems, validation, stats, _) = self.scan(&mut HashMap::new());
+        let mut config = Config::default();
+        for path in &self.order {
+            extend(&mut config, &self.files[path].config);
+        }
+        check_duplicates(&config, &mut problems);
+        (config, problems, validation, stats)
+    }
+
+    /// Walks the files, reading and parsing only what changed. Returns the
+    /// reading problems and the validation problems (by kind, then file),
+    /// and the files whose resources may have changed, with the resources
+    /// they had before put in `old`.
+    fn scan(&mut self, old: &mut HashMap<PathBuf, BTreeMap<Key, Vec<Resource>>>) -> (Vec<Problem>, Vec<Problem>, ReadStats, Vec<PathBuf>) {
         let mut problems = Vec::new();
         let mut paths = Vec::new();
         collect_files(&self.path, &mut paths, &mut problems, &mut Vec::new());
@@ -97,7 +141,7 @@ impl FileSource {
         let mut stats = ReadStats { files: paths.len(), ..ReadStats::default() };
         let mut files = HashMap::with_capacity(paths.len());
         let mut order = Vec::with_capacity(paths.len());
-        let mut config = Config::default();
+        let mut changed = Vec::new();
         for path in paths {
             let stamp = Stamp::of(&path);
             let cached = self.files.remove(&path);
@@ -108,6 +152,10 @@ impl FileSource {
                     match read_file(&path) {
                         Err(message) => {
                             problems.push(file_problem(&path, message));
+                            if let Some(c) = cached {
+                                old.insert(path.clone(), by_key(&c.config));
+                                changed.push(path.clone());
+                            }
                             None
                         }
                         Ok(text) => {
@@ -117,8 +165,10 @@ impl FileSource {
                             let stamp = stamp.unwrap_or(Stamp(0, 0, 0, 0, 0, 0, 0));
                             match cached {
                                 Some(c) if c.hash == hash => Some(Cached { stamp, ..c }),
-                                _ => {
+                                cached => {
                                     stats.parsed += 1;
+                                    old.insert(path.clone(), cached.map(|c| by_key(&c.config)).unwrap_or_default());
+                                    changed.push(path.clone());
                                     let (mut file_config, mut file_problems) = (Config::default(), Vec::new());
                                     load_into(&mut file_config, &path, &text, &mut file_problems);
                                     let validation = validate_by_kind(&file_config);
@@ -131,22 +181,34 @@ impl FileSource {
             };
             if let Some(entry) = entry {
                 problems.extend(entry.problems.iter().cloned());
-                extend(&mut config, &entry.config);
                 order.push(path.clone());
                 files.insert(path, entry);
             }
         }
-        check_duplicates(&config, &mut problems);
         let mut validation = Vec::new();
         for kind in 0..7 {
             for path in &order {
                 validation.extend(files[path].validation[kind].iter().cloned());
             }
         }
-        // Files that went away are forgotten with their resources.
+        // Files that went away take their resources with them.
+        for (path, gone) in self.files.drain() {
+            old.insert(path.clone(), by_key(&gone.config));
+            changed.push(path);
+        }
         self.files = files;
-        (config, problems, validation, stats)
+        self.order = order;
+        (problems, validation, stats, changed)
     }
+}
+
+/// A file's resources by key, in file order within a key.
+fn by_key(config: &Config) -> BTreeMap<Key, Vec<Resource>> {
+    let mut out: BTreeMap<Key, Vec<Resource>> = BTreeMap::new();
+    for r in resources(config) {
+        out.entry(r.key()).or_default().push(r);
+    }
+    out
 }
 
 /// Appends `more`'s resources (shared) to `config`.

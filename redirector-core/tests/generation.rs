@@ -1,4 +1,4 @@
-//! Stable class ids and the order of a reload (`compile::compile_generation`,
+//! Stable class ids and the order of a reload (`compile::Compiler`,
 //! `compile::Transition`), checked by simulating the kernel's lookups after
 //! every single map write of random sequences of configurations.
 //!
@@ -10,7 +10,7 @@
 use proptest::prelude::*;
 use redirector_common::{BASE_CLASS, ServiceKey};
 use redirector_core::{
-    compile::{ClassBook, Generation, Table, Tables, Transition, compile_generation, compile_route, service_key},
+    compile::{Compiler, Generation, Table, Tables, Transition, compile_resolution, compile_route, service_key},
     resolve::{Class, Resolution, ResolvedBackend, ResolvedRoute, Workload},
 };
 use std::{
@@ -164,19 +164,26 @@ proptest! {
     /// its new route; class ids of classes that went away are never reused.
     #[test]
     fn reloads_never_show_a_workload_another_route(sequence in configs()) {
-        let mut book = ClassBook::default();
+        let mut compiler = Compiler::new();
         let mut routes = Tables::new();
         let mut workloads = vec![BASE_CLASS; sequence[0].workloads.len()];
         let mut retired_ids = BTreeMap::new();
         let mut old: Option<&Config> = None;
         for (i, config) in sequence.iter().enumerate() {
-            let next = compile_generation(&resolution(config), &book).unwrap();
+            let next = compile_resolution(&mut compiler, &resolution(config)).unwrap();
+            // The tables in force after it: the previous ones with its changes.
+            let mut after = compiler.tables().clone();
+            for key in &next.removed {
+                after.remove(key);
+            }
+            after.extend(next.tables.clone());
+            prop_assert_eq!(after.len(), next.routes);
             // Counter slots: one use each; a route kept under the same key
             // keeps its slots; released slots were in use and are no more.
-            let mut uses = slots(&next.tables);
+            let mut uses = slots(&after);
             uses.sort();
             prop_assert!(uses.windows(2).all(|w| w[0].0 != w[1].0), "a counter slot counts two things: {:?}", uses);
-            for (key, table) in &next.tables {
+            for (key, table) in &after {
                 if let Some(old) = routes.get(key).filter(|_| i > 0) {
                     prop_assert_eq!(old.header.counters, table.header.counters, "route {:?} lost its counters", key);
                 }
@@ -191,9 +198,10 @@ proptest! {
                 routes.remove(&key);
                 retired_ids.insert(key.class, i);
             }
-            prop_assert_eq!(&routes, &next.tables, "generation {} left other entries in ROUTES", i);
+            prop_assert_eq!(&routes, &after, "generation {} left other entries in ROUTES", i);
             check(&routes, &workloads, None, config, "after the reload")?;
-            book = next.book;
+            compiler.commit(&next);
+            prop_assert_eq!(compiler.tables(), &after);
             old = Some(config);
         }
     }
@@ -204,12 +212,15 @@ proptest! {
 fn an_unchanged_class_keeps_its_id_when_others_come_and_go() {
     let with_a = Config { base: vec![0, 0], workloads: vec![vec![1, 0], vec![2, 0]] };
     let without_a = Config { base: vec![0, 0], workloads: vec![vec![0, 0], vec![2, 0]] };
-    let first = compile_generation(&resolution(&with_a), &ClassBook::default()).unwrap();
-    let second = compile_generation(&resolution(&without_a), &first.book).unwrap();
+    let mut compiler = Compiler::new();
+    let first = compile_resolution(&mut compiler, &resolution(&with_a)).unwrap();
+    compiler.commit(&first);
+    let second = compile_resolution(&mut compiler, &resolution(&without_a)).unwrap();
+    compiler.commit(&second);
     let class_of = |g: &Generation, c: &Config, w: usize| g.class_ids[resolution(c).workloads[w].class as usize];
     assert_eq!(class_of(&second, &without_a, 1), class_of(&first, &with_a, 1), "b's class id moved");
     assert_eq!(class_of(&second, &without_a, 0), BASE_CLASS);
-    let third = compile_generation(&resolution(&with_a), &second.book).unwrap();
+    let third = compile_resolution(&mut compiler, &resolution(&with_a)).unwrap();
     assert_ne!(class_of(&third, &with_a, 0), class_of(&first, &with_a, 0), "a retired id came back");
     assert_eq!(class_of(&third, &with_a, 1), class_of(&first, &with_a, 1));
 }
@@ -228,9 +239,11 @@ fn counter_slots_follow_their_backends() {
         Resolution { classes: vec![Class { id: BASE_CLASS, routes: vec![r] }], workloads: vec![] }
     };
     let key = service_key(BASE_CLASS, vip(0), 80);
-    let first = compile_generation(&with(&["v1", "v2", "v3"]), &ClassBook::default()).unwrap();
+    let mut compiler = Compiler::new();
+    let first = compile_resolution(&mut compiler, &with(&["v1", "v2", "v3"])).unwrap();
+    compiler.commit(&first);
     let slot = |g: &Generation, i: usize| g.tables[&key].backends[i].counter;
-    let second = compile_generation(&with(&["v3", "v1"]), &first.book).unwrap();
+    let second = compile_resolution(&mut compiler, &with(&["v3", "v1"])).unwrap();
     assert_eq!(slot(&second, 0), slot(&first, 2), "v3 moved and lost its count");
     assert_eq!(slot(&second, 1), slot(&first, 0), "v1 moved and lost its count");
     assert_eq!(second.tables[&key].header.counters, first.tables[&key].header.counters);
