@@ -1,14 +1,15 @@
 //! The control plane's one-change cost, as the agent pays it: a config
 //! directory of N MeshServices (two Dataplanes each) and N MeshTCPRoutes, one
 //! route alone in its own file, replaced (renamed into place) with new
-//! weights; then the incremental read, validation, resolution and the
-//! generation with stable class ids. At 10,000 and 100,000 services.
+//! weights; then the agent's pipeline: the incremental read, the store
+//! events, the resolution of what they touch and the next generation. At
+//! 10,000 and 100,000 services.
 //!
 //! `cargo bench -p redirector-core --bench one_change`; `ONE_CHANGE_SIZES=10000`
 //! for one size.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use redirector_core::{compile, plan, resolve::NoDns, source::FileSource};
+use redirector_core::{pipeline::Pipeline, resolve::NoDns};
 use std::{fmt::Write as _, path::Path, time::Duration};
 
 /// Services per file (the agent's file size limit is 16 MiB).
@@ -65,9 +66,9 @@ fn one_change(c: &mut Criterion) {
     for services in sizes {
         let dir = std::env::temp_dir().join(format!("redirector-bench-one-change-{services}"));
         write_config(&dir, services);
-        let mut source = FileSource::new(&dir);
-        let first = plan::build_from(&mut source, &NoDns).expect("the bench config is valid");
-        let mut book = compile::compile_generation(&first.resolution, &Default::default()).unwrap().book;
+        let mut pipeline = Pipeline::new(&dir);
+        let first = pipeline.update(&NoDns).expect("the bench config is valid");
+        pipeline.commit(&first.generation);
         let mut weight = 90;
         group.bench_function(format!("{services} services"), |b| {
             b.iter(|| {
@@ -75,10 +76,10 @@ fn one_change(c: &mut Criterion) {
                 let staging = dir.join(".staging");
                 std::fs::write(&staging, route(0, weight)).unwrap();
                 std::fs::rename(&staging, dir.join("edited.yaml")).unwrap();
-                let plan = plan::build_from(&mut source, &NoDns).unwrap();
-                let generation = compile::compile_generation(&plan.resolution, &book).unwrap();
-                book = generation.book.clone();
-                generation.tables.len()
+                let ready = pipeline.update(&NoDns).unwrap();
+                assert_eq!(ready.generation.tables.len(), 1, "one route changed");
+                pipeline.commit(&ready.generation);
+                ready.generation.tables.len()
             })
         });
         let _ = std::fs::remove_dir_all(&dir);

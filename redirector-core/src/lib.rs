@@ -5,12 +5,14 @@
 //! [`model`] (read and validate Kuma resources) ->
 //! [`resolve`] (which route serves which destination, for which workload
 //! class) -> [`compile`] (kernel tables, diffs, and their decoding) ->
-//! [`plan`] (the whole pipeline on a path or a text, and its explanation).
+//! [`plan`] (the whole pipeline on a path or a text, and its explanation);
+//! [`pipeline`] runs the same stages incrementally for the agent.
 //! Nothing here touches the kernel or needs the BPF toolchain; the agent in
 //! the `redirector` crate writes what this computes.
 
 pub mod compile;
 pub mod model;
+pub mod pipeline;
 pub mod plan;
 pub mod resolve;
 pub mod source;

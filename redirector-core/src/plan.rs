@@ -206,7 +206,8 @@ impl Plan {
     }
 }
 
-fn route_line(r: &ResolvedRoute) -> String {
+/// One route on one line: destination, service, policy, backends with shares.
+pub fn route_line(r: &ResolvedRoute) -> String {
     let dest = SocketAddr::new(r.vip, r.port);
     let (weights, total) = shares(r);
     let backends: Vec<String> = r

@@ -54,6 +54,19 @@ impl Stamp {
     }
 }
 
+/// What changed in the files since the last read, and what is wrong with them now.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Store events, one per key whose resources in a file changed.
+    pub events: Vec<Event>,
+    /// Problems reading and parsing the files, in file order.
+    pub problems: Vec<Problem>,
+    /// Problems validating their resources, by kind, then file.
+    pub validation: Vec<Problem>,
+    /// What the read did.
+    pub stats: ReadStats,
+}
+
 /// What one read did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ReadStats {
@@ -96,10 +109,9 @@ impl FileSource {
     /// resources in a file changed, a deletion for each key a file no longer
     /// has), with every problem of reading and validating the files as they
     /// are now (duplicates across files aside: the store finds those).
-    pub fn changes(&mut self) -> (Vec<Event>, Vec<Problem>, ReadStats) {
+    pub fn changes(&mut self) -> Changes {
         let mut old: HashMap<PathBuf, BTreeMap<Key, Vec<Resource>>> = HashMap::new();
-        let (mut problems, validation, stats, changed) = self.scan(&mut old);
-        problems.extend(validation);
+        let (problems, validation, stats, changed) = self.scan(&mut old);
         let mut events = Vec::new();
         for path in changed {
             let source = file_source(&path);
@@ -114,7 +126,7 @@ impl FileSource {
                 events.push(Event::delete(source.clone(), key));
             }
         }
-        (events, problems, stats)
+        Changes { events, problems, validation, stats }
     }
 
     fn read_all(&mut self) -> (Config, Vec<Problem>, Vec<Problem>, ReadStats) {

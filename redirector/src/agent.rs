@@ -17,10 +17,11 @@ use crate::{
 };
 use redirector_common::MAX_WORKLOAD_DEPTH;
 use redirector_core::{
-    compile::{ClassBook, compile_generation},
+    compile::Tables,
+    model::Problems,
+    pipeline::{Pipeline, Ready},
     plan,
     resolve::BASE_CLASS,
-    source::FileSource,
 };
 use anyhow::{Context as _, bail};
 use std::{
@@ -74,9 +75,9 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     // not lost: it comes as a change right after.
     let (changes_tx, mut changes) = mpsc::unbounded_channel();
     let _watcher = watch(&options.config, changes_tx)?;
-    let (source, plan) = build(FileSource::new(&options.config)).await;
-    let plan = plan.map_err(|problems| anyhow::anyhow!("{}: configuration rejected:\n{problems}", options.config.display()))?;
-    for warning in &plan.warnings {
+    let (pipeline, ready) = build(Pipeline::new(&options.config), false).await?;
+    let ready = ready.map_err(|problems| anyhow::anyhow!("{}: configuration rejected:\n{problems}", options.config.display()))?;
+    for warning in &ready.warnings {
         warn!("{warning}");
     }
     let state: metrics::Shared = Default::default();
@@ -98,7 +99,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
 
     let attach_level = cgroup_level(&cgroup)?;
-    let desired = desired_state(&plan, &cgroup, attach_level, &ClassBook::default())?;
+    let desired = desired_state(ready, &cgroup, attach_level)?;
     // A restart loads a new generation next to the running one and retires
     // the old one once the new one is attached: no gap.
     let (mut datapath, logger) = Datapath::load(&options.bpffs)?;
@@ -118,28 +119,29 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let _cgroup_watcher = watch_cgroup(&cgroup, cgroup_tx)?;
     // Tables and workload classes go in before the hooks are attached.
     let diff = datapath.apply(&desired)?;
+    let mut pipeline = pipeline;
+    pipeline.commit(&desired.routes);
     datapath.attach(&cgroup)?;
-    let endpoints: usize = plan.tables.values().map(|t| t.endpoints.len()).sum();
+    let endpoints: usize = desired.routes.tables.values().map(|t| t.endpoints.len()).sum();
     info!(
         cgroup = %cgroup.display(),
-        routes = plan.tables.len(),
+        routes = desired.routes.routes,
         written = diff.upsert.len(),
         endpoints,
-        policies = plan.config.routes.len(),
-        classes = plan.resolution.classes.len(),
+        classes = desired.routes.class_ids.len(),
         workloads = desired.workloads.len(),
         "applied {} routes from {}",
-        plan.tables.len(),
+        desired.routes.routes,
         options.config.display()
     );
     // A node may carry many thousands of routes: the log shows the first few,
     // `redirector plan` and `status` show all of them.
-    let lines = plan.summary_lines();
-    for line in lines.iter().take(MAX_ROUTE_LOG_LINES) {
-        info!("route {line}");
+    let engine = pipeline.engine();
+    for route in engine.base_routes().take(MAX_ROUTE_LOG_LINES) {
+        info!("route {}", plan::route_line(route));
     }
-    if lines.len() > MAX_ROUTE_LOG_LINES {
-        info!("... and {} more routes (`redirector status` lists them)", lines.len() - MAX_ROUTE_LOG_LINES);
+    if engine.base_len() > MAX_ROUTE_LOG_LINES {
+        info!("... and {} more routes (`redirector status` lists them)", engine.base_len() - MAX_ROUTE_LOG_LINES);
     }
     let mut attached_ino = cgroup_ino(&cgroup);
     {
@@ -147,17 +149,16 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         s.ready = true;
         s.not_ready = None;
         s.generation = 1;
-        s.slots = metrics::Slot::all(&desired, &services(&plan, &desired.routes.class_ids));
-        s.fill = metrics::Fill::of(&desired);
+        metrics::Slot::update(&mut s.slots, &Tables::new(), &desired.routes, |key| service_of(&pipeline, key));
+        s.fill = metrics::Fill { routes: datapath.installed().len(), table_slots: datapath.table_slots(), workloads: desired.workloads.len() };
     }
     info!("ready");
+    let mut uses_dns = pipeline.engine().has_hostnames();
     let mut node = Node {
-        source: Some(source),
-        config: options.config.clone(),
+        pipeline: Some(pipeline),
         cgroup: cgroup.clone(),
         attach_level,
         datapath,
-        book: desired.routes.book,
         generation: 1,
         state: state.clone(),
     };
@@ -171,15 +172,13 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     refresh.tick().await;
     // Replaced tables are deleted once no connect can still be reading them.
     let mut garbage = tokio::time::interval(Duration::from_millis(redirector_common::TABLE_GRACE_MS / 2));
-    let mut uses_dns = has_hostnames(&plan);
-    drop(plan);
     let signal_name = loop {
         tokio::select! {
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
             _ = hup.recv() => {
                 info!("SIGHUP: reloading {}", options.config.display());
-                if let Some(dns) = node.reload("SIGHUP").await {
+                if let Some(dns) = node.reload("SIGHUP", false).await? {
                     uses_dns = dns;
                 }
             }
@@ -204,7 +203,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
                         }
                         info!("cgroup {} created again: hooks attached", cgroup.display());
                         // Workload cgroups below it are new directories with new ids.
-                        node.reload("cgroup recreated").await;
+                        node.reload("cgroup recreated", false).await?;
                         let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
                         s.ready = true;
                         s.not_ready = None;
@@ -220,12 +219,12 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
             Some(()) = changes.recv() => {
                 // Wait for the writes to settle, then rebuild once.
                 while let Ok(Some(())) = tokio::time::timeout(SETTLE, changes.recv()).await {}
-                if let Some(dns) = node.reload("config change").await {
+                if let Some(dns) = node.reload("config change", false).await? {
                     uses_dns = dns;
                 }
             }
             _ = refresh.tick(), if uses_dns => {
-                node.reload("DNS refresh").await;
+                node.reload("DNS refresh", true).await?;
             }
             _ = garbage.tick(), if node.datapath.has_garbage() => {
                 if let Err(e) = node.datapath.collect_garbage() {
@@ -239,99 +238,93 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads (what changed), validates, resolves and compiles the config off the
-/// runtime thread, so `/healthz`, metrics and signals are served while a
-/// large config is read. The source comes back with the result.
-async fn build(mut source: FileSource) -> (FileSource, Result<plan::Plan, redirector_core::model::Problems>) {
-    let path = source.path().to_path_buf();
-    match tokio::task::spawn_blocking(move || {
-        let plan = plan::build_from(&mut source, &redirector_core::resolve::SystemDns);
-        (source, plan)
+/// Reads what changed, resolves and compiles it off the runtime thread, so
+/// `/healthz`, metrics and signals are served while a large config is read.
+/// The pipeline comes back with the result. A panic in it is a bug the
+/// agent cannot recover from with its state intact: it stops (the datapath
+/// stays in force).
+async fn build(mut pipeline: Pipeline, refresh_dns: bool) -> anyhow::Result<(Pipeline, Result<Ready, Problems>)> {
+    tokio::task::spawn_blocking(move || {
+        if refresh_dns {
+            pipeline.refresh_dns();
+        }
+        let ready = pipeline.update(&redirector_core::resolve::SystemDns);
+        (pipeline, ready)
     })
     .await
-    {
-        Ok(done) => done,
-        Err(e) => (
-            FileSource::new(&path),
-            Err(redirector_core::model::Problems(vec![redirector_core::model::Problem {
-                severity: redirector_core::model::Severity::Error,
-                file: path.clone(),
-                resource: String::new(),
-                path: String::new(),
-                message: format!("reading the configuration failed: {e}"),
-            }])),
-        ),
-    }
+    .context("the configuration pipeline failed; stopping (the datapath stays attached)")
 }
 
 /// The running agent's datapath and what it needs to reload.
 struct Node {
-    /// The config's files as last read (taken while a read runs).
-    source: Option<FileSource>,
-    config: PathBuf,
+    /// The pipeline, with the generation in force (taken while a read runs).
+    pipeline: Option<Pipeline>,
     cgroup: PathBuf,
     attach_level: u32,
     datapath: Datapath,
-    /// Class ids of the generation in force.
-    book: ClassBook,
     generation: u64,
     state: metrics::Shared,
 }
 
 impl Node {
-    /// Rebuilds the plan and applies what changed. On a rejected config, or a
-    /// generation the kernel cannot take, nothing is written (or all of it is
-    /// undone). Returns whether the applied config uses hostnames (`None`
-    /// when nothing was applied).
-    async fn reload(&mut self, cause: &str) -> Option<bool> {
+    /// Reads what changed and applies the next generation. On a rejected
+    /// config, or a generation the kernel cannot take, nothing is written (or
+    /// all of it is undone) and the pipeline stays at the generation in force.
+    /// Returns whether the config uses hostnames (`None` when nothing was applied).
+    async fn reload(&mut self, cause: &str, refresh_dns: bool) -> anyhow::Result<Option<bool>> {
         let started = Instant::now();
         let generation = self.generation;
         let failed = |state: &metrics::Shared| state.lock().unwrap_or_else(|e| e.into_inner()).reloads_failed += 1;
-        let source = self.source.take().unwrap_or_else(|| FileSource::new(&self.config));
-        let (source, plan) = build(source).await;
-        self.source = Some(source);
-        let plan = match plan {
-            Ok(plan) => plan,
+        let pipeline = self.pipeline.take().context("a reload is already running")?;
+        let (mut pipeline, ready) = build(pipeline, refresh_dns).await?;
+        let ready = match ready {
+            Ok(ready) => ready,
             Err(problems) => {
+                self.pipeline = Some(pipeline);
                 failed(&self.state);
                 for p in problems.errors() {
                     error!("{p}");
                 }
                 warn!(generation, "{cause}: configuration rejected; generation {generation} stays in force");
-                return None;
+                return Ok(None);
             }
         };
-        let applied = desired_state(&plan, &self.cgroup, self.attach_level, &self.book)
-            .and_then(|desired| Ok((self.datapath.apply(&desired)?, desired)));
+        let stats = ready.stats;
+        let uses_dns = pipeline.engine().has_hostnames();
+        let desired = desired_state(ready, &self.cgroup, self.attach_level);
+        // The slots the kernel's old tables counted in, for the metrics.
+        let before: Tables = desired
+            .as_ref()
+            .map(|d| d.routes.removed.iter().chain(d.routes.tables.keys()).filter_map(|k| Some((*k, self.datapath.installed().get(k)?.clone()))).collect())
+            .unwrap_or_default();
+        let applied = desired.and_then(|desired| Ok((self.datapath.apply(&desired)?, desired)));
         let outcome = match applied {
-            Ok((diff, desired)) if diff.is_empty() => {
-                // No route changed, but workload cgroups may have.
-                self.state.lock().unwrap_or_else(|e| e.into_inner()).fill = metrics::Fill::of(&desired);
-                self.book = desired.routes.book;
-                debug!(generation, "{cause}: nothing changed");
-                Some(has_hostnames(&plan))
-            }
             Ok((diff, desired)) => {
-                self.generation += 1;
-                let generation = self.generation;
-                {
-                    let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                pipeline.commit(&desired.routes);
+                let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                s.fill = metrics::Fill { routes: self.datapath.installed().len(), table_slots: self.datapath.table_slots(), workloads: desired.workloads.len() };
+                if diff.is_empty() {
+                    // No route changed, but workload cgroups may have.
+                    debug!(generation, "{cause}: nothing changed");
+                } else {
+                    self.generation += 1;
+                    let generation = self.generation;
                     s.reloads_ok += 1;
                     s.generation = generation;
-                    s.slots = metrics::Slot::all(&desired, &services(&plan, &desired.routes.class_ids));
-                    s.fill = metrics::Fill::of(&desired);
+                    metrics::Slot::update(&mut s.slots, &before, &desired.routes, |key| service_of(&pipeline, key));
+                    drop(s);
+                    info!(
+                        generation,
+                        routes = desired.routes.routes,
+                        written = diff.upsert.len(),
+                        removed = diff.remove.len(),
+                        events = stats.events,
+                        resolved = stats.resolve.resolved,
+                        micros = started.elapsed().as_micros() as u64,
+                        "{cause}: applied generation {generation}"
+                    );
                 }
-                info!(
-                    generation,
-                    routes = desired.routes.tables.len(),
-                    written = diff.upsert.len(),
-                    removed = diff.remove.len(),
-                    unchanged = diff.unchanged,
-                    micros = started.elapsed().as_micros() as u64,
-                    "{cause}: applied generation {generation}"
-                );
-                self.book = desired.routes.book;
-                Some(has_hostnames(&plan))
+                Some(uses_dns)
             }
             Err(e) => {
                 failed(&self.state);
@@ -339,33 +332,14 @@ impl Node {
                 None
             }
         };
-        // The plan is large at node scale: freed, and the freed memory given
-        // back to the system, off the runtime thread.
-        tokio::task::spawn_blocking(move || {
-            drop(plan);
-            // SAFETY: malloc_trim only releases free heap memory.
-            unsafe { nix::libc::malloc_trim(0) };
-        });
-        outcome
+        self.pipeline = Some(pipeline);
+        Ok(outcome)
     }
 }
 
-/// The destination service of every route of every class (by table key),
-/// for the metrics' labels.
-fn services(plan: &plan::Plan, class_ids: &[u32]) -> std::collections::BTreeMap<redirector_common::ServiceKey, String> {
-    plan.resolution
-        .classes
-        .iter()
-        .enumerate()
-        .flat_map(|(i, c)| c.routes.iter().map(move |r| (redirector_core::compile::service_key(class_ids[i], r.vip, r.port), r.service.clone())))
-        .collect()
-}
-
-/// Whether any MeshExternalService endpoint is a hostname.
-fn has_hostnames(plan: &plan::Plan) -> bool {
-    plan.config.external_services.iter().any(|s| {
-        s.spec.endpoints.iter().flatten().any(|e| e.address.parse::<std::net::IpAddr>().is_err())
-    })
+/// The destination service of a table key, for the metrics' labels.
+fn service_of(pipeline: &Pipeline, key: &redirector_common::ServiceKey) -> String {
+    pipeline.route_of(key).map(|r| r.service.clone()).unwrap_or_default()
 }
 
 /// Watches the config (a directory recursively; a file through its
@@ -420,15 +394,14 @@ fn cgroup_level(cgroup: &Path) -> anyhow::Result<u32> {
     Ok(cgroup.strip_prefix(&root).map(|p| p.components().count()).unwrap_or(0) as u32)
 }
 
-/// The kernel state for `plan` with hooks attached at `cgroup`: workload
+/// The kernel state for `ready` with hooks attached at `cgroup`: workload
 /// cgroup paths become cgroup ids (a cgroup v2 directory's inode number).
 /// Workloads whose cgroup does not exist yet are reported and skipped.
-fn desired_state(plan: &plan::Plan, cgroup: &Path, attach_level: u32, book: &ClassBook) -> anyhow::Result<Desired> {
+fn desired_state(ready: Ready, cgroup: &Path, attach_level: u32) -> anyhow::Result<Desired> {
     use std::os::unix::fs::MetadataExt as _;
-    let routes = compile_generation(&plan.resolution, book)?;
-    let class_ids = routes.class_ids.clone();
-    let mut desired = Desired { routes, ..Default::default() };
-    for w in plan.resolution.workloads.iter().filter(|w| class_ids[w.class as usize] != BASE_CLASS) {
+    let class_ids = ready.generation.class_ids.clone();
+    let mut desired = Desired { routes: ready.generation, ..Default::default() };
+    for w in ready.workloads.iter().filter(|w| class_ids[w.class as usize] != BASE_CLASS) {
         let dir = cgroup.join(&w.cgroup);
         match std::fs::metadata(&dir) {
             Ok(meta) if meta.is_dir() => {

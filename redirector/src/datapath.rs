@@ -277,7 +277,7 @@ impl Datapath {
         self.check_capacity(desired, &t)?;
         let upsert: Vec<ServiceKey> = t.classes.iter().chain(&t.base).copied().filter(|k| next.tables.contains_key(k)).collect();
         let diff = Diff {
-            unchanged: next.tables.len() - upsert.len(),
+            unchanged: next.routes.saturating_sub(upsert.len()),
             upsert,
             remove: t.remove.iter().chain(&t.retire).copied().filter(|k| self.installed.contains_key(k)).collect(),
         };
@@ -513,6 +513,11 @@ impl Datapath {
     /// The tables currently in the kernel.
     pub fn installed(&self) -> &Tables {
         &self.installed
+    }
+
+    /// `TABLES` entries of the installed tables.
+    pub fn table_slots(&self) -> usize {
+        self.table_slots
     }
 
     /// Exits the process's hold on the datapath, leaving it in force: the

@@ -52,17 +52,6 @@ pub struct Fill {
     pub workloads: usize,
 }
 
-impl Fill {
-    /// The fill levels of `desired`.
-    pub fn of(desired: &crate::datapath::Desired) -> Self {
-        Self {
-            routes: desired.routes.tables.len(),
-            table_slots: desired.routes.tables.values().map(|t| t.entry_count() as usize).sum(),
-            workloads: desired.workloads.len(),
-        }
-    }
-}
-
 /// What one `COUNTERS` slot counts, as metric labels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Slot {
@@ -88,14 +77,24 @@ pub enum Counts {
 }
 
 impl Slot {
-    /// The slots of every table of `desired`, with the service names of
-    /// each destination (by table key).
-    pub fn all(desired: &crate::datapath::Desired, services: &BTreeMap<redirector_common::ServiceKey, String>) -> BTreeMap<u32, Slot> {
-        let g = &desired.routes;
-        let mut slots = BTreeMap::new();
+    /// Brings `slots` from the tables in `before` (the old versions of the
+    /// tables `g` writes or removes) to `g`'s: the old ones' slots go, the
+    /// new ones' come, labelled with their destination's service (`service`).
+    pub fn update(
+        slots: &mut BTreeMap<u32, Slot>,
+        before: &redirector_core::compile::Tables,
+        g: &redirector_core::compile::Generation,
+        service: impl Fn(&redirector_common::ServiceKey) -> String,
+    ) {
+        for table in before.values() {
+            slots.remove(&(table.header.counters + REFUSED));
+            slots.remove(&(table.header.counters + ORIGINS_FULL));
+            for backend in &table.backends {
+                slots.remove(&backend.counter);
+            }
+        }
         for (key, table) in &g.tables {
-            let base = redirector_common::ServiceKey { class: redirector_common::BASE_CLASS, ..*key };
-            let service = services.get(key).or_else(|| services.get(&base)).cloned().unwrap_or_default();
+            let service = service(key);
             let slot = |counts| Slot { class: key.class, destination: redirector_core::compile::destination(key), service: service.clone(), counts };
             slots.insert(table.header.counters + REFUSED, slot(Counts::Refused));
             slots.insert(table.header.counters + ORIGINS_FULL, slot(Counts::OriginsFull));
@@ -105,7 +104,6 @@ impl Slot {
                 slots.insert(backend.counter, slot(Counts::Backend(name)));
             }
         }
-        slots
     }
 }
 
