@@ -97,6 +97,25 @@ pub struct Engine {
     conflicts: Vec<Problem>,
     /// Whether the classes or workloads changed since [`Engine::take_changed`].
     classes_changed: bool,
+    /// The problems of the base cells, counted (so listing them costs their
+    /// number, not the number of routes).
+    base_problems: BTreeMap<Sorted, usize>,
+}
+
+/// A problem ordered by file, resource, field path, message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Sorted(Problem);
+
+impl Ord for Sorted {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        problem_order(&self.0).cmp(&problem_order(&other.0))
+    }
+}
+
+impl PartialOrd for Sorted {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 impl Engine {
@@ -274,8 +293,26 @@ impl Engine {
     }
 
     fn free_cell(&mut self, c: u32) {
-        self.cells[c as usize] = None;
+        if let Some(cell) = self.cells[c as usize].take()
+            && cell.owner.is_none()
+        {
+            self.count_problems(&cell.problems, false);
+        }
         self.free.push(c);
+    }
+
+    fn count_problems(&mut self, problems: &[Problem], add: bool) {
+        for p in problems {
+            let key = Sorted(p.clone());
+            if add {
+                *self.base_problems.entry(key).or_default() += 1;
+            } else if let Some(n) = self.base_problems.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    self.base_problems.remove(&key);
+                }
+            }
+        }
     }
 
     /// Resolves one cell again; returns whether its route changed.
@@ -312,9 +349,14 @@ impl Engine {
             }
         }
         cell.deps = deps;
-        cell.problems = problems;
+        let old_problems = std::mem::replace(&mut cell.problems, problems);
         let changed = cell.route != route;
         cell.route = route;
+        if owner.is_none() {
+            let new_problems = cell.problems.clone();
+            self.count_problems(&old_problems, false);
+            self.count_problems(&new_problems, true);
+        }
         changed
     }
 
@@ -489,10 +531,7 @@ impl Engine {
 
     /// Every problem resolution met, sorted, without repeats.
     pub fn problems(&self) -> Vec<Problem> {
-        let mut out: Vec<&Problem> = Vec::new();
-        for &c in self.base.values() {
-            out.extend(self.cells[c as usize].iter().flat_map(|cell| &cell.problems));
-        }
+        let mut out: Vec<&Problem> = self.base_problems.keys().map(|p| &p.0).collect();
         for (key, state) in &self.workloads {
             out.extend(&state.cgroup_problem);
             if !self.class_of.contains_key(key) {
