@@ -154,15 +154,29 @@ impl FileSource {
         let mut files = HashMap::with_capacity(paths.len());
         let mut order = Vec::with_capacity(paths.len());
         let mut changed = Vec::new();
-        for path in paths {
-            let stamp = Stamp::of(&path);
-            let cached = self.files.remove(&path);
+        // Which files to read again; those are read and parsed in parallel.
+        let stamps: Vec<(PathBuf, Option<Stamp>, Option<Cached>)> = paths
+            .into_iter()
+            .map(|path| {
+                let stamp = Stamp::of(&path);
+                let cached = self.files.remove(&path);
+                (path, stamp, cached)
+            })
+            .collect();
+        let todo: Vec<(&Path, Option<u64>)> = stamps
+            .iter()
+            .filter(|(_, stamp, cached)| !matches!((cached, stamp), (Some(c), Some(s)) if c.stamp == *s))
+            .map(|(path, _, cached)| (path.as_path(), cached.as_ref().map(|c| c.hash)))
+            .collect();
+        let mut outcomes = read_all_parallel(&todo).into_iter();
+        for (path, stamp, cached) in stamps {
             let entry = match (cached, stamp) {
                 (Some(c), Some(s)) if c.stamp == s => Some(c),
                 (cached, stamp) => {
                     stats.read += 1;
-                    match read_file(&path) {
-                        Err(message) => {
+                    let stamp = stamp.unwrap_or(Stamp(0, 0, 0, 0, 0, 0, 0));
+                    match outcomes.next().expect("one outcome per file read") {
+                        Outcome::Failed(message) => {
                             problems.push(file_problem(&path, message));
                             if let Some(c) = cached {
                                 old.insert(path.clone(), by_key(&c.config));
@@ -170,23 +184,12 @@ impl FileSource {
                             }
                             None
                         }
-                        Ok(text) => {
-                            let mut hasher = std::collections::hash_map::DefaultHasher::new();
-                            text.hash(&mut hasher);
-                            let hash = hasher.finish();
-                            let stamp = stamp.unwrap_or(Stamp(0, 0, 0, 0, 0, 0, 0));
-                            match cached {
-                                Some(c) if c.hash == hash => Some(Cached { stamp, ..c }),
-                                cached => {
-                                    stats.parsed += 1;
-                                    old.insert(path.clone(), cached.map(|c| by_key(&c.config)).unwrap_or_default());
-                                    changed.push(path.clone());
-                                    let (mut file_config, mut file_problems) = (Config::default(), Vec::new());
-                                    load_into(&mut file_config, &path, &text, &mut file_problems);
-                                    let validation = validate_by_kind(&file_config);
-                                    Some(Cached { stamp, hash, config: file_config, problems: file_problems, validation })
-                                }
-                            }
+                        Outcome::Same => cached.map(|c| Cached { stamp, ..c }),
+                        Outcome::Parsed(parsed) => {
+                            stats.parsed += 1;
+                            old.insert(path.clone(), cached.map(|c| by_key(&c.config)).unwrap_or_default());
+                            changed.push(path.clone());
+                            Some(Cached { stamp, ..*parsed })
                         }
                     }
                 }
@@ -212,6 +215,61 @@ impl FileSource {
         self.order = order;
         (problems, validation, stats, changed)
     }
+}
+
+/// What reading one file again gave.
+enum Outcome {
+    /// It could not be read.
+    Failed(String),
+    /// Its content is what was parsed last time.
+    Same,
+    /// New content, parsed and validated (its stamp not yet set).
+    Parsed(Box<Cached>),
+}
+
+/// Reads, hashes and (when the hash is not `last`) parses and validates a file.
+fn read_one(path: &Path, last: Option<u64>) -> Outcome {
+    let text = match read_file(path) {
+        Ok(text) => text,
+        Err(message) => return Outcome::Failed(message),
+    };
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    let hash = hasher.finish();
+    if last == Some(hash) {
+        return Outcome::Same;
+    }
+    let (mut config, mut problems) = (Config::default(), Vec::new());
+    load_into(&mut config, path, &text, &mut problems);
+    let validation = validate_by_kind(&config);
+    Outcome::Parsed(Box::new(Cached { stamp: Stamp(0, 0, 0, 0, 0, 0, 0), hash, config, problems, validation }))
+}
+
+/// [`read_one`] for every file, on up to one thread per CPU (parsing is most
+/// of an install's time); outcomes in the files' order.
+fn read_all_parallel(files: &[(&Path, Option<u64>)]) -> Vec<Outcome> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(files.len());
+    if threads <= 1 {
+        return files.iter().map(|(path, last)| read_one(path, *last)).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut done: Vec<(usize, Outcome)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((path, last)) = files.get(i) else { break out };
+                        out.push((i, read_one(path, *last)));
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+    });
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, o)| o).collect()
 }
 
 /// A file's resources by key, in file order within a key.

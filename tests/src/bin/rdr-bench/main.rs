@@ -80,6 +80,22 @@ enum Mode {
         #[arg(long)]
         invoked_as: Option<String>,
     },
+    /// The scale sweep alone, printed (no report): install, one change, memory
+    /// and connect latency per size.
+    Sweep {
+        /// Service counts, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+        sweep: Vec<u32>,
+        /// Sequential connections per point.
+        #[arg(long, default_value_t = 20_000)]
+        sweep_connects: u32,
+        /// One-route edits per point (redirector).
+        #[arg(long, default_value_t = 100)]
+        edits: u32,
+        /// Leave iptables and nftables out.
+        #[arg(long)]
+        redirector_only: bool,
+    },
     /// The bench's own client, one per measurement (internal).
     #[command(hide = true)]
     Client {
@@ -111,6 +127,21 @@ fn main() -> anyhow::Result<()> {
             };
             let command = invoked_as.unwrap_or_else(|| std::env::args().collect::<Vec<_>>().join(" "));
             run(&sizes, &out, &command)
+        }
+        Mode::Sweep { sweep, sweep_connects, edits, redirector_only } => {
+            if !nix::unistd::geteuid().is_root() {
+                bail!("the sweep creates a network namespace, a cgroup and netfilter rules, and loads BPF: run it as root");
+            }
+            let sizes = Sizes { connects: 0, rate_connects: 0, round_trips: 0, bulk_mib: 0, rounds: 1, sweep, sweep_connects, edits };
+            enter_private_netns().context("creating the bench's network namespace")?;
+            sysctl("net/ipv4/ip_local_port_range", "1024 65000")?;
+            let _ = sysctl("net/netfilter/nf_conntrack_tcp_timeout_time_wait", "1");
+            let _backends = [Backend::tcp(EP_V1, "v1")?, Backend::tcp(EP_V2, "v2")?];
+            let points = run_sweep(&sizes, redirector_only)?;
+            for point in &points {
+                println!("{}", point.summary());
+            }
+            Ok(())
         }
         Mode::Client { mode, target, alt, source, count, warmup, cgroup } => match mode.as_str() {
             "connect" => client::run(target, alt, source, count, warmup, cgroup.as_deref()),
@@ -540,7 +571,7 @@ fn run(sizes: &Sizes, out_dir: &Path, command: &str) -> anyhow::Result<()> {
         .collect();
     let hook = Hook::pooled(hooks);
 
-    let points = run_sweep(sizes)?;
+    let points = run_sweep(sizes, false)?;
 
     let total = started.elapsed();
     let md = report::markdown(&report::Report {
@@ -572,7 +603,7 @@ fn sweep_source(contender: usize, point: usize) -> String {
     format!("127.23.{}.{}", contender + 1, point + 1)
 }
 
-fn run_sweep(sizes: &Sizes) -> anyhow::Result<Vec<SweepPoint>> {
+fn run_sweep(sizes: &Sizes, redirector_only: bool) -> anyhow::Result<Vec<SweepPoint>> {
     let mut points = Vec::new();
     let warmup = (sizes.sweep_connects / 20).clamp(50, 1000);
     for (k, &n) in sizes.sweep.iter().enumerate() {
@@ -600,7 +631,7 @@ fn run_sweep(sizes: &Sizes) -> anyhow::Result<Vec<SweepPoint>> {
             eprintln!("bench: sweep {n}: {}", point.summary());
             points.push(point);
         }
-        for (ci, name) in [(3usize, "iptables"), (4, "nftables")] {
+        for (ci, name) in [(3usize, "iptables"), (4, "nftables")].into_iter().filter(|_| !redirector_only) {
             let (full, change, down, mut cmd): (String, String, fn() -> anyhow::Result<()>, Command) = match name {
                 "iptables" => {
                     let mut cmd = Command::new("iptables-restore");

@@ -279,6 +279,14 @@ impl SweepPoint {
         if let Some((p50, p99, _)) = self.change_quantiles() {
             let _ = write!(out, " one change p50 {} p99 {} ({} edits);", ms(p50), ms(p99), self.changes.len());
         }
+        let mut agent: Vec<u64> = self.changes.iter().filter_map(|(_, m)| *m).collect();
+        agent.sort_unstable();
+        if !agent.is_empty() {
+            let _ = write!(out, " agent's own work p50 {} µs p99 {} µs;", quantile(&agent, 0.5), quantile(&agent, 0.99));
+        }
+        if let (Some(rss), Some(after)) = (self.rss, self.rss_after_edits) {
+            let _ = write!(out, " RSS {} MiB after install, {} MiB after the edits;", rss >> 20, after >> 20);
+        }
         if let Some(h) = &self.hook {
             let _ = write!(out, " hook {:.0} ns/run;", h.ns_per_run());
         }
