@@ -194,8 +194,8 @@ pub struct Change {
 /// The resources of every source, by key.
 #[derive(Debug, Default)]
 pub struct Store {
-    /// Per key, per source, its definitions.
-    defs: HashMap<Key, BTreeMap<Arc<Path>, Vec<Resource>>>,
+    /// Per key, per source (sorted by source), its definitions.
+    defs: HashMap<Key, Vec<(Arc<Path>, Vec<Resource>)>>,
     /// Keys with more than one definition.
     duplicated: BTreeSet<Key>,
     /// The resource in force of every key.
@@ -213,13 +213,16 @@ impl Store {
     pub fn apply(&mut self, event: Event) -> Option<Change> {
         let Event { source, key, resources } = event;
         let defs = self.defs.entry(key.clone()).or_default();
-        if resources.is_empty() {
-            defs.remove(&source);
-        } else {
-            defs.insert(source, resources);
+        match (defs.binary_search_by(|(s, _)| s.cmp(&source)), resources.is_empty()) {
+            (Ok(i), true) => {
+                defs.remove(i);
+            }
+            (Ok(i), false) => defs[i].1 = resources,
+            (Err(_), true) => {}
+            (Err(i), false) => defs.insert(i, (source, resources)),
         }
-        let count: usize = defs.values().map(Vec::len).sum();
-        let first = defs.values().flatten().next().cloned();
+        let count: usize = defs.iter().map(|(_, r)| r.len()).sum();
+        let first = defs.iter().flat_map(|(_, r)| r).next().cloned();
         if defs.is_empty() {
             self.defs.remove(&key);
         }
@@ -265,7 +268,7 @@ impl Store {
     pub fn duplicate_problems(&self) -> Vec<Problem> {
         let mut out = Vec::new();
         for key in &self.duplicated {
-            let mut defs = self.defs[key].values().flatten();
+            let mut defs = self.defs[key].iter().flat_map(|(_, r)| r);
             let Some(first) = defs.next() else { continue };
             for other in defs {
                 let origin = other.origin();

@@ -35,8 +35,9 @@ use tokio::{
 };
 use tracing::{debug, error, info, warn};
 
-/// How long a config change must be quiet before it is read: editors and
-/// `kubectl`-style tools write in several steps.
+/// How long a config change must be quiet before it is read, unless its
+/// last event says a file is complete (renamed into place, closed after
+/// writing, removed): editors and `kubectl`-style tools write in several steps.
 const SETTLE: Duration = Duration::from_millis(5);
 /// Routes listed one per line in the startup log; the rest are summed up.
 const MAX_ROUTE_LOG_LINES: usize = 20;
@@ -65,11 +66,13 @@ pub struct RunOptions {
 /// Runs the agent until a termination signal arrives.
 pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     preflight()?;
-    // Plans are built on the blocking pool and dropped on this thread: with
-    // glibc's default of one arena per thread, memory freed here stays
-    // fragmented in the builder's arena and RSS creeps up with every reload.
+    // Configs are read on the blocking pool, files parsed on one thread per
+    // CPU: with glibc's default of up to eight arenas per CPU, memory freed
+    // in one thread's arena stays fragmented there and RSS creeps up with
+    // every reload. One arena per parsing thread.
+    let arenas = std::thread::available_parallelism().map_or(1, |n| n.get()) as i32;
     // SAFETY: mallopt only tunes the allocator; called before other threads.
-    unsafe { nix::libc::mallopt(nix::libc::M_ARENA_MAX, 1) };
+    unsafe { nix::libc::mallopt(nix::libc::M_ARENA_MAX, arenas) };
     let cgroup = cgroup::check_cgroup2_dir(&options.cgroup)?;
     // Subscribed before the first read, so an edit made while it is read is
     // not lost: it comes as a change right after.
@@ -216,9 +219,21 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
                 guard.get_inner_mut().flush();
                 guard.clear_ready();
             }
-            Some(()) = changes.recv() => {
-                // Wait for the writes to settle, then rebuild once.
-                while let Ok(Some(())) = tokio::time::timeout(SETTLE, changes.recv()).await {}
+            Some(mut complete) = changes.recv() => {
+                // Take every queued event; unless the last one completes a
+                // file, wait for the writes to settle. Then rebuild once.
+                loop {
+                    while let Ok(c) = changes.try_recv() {
+                        complete = c;
+                    }
+                    if complete {
+                        break;
+                    }
+                    match tokio::time::timeout(SETTLE, changes.recv()).await {
+                        Ok(Some(c)) => complete = c,
+                        _ => break,
+                    }
+                }
                 if let Some(dns) = node.reload("config change", false).await? {
                     uses_dns = dns;
                 }
@@ -249,6 +264,10 @@ async fn build(mut pipeline: Pipeline, refresh_dns: bool) -> anyhow::Result<(Pip
             pipeline.refresh_dns();
         }
         let ready = pipeline.update(&redirector_core::resolve::SystemDns);
+        // What reading and parsing freed goes back to the system now, not
+        // whenever the allocator gets to it.
+        // SAFETY: malloc_trim only releases free heap memory.
+        unsafe { nix::libc::malloc_trim(0) };
         (pipeline, ready)
     })
     .await
@@ -343,13 +362,27 @@ fn service_of(pipeline: &Pipeline, key: &redirector_common::ServiceKey) -> Strin
 }
 
 /// Watches the config (a directory recursively; a file through its
-/// directory, since editors replace files by renaming) and signals changes.
-fn watch(config: &Path, changes: mpsc::UnboundedSender<()>) -> anyhow::Result<notify::RecommendedWatcher> {
-    use notify::Watcher as _;
+/// directory, since editors replace files by renaming) and signals changes:
+/// `true` when the event completes a file (renamed into place, closed after
+/// writing, removed), `false` while it may still be written.
+fn watch(config: &Path, changes: mpsc::UnboundedSender<bool>) -> anyhow::Result<notify::RecommendedWatcher> {
+    use notify::{
+        EventKind,
+        Watcher as _,
+        event::{AccessKind, AccessMode, ModifyKind, RenameMode},
+    };
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|e| !e.kind.is_access()) {
-            let _ = changes.send(());
-        }
+        let Ok(event) = event else {
+            let _ = changes.send(false);
+            return;
+        };
+        let complete = match event.kind {
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+            EventKind::Access(_) => return,
+            EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both)) | EventKind::Remove(_) => true,
+            _ => false,
+        };
+        let _ = changes.send(complete);
     })
     .context("starting the config watcher")?;
     let (path, mode) = if config.is_dir() {

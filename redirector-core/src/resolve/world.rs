@@ -120,11 +120,69 @@ pub(crate) fn in_delta(dp: &Dataplane, origin: &Origin, target: Option<&TargetRe
     }
 }
 
+/// An ordered set that holds its first element inline: most index entries
+/// (a name, an address) have exactly one member, and a `BTreeSet` node for
+/// one element costs hundreds of bytes.
+#[derive(Debug, Clone)]
+pub(crate) enum Set<T> {
+    One(T),
+    Many(BTreeSet<T>),
+}
+
+impl<T: Ord + Clone> Set<T> {
+    fn insert(&mut self, v: T) {
+        match self {
+            Set::One(x) if *x == v => {}
+            Set::One(x) => *self = Set::Many(BTreeSet::from([x.clone(), v])),
+            Set::Many(set) => {
+                set.insert(v);
+            }
+        }
+    }
+
+    /// Removes `v`; returns whether the set is empty now.
+    fn remove(&mut self, v: &T) -> bool {
+        match self {
+            Set::One(x) => x == v,
+            Set::Many(set) => {
+                set.remove(v);
+                if set.len() == 1 {
+                    *self = Set::One(set.pop_first().expect("one element"));
+                }
+                false
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Set::One(_) => 1,
+            Set::Many(set) => set.len(),
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        let (one, many) = match self {
+            Set::One(x) => (Some(x), None),
+            Set::Many(set) => (None, Some(set.iter())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+}
+
+impl<'a, T: Ord + Clone> IntoIterator for &'a Set<T> {
+    type Item = &'a T;
+    type IntoIter = Box<dyn Iterator<Item = &'a T> + 'a>;
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
 /// Index of `to` entries: by (mesh, name), and the scanned ones by mesh.
 #[derive(Debug, Default)]
 pub(crate) struct Entries {
-    pub by_name: HashMap<(String, String), BTreeSet<(Key, usize)>>,
-    pub scanned: HashMap<String, BTreeSet<(Key, usize)>>,
+    pub by_name: HashMap<(String, String), Set<(Key, usize)>>,
+    pub scanned: HashMap<String, Set<(Key, usize)>>,
     /// Policies that select every workload of their mesh like the base class, by mesh.
     pub plain: BTreeMap<String, BTreeSet<Key>>,
     /// The others.
@@ -162,32 +220,36 @@ impl Entries {
 #[derive(Debug, Default)]
 pub(crate) struct World {
     pub store: Store,
-    pub services_by_name: HashMap<(String, String), BTreeSet<Key>>,
-    pub services_by_mesh: HashMap<String, BTreeSet<Key>>,
-    pub external_by_mesh: HashMap<String, BTreeSet<Key>>,
-    pub multizone_by_mesh: HashMap<String, BTreeSet<Key>>,
-    pub dp_by_tag: HashMap<(String, String, String), BTreeSet<Key>>,
-    pub dp_by_name: HashMap<(String, String), BTreeSet<Key>>,
+    pub services_by_name: HashMap<(String, String), Set<Key>>,
+    pub services_by_mesh: HashMap<String, Set<Key>>,
+    pub external_by_mesh: HashMap<String, Set<Key>>,
+    pub multizone_by_mesh: HashMap<String, Set<Key>>,
+    pub dp_by_tag: HashMap<(String, String, String), Set<Key>>,
+    pub dp_by_name: HashMap<(String, String), Set<Key>>,
     pub routes: Entries,
     pub http: Entries,
     /// Every declared destination address, and who declares it.
-    pub destinations: BTreeMap<Addr, BTreeSet<DestRef>>,
-    pub dest_by_name: HashMap<(String, String), BTreeSet<Addr>>,
-    pub dest_by_mesh: HashMap<String, BTreeSet<Addr>>,
+    pub destinations: BTreeMap<Addr, Set<DestRef>>,
+    pub dest_by_name: HashMap<(String, String), Set<Addr>>,
+    pub dest_by_mesh: HashMap<String, Set<Addr>>,
     /// Dataplanes with a cgroup label.
     pub bound: BTreeSet<Key>,
     /// MeshExternalServices with a hostname endpoint.
     pub hostnames: BTreeSet<Key>,
 }
 
-fn set_op<K: Eq + std::hash::Hash, V: Ord>(map: &mut HashMap<K, BTreeSet<V>>, k: K, v: V, add: bool) {
+fn set_op<K: Eq + std::hash::Hash, V: Ord + Clone>(map: &mut HashMap<K, Set<V>>, k: K, v: V, add: bool) {
     if add {
-        map.entry(k).or_default().insert(v);
-    } else if let Some(set) = map.get_mut(&k) {
-        set.remove(&v);
-        if set.is_empty() {
-            map.remove(&k);
+        match map.entry(k) {
+            std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().insert(v),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(Set::One(v));
+            }
         }
+    } else if let Some(set) = map.get_mut(&k)
+        && set.remove(&v)
+    {
+        map.remove(&k);
     }
 }
 
@@ -265,15 +327,19 @@ impl World {
                     fired.insert(Token::Addr(addr.0, addr.1).id());
                     addrs.insert(addr);
                     if add {
-                        self.destinations.entry(addr).or_default().insert(dest);
-                        self.dest_by_name.entry((mesh.to_string(), name.to_string())).or_default().insert(addr);
-                        self.dest_by_mesh.entry(mesh.to_string()).or_default().insert(addr);
-                    } else {
-                        if let Some(set) = self.destinations.get_mut(&addr) {
-                            set.remove(&dest);
-                            if set.is_empty() {
-                                self.destinations.remove(&addr);
+                        match self.destinations.entry(addr) {
+                            std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().insert(dest),
+                            std::collections::btree_map::Entry::Vacant(e) => {
+                                e.insert(Set::One(dest));
                             }
+                        }
+                        set_op(&mut self.dest_by_name, (mesh.to_string(), name.to_string()), addr, true);
+                        set_op(&mut self.dest_by_mesh, mesh.to_string(), addr, true);
+                    } else {
+                        if let Some(set) = self.destinations.get_mut(&addr)
+                            && set.remove(&dest)
+                        {
+                            self.destinations.remove(&addr);
                         }
                         // Another port of the same resource, or another resource of
                         // the same name, may still declare the address.
@@ -384,7 +450,7 @@ impl World {
     }
 
     /// The keys of `map[k]`, in key order.
-    pub fn keys<'a, K: Eq + std::hash::Hash>(map: &'a HashMap<K, BTreeSet<Key>>, k: &K) -> impl Iterator<Item = &'a Key> {
-        map.get(k).into_iter().flatten()
+    pub fn keys<'a, K: Eq + std::hash::Hash>(map: &'a HashMap<K, Set<Key>>, k: &K) -> impl Iterator<Item = &'a Key> {
+        map.get(k).into_iter().flat_map(Set::iter)
     }
 }
