@@ -5,7 +5,6 @@ use crate::{
     compile::{self, Tables},
     model::{self, Config, Problem, Problems, Severity},
     resolve::{self, HostResolver, Resolution, ResolvedRoute, SystemDns},
-    source::FileSource,
 };
 use std::{fmt::Write as _, net::SocketAddr, path::Path};
 
@@ -34,13 +33,6 @@ pub fn build_with(path: &Path, dns: &dyn HostResolver) -> Result<Plan, Problems>
     let (config, mut problems) = model::load_path(path);
     problems.extend(config.validate());
     from_parts(path, config, problems, dns)
-}
-
-/// As [`build`], reading through `source`, which re-reads only the files
-/// that changed since its last read (the agent's reloads).
-pub fn build_from(source: &mut FileSource, dns: &dyn HostResolver) -> Result<Plan, Problems> {
-    let (config, problems, _) = source.read_validated();
-    from_parts(source.path(), config, problems, dns)
 }
 
 /// As [`build`], for text that came from `file`; hostnames are not resolved.

@@ -1,8 +1,8 @@
 //! Which policies apply to which proxy, and in which order they override
 //! each other (Kuma 2.13: `SortByTargetRef` and the outbound `to` sort).
 
-use crate::model::{Dataplane, MeshTcpRoute, Origin, RefKind, TargetRef};
-use std::{cmp::Reverse, collections::BTreeMap};
+use crate::model::{Dataplane, Origin, RefKind, TargetRef};
+use std::collections::BTreeMap;
 
 /// Label binding a Dataplane to a cgroup (path relative to `--cgroup`).
 pub const CGROUP_LABEL: &str = "redirector.io/cgroup";
@@ -132,13 +132,4 @@ pub fn policy_attrs(origin: &Origin, target: Option<&TargetRef>) -> PolicyAttrs 
 /// The name Kuma compares last: `kuma.io/display-name`, else the resource name.
 pub fn display_name(origin: &Origin) -> &str {
     origin.labels.get("kuma.io/display-name").unwrap_or(&origin.name)
-}
-
-/// The MeshTCPRoutes that apply to `proxy`, lowest precedence first (the last wins).
-pub fn ordered_policies<'a>(routes: &'a [std::sync::Arc<MeshTcpRoute>], proxy: &Proxy<'_>) -> Vec<&'a MeshTcpRoute> {
-    let mut matched: Vec<&MeshTcpRoute> =
-        routes.iter().map(|r| &**r).filter(|r| proxy.selected_by(&r.origin, r.spec.target_ref.as_ref())).collect();
-    // Kuma 2.6+: names compare descending, so the alphabetically first name sorts last and wins.
-    matched.sort_by_key(|r| (policy_attrs(&r.origin, r.spec.target_ref.as_ref()), Reverse(display_name(&r.origin).to_string())));
-    matched
 }
