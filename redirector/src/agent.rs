@@ -339,6 +339,9 @@ impl Node {
                         removed = diff.remove.len(),
                         events = stats.events,
                         resolved = stats.resolve.resolved,
+                        read_us = stats.read_time.as_micros() as u64,
+                        resolve_us = stats.resolve_time.as_micros() as u64,
+                        compile_us = stats.compile_time.as_micros() as u64,
                         micros = started.elapsed().as_micros() as u64,
                         "{cause}: applied generation {generation}"
                     );

@@ -613,6 +613,9 @@ fn run_sweep(sizes: &Sizes, redirector_only: bool) -> anyhow::Result<Vec<SweepPo
             let sa = sweep::RunningAgent::start("rdr-sweep")?;
             let files = sweep::redirector_files(n);
             let (install, install_micros) = sa.write_and_wait(&files, sweep::routes(n))?;
+            for (_, line) in sa.agent.log_lines("applied generation") {
+                eprintln!("bench: sweep {n}: install: {line}");
+            }
             let prog = connect4_prog(sa.cgroup.path())?;
             let c = Contender::new("redirector", &target, Some(sa.cgroup.path()));
             let sample = latency(&c, &sweep_source(1, k), sizes.sweep_connects, warmup)?;
