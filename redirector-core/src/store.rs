@@ -10,7 +10,7 @@
 
 use crate::model::{
     Config, Dataplane, MeshExternalService, MeshHttpRoute, MeshMultiZoneService, MeshService, MeshTcpRoute, Origin, Problem,
-    Severity,
+    load::duplicate,
 };
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -272,22 +272,7 @@ impl Store {
             let Some(first) = defs.next() else { continue };
             for other in defs {
                 let origin = other.origin();
-                out.push((
-                    key.kind.clone(),
-                    origin.file.clone(),
-                    Problem {
-                        severity: Severity::Error,
-                        file: origin.file.clone(),
-                        resource: origin.display_name(),
-                        path: "name".into(),
-                        message: format!(
-                            "duplicate resource: {} in mesh {:?} is also defined in {}",
-                            origin.display_name(),
-                            origin.mesh,
-                            first.origin().file.display()
-                        ),
-                    },
-                ));
+                out.push((key.kind.clone(), origin.file.clone(), duplicate(origin, &first.origin().file)));
             }
         }
         out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));

@@ -431,20 +431,20 @@ pub(crate) fn check_duplicates(config: &Config, problems: &mut Vec<Problem>) {
     for origin in origins {
         let key = (origin.kind.as_str(), origin.name.as_str(), origin.namespace.as_deref(), origin.mesh.as_str());
         if let Some(first) = seen.get(&key) {
-            problems.push(Problem {
-                severity: Severity::Error,
-                file: origin.file.clone(),
-                resource: origin.display_name(),
-                path: "name".into(),
-                message: format!(
-                    "duplicate resource: {} in mesh {:?} is also defined in {}",
-                    origin.display_name(),
-                    origin.mesh,
-                    first.file.display()
-                ),
-            });
+            problems.push(duplicate(origin, &first.file));
         } else {
             seen.insert(key, origin);
         }
+    }
+}
+
+/// The error for a second definition (`origin`) of a resource first defined in `first`.
+pub(crate) fn duplicate(origin: &Origin, first: &Path) -> Problem {
+    Problem {
+        severity: Severity::Error,
+        file: origin.file.clone(),
+        resource: origin.display_name(),
+        path: "name".into(),
+        message: format!("duplicate resource: {} in mesh {:?} is also defined in {}", origin.display_name(), origin.mesh, first.display()),
     }
 }

@@ -61,15 +61,8 @@ enum Mode {
         /// Rounds over all contenders: latency pooled, rate and bulk best of.
         #[arg(long, default_value_t = 5)]
         rounds: u32,
-        /// Service counts of the scale sweep, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "1,100,1000,10000,100000")]
-        sweep: Vec<u32>,
-        /// Sequential connections per sweep point.
-        #[arg(long, default_value_t = 20_000)]
-        sweep_connects: u32,
-        /// One-route edits per sweep point (redirector), for the p50/p99 of one change.
-        #[arg(long, default_value_t = 100)]
-        edits: u32,
+        #[command(flatten)]
+        points: SweepArgs,
         /// A seconds-long run of every measure (CI): small sizes, no timing claims.
         #[arg(long)]
         smoke: bool,
@@ -83,15 +76,8 @@ enum Mode {
     /// The scale sweep alone, printed (no report): install, one change, memory
     /// and connect latency per size.
     Sweep {
-        /// Service counts, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
-        sweep: Vec<u32>,
-        /// Sequential connections per point.
-        #[arg(long, default_value_t = 20_000)]
-        sweep_connects: u32,
-        /// One-route edits per point (redirector).
-        #[arg(long, default_value_t = 100)]
-        edits: u32,
+        #[command(flatten)]
+        points: SweepArgs,
         /// Leave iptables and nftables out.
         #[arg(long)]
         redirector_only: bool,
@@ -119,7 +105,7 @@ enum Mode {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Mode::Run { connects, rate_connects, round_trips, bulk_mib, rounds, sweep, sweep_connects, edits, smoke, out, invoked_as } => {
+        Mode::Run { connects, rate_connects, round_trips, bulk_mib, rounds, points: SweepArgs { sweep, sweep_connects, edits }, smoke, out, invoked_as } => {
             let sizes = if smoke {
                 Sizes { connects: 2000, rate_connects: 300, round_trips: 1000, bulk_mib: 64, rounds: 2, sweep: vec![1, 100], sweep_connects: 300, edits: 5 }
             } else {
@@ -128,7 +114,7 @@ fn main() -> anyhow::Result<()> {
             let command = invoked_as.unwrap_or_else(|| std::env::args().collect::<Vec<_>>().join(" "));
             run(&sizes, &out, &command)
         }
-        Mode::Sweep { sweep, sweep_connects, edits, redirector_only } => {
+        Mode::Sweep { points: SweepArgs { sweep, sweep_connects, edits }, redirector_only } => {
             if !nix::unistd::geteuid().is_root() {
                 bail!("the sweep creates a network namespace, a cgroup and netfilter rules, and loads BPF: run it as root");
             }
@@ -150,6 +136,20 @@ fn main() -> anyhow::Result<()> {
             other => bail!("unknown client mode {other}"),
         },
     }
+}
+
+/// The scale sweep's sizes.
+#[derive(clap::Args)]
+struct SweepArgs {
+    /// Service counts of the scale sweep, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,100,1000,10000,100000")]
+    sweep: Vec<u32>,
+    /// Sequential connections per sweep point.
+    #[arg(long, default_value_t = 20_000)]
+    sweep_connects: u32,
+    /// One-route edits per sweep point (redirector), for the p50/p99 of one change.
+    #[arg(long, default_value_t = 100)]
+    edits: u32,
 }
 
 /// How much of each measure a run does.
