@@ -310,19 +310,6 @@ fn run(case: &Case) -> Result<(), String> {
     }
 }
 
-fn run_named(name: &str) {
-    let all = cases();
-    let case = all
-        .iter()
-        .find(|c| c.name == name)
-        .unwrap_or_else(|| panic!("no case {name:?}"));
-    if let Err(e) = run(case) {
-        panic!("case {name:?} failed:\n{e}");
-    }
-}
-
-/// Cases that document a divergence from Kuma in the resolver; each has an
-/// ignored test below naming the bug.
 /// Cases where we knowingly differ from Kuma (see the README): Kuma 2.13
 /// ranks a Dataplane targetRef by name above one by labels but ties name with
 /// "every Dataplane", which is not a total order; we rank name > labels/all.

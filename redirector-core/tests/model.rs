@@ -4,9 +4,8 @@
 mod common;
 
 use common::{FILE, Triple, check, errors, t, warnings};
-use redirector_core::model::{self, Origin, PortRef, Problem, Problems, RefKind, Severity};
+use redirector_core::model::{self, Origin, PortRef, Problem, Problems, RefKind, Severity, Tags};
 use std::{
-    collections::BTreeMap,
     net::IpAddr,
     path::{Path, PathBuf},
 };
@@ -21,7 +20,7 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+fn labels(pairs: &[(&str, &str)]) -> Tags {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 

@@ -305,7 +305,7 @@ fn envelope(file: &Path, index: usize, mut map: Mapping, notes: &Notes) -> Resul
         let mesh = take_str(&mut map, "mesh", "mesh")?
             .or_else(|| labels.get("kuma.io/mesh").cloned())
             .unwrap_or_else(|| "default".into());
-        let origin = Origin { file: file.to_path_buf(), kind, name, namespace, mesh, labels, kubernetes: true };
+        let origin = Origin { file: file.to_path_buf(), kind, name, namespace, mesh, labels: labels.into(), kubernetes: true };
         return Ok(Envelope { origin, rest: map });
     }
     let kind = take_str(&mut map, "type", "type")?.ok_or_else(|| {
@@ -319,7 +319,7 @@ fn envelope(file: &Path, index: usize, mut map: Mapping, notes: &Notes) -> Resul
     for key in ["creationTime", "modificationTime"] {
         map.remove(key);
     }
-    let origin = Origin { file: file.to_path_buf(), kind, name, namespace: None, mesh, labels, kubernetes: false };
+    let origin = Origin { file: file.to_path_buf(), kind, name, namespace: None, mesh, labels: labels.into(), kubernetes: false };
     Ok(Envelope { origin, rest: map })
 }
 

@@ -16,7 +16,7 @@ pub use load::{load_path, load_str};
 pub use problem::{Problem, Problems, Severity};
 pub use types::*;
 
-use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
+use std::{path::PathBuf, sync::Arc};
 
 /// Where a resource came from and what it is called.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,7 +32,7 @@ pub struct Origin {
     /// Mesh the resource belongs to (`default` when not given).
     pub mesh: String,
     /// Resource labels.
-    pub labels: BTreeMap<String, String>,
+    pub labels: Tags,
     /// Read in Kubernetes form (fields under `spec`), not universal form.
     pub kubernetes: bool,
 }

@@ -7,6 +7,97 @@
 use serde::Deserialize;
 use std::{collections::BTreeMap, fmt, net::IpAddr};
 
+/// Labels, tags or a tag selector: a small map kept as a sorted list. Most
+/// have one to three entries, where a `BTreeMap` would allocate a node for
+/// eleven (over 500 bytes).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Tags(Vec<(String, String)>);
+
+impl Tags {
+    /// No entries.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn find(&self, key: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.as_str().cmp(key))
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&String> {
+        self.find(key).ok().map(|i| &self.0[i].1)
+    }
+
+    /// Whether `key` is present.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.find(key).is_ok()
+    }
+
+    /// Sets `key` to `value`; returns the value it had.
+    pub fn insert(&mut self, key: String, value: String) -> Option<String> {
+        match self.find(&key) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value)),
+            Err(i) => {
+                self.0.insert(i, (key, value));
+                None
+            }
+        }
+    }
+
+    /// The entries, by key.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&String, &String)> + Clone {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+
+    /// The keys, in order.
+    pub fn keys(&self) -> impl ExactSizeIterator<Item = &String> {
+        self.0.iter().map(|(k, _)| k)
+    }
+
+    /// How many entries.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl FromIterator<(String, String)> for Tags {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
+        let map: BTreeMap<String, String> = iter.into_iter().collect();
+        Self(map.into_iter().collect())
+    }
+}
+
+impl<const N: usize> From<[(String, String); N]> for Tags {
+    fn from(entries: [(String, String); N]) -> Self {
+        entries.into_iter().collect()
+    }
+}
+
+impl From<BTreeMap<String, String>> for Tags {
+    fn from(map: BTreeMap<String, String>) -> Self {
+        Self(map.into_iter().collect())
+    }
+}
+
+impl<'a> IntoIterator for &'a Tags {
+    type Item = (&'a String, &'a String);
+    type IntoIter = std::iter::Map<std::slice::Iter<'a, (String, String)>, fn(&'a (String, String)) -> (&'a String, &'a String)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+}
+
+impl<'de> Deserialize<'de> for Tags {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        BTreeMap::<String, String>::deserialize(d).map(Self::from)
+    }
+}
+
 /// Every `kind` a Kuma `targetRef` or `backendRef` may name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
 pub enum RefKind {
@@ -47,9 +138,9 @@ pub struct TargetRef {
     /// Resource namespace (Kubernetes form).
     pub namespace: Option<String>,
     /// Label selector (Dataplane, MeshService by labels).
-    pub labels: Option<BTreeMap<String, String>>,
+    pub labels: Option<Tags>,
     /// Tag selector (MeshSubset, MeshServiceSubset, MeshGateway listeners).
-    pub tags: Option<BTreeMap<String, String>>,
+    pub tags: Option<Tags>,
     /// Port name or number of the targeted service.
     pub section_name: Option<String>,
     /// Mesh of the target (cross-mesh references).
@@ -72,9 +163,9 @@ pub struct BackendRef {
     /// Backend namespace (Kubernetes form).
     pub namespace: Option<String>,
     /// Label selector.
-    pub labels: Option<BTreeMap<String, String>>,
+    pub labels: Option<Tags>,
     /// Tags (MeshServiceSubset).
-    pub tags: Option<BTreeMap<String, String>>,
+    pub tags: Option<Tags>,
     /// Port name or number of the backend service.
     pub section_name: Option<String>,
     /// Mesh (reserved by Kuma).
@@ -134,7 +225,7 @@ pub struct MeshTcpRouteSpec {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Selector {
     /// Tags a Dataplane inbound must carry to be an endpoint.
-    pub dataplane_tags: Option<BTreeMap<String, String>>,
+    pub dataplane_tags: Option<Tags>,
     /// Selects one Dataplane by name.
     pub dataplane_ref: Option<DataplaneRef>,
 }
@@ -225,7 +316,7 @@ pub struct Inbound {
     /// Inbound name (a MeshService `targetPort` may refer to it).
     pub name: Option<String>,
     /// Tags of the inbound.
-    pub tags: Option<BTreeMap<String, String>>,
+    pub tags: Option<Tags>,
     /// Health; an inbound with `ready: false` is not an endpoint.
     pub health: Option<Health>,
     /// Inbound state (`Ready`, `NotReady`, `Ignored`); only `Ready` (or unset) serves.
@@ -249,7 +340,7 @@ pub struct OutboundBackendRef {
     /// MeshService name.
     pub name: Option<String>,
     /// MeshService labels (instead of a name).
-    pub labels: Option<BTreeMap<String, String>>,
+    pub labels: Option<Tags>,
     /// MeshService port.
     pub port: Option<u32>,
 }
@@ -264,7 +355,7 @@ pub struct Outbound {
     /// Port the workload dials.
     pub port: u16,
     /// Legacy form: `kuma.io/service` (and optional subset tags).
-    pub tags: Option<BTreeMap<String, String>>,
+    pub tags: Option<Tags>,
     /// Current form: a MeshService port.
     pub backend_ref: Option<OutboundBackendRef>,
 }
@@ -352,7 +443,7 @@ pub struct ExternalStatus {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct MeshServiceSelector {
     /// Labels a MeshService must carry.
-    pub match_labels: Option<BTreeMap<String, String>>,
+    pub match_labels: Option<Tags>,
 }
 
 /// `MeshMultiZoneService.spec.selector`.

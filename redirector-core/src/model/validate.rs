@@ -16,6 +16,7 @@
 //! service addresses that no connection is made to, the sum of weights); their
 //! messages say what is wrong in the same style.
 
+use crate::model::Tags;
 use super::{
     BackendRef, Config, Dataplane, MeshExternalService, MeshHttpRoute, MeshMultiZoneService,
     MeshService, MeshTcpRoute, Origin, Problem, RefKind, TargetRef,
@@ -23,7 +24,7 @@ use super::{
     types::{Inbound, MeshServiceStatus, Outbound, PortRef, ServicePort, TargetsOnlySpec},
 };
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::HashSet,
     net::{IpAddr, Ipv4Addr},
 };
 
@@ -234,8 +235,8 @@ struct RefView<'a> {
     kind: Option<RefKind>,
     name: &'a str,
     namespace: &'a str,
-    labels: Option<&'a BTreeMap<String, String>>,
-    tags: Option<&'a BTreeMap<String, String>>,
+    labels: Option<&'a Tags>,
+    tags: Option<&'a Tags>,
     section_name: &'a str,
     mesh: &'a str,
     proxy_types: Option<&'a [String]>,
@@ -271,7 +272,7 @@ impl<'a> From<&'a BackendRef> for RefView<'a> {
     }
 }
 
-fn has_entries(map: Option<&BTreeMap<String, String>>) -> bool {
+fn has_entries(map: Option<&Tags>) -> bool {
     map.is_some_and(|m| !m.is_empty())
 }
 
@@ -423,8 +424,8 @@ impl TagRules {
     const SELECTOR: Self = Self { selector: true, require_service: false, protocol: false };
 }
 
-fn check_tags(tags: Option<&BTreeMap<String, String>>, path: &str, rules: TagRules, r: &mut Reporter<'_>) {
-    let empty = BTreeMap::new();
+fn check_tags(tags: Option<&Tags>, path: &str, rules: TagRules, r: &mut Reporter<'_>) {
+    let empty = Tags::new();
     let tags = tags.unwrap_or(&empty);
     if rules.protocol
         && let Some(value) = tags.get(PROTOCOL_TAG)

@@ -4,6 +4,7 @@
 //! inbound's `servicePort` when set, else its `port`, at the inbound's address
 //! (else the Dataplane's). Only healthy inbounds count, as in Kuma.
 
+use crate::model::Tags;
 use super::world::{Token, World};
 use crate::{
     model::{Dataplane, Inbound, MeshService, PortRef, ServicePort},
@@ -73,7 +74,7 @@ impl<'a> Lookup<'a, '_> {
     /// superset; callers check). The smallest tag list is enough: a
     /// Dataplane that carries every tag is in each of them, so a change to
     /// it fires that list's token.
-    fn candidates(&mut self, mesh: &str, selector: &BTreeMap<String, String>) -> Vec<&'a Dataplane> {
+    fn candidates(&mut self, mesh: &str, selector: &Tags) -> Vec<&'a Dataplane> {
         let w = self.world;
         let smallest = selector
             .iter()
@@ -131,7 +132,7 @@ impl<'a> Lookup<'a, '_> {
     }
 
     /// Healthy inbounds in `mesh` carrying every tag of `tags` (exact values).
-    fn inbounds_with(&mut self, mesh: &str, tags: &BTreeMap<String, String>) -> Vec<(&'a Dataplane, &'a Inbound)> {
+    fn inbounds_with(&mut self, mesh: &str, tags: &Tags) -> Vec<(&'a Dataplane, &'a Inbound)> {
         self.candidates(mesh, tags)
             .into_iter()
             .flat_map(|dp| inbounds(dp).filter(|ib| ib.is_healthy() && carries(ib, tags)).map(move |ib| (dp, ib)))
@@ -140,7 +141,7 @@ impl<'a> Lookup<'a, '_> {
 
     /// Endpoints of a legacy `kuma.io/service` (with optional subset tags,
     /// which must all be present and equal): every healthy inbound carrying them.
-    pub fn legacy_service(&mut self, mesh: &str, tags: &BTreeMap<String, String>) -> Vec<SocketAddr> {
+    pub fn legacy_service(&mut self, mesh: &str, tags: &Tags) -> Vec<SocketAddr> {
         sorted(self.inbounds_with(mesh, tags).into_iter().filter_map(|(dp, ib)| inbound_endpoint(dp, ib)))
     }
 
@@ -153,7 +154,7 @@ impl<'a> Lookup<'a, '_> {
     /// The protocol Kuma infers for a legacy service: the endpoints' common
     /// `kuma.io/protocol`, `tcp` when they differ, none when there is no tag.
     pub fn legacy_protocol(&mut self, mesh: &str, name: &str) -> Option<String> {
-        let selector = BTreeMap::from([("kuma.io/service".to_string(), name.to_string())]);
+        let selector = Tags::from([("kuma.io/service".to_string(), name.to_string())]);
         let found = self.inbounds_with(mesh, &selector);
         let mut protocols = found.iter().map(|(_, ib)| ib.tags.as_ref().and_then(|t| t.get("kuma.io/protocol")).cloned());
         let first = protocols.next()??;
@@ -167,7 +168,7 @@ fn inbounds(dp: &Dataplane) -> std::slice::Iter<'_, Inbound> {
 }
 
 /// Whether an inbound carries every tag of `tags` with exactly that value.
-fn carries(ib: &Inbound, tags: &BTreeMap<String, String>) -> bool {
+fn carries(ib: &Inbound, tags: &Tags) -> bool {
     ib.tags.as_ref().is_some_and(|t| tags.iter().all(|(k, v)| t.get(k) == Some(v)))
 }
 

@@ -2,6 +2,7 @@
 //! where its backends' connections go. Every lookup goes through the store's
 //! indexes and records its token (see [`super::world`]).
 
+use crate::model::Tags;
 use super::{
     HostResolver, ResolvedBackend, ResolvedRoute,
     endpoints::{self, Lookup},
@@ -17,7 +18,7 @@ use crate::{
 };
 use std::{
     cmp::Reverse,
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     net::{IpAddr, Ipv4Addr, SocketAddr},
 };
 
@@ -28,7 +29,7 @@ pub(crate) enum Target<'a> {
     External(&'a MeshExternalService),
     MultiZone(&'a MeshMultiZoneService, &'a ServicePort),
     /// A legacy `kuma.io/service` (tags include it, plus any subset tags).
-    Legacy(BTreeMap<String, String>),
+    Legacy(Tags),
 }
 
 /// One address:port a client may dial.
@@ -433,7 +434,7 @@ impl<'a> Ctx<'a, '_> {
         ResolvedBackend { name, weight, endpoints }
     }
 
-    fn legacy_backend(&mut self, mesh: &str, tags: BTreeMap<String, String>, weight: u32) -> ResolvedBackend {
+    fn legacy_backend(&mut self, mesh: &str, tags: Tags, weight: u32) -> ResolvedBackend {
         let service = tags.get("kuma.io/service").cloned().unwrap_or_default();
         let extra: Vec<String> = tags.iter().filter(|(k, _)| *k != "kuma.io/service").map(|(k, v)| format!("{k}={v}")).collect();
         let name = if extra.is_empty() { format!("kuma.io/service {service}") } else { format!("kuma.io/service {service} {{{}}}", extra.join(",")) };

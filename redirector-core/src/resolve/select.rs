@@ -1,8 +1,8 @@
 //! Which policies apply to which proxy, and in which order they override
 //! each other (Kuma 2.13: `SortByTargetRef` and the outbound `to` sort).
 
+use crate::model::Tags;
 use crate::model::{Dataplane, Origin, RefKind, TargetRef};
-use std::collections::BTreeMap;
 
 /// Label binding a Dataplane to a cgroup (path relative to `--cgroup`).
 pub const CGROUP_LABEL: &str = "redirector.io/cgroup";
@@ -57,10 +57,10 @@ impl Proxy<'_> {
         if inbounds.is_empty() {
             return false;
         }
-        let any_inbound = |pred: &dyn Fn(&BTreeMap<String, String>) -> bool| {
+        let any_inbound = |pred: &dyn Fn(&Tags) -> bool| {
             inbounds.iter().any(|ib| ib.tags.as_ref().is_some_and(pred))
         };
-        let empty = BTreeMap::new();
+        let empty = Tags::new();
         let tags = target.tags.as_ref().unwrap_or(&empty);
         match target.kind {
             Some(RefKind::Mesh) => true,
@@ -85,7 +85,7 @@ impl Proxy<'_> {
 }
 
 /// Kuma's tag selector: every selector key present with an equal value, `*` matching any value.
-pub fn tags_match(selector: &BTreeMap<String, String>, tags: &BTreeMap<String, String>) -> bool {
+pub fn tags_match(selector: &Tags, tags: &Tags) -> bool {
     selector.iter().all(|(k, v)| tags.get(k).is_some_and(|t| v == "*" || t == v))
 }
 
