@@ -13,7 +13,7 @@ use crate::model::{
     load::duplicate,
 };
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::BTreeMap,
     fmt,
     path::{Path, PathBuf},
     sync::Arc,
@@ -194,12 +194,11 @@ pub struct Change {
 /// The resources of every source, by key.
 #[derive(Debug, Default)]
 pub struct Store {
-    /// Per key, per source (sorted by source), its definitions.
-    defs: HashMap<Key, Vec<(Arc<Path>, Vec<Resource>)>>,
-    /// Keys with more than one definition.
-    duplicated: BTreeSet<Key>,
-    /// The resource in force of every key.
-    live: BTreeMap<Key, Resource>,
+    /// Keys with more than one definition: per source (sorted by source),
+    /// its definitions. A key defined once is only in `live`.
+    duplicated: BTreeMap<Key, Vec<(Arc<Path>, Vec<Resource>)>>,
+    /// The resource in force of every key, and its source.
+    live: BTreeMap<Key, (Arc<Path>, Resource)>,
 }
 
 impl Store {
@@ -212,7 +211,10 @@ impl Store {
     /// resource in force changed, if it did.
     pub fn apply(&mut self, event: Event) -> Option<Change> {
         let Event { source, key, resources } = event;
-        let defs = self.defs.entry(key.clone()).or_default();
+        let mut defs = match self.duplicated.remove(&key) {
+            Some(defs) => defs,
+            None => self.live.get(&key).map(|(s, r)| vec![(s.clone(), vec![r.clone()])]).unwrap_or_default(),
+        };
         match (defs.binary_search_by(|(s, _)| s.cmp(&source)), resources.is_empty()) {
             (Ok(i), true) => {
                 defs.remove(i);
@@ -222,19 +224,16 @@ impl Store {
             (Err(i), false) => defs.insert(i, (source, resources)),
         }
         let count: usize = defs.iter().map(|(_, r)| r.len()).sum();
-        let first = defs.iter().flat_map(|(_, r)| r).next().cloned();
-        if defs.is_empty() {
-            self.defs.remove(&key);
-        }
+        let first = defs.iter().find_map(|(s, r)| Some((s.clone(), r.first()?.clone())));
         if count > 1 {
-            self.duplicated.insert(key.clone());
-        } else {
-            self.duplicated.remove(&key);
+            self.duplicated.insert(key.clone(), defs);
         }
         let old = match &first {
             Some(r) => self.live.insert(key.clone(), r.clone()),
             None => self.live.remove(&key),
-        };
+        }
+        .map(|(_, r)| r);
+        let first = first.map(|(_, r)| r);
         let unchanged = match (&old, &first) {
             (Some(a), Some(b)) => a.same(b) || a == b,
             (None, None) => true,
@@ -245,12 +244,12 @@ impl Store {
 
     /// The resource in force of `key`.
     pub fn get(&self, key: &Key) -> Option<&Resource> {
-        self.live.get(key)
+        self.live.get(key).map(|(_, r)| r)
     }
 
     /// Every resource in force, in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&Key, &Resource)> {
-        self.live.iter()
+        self.live.iter().map(|(k, (_, r))| (k, r))
     }
 
     /// How many resources are in force.
@@ -267,8 +266,8 @@ impl Store {
     /// order, then by file.
     pub fn duplicate_problems(&self) -> Vec<Problem> {
         let mut out = Vec::new();
-        for key in &self.duplicated {
-            let mut defs = self.defs[key].iter().flat_map(|(_, r)| r);
+        for (key, defs) in &self.duplicated {
+            let mut defs = defs.iter().flat_map(|(_, r)| r);
             let Some(first) = defs.next() else { continue };
             for other in defs {
                 let origin = other.origin();
@@ -282,7 +281,7 @@ impl Store {
     /// The resources in force as a [`Config`], each kind in key order.
     pub fn to_config(&self) -> Config {
         let mut config = Config::default();
-        for resource in self.live.values() {
+        for (_, resource) in self.live.values() {
             match resource {
                 Resource::Service(r) => config.services.push(r.clone()),
                 Resource::Dataplane(r) => config.dataplanes.push(r.clone()),

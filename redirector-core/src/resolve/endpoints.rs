@@ -5,7 +5,7 @@
 //! (else the Dataplane's). Only healthy inbounds count, as in Kuma.
 
 use crate::model::Tags;
-use super::world::{Token, World};
+use super::world::{Token, World, ix};
 use crate::{
     model::{Dataplane, Inbound, MeshService, PortRef, ServicePort},
     store::Resource,
@@ -78,12 +78,12 @@ impl<'a> Lookup<'a, '_> {
         let w = self.world;
         let smallest = selector
             .iter()
-            .map(|(k, v)| ((k, v), w.dp_by_tag.get(&(mesh.to_string(), k.clone(), v.clone()))))
+            .map(|(k, v)| ((k, v), w.dp_by_tag.get(&ix(&[mesh, k, v]))))
             .min_by_key(|(_, set)| set.map_or(0, |s| s.len()));
         match smallest {
             Some(((k, v), set)) => {
                 self.deps.push(Token::DpTag(mesh, k, v).id());
-                set.into_iter().flatten().filter_map(|key| w.dataplane(key)).collect()
+                set.into_iter().flatten().filter_map(|key| w.dataplane(key)).filter(|dp| dp.origin.mesh == mesh).collect()
             }
             None => {
                 self.deps.push(Token::DpMesh(mesh).id());
@@ -112,7 +112,7 @@ impl<'a> Lookup<'a, '_> {
         if let Some(name) = selector.and_then(|s| s.dataplane_ref.as_ref()).and_then(|r| r.name.as_ref()) {
             self.deps.push(Token::DpName(mesh, name).id());
             let w = self.world;
-            dps.extend(World::keys(&w.dp_by_name, &(mesh.to_string(), name.clone())).filter_map(|k| w.dataplane(k)));
+            dps.extend(World::keys(&w.dp_by_name, ix(&[mesh, name])).filter_map(|k| w.dataplane(k)).filter(|dp| dp.origin.mesh == mesh && dp.origin.name == *name));
         } else if let Some(tags) = selector.and_then(|s| s.dataplane_tags.as_ref()).filter(|t| !t.is_empty()) {
             // Exact values: Kuma looks MeshService selectors up by value, so `*` is literal.
             dps.extend(self.candidates(mesh, tags).into_iter().filter(|dp| inbounds(dp).any(|ib| ib.is_healthy() && carries(ib, tags))));
@@ -148,7 +148,10 @@ impl<'a> Lookup<'a, '_> {
     /// Whether any inbound carries `kuma.io/service: name`.
     pub fn legacy_service_exists(&mut self, mesh: &str, name: &str) -> bool {
         self.deps.push(Token::DpTag(mesh, "kuma.io/service", name).id());
-        self.world.dp_by_tag.contains_key(&(mesh.to_string(), "kuma.io/service".to_string(), name.to_string()))
+        let w = self.world;
+        World::keys(&w.dp_by_tag, ix(&[mesh, "kuma.io/service", name]))
+            .filter_map(|k| w.dataplane(k))
+            .any(|dp| dp.origin.mesh == mesh && inbounds(dp).any(|ib| ib.tags.as_ref().and_then(|t| t.get("kuma.io/service")).is_some_and(|s| s == name)))
     }
 
     /// The protocol Kuma infers for a legacy service: the endpoints' common

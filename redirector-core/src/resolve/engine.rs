@@ -16,14 +16,14 @@ use super::{
     BASE_CLASS, Class, HostResolver, Resolution, ResolvedRoute, Workload,
     route::{Cache, Ctx, Destination},
     select::{CGROUP_LABEL, Proxy},
-    world::{Addr, Entries, Token, World, entry_name, in_delta, policy_of},
+    world::{Addr, Entries, IdMap, IdSet, Token, World, entry_name, in_delta, ix, policy_of},
 };
 use crate::{
     model::{Config, Problem},
     store::{Event, Key, Resource, Store, file_source, resources},
 };
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     hash::{Hash as _, Hasher as _},
     path::{Component, Path, PathBuf},
 };
@@ -77,13 +77,13 @@ pub struct Engine {
     base: BTreeMap<Addr, u32>,
     workloads: BTreeMap<Key, WorkloadState>,
     /// Token -> cells that read it (may hold stale entries, checked on use).
-    rev: HashMap<u64, Vec<u32>>,
+    rev: IdMap<Vec<u32>>,
     /// Token -> workloads whose cell set depends on it (stale entries as above).
-    wrev: HashMap<u64, BTreeSet<Key>>,
+    wrev: IdMap<BTreeSet<Key>>,
     /// Entries in `rev`, stale ones included: when far more than the cells'
     /// tokens, `rev` is rebuilt.
     rev_entries: usize,
-    fired: HashSet<u64>,
+    fired: IdSet,
     dirty_addrs: BTreeSet<Addr>,
     dirty_workloads: BTreeSet<Key>,
     /// Base addresses whose route changed since [`Engine::take_changed`].
@@ -582,11 +582,11 @@ fn delta_destinations(world: &World, entries: &Entries, dp: &crate::model::Datap
             match entry_name(to) {
                 Some(name) => {
                     deps.push(Token::DestName(mesh, name).id());
-                    out.extend(world.dest_by_name.get(&(mesh.to_string(), name.to_string())).into_iter().flatten());
+                    out.extend(world.dest_by_name.get(&ix(&[mesh, name])).into_iter().flatten());
                 }
                 None => {
                     deps.push(Token::DestMesh(mesh).id());
-                    out.extend(world.dest_by_mesh.get(mesh).into_iter().flatten());
+                    out.extend(world.dest_by_mesh.get(&ix(&[mesh])).into_iter().flatten());
                 }
             }
         }

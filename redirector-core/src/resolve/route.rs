@@ -7,7 +7,7 @@ use super::{
     HostResolver, ResolvedBackend, ResolvedRoute,
     endpoints::{self, Lookup},
     select::{Proxy, display_name, kind_rank, policy_attrs},
-    world::{Addr, DestRef, Token, World},
+    world::{Addr, DestRef, Token, World, ix},
 };
 use crate::{
     model::{
@@ -159,7 +159,7 @@ impl<'a> Ctx<'a, '_> {
             let target = if let Some(r) = &ob.backend_ref {
                 self.deps.push(Token::AllServices(mesh).id());
                 let world = self.world;
-                let found = World::keys(&world.services_by_mesh, &mesh.to_string()).filter_map(|k| world.service(k)).find(|s| {
+                let found = World::keys(&world.services_by_mesh, ix(&[mesh])).filter_map(|k| world.service(k)).filter(|s| s.origin.mesh == mesh).find(|s| {
                     r.name.as_ref() == Some(&s.origin.name)
                         || r.labels.as_ref().is_some_and(|l| l.iter().all(|(k, v)| s.origin.labels.get(k) == Some(v)))
                 });
@@ -189,8 +189,8 @@ impl<'a> Ctx<'a, '_> {
         let name = dest.name();
         self.deps.push(Token::EntryName(dest.mesh, name).id());
         self.deps.push(Token::EntryScan(dest.mesh).id());
-        let named = world.routes.by_name.get(&(dest.mesh.to_string(), name.to_string()));
-        let scanned = world.routes.scanned.get(dest.mesh);
+        let named = world.routes.by_name.get(&ix(&[dest.mesh, name]));
+        let scanned = world.routes.scanned.get(&ix(&[dest.mesh]));
         let mut entries: Vec<(&'a Key, Entry<'a>)> = named
             .into_iter()
             .flatten()
@@ -221,16 +221,17 @@ impl<'a> Ctx<'a, '_> {
         let mut found: Vec<&(Key, usize)> = world
             .http
             .by_name
-            .get(&(dest.mesh.to_string(), name.to_string()))
+            .get(&ix(&[dest.mesh, name]))
             .into_iter()
             .flatten()
-            .chain(world.http.scanned.get(dest.mesh).into_iter().flatten())
+            .chain(world.http.scanned.get(&ix(&[dest.mesh])).into_iter().flatten())
             .collect();
         found.sort();
         found.into_iter().find_map(|(key, i)| {
             let r = world.http_route(key)?;
             let to = r.spec.to.as_ref()?.get(*i)?;
-            (proxy.selected_by(&r.origin, r.spec.target_ref.as_ref()) && targets(&r.origin, &to.target_ref, dest).is_some()).then_some(&r.origin)
+            let applies = r.origin.mesh == dest.mesh && proxy.selected_by(&r.origin, r.spec.target_ref.as_ref()) && targets(&r.origin, &to.target_ref, dest).is_some();
+            applies.then_some(&r.origin)
         })
     }
 
@@ -364,11 +365,11 @@ impl<'a> Ctx<'a, '_> {
                 let found = match &r.name {
                     Some(name) => {
                         self.deps.push(Token::ServiceName(mesh, name).id());
-                        World::keys(&world.services_by_name, &(mesh.to_string(), name.clone())).filter_map(|k| world.service(k)).find(|s| by_ref(&s.origin))
+                        World::keys(&world.services_by_name, ix(&[mesh, name])).filter_map(|k| world.service(k)).find(|s| by_ref(&s.origin))
                     }
                     None => {
                         self.deps.push(Token::AllServices(mesh).id());
-                        World::keys(&world.services_by_mesh, &mesh.to_string()).filter_map(|k| world.service(k)).find(|s| by_ref(&s.origin))
+                        World::keys(&world.services_by_mesh, ix(&[mesh])).filter_map(|k| world.service(k)).find(|s| by_ref(&s.origin))
                     }
                 };
                 let Some(s) = found else {
@@ -391,7 +392,7 @@ impl<'a> Ctx<'a, '_> {
             Some(RefKind::MeshExternalService) => match {
                 self.deps.push(Token::AllExternal(mesh).id());
                 let world = self.world;
-                World::keys(&world.external_by_mesh, &mesh.to_string()).filter_map(|k| world.external(k)).find(|s| by_ref(&s.origin))
+                World::keys(&world.external_by_mesh, ix(&[mesh])).filter_map(|k| world.external(k)).find(|s| by_ref(&s.origin))
             } {
                 Some(s) => Ok(self.external_backend(s, weight)),
                 None => drop(self, format!("{label} does not exist")),
@@ -400,7 +401,7 @@ impl<'a> Ctx<'a, '_> {
                 let section = section.unwrap_or_default();
                 self.deps.push(Token::AllMultiZone(mesh).id());
                 let world = self.world;
-                let Some(s) = World::keys(&world.multizone_by_mesh, &mesh.to_string()).filter_map(|k| world.multizone(k)).find(|s| by_ref(&s.origin)) else {
+                let Some(s) = World::keys(&world.multizone_by_mesh, ix(&[mesh])).filter_map(|k| world.multizone(k)).find(|s| by_ref(&s.origin)) else {
                     return drop(self, format!("{label} does not exist"));
                 };
                 match s.spec.ports.as_deref().unwrap_or_default().iter().find(|p| port_matches(p, &section)) {
@@ -471,8 +472,8 @@ impl<'a> Ctx<'a, '_> {
         let endpoints = self.cached(key, |ctx| {
             let mut all = Vec::new();
             ctx.deps.push(Token::AllServices(&s.origin.mesh).id());
-            for svc in World::keys(&world.services_by_mesh, &s.origin.mesh).filter_map(|k| world.service(k)).filter(|m| {
-                !labels.is_empty() && labels.iter().all(|(k, v)| m.origin.labels.get(k) == Some(v))
+            for svc in World::keys(&world.services_by_mesh, ix(&[&s.origin.mesh])).filter_map(|k| world.service(k)).filter(|m| {
+                m.origin.mesh == s.origin.mesh && !labels.is_empty() && labels.iter().all(|(k, v)| m.origin.labels.get(k) == Some(v))
             }) {
                 if let Some(port) = svc.spec.ports.as_deref().unwrap_or_default().iter().find(|x| x.port == p.port) {
                     all.extend(ctx.service_backend(svc, port, 1).endpoints);

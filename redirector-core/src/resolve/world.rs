@@ -21,6 +21,39 @@ use std::{
 /// A destination address and port.
 pub(crate) type Addr = (IpAddr, u16);
 
+/// A hasher for keys that are hashes already (token ids, [`ix`] keys).
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Maps and sets keyed by hashes.
+pub(crate) type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
+/// Sets of hashes.
+pub(crate) type IdSet = HashSet<u64, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// An index key: a hash of its parts, so a lookup allocates nothing. Two
+/// keys may share a hash: every index user checks what it finds.
+pub(crate) fn ix(parts: &[&str]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for part in parts {
+        part.hash(&mut h);
+    }
+    h.finish()
+}
+
 /// A lookup whose answer a resolution depends on; see the module docs.
 #[derive(Hash)]
 pub(crate) enum Token<'a> {
@@ -181,8 +214,8 @@ impl<'a, T: Ord + Clone> IntoIterator for &'a Set<T> {
 /// Index of `to` entries: by (mesh, name), and the scanned ones by mesh.
 #[derive(Debug, Default)]
 pub(crate) struct Entries {
-    pub by_name: HashMap<(String, String), Set<(Key, usize)>>,
-    pub scanned: HashMap<String, Set<(Key, usize)>>,
+    pub by_name: IdMap<Set<(Key, usize)>>,
+    pub scanned: IdMap<Set<(Key, usize)>>,
     /// Policies that select every workload of their mesh like the base class, by mesh.
     pub plain: BTreeMap<String, BTreeSet<Key>>,
     /// The others.
@@ -195,8 +228,8 @@ impl Entries {
         let mesh = &origin.mesh;
         for (i, to) in tos.into_iter().enumerate() {
             match entry_name(to) {
-                Some(name) => set_op(&mut self.by_name, (mesh.clone(), name.to_string()), (key.clone(), i), add),
-                None => set_op(&mut self.scanned, mesh.clone(), (key.clone(), i), add),
+                Some(name) => set_op(&mut self.by_name, ix(&[mesh, name]), (key.clone(), i), add),
+                None => set_op(&mut self.scanned, ix(&[mesh]), (key.clone(), i), add),
             }
         }
         if !is_plain(origin, target) {
@@ -220,25 +253,25 @@ impl Entries {
 #[derive(Debug, Default)]
 pub(crate) struct World {
     pub store: Store,
-    pub services_by_name: HashMap<(String, String), Set<Key>>,
-    pub services_by_mesh: HashMap<String, Set<Key>>,
-    pub external_by_mesh: HashMap<String, Set<Key>>,
-    pub multizone_by_mesh: HashMap<String, Set<Key>>,
-    pub dp_by_tag: HashMap<(String, String, String), Set<Key>>,
-    pub dp_by_name: HashMap<(String, String), Set<Key>>,
+    pub services_by_name: IdMap<Set<Key>>,
+    pub services_by_mesh: IdMap<Set<Key>>,
+    pub external_by_mesh: IdMap<Set<Key>>,
+    pub multizone_by_mesh: IdMap<Set<Key>>,
+    pub dp_by_tag: IdMap<Set<Key>>,
+    pub dp_by_name: IdMap<Set<Key>>,
     pub routes: Entries,
     pub http: Entries,
     /// Every declared destination address, and who declares it.
     pub destinations: BTreeMap<Addr, Set<DestRef>>,
-    pub dest_by_name: HashMap<(String, String), Set<Addr>>,
-    pub dest_by_mesh: HashMap<String, Set<Addr>>,
+    pub dest_by_name: IdMap<Set<Addr>>,
+    pub dest_by_mesh: IdMap<Set<Addr>>,
     /// Dataplanes with a cgroup label.
     pub bound: BTreeSet<Key>,
     /// MeshExternalServices with a hostname endpoint.
     pub hostnames: BTreeSet<Key>,
 }
 
-fn set_op<K: Eq + std::hash::Hash, V: Ord + Clone>(map: &mut HashMap<K, Set<V>>, k: K, v: V, add: bool) {
+fn set_op<V: Ord + Clone>(map: &mut IdMap<Set<V>>, k: u64, v: V, add: bool) {
     if add {
         match map.entry(k) {
             std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().insert(v),
@@ -285,14 +318,14 @@ pub(crate) fn declared(r: &Resource) -> Vec<(Addr, DestRef)> {
 impl World {
     /// Records one change; returns the ids of the tokens it fires and the
     /// addresses whose declarations it touches.
-    pub fn apply(&mut self, change: &Change, fired: &mut HashSet<u64>, addrs: &mut BTreeSet<Addr>) {
+    pub fn apply(&mut self, change: &Change, fired: &mut IdSet, addrs: &mut BTreeSet<Addr>) {
         for (r, add) in [(&change.old, false), (&change.new, true)] {
             let Some(r) = r else { continue };
             self.index(&change.key, r, add, fired, addrs);
         }
     }
 
-    fn index(&mut self, key: &Key, r: &Resource, add: bool, fired: &mut HashSet<u64>, addrs: &mut BTreeSet<Addr>) {
+    fn index(&mut self, key: &Key, r: &Resource, add: bool, fired: &mut IdSet, addrs: &mut BTreeSet<Addr>) {
         let o = r.origin();
         let (mesh, name) = (o.mesh.as_str(), o.name.as_str());
         fired.insert(Token::Resource(key).id());
@@ -300,7 +333,7 @@ impl World {
             Resource::Service(_) | Resource::External(_) | Resource::MultiZone(_) => {
                 let by_mesh = match r {
                     Resource::Service(_) => {
-                        set_op(&mut self.services_by_name, (mesh.to_string(), name.to_string()), key.clone(), add);
+                        set_op(&mut self.services_by_name, ix(&[mesh, name]), key.clone(), add);
                         fired.insert(Token::ServiceName(mesh, name).id());
                         fired.insert(Token::AllServices(mesh).id());
                         &mut self.services_by_mesh
@@ -320,7 +353,7 @@ impl World {
                         &mut self.multizone_by_mesh
                     }
                 };
-                set_op(by_mesh, mesh.to_string(), key.clone(), add);
+                set_op(by_mesh, ix(&[mesh]), key.clone(), add);
                 fired.insert(Token::DestName(mesh, name).id());
                 fired.insert(Token::DestMesh(mesh).id());
                 for (addr, dest) in declared(r) {
@@ -333,8 +366,8 @@ impl World {
                                 e.insert(Set::One(dest));
                             }
                         }
-                        set_op(&mut self.dest_by_name, (mesh.to_string(), name.to_string()), addr, true);
-                        set_op(&mut self.dest_by_mesh, mesh.to_string(), addr, true);
+                        set_op(&mut self.dest_by_name, ix(&[mesh, name]), addr, true);
+                        set_op(&mut self.dest_by_mesh, ix(&[mesh]), addr, true);
                     } else {
                         if let Some(set) = self.destinations.get_mut(&addr)
                             && set.remove(&dest)
@@ -353,19 +386,19 @@ impl World {
                             k.mesh == mesh && k.name == name
                         };
                         if !still(self, &named) {
-                            set_op(&mut self.dest_by_name, (mesh.to_string(), name.to_string()), addr, false);
+                            set_op(&mut self.dest_by_name, ix(&[mesh, name]), addr, false);
                         }
                         let meshed = |d: &DestRef| match d {
                             DestRef::Service(k, _) | DestRef::External(k) | DestRef::MultiZone(k, _) => k.mesh == mesh,
                         };
                         if !still(self, &meshed) {
-                            set_op(&mut self.dest_by_mesh, mesh.to_string(), addr, false);
+                            set_op(&mut self.dest_by_mesh, ix(&[mesh]), addr, false);
                         }
                     }
                 }
             }
             Resource::Dataplane(dp) => {
-                set_op(&mut self.dp_by_name, (mesh.to_string(), name.to_string()), key.clone(), add);
+                set_op(&mut self.dp_by_name, ix(&[mesh, name]), key.clone(), add);
                 fired.insert(Token::DpName(mesh, name).id());
                 fired.insert(Token::DpMesh(mesh).id());
                 let mut tags: Vec<(&str, &str)> = dp
@@ -380,7 +413,7 @@ impl World {
                 tags.sort_unstable();
                 tags.dedup();
                 for (k, v) in tags {
-                    set_op(&mut self.dp_by_tag, (mesh.to_string(), k.to_string(), v.to_string()), key.clone(), add);
+                    set_op(&mut self.dp_by_tag, ix(&[mesh, k, v]), key.clone(), add);
                     fired.insert(Token::DpTag(mesh, k, v).id());
                 }
                 if add && o.labels.contains_key(CGROUP_LABEL) {
@@ -450,7 +483,7 @@ impl World {
     }
 
     /// The keys of `map[k]`, in key order.
-    pub fn keys<'a, K: Eq + std::hash::Hash>(map: &'a HashMap<K, Set<Key>>, k: &K) -> impl Iterator<Item = &'a Key> {
-        map.get(k).into_iter().flat_map(Set::iter)
+    pub fn keys(map: &IdMap<Set<Key>>, k: u64) -> impl Iterator<Item = &Key> {
+        map.get(&k).into_iter().flat_map(Set::iter)
     }
 }
