@@ -152,10 +152,12 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         s.ready = true;
         s.not_ready = None;
         s.generation = 1;
-        metrics::Slot::update(&mut s.slots, &Tables::new(), &desired.routes, |key| service_of(&pipeline, key));
+        s.slots.update(&Tables::new(), &desired.routes, |key| service_of(&pipeline, key));
         s.fill = metrics::Fill { routes: datapath.installed().len(), table_slots: datapath.table_slots(), workloads: desired.workloads.len() };
     }
     info!("ready");
+    drop(desired);
+    give_back_memory();
     let mut uses_dns = pipeline.engine().has_hostnames();
     let mut node = Node {
         pipeline: Some(pipeline),
@@ -264,10 +266,6 @@ async fn build(mut pipeline: Pipeline, refresh_dns: bool) -> anyhow::Result<(Pip
             pipeline.refresh_dns();
         }
         let ready = pipeline.update(&redirector_core::resolve::SystemDns);
-        // What reading and parsing freed goes back to the system now, not
-        // whenever the allocator gets to it.
-        // SAFETY: malloc_trim only releases free heap memory.
-        unsafe { nix::libc::malloc_trim(0) };
         (pipeline, ready)
     })
     .await
@@ -330,7 +328,7 @@ impl Node {
                     let generation = self.generation;
                     s.reloads_ok += 1;
                     s.generation = generation;
-                    metrics::Slot::update(&mut s.slots, &before, &desired.routes, |key| service_of(&pipeline, key));
+                    s.slots.update(&before, &desired.routes, |key| service_of(&pipeline, key));
                     drop(s);
                     info!(
                         generation,
@@ -355,8 +353,19 @@ impl Node {
             }
         };
         self.pipeline = Some(pipeline);
+        give_back_memory();
         Ok(outcome)
     }
+}
+
+/// Gives what a reload freed (parsed text, the generation's tables) back to
+/// the system now, not whenever the allocator gets to it; off the runtime
+/// thread, since it walks the heap.
+fn give_back_memory() {
+    tokio::task::spawn_blocking(|| {
+        // SAFETY: malloc_trim only releases free heap memory.
+        unsafe { nix::libc::malloc_trim(0) };
+    });
 }
 
 /// The destination service of a table key, for the metrics' labels.

@@ -15,7 +15,6 @@ use prometheus_client::{
 };
 use redirector_common::{MAX_COUNTERS, MAX_ORIGINS, MAX_ROUTES, MAX_TABLE_SLOTS, MAX_WORKLOADS, ORIGINS_FULL, REFUSED};
 use std::{
-    collections::BTreeMap,
     path::PathBuf,
     sync::{Arc, Mutex},
 };
@@ -35,7 +34,7 @@ pub struct AgentState {
     /// Generation in force.
     pub generation: u64,
     /// What each counter slot of the generation in force counts.
-    pub slots: BTreeMap<u32, Slot>,
+    pub slots: Slots,
     /// Entries the generation in force put in the kernel maps.
     pub fill: Fill,
 }
@@ -52,15 +51,15 @@ pub struct Fill {
     pub workloads: usize,
 }
 
-/// What one `COUNTERS` slot counts, as metric labels.
+/// What one `COUNTERS` slot counts: its table's key (class and
+/// destination) and the labels, shared (a route's four slots share its
+/// service name; backends of one name share it across routes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Slot {
-    /// Workload class.
-    pub class: u32,
-    /// The destination address:port.
-    pub destination: std::net::SocketAddr,
+    /// The route table's key.
+    pub key: redirector_common::ServiceKey,
     /// The destination's service (`MeshService/name`).
-    pub service: String,
+    pub service: Arc<str>,
     /// Which count.
     pub counts: Counts,
 }
@@ -69,41 +68,64 @@ pub struct Slot {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Counts {
     /// Connects sent to this backend.
-    Backend(String),
+    Backend(Arc<str>),
     /// Connects refused for lack of endpoints.
     Refused,
     /// Redirected connects whose dialled address was not recorded.
     OriginsFull,
 }
 
-impl Slot {
-    /// Brings `slots` from the tables in `before` (the old versions of the
+/// What every counter slot of the generation in force counts.
+#[derive(Debug, Default)]
+pub struct Slots {
+    slots: std::collections::HashMap<u32, Slot>,
+    /// Backend names, each stored once.
+    names: std::collections::HashSet<Arc<str>>,
+}
+
+impl Slots {
+    /// What `slot` counts.
+    pub fn get(&self, slot: &u32) -> Option<&Slot> {
+        self.slots.get(slot)
+    }
+
+    /// Brings the slots from the tables in `before` (the old versions of the
     /// tables `g` writes or removes) to `g`'s: the old ones' slots go, the
     /// new ones' come, labelled with their destination's service (`service`).
     pub fn update(
-        slots: &mut BTreeMap<u32, Slot>,
+        &mut self,
         before: &redirector_core::compile::Tables,
         g: &redirector_core::compile::Generation,
         service: impl Fn(&redirector_common::ServiceKey) -> String,
     ) {
         for table in before.values() {
-            slots.remove(&(table.header.counters + REFUSED));
-            slots.remove(&(table.header.counters + ORIGINS_FULL));
+            self.slots.remove(&(table.header.counters + REFUSED));
+            self.slots.remove(&(table.header.counters + ORIGINS_FULL));
             for backend in &table.backends {
-                slots.remove(&backend.counter);
+                self.slots.remove(&backend.counter);
             }
         }
         for (key, table) in &g.tables {
-            let service = service(key);
-            let slot = |counts| Slot { class: key.class, destination: redirector_core::compile::destination(key), service: service.clone(), counts };
-            slots.insert(table.header.counters + REFUSED, slot(Counts::Refused));
-            slots.insert(table.header.counters + ORIGINS_FULL, slot(Counts::OriginsFull));
+            let service: Arc<str> = service(key).into();
+            let slot = |counts| Slot { key: *key, service: service.clone(), counts };
+            self.slots.insert(table.header.counters + REFUSED, slot(Counts::Refused));
+            self.slots.insert(table.header.counters + ORIGINS_FULL, slot(Counts::OriginsFull));
             let names = g.backend_names.get(key);
             for (i, backend) in table.backends.iter().enumerate() {
                 let name = names.and_then(|n| n.get(i)).cloned().unwrap_or_else(|| format!("#{i}"));
-                slots.insert(backend.counter, slot(Counts::Backend(name)));
+                let name = match self.names.get(name.as_str()) {
+                    Some(shared) => shared.clone(),
+                    None => {
+                        let shared: Arc<str> = name.into();
+                        self.names.insert(shared.clone());
+                        shared
+                    }
+                };
+                self.slots.insert(backend.counter, slot(Counts::Backend(name)));
             }
         }
+        // Names no slot uses any more.
+        self.names.retain(|n| Arc::strong_count(n) > 1);
     }
 }
 
@@ -138,9 +160,9 @@ pub fn render(state: &AgentState, bpffs: &std::path::Path) -> String {
             // counters are deleted once no table names them).
             let Some(slot) = state.slots.get(slot) else { continue };
             let mut labels: Labels = vec![
-                ("class".into(), slot.class.to_string()),
-                ("destination".into(), slot.destination.to_string()),
-                ("service".into(), slot.service.clone()),
+                ("class".into(), slot.key.class.to_string()),
+                ("destination".into(), redirector_core::compile::destination(&slot.key).to_string()),
+                ("service".into(), slot.service.to_string()),
             ];
             match &slot.counts {
                 Counts::Refused => {
@@ -150,7 +172,7 @@ pub fn render(state: &AgentState, bpffs: &std::path::Path) -> String {
                     origins_full.get_or_create(&labels).inc_by(n);
                 }
                 Counts::Backend(name) => {
-                    labels.push(("backend".into(), name.clone()));
+                    labels.push(("backend".into(), name.to_string()));
                     connects.get_or_create(&labels).inc_by(n);
                 }
             }
