@@ -406,11 +406,24 @@ pub struct Compiler {
 }
 
 /// The `COUNTERS` slots of one table: the route's two (refused, origin not
-/// recorded) and one per backend, with the backend's name.
+/// recorded) and one per backend, with a hash of the backend's name (two
+/// names of one route sharing a hash would only trade their counts).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Slots {
     route: u32,
-    backends: Vec<(String, u32)>,
+    backends: Vec<(u64, u32)>,
+}
+
+fn name_hash(name: &str) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut h);
+    h.finish()
+}
+
+/// Whether `slots` count exactly backends named `names`, in this order.
+fn same_names(slots: Option<&Slots>, names: &[String]) -> bool {
+    slots.is_some_and(|s| s.backends.len() == names.len() && s.backends.iter().zip(names).all(|((h, _), n)| *h == name_hash(n)))
 }
 
 /// One generation: what to write and remove to go from the tables in force
@@ -496,7 +509,7 @@ impl Compiler {
             let key = base_key(addr);
             let new = base(addr).map(|r| Ok::<_, CompileError>((compile_route(r)?, names_of(r)))).transpose()?;
             let same = match (self.tables.get(&key), &new) {
-                (Some(old), Some((t, names))) => same_content(old, t) && self.counters.get(&key).is_some_and(|s| s.backends.iter().map(|b| &b.0).eq(names)),
+                (Some(old), Some((t, names))) => same_content(old, t) && same_names(self.counters.get(&key), names),
                 (None, None) => true,
                 _ => false,
             };
@@ -575,7 +588,7 @@ impl Compiler {
             for (key, (table, names)) in overrides {
                 let class_key = ServiceKey { class: *id, ..*key };
                 let same = self.tables.get(&class_key).is_some_and(|old| same_content(old, table))
-                    && self.counters.get(&class_key).is_some_and(|s| s.backends.iter().map(|b| &b.0).eq(names));
+                    && same_names(self.counters.get(&class_key), names);
                 if !same {
                     writes.insert(class_key, (table.clone(), names.clone()));
                 }
@@ -617,7 +630,8 @@ impl Compiler {
             let mut taken = vec![false; old.map_or(0, |s| s.backends.len())];
             let mut backends = Vec::with_capacity(names.len());
             for name in &names {
-                let reuse = old.and_then(|s| s.backends.iter().enumerate().find(|(i, (n, _))| !taken[*i] && n == name));
+                let hash = name_hash(name);
+                let reuse = old.and_then(|s| s.backends.iter().enumerate().find(|(i, (n, _))| !taken[*i] && *n == hash));
                 let slot = match reuse {
                     Some((i, (_, slot))) => {
                         taken[i] = true;
@@ -625,7 +639,7 @@ impl Compiler {
                     }
                     None => fresh(&mut g.last_counter, 1),
                 };
-                backends.push((name.clone(), slot));
+                backends.push((hash, slot));
             }
             if let Some(old) = old {
                 released.extend(old.backends.iter().zip(&taken).filter(|(_, t)| !**t).map(|((_, s), _)| *s));
