@@ -17,7 +17,7 @@ use crate::{
 };
 use redirector_common::MAX_WORKLOAD_DEPTH;
 use redirector_core::{
-    compile::Tables,
+    compile::{Tables, Transition},
     model::Problems,
     pipeline::{Pipeline, Ready},
     plan,
@@ -102,7 +102,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
 
     let attach_level = cgroup_level(&cgroup)?;
-    let desired = desired_state(ready, &cgroup, attach_level)?;
+    let desired = desired_state(ready, &Tables::new(), &cgroup, attach_level)?;
     // A restart loads a new generation next to the running one and retires
     // the old one once the new one is attached: no gap.
     let (mut datapath, logger) = Datapath::load(&options.bpffs)?;
@@ -153,7 +153,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         s.not_ready = None;
         s.generation = 1;
         s.slots.update(&Tables::new(), &desired.routes, |key| service_of(&pipeline, key));
-        s.fill = metrics::Fill { routes: datapath.installed().len(), table_slots: datapath.table_slots(), workloads: desired.workloads.len() };
+        s.fill = metrics::Fill { routes: datapath.routes(), table_slots: datapath.table_slots(), workloads: desired.workloads.len() };
     }
     info!("ready");
     drop(desired);
@@ -308,18 +308,20 @@ impl Node {
         };
         let stats = ready.stats;
         let uses_dns = pipeline.engine().has_hostnames();
-        let desired = desired_state(ready, &self.cgroup, self.attach_level);
+        // The compiler's tables are the kernel's: it commits exactly what the kernel took.
+        let installed = pipeline.compiler().tables();
+        let desired = desired_state(ready, installed, &self.cgroup, self.attach_level);
         // The slots the kernel's old tables counted in, for the metrics.
         let before: Tables = desired
             .as_ref()
-            .map(|d| d.routes.removed.iter().chain(d.routes.tables.keys()).filter_map(|k| Some((*k, self.datapath.installed().get(k)?.clone()))).collect())
+            .map(|d| d.routes.removed.iter().chain(d.routes.tables.keys()).filter_map(|k| Some((*k, installed.get(k)?.clone()))).collect())
             .unwrap_or_default();
         let applied = desired.and_then(|desired| Ok((self.datapath.apply(&desired)?, desired)));
         let outcome = match applied {
             Ok((diff, desired)) => {
                 pipeline.commit(&desired.routes);
                 let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                s.fill = metrics::Fill { routes: self.datapath.installed().len(), table_slots: self.datapath.table_slots(), workloads: desired.workloads.len() };
+                s.fill = metrics::Fill { routes: self.datapath.routes(), table_slots: self.datapath.table_slots(), workloads: desired.workloads.len() };
                 if diff.is_empty() {
                     // No route changed, but workload cgroups may have.
                     debug!(generation, "{cause}: nothing changed");
@@ -439,13 +441,15 @@ fn cgroup_level(cgroup: &Path) -> anyhow::Result<u32> {
     Ok(cgroup.strip_prefix(&root).map(|p| p.components().count()).unwrap_or(0) as u32)
 }
 
-/// The kernel state for `ready` with hooks attached at `cgroup`: workload
+/// The kernel state for `ready` (a generation against the tables
+/// `installed`) with hooks attached at `cgroup`: workload
 /// cgroup paths become cgroup ids (a cgroup v2 directory's inode number).
 /// Workloads whose cgroup does not exist yet are reported and skipped.
-fn desired_state(ready: Ready, cgroup: &Path, attach_level: u32) -> anyhow::Result<Desired> {
+fn desired_state(ready: Ready, installed: &Tables, cgroup: &Path, attach_level: u32) -> anyhow::Result<Desired> {
     use std::os::unix::fs::MetadataExt as _;
     let class_ids = ready.generation.class_ids.clone();
-    let mut desired = Desired { routes: ready.generation, ..Default::default() };
+    let transition = Transition::between(installed, &ready.generation);
+    let mut desired = Desired { routes: ready.generation, transition, ..Default::default() };
     for w in ready.workloads.iter().filter(|w| class_ids[w.class as usize] != BASE_CLASS) {
         let dir = cgroup.join(&w.cgroup);
         match std::fs::metadata(&dir) {

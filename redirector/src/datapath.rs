@@ -26,7 +26,7 @@
 
 use crate::{kernel, owner::OwnerLock};
 use anyhow::{Context as _, anyhow, bail};
-use redirector_core::compile::{Diff, Generation, Table, Tables, Transition};
+use redirector_core::compile::{Diff, Generation, Table, Transition};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData},
@@ -37,7 +37,7 @@ use aya::{
 };
 use redirector_common::{
     COUNTERS_MAP, LAYOUT_VERSION, MAX_ROUTES, MAX_TABLE_SLOTS, MAX_WORKLOADS, ORIGINS_MAP, ROUTES_MAP, Route,
-    SETTINGS_MAP, ServiceKey, Settings, TABLE_GRACE_MS, TABLES_MAP, TableEntry, TableKey, WORKLOADS_MAP,
+    SETTINGS_MAP, ServiceKey, Settings, TABLE_GRACE_MS, TABLES_MAP, TableEntry, TableHeader, TableKey, WORKLOADS_MAP,
 };
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -91,14 +91,22 @@ enum Undo {
     Table(u32, u32),
 }
 
+/// One route the kernel holds: what undoing a write to it, or retiring its
+/// table, needs (the tables themselves are the compiler's).
+#[derive(Clone, Copy, Debug)]
+struct Installed {
+    table: u32,
+    header: TableHeader,
+    entries: u32,
+}
+
 /// The loaded programs and maps, and what has been written to them.
 pub struct Datapath {
     ebpf: Ebpf,
     root: PathBuf,
     generation_dir: PathBuf,
-    installed: Tables,
-    /// Table id of each installed route.
-    table_ids: BTreeMap<ServiceKey, u32>,
+    /// Every route in `ROUTES`: its table's id, header and length.
+    installed: BTreeMap<ServiceKey, Installed>,
     /// Last table id handed out.
     last_table: u32,
     /// Replaced tables: when they were replaced, their id and length.
@@ -125,6 +133,8 @@ pub struct Datapath {
 pub struct Desired {
     /// Route tables with stable class ids, and the bridge entries of the switch.
     pub routes: Generation,
+    /// The order of the writes from the tables in force to `routes`.
+    pub transition: Transition,
     /// cgroup id -> class (only classes other than the base one).
     pub workloads: BTreeMap<u64, u32>,
     /// Where workload cgroups sit.
@@ -168,8 +178,7 @@ impl Datapath {
                 ebpf,
                 root: root.to_path_buf(),
                 generation_dir,
-                installed: Tables::new(),
-                table_ids: BTreeMap::new(),
+                installed: BTreeMap::new(),
                 last_table: 0,
                 retired: VecDeque::new(),
                 retired_routes: VecDeque::new(),
@@ -273,8 +282,8 @@ impl Datapath {
     /// stays fully in force.
     pub fn apply(&mut self, desired: &Desired) -> anyhow::Result<Diff> {
         let next = &desired.routes;
-        let t = Transition::between(&self.installed, next);
-        self.check_capacity(desired, &t)?;
+        let t = &desired.transition;
+        self.check_capacity(desired, t)?;
         let upsert: Vec<ServiceKey> = t.classes.iter().chain(&t.base).copied().filter(|k| next.tables.contains_key(k)).collect();
         let diff = Diff {
             unchanged: next.routes.saturating_sub(upsert.len()),
@@ -282,9 +291,9 @@ impl Datapath {
             remove: t.remove.iter().chain(&t.retire).copied().filter(|k| self.installed.contains_key(k)).collect(),
         };
         let mut undo = Vec::new();
-        match self.write(desired, &t, &mut undo) {
+        match self.write(desired, t, &mut undo) {
             Ok(written) => {
-                self.commit(desired, &t, written);
+                self.commit(desired, t, written);
                 Ok(diff)
             }
             Err(e) => {
@@ -367,7 +376,7 @@ impl Datapath {
     /// The `ROUTES` value of `key` as the kernel holds it now (`written`: the
     /// values this apply wrote so far).
     fn kernel_route(&self, key: &ServiceKey, written: &BTreeMap<ServiceKey, Route>) -> Option<Route> {
-        written.get(key).copied().or_else(|| Some(Route { table: *self.table_ids.get(key)?, header: self.installed.get(key)?.header }))
+        written.get(key).copied().or_else(|| self.installed.get(key).map(|i| Route { table: i.table, header: i.header }))
     }
 
     /// Reverts the writes of a failed apply, newest first. Tables written
@@ -394,25 +403,24 @@ impl Datapath {
     /// Records a successful apply.
     fn commit(&mut self, desired: &Desired, t: &Transition, written: BTreeMap<ServiceKey, Route>) {
         let next = &desired.routes;
-        for (key, Route { table: id, .. }) in written {
-            let table = Transition::table(next, &key).expect("a written key has a table").clone();
-            self.table_slots += table.entry_count() as usize;
-            let old_table = self.installed.insert(key, table);
-            if let (Some(old), Some(old_table)) = (self.table_ids.insert(key, id), old_table) {
-                self.retire(old, old_table.entry_count());
+        for (key, Route { table: id, header }) in written {
+            let entries = Transition::table(next, &key).expect("a written key has a table").entry_count();
+            self.table_slots += entries as usize;
+            if let Some(old) = self.installed.insert(key, Installed { table: id, header, entries }) {
+                self.retire(old.table, old.entries);
             }
         }
         for key in &t.remove {
-            if let (Some(id), Some(table)) = (self.table_ids.remove(key), self.installed.remove(key)) {
-                self.retire(id, table.entry_count());
+            if let Some(old) = self.installed.remove(key) {
+                self.retire(old.table, old.entries);
             }
         }
         let now = Instant::now();
         for key in &t.retire {
-            if let (Some(id), Some(table)) = (self.table_ids.remove(key), self.installed.remove(key)) {
+            if let Some(old) = self.installed.remove(key) {
                 // Its table is queued when the entry is deleted; its slots count as retired from now.
-                self.move_to_retired(table.entry_count());
-                self.retired_routes.push_back((now, *key, id, table.entry_count()));
+                self.move_to_retired(old.entries);
+                self.retired_routes.push_back((now, *key, old.table, old.entries));
             }
         }
         if !next.released_counters.is_empty() {
@@ -510,9 +518,9 @@ impl Datapath {
         !self.retired.is_empty() || !self.retired_routes.is_empty() || !self.retired_counters.is_empty()
     }
 
-    /// The tables currently in the kernel.
-    pub fn installed(&self) -> &Tables {
-        &self.installed
+    /// How many routes are in `ROUTES`.
+    pub fn routes(&self) -> usize {
+        self.installed.len()
     }
 
     /// `TABLES` entries of the installed tables.
