@@ -397,8 +397,9 @@ pub struct Compiler {
     last: u32,
     /// `COUNTERS` slots of every table in force.
     counters: HashMap<ServiceKey, Slots>,
-    /// Every slot in use.
-    used: HashSet<u32>,
+    /// Whether slot numbers have wrapped around: until then every fresh
+    /// slot is above every slot in use.
+    wrapped: bool,
     /// Last counter slot handed out.
     last_counter: u32,
     /// Base destinations changed since the last commit.
@@ -454,6 +455,7 @@ pub struct Generation {
     classes: BTreeMap<u32, BTreeSet<ServiceKey>>,
     last: u32,
     last_counter: u32,
+    wrapped: bool,
     slots: BTreeMap<ServiceKey, Option<Slots>>,
 }
 
@@ -610,14 +612,28 @@ impl Compiler {
             return Err(CompileError::TooManyRoutes { count: g.routes + bridge_keys.len() });
         }
         // Counter slots: kept by what they count, fresh for what is new.
+        // Fresh slots count up; once they wrap around (after 2^32), each is
+        // checked against the slots in use.
         let mut fresh_used: HashSet<u32> = HashSet::new();
-        let used = &self.used;
+        let mut in_use: Option<HashSet<u32>> = None;
+        let counters = &self.counters;
+        let mut wrapped = self.wrapped;
         let mut fresh = |last: &mut u32, width: u32| -> u32 {
             loop {
                 let first = last.wrapping_add(1);
                 *last = last.wrapping_add(width);
-                let free = first.checked_add(width).is_some() && (first..first + width).all(|s| !used.contains(&s) && !fresh_used.contains(&s));
-                if free {
+                if first.checked_add(width).is_none() {
+                    wrapped = true;
+                    continue;
+                }
+                if !wrapped {
+                    fresh_used.extend(first..first + width);
+                    return first;
+                }
+                let used = in_use.get_or_insert_with(|| {
+                    counters.values().flat_map(|s| [s.route, s.route + 1].into_iter().chain(s.backends.iter().map(|(_, c)| *c))).collect()
+                });
+                if (first..first + width).all(|s| !used.contains(&s) && !fresh_used.contains(&s)) {
                     fresh_used.extend(first..first + width);
                     return first;
                 }
@@ -660,6 +676,7 @@ impl Compiler {
             }
             g.slots.insert(*key, None);
         }
+        g.wrapped = wrapped;
         released.sort_unstable();
         released.dedup();
         g.released_counters = released;
@@ -680,9 +697,6 @@ impl Compiler {
         for (key, slots) in &g.slots {
             match slots {
                 Some(s) => {
-                    self.used.insert(s.route);
-                    self.used.insert(s.route + 1);
-                    self.used.extend(s.backends.iter().map(|(_, c)| *c));
                     self.counters.insert(*key, s.clone());
                 }
                 None => {
@@ -690,12 +704,10 @@ impl Compiler {
                 }
             }
         }
-        for slot in &g.released_counters {
-            self.used.remove(slot);
-        }
         self.classes = g.classes.clone();
         self.last = g.last;
         self.last_counter = g.last_counter;
+        self.wrapped = g.wrapped;
         self.pending.clear();
     }
 }
@@ -786,4 +798,50 @@ pub fn compile_resolution(compiler: &mut Compiler, resolution: &Resolution) -> R
         .map(|c| c.routes.iter().filter(|r| base.get(&(r.vip, r.port)) != Some(r)).map(|r| ((r.vip, r.port), r)).collect())
         .collect();
     compiler.compile(changed, |a| base.get(&a).copied(), &classes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resolve::ResolvedBackend;
+
+    fn route(i: u8, backends: &[&str]) -> ResolvedRoute {
+        ResolvedRoute {
+            mesh: "default".into(),
+            service: format!("MeshService/s{i}"),
+            vip: IpAddr::from([10, 0, 0, i]),
+            port: 80,
+            app_protocol: None,
+            policy: None,
+            backends: backends
+                .iter()
+                .map(|b| ResolvedBackend { name: b.to_string(), weight: 1, endpoints: vec![SocketAddr::from(([10, 1, 0, i], 80))] })
+                .collect(),
+            why: Vec::new(),
+        }
+    }
+
+    /// Counter slots handed out after the numbers wrap around skip every slot in use.
+    #[test]
+    fn counter_slots_stay_unique_when_their_numbers_wrap() {
+        let mut compiler = Compiler { last_counter: u32::MAX - 5, ..Compiler::default() };
+        let mut routes: BTreeMap<(IpAddr, u16), ResolvedRoute> = BTreeMap::new();
+        for round in 0..6u8 {
+            let r = route(round, &["a", "b", "c"]);
+            routes.insert((r.vip, r.port), r);
+            let changed = routes.keys().copied().collect();
+            let g = compiler.compile(changed, |a| routes.get(&a), &[]).unwrap();
+            compiler.commit(&g);
+            let mut slots: Vec<u32> = compiler
+                .tables()
+                .values()
+                .flat_map(|t| [t.header.counters, t.header.counters + 1].into_iter().chain(t.backends.iter().map(|b| b.counter)))
+                .collect();
+            let n = slots.len();
+            slots.sort_unstable();
+            slots.dedup();
+            assert_eq!(slots.len(), n, "round {round}: a slot counts two things");
+        }
+        assert!(compiler.wrapped);
+    }
 }

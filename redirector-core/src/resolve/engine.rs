@@ -77,12 +77,13 @@ pub struct Engine {
     base: BTreeMap<Addr, u32>,
     workloads: BTreeMap<Key, WorkloadState>,
     /// Token -> cells that read it (may hold stale entries, checked on use).
-    rev: IdMap<Vec<u32>>,
+    rev: IdMap<Refs>,
     /// Token -> workloads whose cell set depends on it (stale entries as above).
     wrev: IdMap<BTreeSet<Key>>,
     /// Entries in `rev`, stale ones included: when far more than the cells'
-    /// tokens, `rev` is rebuilt.
+    /// tokens (`live_deps`), `rev` is rebuilt.
     rev_entries: usize,
+    live_deps: usize,
     fired: IdSet,
     dirty_addrs: BTreeSet<Addr>,
     dirty_workloads: BTreeSet<Key>,
@@ -100,6 +101,47 @@ pub struct Engine {
     /// The problems of the base cells, counted (so listing them costs their
     /// number, not the number of routes).
     base_problems: BTreeMap<Sorted, usize>,
+}
+
+/// The cells that read one token: most tokens are read by one cell only.
+#[derive(Debug)]
+enum Refs {
+    One(u32),
+    Many(Vec<u32>),
+}
+
+impl Refs {
+    fn push(&mut self, c: u32) {
+        match self {
+            Refs::One(x) => *self = Refs::Many(vec![*x, c]),
+            Refs::Many(v) => v.push(c),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Refs::One(_) => 1,
+            Refs::Many(v) => v.len(),
+        }
+    }
+
+    fn to_vec(&self) -> Vec<u32> {
+        match self {
+            Refs::One(x) => vec![*x],
+            Refs::Many(v) => v.clone(),
+        }
+    }
+
+    fn from_vec(mut v: Vec<u32>) -> Option<Self> {
+        match v.len() {
+            0 => None,
+            1 => Some(Refs::One(v[0])),
+            _ => {
+                v.shrink_to_fit();
+                Some(Refs::Many(v))
+            }
+        }
+    }
 }
 
 /// A problem ordered by file, resource, field path, message.
@@ -177,16 +219,22 @@ impl Engine {
         let mut cache = Cache::default();
         let mut dirty: BTreeSet<u32> = BTreeSet::new();
         for token in std::mem::take(&mut self.fired) {
-            if let Some(list) = self.rev.get_mut(&token) {
+            if let Some(refs) = self.rev.get(&token) {
                 let cells = &self.cells;
-                let before = list.len();
+                let before = refs.len();
+                let mut list = refs.to_vec();
                 list.retain(|&c| cells[c as usize].as_ref().is_some_and(|cell| cell.deps.binary_search(&token).is_ok()));
                 list.sort_unstable();
                 list.dedup();
                 self.rev_entries -= before - list.len();
                 dirty.extend(list.iter().copied());
-                if list.is_empty() {
-                    self.rev.remove(&token);
+                match Refs::from_vec(list) {
+                    Some(refs) => {
+                        self.rev.insert(token, refs);
+                    }
+                    None => {
+                        self.rev.remove(&token);
+                    }
                 }
             }
             if let Some(list) = self.wrev.get_mut(&token) {
@@ -264,14 +312,14 @@ impl Engine {
 
     /// Rebuilds `rev` from the cells when stale entries outnumber live ones.
     fn compact(&mut self) {
-        let live: usize = self.cells.iter().flatten().map(|c| c.deps.len()).sum();
+        let live = self.live_deps;
         if self.rev_entries <= 2 * live + 4096 {
             return;
         }
         self.rev.clear();
         for (c, cell) in self.cells.iter().enumerate() {
             for &t in cell.iter().flat_map(|cell| &cell.deps) {
-                self.rev.entry(t).or_default().push(c as u32);
+                self.rev.entry(t).and_modify(|r| r.push(c as u32)).or_insert(Refs::One(c as u32));
             }
         }
         self.rev_entries = live;
@@ -293,10 +341,11 @@ impl Engine {
     }
 
     fn free_cell(&mut self, c: u32) {
-        if let Some(cell) = self.cells[c as usize].take()
-            && cell.owner.is_none()
-        {
-            self.count_problems(&cell.problems, false);
+        if let Some(cell) = self.cells[c as usize].take() {
+            self.live_deps -= cell.deps.len();
+            if cell.owner.is_none() {
+                self.count_problems(&cell.problems, false);
+            }
         }
         self.free.push(c);
     }
@@ -344,10 +393,11 @@ impl Engine {
         let cell = self.cells[c as usize].as_mut().expect("live cell");
         for &t in &deps {
             if cell.deps.binary_search(&t).is_err() {
-                self.rev.entry(t).or_default().push(c);
+                self.rev.entry(t).and_modify(|r| r.push(c)).or_insert(Refs::One(c));
                 self.rev_entries += 1;
             }
         }
+        self.live_deps = self.live_deps + deps.len() - cell.deps.len();
         cell.deps = deps;
         let old_problems = std::mem::replace(&mut cell.problems, problems);
         let changed = cell.route != route;
