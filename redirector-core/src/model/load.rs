@@ -153,13 +153,24 @@ pub(crate) fn load_into(config: &mut Config, file: &Path, text: &str, problems: 
         problems.push(file_problem(file, message));
         return;
     }
-    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+    if !load_in_parallel(config, file, text, problems) {
+        load_stream(config, file, text, 0, problems);
+    }
+}
+
+/// Loads the documents of `text`, the first numbered `first`. Returns how
+/// many documents the stream had, and whether it ended in a syntax error.
+fn load_stream(config: &mut Config, file: &Path, text: &str, first: usize, problems: &mut Vec<Problem>) -> (usize, bool) {
+    let mut count = 0;
+    for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let index = first + i;
+        count = i + 1;
         let (value, notes) = match yaml::read_document(document) {
             Ok(read) => read,
             Err(e) => {
                 problems.push(file_problem(file, format!("document {}: invalid YAML: {e}", index + 1)));
                 // The YAML stream cannot be resynchronised after a syntax error.
-                return;
+                return (count, true);
             }
         };
         if value.is_null() {
@@ -167,6 +178,88 @@ pub(crate) fn load_into(config: &mut Config, file: &Path, text: &str, problems: 
         }
         load_document(config, file, index, value, &notes, problems);
     }
+    (count, false)
+}
+
+/// Files at least this large are parsed in pieces, one per CPU.
+const PARALLEL_BYTES: usize = 256 * 1024;
+
+/// Parses a large file in pieces on one thread per CPU, cut at document
+/// start markers (`---` at the start of a line, which ends any node). Each
+/// piece's documents are numbered from the count of markers before it; if
+/// any piece's count is not what its markers say (a directive, an end
+/// marker, a syntax error), nothing of the pieces is kept and `false` says
+/// to read the file as one stream. Files with end markers or directives are
+/// read as one stream too. Either way the result is the one stream's.
+fn load_in_parallel(config: &mut Config, file: &Path, text: &str, problems: &mut Vec<Problem>) -> bool {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || text.len() < PARALLEL_BYTES {
+        return false;
+    }
+    let is_marker = |line: &str| line.strip_prefix("---").is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r']));
+    // Byte offsets of the marker lines.
+    let mut markers = Vec::new();
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        if is_marker(line.trim_end_matches('\n')) {
+            markers.push(offset);
+        } else if line.starts_with("...") || line.starts_with('%') {
+            // End markers and directives: documents need not start at markers.
+            return false;
+        }
+        offset += line.len();
+    }
+    // Pieces of about equal size, each (but maybe the first) starting at a marker.
+    let target = text.len() / threads + 1;
+    let mut cuts = vec![0];
+    for &m in &markers {
+        if m > 0 && m >= cuts.last().copied().unwrap_or(0) + target {
+            cuts.push(m);
+        }
+    }
+    if cuts.len() < 2 {
+        return false;
+    }
+    cuts.push(text.len());
+    // Documents each piece should hold: one per marker in it, and one for
+    // content before the first marker of the file.
+    let leading = text[..markers.first().copied().unwrap_or(text.len())]
+        .lines()
+        .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+    let mut pieces: Vec<(&str, usize, usize)> = Vec::new();
+    let mut first = 0;
+    for w in cuts.windows(2) {
+        let expected = markers.iter().filter(|&&m| m >= w[0] && m < w[1]).count() + usize::from(w[0] == 0 && leading);
+        pieces.push((&text[w[0]..w[1]], first, expected));
+        first += expected;
+    }
+    let loaded: Vec<(Config, Vec<Problem>, usize, bool)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = pieces
+            .iter()
+            .map(|&(piece, first, _)| {
+                scope.spawn(move || {
+                    let (mut config, mut problems) = (Config::default(), Vec::new());
+                    let (count, broken) = load_stream(&mut config, file, piece, first, &mut problems);
+                    (config, problems, count, broken)
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+    });
+    if loaded.iter().zip(&pieces).any(|((_, _, count, broken), (_, _, want))| *broken || count != want) {
+        return false;
+    }
+    for (piece, piece_problems, _, _) in loaded {
+        config.services.extend(piece.services);
+        config.dataplanes.extend(piece.dataplanes);
+        config.routes.extend(piece.routes);
+        config.external_services.extend(piece.external_services);
+        config.multizone_services.extend(piece.multizone_services);
+        config.http_routes.extend(piece.http_routes);
+        config.ignored.extend(piece.ignored);
+        problems.extend(piece_problems);
+    }
+    true
 }
 
 /// The envelope of one document, in either form, and what is left of it.
@@ -446,5 +539,80 @@ pub(crate) fn duplicate(origin: &Origin, first: &Path) -> Problem {
         resource: origin.display_name(),
         path: "name".into(),
         message: format!("duplicate resource: {} in mesh {:?} is also defined in {}", origin.display_name(), origin.mesh, first.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sequential(text: &str) -> (Config, Vec<Problem>) {
+        let (mut config, mut problems) = (Config::default(), Vec::new());
+        load_stream(&mut config, Path::new("f.yaml"), text, 0, &mut problems);
+        (config, problems)
+    }
+
+    fn parallel(text: &str) -> Option<(Config, Vec<Problem>)> {
+        let (mut config, mut problems) = (Config::default(), Vec::new());
+        load_in_parallel(&mut config, Path::new("f.yaml"), text, &mut problems).then_some((config, problems))
+    }
+
+    /// A large stream with comments, empty documents, a bare first document,
+    /// block scalars and documents with errors (numbered in the messages).
+    fn big(first_bare: bool, broken_at: Option<usize>) -> String {
+        let mut text = String::new();
+        if first_bare {
+            text.push_str("type: Mesh\nname: bare\n");
+        } else {
+            text.push_str("# a comment before the first marker\n");
+        }
+        for i in 0..8000 {
+            text.push_str("---\n");
+            match i % 7 {
+                0 => text.push_str("# only a comment\n"),
+                1 => text.push_str(&format!("type: MeshService\nname: s-{i}\nspec: {{ports: [{{port: 80, targetPort: 8080}}]}}\nlabels: {{note: x}}\n")),
+                2 => text.push_str(&format!("type: Dataplane\nname: d-{i}\nnetworking: {{address: 10.0.0.1, inbound: [{{port: 1, tags: {{app: a}}}}]}}\n")),
+                3 => text.push_str(&format!("type: MeshService\nname: t-{i}\nspec: {{unknownField: 1}}\n")),
+                4 => text.push_str(&format!("type: Mesh\nname: m-{i}\nmeta: |\n  ---\n  not a marker\n")),
+                5 => text.push_str("name: without-a-type\n"),
+                _ => text.push_str(&format!("type: MeshTCPRoute\nname: r-{i}\nspec: {{targetRef: {{kind: Mesh}}, to: []}}\n")),
+            }
+            if broken_at == Some(i) {
+                text.push_str("key: [unclosed\n");
+            }
+        }
+        text
+    }
+
+    #[test]
+    fn a_large_stream_loads_in_pieces_as_in_one() {
+        for first_bare in [false, true] {
+            let text = big(first_bare, None);
+            assert!(text.len() >= PARALLEL_BYTES);
+            let want = sequential(&text);
+            assert!(want.1.iter().any(|p| p.message.starts_with("document 3")), "the stream has problems numbered by document: {:?}", &want.1[..3]);
+            if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+                let got = parallel(&text).expect("read in pieces");
+                assert_eq!(got, want);
+            }
+        }
+    }
+
+    #[test]
+    fn a_syntax_error_falls_back_to_one_stream() {
+        let text = big(false, Some(7000));
+        assert!(parallel(&text).is_none(), "a piece ended in a syntax error");
+        let mut config = Config::default();
+        let mut problems = Vec::new();
+        load_into(&mut config, Path::new("f.yaml"), &text, &mut problems);
+        assert_eq!((config, problems), sequential(&text));
+    }
+
+    #[test]
+    fn end_markers_and_directives_are_read_as_one_stream() {
+        let text = big(false, None) + "...\n";
+        assert!(parallel(&text).is_none());
+        let text = "%YAML 1.2\n".to_string() + &big(false, None);
+        assert!(parallel(&text).is_none());
     }
 }
