@@ -448,11 +448,21 @@ impl Datapath {
         self.last_table = self.last_table.checked_add(1).filter(|&id| id != 0).unwrap_or(1);
         let id = self.last_table;
         undo.push(Undo::Table(id, entries.len() as u32));
-        let mut tables = self.map::<TableKey, TableEntry>(TABLES_MAP)?;
-        for (index, entry) in entries.iter().enumerate() {
-            tables
-                .insert(TableKey { table: id, index: index as u32 }, entry, 0)
-                .context("writing a route table")?;
+        let keys: Vec<TableKey> = (0..entries.len() as u32).map(|index| TableKey { table: id, index }).collect();
+        let map = self.ebpf.map(TABLES_MAP).ok_or_else(|| anyhow!("map {TABLES_MAP} missing"))?;
+        let aya::maps::Map::HashMap(data) = map else { bail!("map {TABLES_MAP} is not a hash map") };
+        use std::os::fd::AsFd as _;
+        match kernel::update_batch(data.fd().as_fd(), &keys, entries) {
+            Ok(()) => {}
+            // Kernels without batched writes for hash maps (before 5.6; 524 is
+            // the kernel's ENOTSUPP): one by one.
+            Err(e) if matches!(e.raw_os_error(), Some(nix::libc::EINVAL | nix::libc::ENOTSUP | 524)) => {
+                let mut tables = self.map::<TableKey, TableEntry>(TABLES_MAP)?;
+                for (key, entry) in keys.iter().zip(entries) {
+                    tables.insert(key, entry, 0).context("writing a route table")?;
+                }
+            }
+            Err(e) => return Err(anyhow::Error::from(e).context("writing a route table")),
         }
         Ok(id)
     }

@@ -1,7 +1,8 @@
-//! bpf(2) queries aya 0.14 does not expose: the programs attached to a
+//! bpf(2) calls aya 0.14 does not expose: the programs attached to a
 //! cgroup, every cgroup link in the system with its cgroup, and a forced
-//! detach of a link by id. Used to find redirector datapaths this agent does
-//! not own (another agent's, or hooks whose pins were lost).
+//! detach of a link by id (used to find redirector datapaths this agent does
+//! not own: another agent's, or hooks whose pins were lost); and batched map
+//! writes.
 
 use anyhow::Context as _;
 use std::{
@@ -15,6 +16,7 @@ const BPF_OBJ_GET_INFO_BY_FD: nix::libc::c_long = 15;
 const BPF_LINK_GET_FD_BY_ID: nix::libc::c_long = 30;
 const BPF_LINK_GET_NEXT_ID: nix::libc::c_long = 31;
 const BPF_LINK_DETACH: nix::libc::c_long = 34;
+const BPF_MAP_UPDATE_BATCH: nix::libc::c_long = 26;
 const BPF_LINK_TYPE_CGROUP: u32 = 3;
 
 /// `BPF_CGROUP_INET4_CONNECT`: every redirector datapath has a connect4 hook.
@@ -40,6 +42,42 @@ pub unsafe fn bpf<T>(cmd: nix::libc::c_long, attr: &mut T) -> std::io::Result<ni
             return Err(err);
         }
     }
+}
+
+/// Writes `keys[i] -> values[i]` into the map `map` in one bpf(2) call
+/// (`BPF_MAP_UPDATE_BATCH`; a route table is several entries). `K` and `V`
+/// must be the map's key and value types.
+pub fn update_batch<K: aya::Pod, V: aya::Pod>(map: std::os::fd::BorrowedFd<'_>, keys: &[K], values: &[V]) -> std::io::Result<()> {
+    #[repr(C)]
+    struct Batch {
+        in_batch: u64,
+        out_batch: u64,
+        keys: u64,
+        values: u64,
+        count: u32,
+        map_fd: u32,
+        elem_flags: u64,
+        flags: u64,
+    }
+    assert_eq!(keys.len(), values.len(), "one value per key");
+    let mut attr = Batch {
+        in_batch: 0,
+        out_batch: 0,
+        keys: keys.as_ptr() as u64,
+        values: values.as_ptr() as u64,
+        count: keys.len() as u32,
+        map_fd: map.as_raw_fd() as u32,
+        elem_flags: 0,
+        flags: 0,
+    };
+    // SAFETY: `attr` is the batch layout of union bpf_attr, fully initialised;
+    // `keys` and `values` hold `count` Pod elements of the map's sizes and
+    // outlive the call, which only reads them.
+    unsafe { bpf(BPF_MAP_UPDATE_BATCH, &mut attr) }?;
+    if attr.count as usize != keys.len() {
+        return Err(std::io::Error::other(format!("{} of {} entries written", attr.count, keys.len())));
+    }
+    Ok(())
 }
 
 /// Ids of the programs attached directly to `cgroup` for `attach_type`.
