@@ -468,13 +468,12 @@ impl Generation {
 
 /// Whether two tables are the same but for their counter slots.
 fn same_content(a: &Table, b: &Table) -> bool {
-    let strip = |t: &Table| {
-        let mut t = t.clone();
-        t.header.counters = 0;
-        t.backends.iter_mut().for_each(|b| b.counter = 0);
-        t
-    };
-    a.header.backend_count == b.header.backend_count && a.endpoints == b.endpoints && strip(a) == strip(b)
+    let header = |t: &Table| TableHeader { counters: 0, ..t.header };
+    let slot = |s: &BackendSlot| BackendSlot { counter: 0, ..*s };
+    header(a) == header(b)
+        && a.endpoints == b.endpoints
+        && a.backends.len() == b.backends.len()
+        && a.backends.iter().zip(&b.backends).all(|(x, y)| slot(x) == slot(y))
 }
 
 fn base_key(addr: (IpAddr, u16)) -> ServiceKey {
@@ -781,8 +780,9 @@ impl Transition {
     }
 }
 
-/// From scratch: the first generation of `resolution` for a compiler with
-/// nothing in force (what `plan` and tests compare against).
+/// The generation that brings `compiler` to the whole of `resolution`:
+/// every base destination it has or had is compiled again (the tests'
+/// entry to the compiler, from a materialized resolution).
 pub fn compile_resolution(compiler: &mut Compiler, resolution: &Resolution) -> Result<Generation, CompileError> {
     let base: BTreeMap<(IpAddr, u16), &ResolvedRoute> =
         resolution.classes.first().map(|c| c.routes.iter().map(|r| ((r.vip, r.port), r)).collect()).unwrap_or_default();

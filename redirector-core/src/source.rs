@@ -7,7 +7,7 @@
 use crate::{
     model::{
         Config, Problem,
-        load::{check_duplicates, collect_files, file_problem, load_into, read_file},
+        load::{check_duplicates, collect_files, file_problem, load_into, par_map, read_file},
         validate::validate_by_kind,
     },
     store::{Event, Key, Resource, file_source, resources},
@@ -168,7 +168,8 @@ impl FileSource {
             .filter(|(_, stamp, cached)| !matches!((cached, stamp), (Some(c), Some(s)) if c.stamp == *s))
             .map(|(path, _, cached)| (path.as_path(), cached.as_ref().map(|c| c.hash)))
             .collect();
-        let mut outcomes = read_all_parallel(&todo).into_iter();
+        // Parsing is most of an install's time: one thread per CPU.
+        let mut outcomes = par_map(&todo, |(path, last)| read_one(path, *last)).into_iter();
         for (path, stamp, cached) in stamps {
             let entry = match (cached, stamp) {
                 (Some(c), Some(s)) if c.stamp == s => Some(c),
@@ -243,33 +244,6 @@ fn read_one(path: &Path, last: Option<u64>) -> Outcome {
     load_into(&mut config, path, &text, &mut problems);
     let validation = validate_by_kind(&config);
     Outcome::Parsed(Box::new(Cached { stamp: Stamp(0, 0, 0, 0, 0, 0, 0), hash, config, problems, validation }))
-}
-
-/// [`read_one`] for every file, on up to one thread per CPU (parsing is most
-/// of an install's time); outcomes in the files' order.
-fn read_all_parallel(files: &[(&Path, Option<u64>)]) -> Vec<Outcome> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(files.len());
-    if threads <= 1 {
-        return files.iter().map(|(path, last)| read_one(path, *last)).collect();
-    }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut done: Vec<(usize, Outcome)> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut out = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some((path, last)) = files.get(i) else { break out };
-                        out.push((i, read_one(path, *last)));
-                    }
-                })
-            })
-            .collect();
-        workers.into_iter().flat_map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
-    });
-    done.sort_by_key(|(i, _)| *i);
-    done.into_iter().map(|(_, o)| o).collect()
 }
 
 /// A file's resources by key, in file order within a key.

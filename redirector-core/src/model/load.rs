@@ -181,6 +181,33 @@ fn load_stream(config: &mut Config, file: &Path, text: &str, first: usize, probl
     (count, false)
 }
 
+/// `f` of every item, on up to one thread per CPU, results in the items'
+/// order; threads take the next item as they finish one.
+pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len());
+    if threads <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut done: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { break out };
+                        out.push((i, f(item)));
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+    });
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
+}
+
 /// Files at least this large are parsed in pieces, one per CPU.
 const PARALLEL_BYTES: usize = 256 * 1024;
 
@@ -233,18 +260,10 @@ fn load_in_parallel(config: &mut Config, file: &Path, text: &str, problems: &mut
         pieces.push((&text[w[0]..w[1]], first, expected));
         first += expected;
     }
-    let loaded: Vec<(Config, Vec<Problem>, usize, bool)> = std::thread::scope(|scope| {
-        let workers: Vec<_> = pieces
-            .iter()
-            .map(|&(piece, first, _)| {
-                scope.spawn(move || {
-                    let (mut config, mut problems) = (Config::default(), Vec::new());
-                    let (count, broken) = load_stream(&mut config, file, piece, first, &mut problems);
-                    (config, problems, count, broken)
-                })
-            })
-            .collect();
-        workers.into_iter().map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+    let loaded: Vec<(Config, Vec<Problem>, usize, bool)> = par_map(&pieces, |&(piece, first, _)| {
+        let (mut config, mut problems) = (Config::default(), Vec::new());
+        let (count, broken) = load_stream(&mut config, file, piece, first, &mut problems);
+        (config, problems, count, broken)
     });
     if loaded.iter().zip(&pieces).any(|((_, _, count, broken), (_, _, want))| *broken || count != want) {
         return false;
