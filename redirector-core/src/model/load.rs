@@ -3,6 +3,7 @@
 use super::{
     Config, Dataplane, MeshExternalService, MeshHttpRoute, MeshMultiZoneService, MeshService,
     MeshTcpRoute, Origin, Problem, Severity,
+    fast,
     yaml::{self, BigNumber, Notes, tag_text},
 };
 use serde::de::DeserializeOwned;
@@ -160,7 +161,41 @@ pub(crate) fn load_into(config: &mut Config, file: &Path, text: &str, problems: 
 
 /// Loads the documents of `text`, the first numbered `first`. Returns how
 /// many documents the stream had, and whether it ended in a syntax error.
+///
+/// Each document is read by the fast reader if it can, else by libyaml on
+/// its own; a document libyaml finds broken on its own (a syntax error ends
+/// a stream) is read again with the rest of the stream by libyaml. Only a
+/// broken stream's messages name lines, so only the rest is read in place.
 fn load_stream(config: &mut Config, file: &Path, text: &str, first: usize, problems: &mut Vec<Problem>) -> (usize, bool) {
+    let Some(documents) = fast::split(text) else {
+        return load_libyaml(config, file, text, first, problems);
+    };
+    for (k, document) in documents.iter().enumerate() {
+        let index = first + k;
+        let span = &text[document.span.clone()];
+        if let Some(value) = fast::read(span, document.marked) {
+            if !value.is_null() {
+                load_document(config, file, index, value, &Notes::default(), problems);
+            }
+            continue;
+        }
+        let (mut one, mut found) = (Config::default(), Vec::new());
+        if load_libyaml(&mut one, file, span, index, &mut found) == (1, false) {
+            config.append(one);
+            problems.extend(found);
+            continue;
+        }
+        // libyaml's messages name lines: read the rest where it stands.
+        let lines_before = text[..document.span.start].bytes().filter(|&b| b == b'\n').count();
+        let rest = "\n".repeat(lines_before) + &text[document.span.start..];
+        let (count, broken) = load_libyaml(config, file, &rest, index, problems);
+        return (k + count, broken);
+    }
+    (documents.len(), false)
+}
+
+/// [`load_stream`] by libyaml alone.
+fn load_libyaml(config: &mut Config, file: &Path, text: &str, first: usize, problems: &mut Vec<Problem>) -> (usize, bool) {
     let mut count = 0;
     for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let index = first + i;
@@ -223,12 +258,11 @@ fn load_in_parallel(config: &mut Config, file: &Path, text: &str, problems: &mut
     if threads < 2 || text.len() < PARALLEL_BYTES {
         return false;
     }
-    let is_marker = |line: &str| line.strip_prefix("---").is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r']));
     // Byte offsets of the marker lines.
     let mut markers = Vec::new();
     let mut offset = 0;
     for line in text.split_inclusive('\n') {
-        if is_marker(line.trim_end_matches('\n')) {
+        if fast::is_marker(line.trim_end_matches('\n')) {
             markers.push(offset);
         } else if line.starts_with("...") || line.starts_with('%') {
             // End markers and directives: documents need not start at markers.
@@ -269,13 +303,7 @@ fn load_in_parallel(config: &mut Config, file: &Path, text: &str, problems: &mut
         return false;
     }
     for (piece, piece_problems, _, _) in loaded {
-        config.services.extend(piece.services);
-        config.dataplanes.extend(piece.dataplanes);
-        config.routes.extend(piece.routes);
-        config.external_services.extend(piece.external_services);
-        config.multizone_services.extend(piece.multizone_services);
-        config.http_routes.extend(piece.http_routes);
-        config.ignored.extend(piece.ignored);
+        config.append(piece);
         problems.extend(piece_problems);
     }
     true
@@ -315,55 +343,59 @@ fn load_document(
             return;
         }
     };
-    let resource = env.origin.display_name();
     // No Kuma field gives a tag a meaning, and the typed fields would drop it
     // without a word: every tag is an error.
     if !notes.tags.is_empty() {
+        let resource = env.origin.display_name();
         for (path, tag) in &notes.tags {
             problems.push(problem(&resource, path, format!("unknown YAML tag {tag}")));
         }
         return;
     }
-    if let Err((path, message)) = add_resource(config, env, &notes.big_numbers) {
+    if let Err((resource, path, message)) = add_resource(config, env, &notes.big_numbers) {
         problems.push(problem(&resource, &path, message));
     }
 }
 
-/// Types the body of a resource and adds it to `config`.
-fn add_resource(config: &mut Config, env: Envelope, big: &BigNumbers) -> Result<(), (String, String)> {
-    match env.origin.kind.as_str() {
+/// Types the body of a resource and adds it to `config`; a problem names
+/// the resource, the field path and what is wrong.
+fn add_resource(config: &mut Config, env: Envelope, big: &BigNumbers) -> Result<(), (String, String, String)> {
+    // The resource's name is written only into a problem.
+    let named = |origin: &Origin, (path, message): (String, String)| (origin.display_name(), path, message);
+    let Envelope { origin, rest } = env;
+    match origin.kind.as_str() {
         "MeshTCPRoute" => {
-            let (spec, ()) = body(env.rest, false, big)?;
-            config.routes.push(Arc::new(MeshTcpRoute { origin: env.origin, spec }));
+            let (spec, ()) = body(rest, false, big).map_err(|e| named(&origin, e))?;
+            config.routes.push(Arc::new(MeshTcpRoute { origin, spec }));
         }
         "MeshService" => {
-            let (spec, status) = body(env.rest, true, big)?;
-            config.services.push(Arc::new(MeshService { origin: env.origin, spec, status }));
+            let (spec, status) = body(rest, true, big).map_err(|e| named(&origin, e))?;
+            config.services.push(Arc::new(MeshService { origin, spec, status }));
         }
         "Dataplane" => {
-            let spec = if env.origin.kubernetes {
-                body::<_, ()>(env.rest, false, big)?.0
+            let spec = if origin.kubernetes {
+                body::<_, ()>(rest, false, big).map_err(|e| named(&origin, e))?.0
             } else {
-                typed(Value::Mapping(env.rest), "", big)?
+                typed(Value::Mapping(rest), "", big).map_err(|e| named(&origin, e))?
             };
-            config.dataplanes.push(Arc::new(Dataplane { origin: env.origin, spec }));
+            config.dataplanes.push(Arc::new(Dataplane { origin, spec }));
         }
         "MeshExternalService" => {
-            let (spec, status) = body(env.rest, true, big)?;
-            config.external_services.push(Arc::new(MeshExternalService { origin: env.origin, spec, status }));
+            let (spec, status) = body(rest, true, big).map_err(|e| named(&origin, e))?;
+            config.external_services.push(Arc::new(MeshExternalService { origin, spec, status }));
         }
         "MeshMultiZoneService" => {
-            let (spec, status) = body(env.rest, true, big)?;
-            config.multizone_services.push(Arc::new(MeshMultiZoneService { origin: env.origin, spec, status }));
+            let (spec, status) = body(rest, true, big).map_err(|e| named(&origin, e))?;
+            config.multizone_services.push(Arc::new(MeshMultiZoneService { origin, spec, status }));
         }
         "MeshHTTPRoute" => {
-            let (spec, ()) = body(env.rest, false, big)?;
-            config.http_routes.push(Arc::new(MeshHttpRoute { origin: env.origin, spec }));
+            let (spec, ()) = body(rest, false, big).map_err(|e| named(&origin, e))?;
+            config.http_routes.push(Arc::new(MeshHttpRoute { origin, spec }));
         }
-        kind if IGNORED_KINDS.contains(&kind) => config.ignored.push(env.origin),
+        kind if IGNORED_KINDS.contains(&kind) => config.ignored.push(origin),
         kind => {
-            let path = if env.origin.kubernetes { "kind" } else { "type" };
-            return Err((path.into(), format!("unknown resource type {kind:?}")));
+            let path = if origin.kubernetes { "kind" } else { "type" };
+            return Err((origin.display_name(), path.into(), format!("unknown resource type {kind:?}")));
         }
     }
     Ok(())
@@ -461,6 +493,10 @@ fn body<S: DeserializeOwned + Default, T: DeserializeOwned + Default>(
 /// Deserializes `value`, reporting the exact field path on failure. A number
 /// beyond 64 bits (one of `big`) where a number may go is out of range.
 fn typed<T: DeserializeOwned>(value: Value, prefix: &str, big: &BigNumbers) -> Result<T, (String, String)> {
+    // Tracking the path costs; only a failure needs it.
+    if let Ok(typed) = T::deserialize(&value) {
+        return Ok(typed);
+    }
     let error = match serde_path_to_error::deserialize(&value) {
         Ok(typed) => return Ok(typed),
         Err(e) => e,
@@ -614,6 +650,19 @@ mod tests {
                 let got = parallel(&text).expect("read in pieces");
                 assert_eq!(got, want);
             }
+        }
+    }
+
+    #[test]
+    fn the_fast_reader_loads_a_stream_as_libyaml_does() {
+        for (first_bare, broken_at) in [(false, None), (true, None), (false, Some(3000)), (true, Some(0))] {
+            let text = big(first_bare, broken_at);
+            let (mut fast, mut fast_problems) = (Config::default(), Vec::new());
+            let fast_count = load_stream(&mut fast, Path::new("f.yaml"), &text, 5, &mut fast_problems);
+            let (mut slow, mut slow_problems) = (Config::default(), Vec::new());
+            let slow_count = load_libyaml(&mut slow, Path::new("f.yaml"), &text, 5, &mut slow_problems);
+            assert_eq!(fast_count, slow_count);
+            assert_eq!((fast, fast_problems), (slow, slow_problems));
         }
     }
 

@@ -6,6 +6,7 @@
 //! `metadata`). Reading never stops at the first problem: every problem of every
 //! file is collected, so one `check` shows them all.
 
+mod fast;
 pub(crate) mod load;
 mod problem;
 mod types;
@@ -133,6 +134,17 @@ pub struct Config {
 }
 
 impl Config {
+    /// Moves every resource of `other` to the end of this one's lists.
+    pub(crate) fn append(&mut self, other: Config) {
+        self.services.extend(other.services);
+        self.dataplanes.extend(other.dataplanes);
+        self.routes.extend(other.routes);
+        self.external_services.extend(other.external_services);
+        self.multizone_services.extend(other.multizone_services);
+        self.http_routes.extend(other.http_routes);
+        self.ignored.extend(other.ignored);
+    }
+
     /// Validates the configuration; returns every problem found (errors and warnings).
     pub fn validate(&self) -> Vec<Problem> {
         validate::validate(self)
