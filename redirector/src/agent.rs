@@ -316,7 +316,13 @@ impl Node {
             .as_ref()
             .map(|d| d.routes.removed.iter().chain(d.routes.tables.keys()).filter_map(|k| Some((*k, installed.get(k)?.clone()))).collect())
             .unwrap_or_default();
-        let applied = desired.and_then(|desired| Ok((self.datapath.apply(&desired)?, desired)));
+        let mut kernel_time = std::time::Duration::ZERO;
+        let applied = desired.and_then(|desired| {
+            let writing = Instant::now();
+            let diff = self.datapath.apply(&desired);
+            kernel_time = writing.elapsed();
+            Ok((diff?, desired))
+        });
         let outcome = match applied {
             Ok((diff, desired)) => {
                 pipeline.commit(&desired.routes);
@@ -342,6 +348,7 @@ impl Node {
                         read_us = stats.read_time.as_micros() as u64,
                         resolve_us = stats.resolve_time.as_micros() as u64,
                         compile_us = stats.compile_time.as_micros() as u64,
+                        kernel_us = kernel_time.as_micros() as u64,
                         micros = started.elapsed().as_micros() as u64,
                         "{cause}: applied generation {generation}"
                     );

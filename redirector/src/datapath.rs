@@ -333,10 +333,7 @@ impl Datapath {
     fn write(&mut self, desired: &Desired, t: &Transition, undo: &mut Vec<Undo>) -> anyhow::Result<BTreeMap<ServiceKey, Route>> {
         let next = &desired.routes;
         let mut written = BTreeMap::new();
-        for key in &t.classes {
-            let route = self.write_route(key, Transition::table(next, key).expect("a written key has a table"), undo)?;
-            written.insert(*key, route);
-        }
+        self.write_routes(&t.classes, |key| Transition::table(next, key).expect("a written key has a table"), &mut written, undo)?;
         let to_class: Vec<(u64, u32)> = desired.workloads.iter().filter(|(id, class)| self.workloads.get(id) != Some(class)).map(|(&i, &c)| (i, c)).collect();
         for (id, class) in to_class {
             undo.push(Undo::Workload(id, self.workloads.get(&id).copied()));
@@ -346,10 +343,7 @@ impl Datapath {
             undo.push(Undo::Settings(self.settings));
             self.write_settings(desired.settings)?;
         }
-        for key in &t.base {
-            let route = self.write_route(key, &next.tables[key], undo)?;
-            written.insert(*key, route);
-        }
+        self.write_routes(&t.base, |key| &next.tables[key], &mut written, undo)?;
         let to_base: Vec<(u64, u32)> = self.workloads.iter().filter(|(id, _)| !desired.workloads.contains_key(id)).map(|(&i, &c)| (i, c)).collect();
         for (id, class) in to_base {
             undo.push(Undo::Workload(id, Some(class)));
@@ -364,13 +358,38 @@ impl Datapath {
         Ok(written)
     }
 
-    /// Writes `table` under a fresh id, then points `key` at it.
-    fn write_route(&mut self, key: &ServiceKey, table: &Table, undo: &mut Vec<Undo>) -> anyhow::Result<Route> {
-        let id = self.write_table(&table.entries(), undo)?;
-        undo.push(Undo::Route(*key, self.kernel_route(key, &BTreeMap::new())));
-        let route = Route { table: id, header: table.header };
-        self.map::<ServiceKey, Route>(ROUTES_MAP)?.insert(key, route, 0).context("writing a route")?;
-        Ok(route)
+    /// Writes the table of every key under a fresh id, then points the keys
+    /// at them: every table is complete before any `ROUTES` entry moves. One
+    /// batched call for all the tables and one for all the entries, so an
+    /// install of 100,000 routes is two calls, not 200,000.
+    fn write_routes<'t>(
+        &mut self,
+        keys: &[ServiceKey],
+        table_of: impl Fn(&ServiceKey) -> &'t Table,
+        written: &mut BTreeMap<ServiceKey, Route>,
+        undo: &mut Vec<Undo>,
+    ) -> anyhow::Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let (mut table_keys, mut entries, mut routes) = (Vec::new(), Vec::new(), Vec::with_capacity(keys.len()));
+        for key in keys {
+            let table = table_of(key);
+            let id = self.fresh_table_id();
+            let before = entries.len();
+            entries.extend(table.entries());
+            let len = (entries.len() - before) as u32;
+            undo.push(Undo::Table(id, len));
+            table_keys.extend((0..len).map(|index| TableKey { table: id, index }));
+            routes.push(Route { table: id, header: table.header });
+        }
+        self.write_batch(TABLES_MAP, &table_keys, &entries).context("writing route tables")?;
+        for key in keys {
+            undo.push(Undo::Route(*key, self.kernel_route(key, written)));
+        }
+        self.write_batch(ROUTES_MAP, keys, &routes).context("writing routes")?;
+        written.extend(keys.iter().copied().zip(routes));
+        Ok(())
     }
 
     /// The `ROUTES` value of `key` as the kernel holds it now (`written`: the
@@ -385,7 +404,11 @@ impl Datapath {
         for step in undo.into_iter().rev() {
             match step {
                 Undo::Route(key, Some(route)) => self.map::<ServiceKey, Route>(ROUTES_MAP)?.insert(key, route, 0)?,
-                Undo::Route(key, None) => self.map::<ServiceKey, Route>(ROUTES_MAP)?.remove(&key)?,
+                // A failed batch may have stopped before this entry.
+                Undo::Route(key, None) => match self.map::<ServiceKey, Route>(ROUTES_MAP)?.remove(&key) {
+                    Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(nix::libc::ENOENT) => {}
+                    other => other?,
+                },
                 Undo::Workload(id, Some(class)) => self.map::<u64, u32>(WORKLOADS_MAP)?.insert(id, class, 0)?,
                 Undo::Workload(id, None) => self.map::<u64, u32>(WORKLOADS_MAP)?.remove(&id)?,
                 Undo::Settings(Some(old)) => self.write_settings(old)?,
@@ -443,28 +466,30 @@ impl Datapath {
         Ok(map.try_into()?)
     }
 
-    /// Writes a complete new table under a fresh id.
-    fn write_table(&mut self, entries: &[TableEntry], undo: &mut Vec<Undo>) -> anyhow::Result<u32> {
+    /// A table id no table in the kernel has (ids wrap, skipping 0).
+    fn fresh_table_id(&mut self) -> u32 {
         self.last_table = self.last_table.checked_add(1).filter(|&id| id != 0).unwrap_or(1);
-        let id = self.last_table;
-        undo.push(Undo::Table(id, entries.len() as u32));
-        let keys: Vec<TableKey> = (0..entries.len() as u32).map(|index| TableKey { table: id, index }).collect();
-        let map = self.ebpf.map(TABLES_MAP).ok_or_else(|| anyhow!("map {TABLES_MAP} missing"))?;
-        let aya::maps::Map::HashMap(data) = map else { bail!("map {TABLES_MAP} is not a hash map") };
+        self.last_table
+    }
+
+    /// Writes `keys[i] -> values[i]` into the hash map `name` in one call,
+    /// or one call per entry on kernels without batched hash-map writes
+    /// (before 5.6; 524 is the kernel's ENOTSUPP).
+    fn write_batch<K: aya::Pod, V: aya::Pod>(&mut self, name: &str, keys: &[K], values: &[V]) -> anyhow::Result<()> {
+        let map = self.ebpf.map(name).ok_or_else(|| anyhow!("map {name} missing"))?;
+        let aya::maps::Map::HashMap(data) = map else { bail!("map {name} is not a hash map") };
         use std::os::fd::AsFd as _;
-        match kernel::update_batch(data.fd().as_fd(), &keys, entries) {
-            Ok(()) => {}
-            // Kernels without batched writes for hash maps (before 5.6; 524 is
-            // the kernel's ENOTSUPP): one by one.
+        match kernel::update_batch(data.fd().as_fd(), keys, values) {
+            Ok(()) => Ok(()),
             Err(e) if matches!(e.raw_os_error(), Some(nix::libc::EINVAL | nix::libc::ENOTSUP | 524)) => {
-                let mut tables = self.map::<TableKey, TableEntry>(TABLES_MAP)?;
-                for (key, entry) in keys.iter().zip(entries) {
-                    tables.insert(key, entry, 0).context("writing a route table")?;
+                let mut map = self.map::<K, V>(name)?;
+                for (key, value) in keys.iter().zip(values) {
+                    map.insert(key, value, 0)?;
                 }
+                Ok(())
             }
-            Err(e) => return Err(anyhow::Error::from(e).context("writing a route table")),
+            Err(e) => Err(e.into()),
         }
-        Ok(id)
     }
 
     /// Queues table `id` of `len` entries for deletion after the grace period.

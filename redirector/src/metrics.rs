@@ -89,6 +89,16 @@ impl Slots {
         self.slots.get(slot)
     }
 
+    /// The shared copy of a backend name.
+    fn name(&mut self, name: &str) -> Arc<str> {
+        if let Some(shared) = self.names.get(name) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = name.into();
+        self.names.insert(shared.clone());
+        shared
+    }
+
     /// Brings the slots from the tables in `before` (the old versions of the
     /// tables `g` writes or removes) to `g`'s: the old ones' slots go, the
     /// new ones' come, labelled with their destination's service (`service`).
@@ -105,6 +115,7 @@ impl Slots {
                 self.slots.remove(&backend.counter);
             }
         }
+        self.slots.reserve(g.tables.values().map(|t| t.backends.len() + 2).sum());
         for (key, table) in &g.tables {
             let service: Arc<str> = service(key).into();
             let slot = |counts| Slot { key: *key, service: service.clone(), counts };
@@ -112,14 +123,9 @@ impl Slots {
             self.slots.insert(table.header.counters + ORIGINS_FULL, slot(Counts::OriginsFull));
             let names = g.backend_names.get(key);
             for (i, backend) in table.backends.iter().enumerate() {
-                let name = names.and_then(|n| n.get(i)).cloned().unwrap_or_else(|| format!("#{i}"));
-                let name = match self.names.get(name.as_str()) {
-                    Some(shared) => shared.clone(),
-                    None => {
-                        let shared: Arc<str> = name.into();
-                        self.names.insert(shared.clone());
-                        shared
-                    }
+                let name = match names.and_then(|n| n.get(i)) {
+                    Some(name) => self.name(name),
+                    None => self.name(&format!("#{i}")),
                 };
                 self.slots.insert(backend.counter, slot(Counts::Backend(name)));
             }

@@ -150,10 +150,6 @@ pub(crate) fn file_problem(file: &Path, message: impl Into<String>) -> Problem {
 pub(crate) fn load_into(config: &mut Config, file: &Path, text: &str, problems: &mut Vec<Problem>) {
     // Editors on some systems start UTF-8 files with a byte-order mark.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    if let Err(message) = yaml::check_flow_depth(text) {
-        problems.push(file_problem(file, message));
-        return;
-    }
     if !load_in_parallel(config, file, text, problems) {
         load_stream(config, file, text, 0, problems);
     }
@@ -168,7 +164,18 @@ pub(crate) fn load_into(config: &mut Config, file: &Path, text: &str, problems: 
 /// broken stream's messages name lines, so only the rest is read in place.
 fn load_stream(config: &mut Config, file: &Path, text: &str, first: usize, problems: &mut Vec<Problem>) -> (usize, bool) {
     let Some(documents) = fast::split(text) else {
+        if let Err(message) = yaml::check_flow_depth(text, 1) {
+            problems.push(file_problem(file, message));
+            return (0, true);
+        }
         return load_libyaml(config, file, text, first, problems);
+    };
+    // Lines before an offset, counted on as far as needed.
+    let (mut counted, mut lines) = (0, 0);
+    let mut line_count = |offset: usize| {
+        lines += text[counted..offset].bytes().filter(|&b| b == b'\n').count();
+        counted = offset;
+        lines
     };
     for (k, document) in documents.iter().enumerate() {
         let index = first + k;
@@ -179,6 +186,12 @@ fn load_stream(config: &mut Config, file: &Path, text: &str, first: usize, probl
             }
             continue;
         }
+        // The fast reader bounds nesting itself; libyaml needs the check.
+        let lines_before = line_count(document.span.start);
+        if let Err(message) = yaml::check_flow_depth(span, lines_before + 1) {
+            problems.push(file_problem(file, message));
+            continue;
+        }
         let (mut one, mut found) = (Config::default(), Vec::new());
         if load_libyaml(&mut one, file, span, index, &mut found) == (1, false) {
             config.append(one);
@@ -186,7 +199,6 @@ fn load_stream(config: &mut Config, file: &Path, text: &str, first: usize, probl
             continue;
         }
         // libyaml's messages name lines: read the rest where it stands.
-        let lines_before = text[..document.span.start].bytes().filter(|&b| b == b'\n').count();
         let rest = "\n".repeat(lines_before) + &text[document.span.start..];
         let (count, broken) = load_libyaml(config, file, &rest, index, problems);
         return (k + count, broken);

@@ -245,13 +245,14 @@ impl<'de> Visitor<'de> for Node<'_> {
 /// own recursion limit is reached, so the text is checked before parsing.
 pub(super) const MAX_FLOW_DEPTH: usize = 64;
 
-/// Fails, naming the line and column, when flow collections in `text` nest
-/// deeper than [`MAX_FLOW_DEPTH`]. A linear scan: quoted scalars and
-/// comments are skipped, and a bracket counts only where a flow collection
-/// can start (after indentation, `: `, `- `, `,` or another opening bracket),
-/// so brackets inside plain scalars such as `a[0]` do not.
-pub(super) fn check_flow_depth(text: &str) -> Result<(), String> {
-    let (mut depth, mut line, mut column) = (0usize, 1usize, 0usize);
+/// Fails, naming the line (`text` starting at `first_line`) and column,
+/// when flow collections in `text` nest deeper than [`MAX_FLOW_DEPTH`]. A
+/// linear scan: quoted scalars and comments are skipped, and a bracket
+/// counts only where a flow collection can start (after indentation, `: `,
+/// `- `, `,` or another opening bracket), so brackets inside plain scalars
+/// such as `a[0]` do not.
+pub(super) fn check_flow_depth(text: &str, first_line: usize) -> Result<(), String> {
+    let (mut depth, mut line, mut column) = (0usize, first_line, 0usize);
     let mut quote: Option<char> = None;
     let mut comment = false;
     // Whether a flow collection may start here.

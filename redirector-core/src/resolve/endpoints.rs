@@ -16,7 +16,7 @@ use std::{
 };
 
 /// Looks hostnames up (MeshExternalService endpoints). Never called from the kernel side.
-pub trait HostResolver {
+pub trait HostResolver: Sync {
     /// The addresses of `host`, or why there are none.
     fn lookup(&self, host: &str) -> Result<Vec<IpAddr>, String>;
 }

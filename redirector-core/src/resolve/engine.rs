@@ -19,7 +19,7 @@ use super::{
     world::{Addr, Entries, IdMap, IdSet, Token, World, entry_name, in_delta, ix, policy_of},
 };
 use crate::{
-    model::{Config, Problem},
+    model::{Config, Problem, load::par_map},
     store::{Event, Key, Resource, Store, file_source, resources},
 };
 use std::{
@@ -268,12 +268,8 @@ impl Engine {
         // Base cells first: workloads compare their routes with them.
         let (base_cells, workload_cells): (Vec<u32>, Vec<u32>) =
             dirty.into_iter().partition(|&c| self.cells[c as usize].as_ref().is_some_and(|cell| cell.owner.is_none()));
-        for c in base_cells {
-            stats.resolved += 1;
-            if self.resolve_cell(c, dns, &mut cache) {
-                base_changed.insert(self.cells[c as usize].as_ref().map(|cell| cell.addr).expect("live cell"));
-            }
-        }
+        stats.resolved += base_cells.len();
+        self.resolve_base_cells(&base_cells, dns, &mut cache, &mut base_changed);
         self.compact();
         let mut touched: BTreeSet<Key> = BTreeSet::new();
         let rebuilt = std::mem::take(&mut self.dirty_workloads);
@@ -366,28 +362,43 @@ impl Engine {
 
     /// Resolves one cell again; returns whether its route changed.
     fn resolve_cell(&mut self, c: u32, dns: &dyn HostResolver, cache: &mut Cache) -> bool {
-        let Some(cell) = self.cells[c as usize].as_ref() else { return false };
-        let (addr, owner) = (cell.addr, cell.owner.clone());
-        let world = &self.world;
-        let mut ctx = Ctx { world, dns, cache, deps: vec![Token::Addr(addr.0, addr.1).id()], problems: Vec::new() };
-        let dp = owner.as_ref().and_then(|k| world.dataplane(k));
-        let proxy = dp.map_or(Proxy::Unbound, Proxy::Workload);
-        let dest = match world.destinations.get(&addr) {
-            Some(declared) => {
-                let declared: Vec<Destination<'_>> = declared.iter().filter_map(|d| Destination::declared(world, addr, d)).collect();
-                if owner.is_none() {
-                    ctx.address_conflicts(addr, &declared);
-                }
-                declared.into_iter().next()
-            }
-            None => dp.and_then(|dp| {
-                // The outbound is recomputed here; the workload's own tokens cover its inputs.
-                let mut scratch = Ctx { world, dns, cache: ctx.cache, deps: Vec::new(), problems: Vec::new() };
-                scratch.outbounds(dp).into_iter().find(|d| (d.vip, d.port) == addr)
-            }),
+        match compute_cell(&self.world, &self.cells, c, dns, cache) {
+            Some(computed) => self.store_cell(c, computed),
+            None => false,
+        }
+    }
+
+    /// Resolves `cells` (the base class's), on one thread per CPU when there
+    /// are many: each cell reads only the world, so they are independent.
+    /// Returns the addresses whose route changed.
+    fn resolve_base_cells(&mut self, cells: &[u32], dns: &dyn HostResolver, cache: &mut Cache, changed: &mut BTreeSet<Addr>) {
+        /// Below this, starting threads costs more than it saves.
+        const PARALLEL_CELLS: usize = 512;
+        let computed: Vec<Vec<(u32, Option<Computed>)>> = if cells.len() < PARALLEL_CELLS {
+            vec![cells.iter().map(|&c| (c, compute_cell(&self.world, &self.cells, c, dns, cache))).collect()]
+        } else {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let chunks: Vec<&[u32]> = cells.chunks(cells.len().div_ceil(threads)).collect();
+            let (world, all) = (&self.world, &self.cells);
+            // Each thread its own endpoint cache: entries are pure, so a
+            // second copy only costs the lookup again.
+            par_map(&chunks, |chunk| {
+                let mut cache = Cache::default();
+                chunk.iter().map(|&c| (c, compute_cell(world, all, c, dns, &mut cache))).collect()
+            })
         };
-        let route = dest.map(|d| ctx.route_for(proxy, &d));
-        let (mut deps, problems) = (ctx.deps, ctx.problems);
+        for (c, computed) in computed.into_iter().flatten() {
+            if let Some(computed) = computed
+                && self.store_cell(c, computed)
+            {
+                changed.insert(self.cells[c as usize].as_ref().map(|cell| cell.addr).expect("live cell"));
+            }
+        }
+    }
+
+    /// Records a cell's new resolution: its tokens in the reverse index, its
+    /// problems counted. Returns whether its route changed.
+    fn store_cell(&mut self, c: u32, Computed { route, mut deps, problems }: Computed) -> bool {
         deps.sort_unstable();
         deps.dedup();
         let cell = self.cells[c as usize].as_mut().expect("live cell");
@@ -402,7 +413,7 @@ impl Engine {
         let old_problems = std::mem::replace(&mut cell.problems, problems);
         let changed = cell.route != route;
         cell.route = route;
-        if owner.is_none() {
+        if cell.owner.is_none() {
             let new_problems = cell.problems.clone();
             self.count_problems(&old_problems, false);
             self.count_problems(&new_problems, true);
@@ -641,4 +652,38 @@ fn delta_destinations(world: &World, entries: &Entries, dp: &crate::model::Datap
             }
         }
     }
+}
+
+/// What resolving one cell found.
+struct Computed {
+    route: Option<ResolvedRoute>,
+    /// Tokens read, unsorted.
+    deps: Vec<u64>,
+    problems: Vec<Problem>,
+}
+
+/// Resolves cell `c` of `cells` against `world`, changing nothing but the
+/// endpoint cache; `None` for a freed cell.
+fn compute_cell(world: &World, cells: &[Option<Cell>], c: u32, dns: &dyn HostResolver, cache: &mut Cache) -> Option<Computed> {
+    let cell = cells[c as usize].as_ref()?;
+    let (addr, owner) = (cell.addr, cell.owner.as_ref());
+    let mut ctx = Ctx { world, dns, cache, deps: vec![Token::Addr(addr.0, addr.1).id()], problems: Vec::new() };
+    let dp = owner.and_then(|k| world.dataplane(k));
+    let proxy = dp.map_or(Proxy::Unbound, Proxy::Workload);
+    let dest = match world.destinations.get(&addr) {
+        Some(declared) => {
+            let declared: Vec<Destination<'_>> = declared.iter().filter_map(|d| Destination::declared(world, addr, d)).collect();
+            if owner.is_none() {
+                ctx.address_conflicts(addr, &declared);
+            }
+            declared.into_iter().next()
+        }
+        None => dp.and_then(|dp| {
+            // The outbound is recomputed here; the workload's own tokens cover its inputs.
+            let mut scratch = Ctx { world, dns, cache: ctx.cache, deps: Vec::new(), problems: Vec::new() };
+            scratch.outbounds(dp).into_iter().find(|d| (d.vip, d.port) == addr)
+        }),
+    };
+    let route = dest.map(|d| ctx.route_for(proxy, &d));
+    Some(Computed { route, deps: ctx.deps, problems: ctx.problems })
 }
