@@ -271,7 +271,7 @@ impl Store {
             let Some(first) = defs.next() else { continue };
             for other in defs {
                 let origin = other.origin();
-                out.push((key.kind.clone(), origin.file.clone(), duplicate(origin, &first.origin().file)));
+                out.push((key.kind.clone(), origin.file.to_path_buf(), duplicate(origin, &first.origin().file)));
             }
         }
         out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));

@@ -59,7 +59,7 @@ fn universal_route_reads_envelope_and_spec() {
     assert_eq!(
         route.origin,
         Origin {
-            file: PathBuf::from(FILE),
+            file: PathBuf::from(FILE).into(),
             kind: "MeshTCPRoute".into(),
             name: "split".into(),
             namespace: None,

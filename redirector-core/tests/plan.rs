@@ -336,7 +336,7 @@ fn build_reads_a_file() {
     std::fs::write(&file, base()).unwrap();
     let plan = plan::build(&file).unwrap();
     assert_eq!(plan.resolution.base_routes().len(), 6);
-    assert!(plan.config.services.iter().all(|s| s.origin.file == file));
+    assert!(plan.config.services.iter().all(|s| *s.origin.file == *file));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -389,8 +389,8 @@ fn build_reads_yaml_files_below_a_directory_in_name_order() {
         vec!["10.1.0.1:80".parse().unwrap()]
     );
     assert_eq!(
-        plan.config.dataplanes[0].origin.file,
-        dir.join("b/nested/c.yml")
+        *plan.config.dataplanes[0].origin.file,
+        *dir.join("b/nested/c.yml")
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }

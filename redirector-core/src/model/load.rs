@@ -148,6 +148,8 @@ pub(crate) fn file_problem(file: &Path, message: impl Into<String>) -> Problem {
 }
 
 pub(crate) fn load_into(config: &mut Config, file: &Path, text: &str, problems: &mut Vec<Problem>) {
+    let file: Arc<Path> = file.into();
+    let file = &file;
     // Editors on some systems start UTF-8 files with a byte-order mark.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if !load_in_parallel(config, file, text, problems) {
@@ -162,7 +164,7 @@ pub(crate) fn load_into(config: &mut Config, file: &Path, text: &str, problems: 
 /// its own; a document libyaml finds broken on its own (a syntax error ends
 /// a stream) is read again with the rest of the stream by libyaml. Only a
 /// broken stream's messages name lines, so only the rest is read in place.
-fn load_stream(config: &mut Config, file: &Path, text: &str, first: usize, problems: &mut Vec<Problem>) -> (usize, bool) {
+fn load_stream(config: &mut Config, file: &Arc<Path>, text: &str, first: usize, problems: &mut Vec<Problem>) -> (usize, bool) {
     let Some(documents) = fast::split(text) else {
         if let Err(message) = yaml::check_flow_depth(text, 1) {
             problems.push(file_problem(file, message));
@@ -207,7 +209,7 @@ fn load_stream(config: &mut Config, file: &Path, text: &str, first: usize, probl
 }
 
 /// [`load_stream`] by libyaml alone.
-fn load_libyaml(config: &mut Config, file: &Path, text: &str, first: usize, problems: &mut Vec<Problem>) -> (usize, bool) {
+fn load_libyaml(config: &mut Config, file: &Arc<Path>, text: &str, first: usize, problems: &mut Vec<Problem>) -> (usize, bool) {
     let mut count = 0;
     for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let index = first + i;
@@ -265,7 +267,7 @@ const PARALLEL_BYTES: usize = 256 * 1024;
 /// marker, a syntax error), nothing of the pieces is kept and `false` says
 /// to read the file as one stream. Files with end markers or directives are
 /// read as one stream too. Either way the result is the one stream's.
-fn load_in_parallel(config: &mut Config, file: &Path, text: &str, problems: &mut Vec<Problem>) -> bool {
+fn load_in_parallel(config: &mut Config, file: &Arc<Path>, text: &str, problems: &mut Vec<Problem>) -> bool {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     if threads < 2 || text.len() < PARALLEL_BYTES {
         return false;
@@ -329,7 +331,7 @@ struct Envelope {
 
 fn load_document(
     config: &mut Config,
-    file: &Path,
+    file: &Arc<Path>,
     index: usize,
     value: Value,
     notes: &Notes,
@@ -416,7 +418,7 @@ fn add_resource(config: &mut Config, env: Envelope, big: &BigNumbers) -> Result<
 /// Numbers beyond 64 bits, by field path.
 type BigNumbers = HashMap<String, BigNumber>;
 
-fn envelope(file: &Path, index: usize, mut map: Mapping, notes: &Notes) -> Result<Envelope, (String, String)> {
+fn envelope(file: &Arc<Path>, index: usize, mut map: Mapping, notes: &Notes) -> Result<Envelope, (String, String)> {
     let take_str = |map: &mut Mapping, key: &str, path: &str| -> Result<Option<String>, (String, String)> {
         match map.remove(key) {
             None | Some(Value::Null) => Ok(None),
@@ -461,7 +463,7 @@ fn envelope(file: &Path, index: usize, mut map: Mapping, notes: &Notes) -> Resul
         let mesh = take_str(&mut map, "mesh", "mesh")?
             .or_else(|| labels.get("kuma.io/mesh").cloned())
             .unwrap_or_else(|| "default".into());
-        let origin = Origin { file: file.to_path_buf(), kind, name, namespace, mesh, labels: labels.into(), kubernetes: true };
+        let origin = Origin { file: file.clone(), kind, name, namespace, mesh, labels: labels.into(), kubernetes: true };
         return Ok(Envelope { origin, rest: map });
     }
     let kind = take_str(&mut map, "type", "type")?.ok_or_else(|| {
@@ -475,7 +477,7 @@ fn envelope(file: &Path, index: usize, mut map: Mapping, notes: &Notes) -> Resul
     for key in ["creationTime", "modificationTime"] {
         map.remove(key);
     }
-    let origin = Origin { file: file.to_path_buf(), kind, name, namespace: None, mesh, labels: labels.into(), kubernetes: false };
+    let origin = Origin { file: file.clone(), kind, name, namespace: None, mesh, labels: labels.into(), kubernetes: false };
     Ok(Envelope { origin, rest: map })
 }
 
@@ -602,7 +604,7 @@ pub(crate) fn check_duplicates(config: &Config, problems: &mut Vec<Problem>) {
 pub(crate) fn duplicate(origin: &Origin, first: &Path) -> Problem {
     Problem {
         severity: Severity::Error,
-        file: origin.file.clone(),
+        file: origin.file.to_path_buf(),
         resource: origin.display_name(),
         path: "name".into(),
         message: format!("duplicate resource: {} in mesh {:?} is also defined in {}", origin.display_name(), origin.mesh, first.display()),
@@ -615,13 +617,13 @@ mod tests {
 
     fn sequential(text: &str) -> (Config, Vec<Problem>) {
         let (mut config, mut problems) = (Config::default(), Vec::new());
-        load_stream(&mut config, Path::new("f.yaml"), text, 0, &mut problems);
+        load_stream(&mut config, &Arc::from(Path::new("f.yaml")), text, 0, &mut problems);
         (config, problems)
     }
 
     fn parallel(text: &str) -> Option<(Config, Vec<Problem>)> {
         let (mut config, mut problems) = (Config::default(), Vec::new());
-        load_in_parallel(&mut config, Path::new("f.yaml"), text, &mut problems).then_some((config, problems))
+        load_in_parallel(&mut config, &Arc::from(Path::new("f.yaml")), text, &mut problems).then_some((config, problems))
     }
 
     /// A large stream with comments, empty documents, a bare first document,
@@ -670,9 +672,9 @@ mod tests {
         for (first_bare, broken_at) in [(false, None), (true, None), (false, Some(3000)), (true, Some(0))] {
             let text = big(first_bare, broken_at);
             let (mut fast, mut fast_problems) = (Config::default(), Vec::new());
-            let fast_count = load_stream(&mut fast, Path::new("f.yaml"), &text, 5, &mut fast_problems);
+            let fast_count = load_stream(&mut fast, &Arc::from(Path::new("f.yaml")), &text, 5, &mut fast_problems);
             let (mut slow, mut slow_problems) = (Config::default(), Vec::new());
-            let slow_count = load_libyaml(&mut slow, Path::new("f.yaml"), &text, 5, &mut slow_problems);
+            let slow_count = load_libyaml(&mut slow, &Arc::from(Path::new("f.yaml")), &text, 5, &mut slow_problems);
             assert_eq!(fast_count, slow_count);
             assert_eq!((fast, fast_problems), (slow, slow_problems));
         }

@@ -17,13 +17,13 @@ pub use load::{load_path, load_str};
 pub use problem::{Problem, Problems, Severity};
 pub use types::*;
 
-use std::{path::PathBuf, sync::Arc};
+use std::{path::Path, sync::Arc};
 
 /// Where a resource came from and what it is called.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Origin {
-    /// Source file.
-    pub file: PathBuf,
+    /// Source file (shared by the resources of one file).
+    pub file: Arc<Path>,
     /// Resource kind (`MeshTCPRoute`, ...).
     pub kind: String,
     /// Resource name.

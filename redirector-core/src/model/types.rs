@@ -127,61 +127,163 @@ impl fmt::Display for RefKind {
     }
 }
 
-/// A top-level or `to[]` target reference.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct TargetRef {
-    /// What is targeted.
-    pub kind: Option<RefKind>,
-    /// Resource name.
-    pub name: Option<String>,
+/// What a reference names besides its kind and name, which most references
+/// leave out: kept out of line ([`TargetRef`] and [`BackendRef`] deref to
+/// it), so a plain reference is a few words, not a few hundred bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RefExtra {
     /// Resource namespace (Kubernetes form).
     pub namespace: Option<String>,
     /// Label selector (Dataplane, MeshService by labels).
     pub labels: Option<Tags>,
     /// Tag selector (MeshSubset, MeshServiceSubset, MeshGateway listeners).
     pub tags: Option<Tags>,
-    /// Port name or number of the targeted service.
+    /// Port name or number of the referenced service.
     pub section_name: Option<String>,
-    /// Mesh of the target (cross-mesh references).
+    /// Mesh of the reference (cross-mesh references; reserved on backendRefs).
     pub mesh: Option<String>,
-    /// Proxy types the policy applies to (`Sidecar`, `Gateway`).
+    /// Proxy types (`Sidecar`, `Gateway`; not allowed on backendRefs).
     pub proxy_types: Option<Vec<String>>,
-    /// Documentation-generator hint: the destination port.
+    /// Documentation-generator hint (`_port`): the port.
+    pub doc_port: Option<u32>,
+    /// Documentation-generator hint (`_version`): a version label.
+    pub doc_version: Option<String>,
+}
+
+/// What a reference without extras derefs to.
+static NO_EXTRA: RefExtra = RefExtra {
+    namespace: None,
+    labels: None,
+    tags: None,
+    section_name: None,
+    mesh: None,
+    proxy_types: None,
+    doc_port: None,
+    doc_version: None,
+};
+
+impl RefExtra {
+    /// `None` when nothing is set, so equal references compare equal.
+    fn boxed(self) -> Option<Box<Self>> {
+        (self != NO_EXTRA).then(|| Box::new(self))
+    }
+}
+
+/// A top-level or `to[]` target reference.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(from = "TargetRefFields")]
+pub struct TargetRef {
+    /// What is targeted.
+    pub kind: Option<RefKind>,
+    /// Resource name.
+    pub name: Option<String>,
+    /// The rest, when any of it is given.
+    pub extra: Option<Box<RefExtra>>,
+}
+
+impl std::ops::Deref for TargetRef {
+    type Target = RefExtra;
+    fn deref(&self) -> &RefExtra {
+        self.extra.as_deref().unwrap_or(&NO_EXTRA)
+    }
+}
+
+/// [`TargetRef`] as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct TargetRefFields {
+    kind: Option<RefKind>,
+    name: Option<String>,
+    namespace: Option<String>,
+    labels: Option<Tags>,
+    tags: Option<Tags>,
+    section_name: Option<String>,
+    mesh: Option<String>,
+    proxy_types: Option<Vec<String>>,
     #[serde(rename = "_port")]
-    pub doc_port: Option<u16>,
+    doc_port: Option<u16>,
+}
+
+impl From<TargetRefFields> for TargetRef {
+    fn from(f: TargetRefFields) -> Self {
+        let extra = RefExtra {
+            namespace: f.namespace,
+            labels: f.labels,
+            tags: f.tags,
+            section_name: f.section_name,
+            mesh: f.mesh,
+            proxy_types: f.proxy_types,
+            doc_port: f.doc_port.map(u32::from),
+            doc_version: None,
+        };
+        Self { kind: f.kind, name: f.name, extra: extra.boxed() }
+    }
 }
 
 /// One entry of `rules[].default.backendRefs`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(from = "BackendRefFields")]
 pub struct BackendRef {
     /// Backend kind.
     pub kind: Option<RefKind>,
     /// Backend name.
     pub name: Option<String>,
-    /// Backend namespace (Kubernetes form).
-    pub namespace: Option<String>,
-    /// Label selector.
-    pub labels: Option<Tags>,
-    /// Tags (MeshServiceSubset).
-    pub tags: Option<Tags>,
-    /// Port name or number of the backend service.
-    pub section_name: Option<String>,
-    /// Mesh (reserved by Kuma).
-    pub mesh: Option<String>,
-    /// Proxy types (not allowed on backendRefs by Kuma's validator).
-    pub proxy_types: Option<Vec<String>>,
     /// Service port of the backend.
     pub port: Option<u32>,
     /// Relative weight; Kuma's default is 1.
     pub weight: Option<u64>,
-    /// Documentation-generator hint: the backend port.
+    /// The rest, when any of it is given.
+    pub extra: Option<Box<RefExtra>>,
+}
+
+impl std::ops::Deref for BackendRef {
+    type Target = RefExtra;
+    fn deref(&self) -> &RefExtra {
+        self.extra.as_deref().unwrap_or(&NO_EXTRA)
+    }
+}
+
+/// [`BackendRef`] as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct BackendRefFields {
+    kind: Option<RefKind>,
+    name: Option<String>,
+    namespace: Option<String>,
+    labels: Option<Tags>,
+    tags: Option<Tags>,
+    section_name: Option<String>,
+    mesh: Option<String>,
+    proxy_types: Option<Vec<String>>,
+    port: Option<u32>,
+    weight: Option<u64>,
     #[serde(rename = "_port")]
-    pub doc_port: Option<u32>,
-    /// Documentation-generator hint: a version label.
+    doc_port: Option<u32>,
     #[serde(rename = "_version")]
-    pub doc_version: Option<String>,
+    doc_version: Option<String>,
+}
+
+impl From<BackendRefFields> for BackendRef {
+    fn from(f: BackendRefFields) -> Self {
+        let extra = RefExtra {
+            namespace: f.namespace,
+            labels: f.labels,
+            tags: f.tags,
+            section_name: f.section_name,
+            mesh: f.mesh,
+            proxy_types: f.proxy_types,
+            doc_port: f.doc_port,
+            doc_version: f.doc_version,
+        };
+        Self { kind: f.kind, name: f.name, port: f.port, weight: f.weight, extra: extra.boxed() }
+    }
+}
+
+impl BackendRef {
+    /// A backendRef of `kind` and `name` with `extra`.
+    pub fn new(kind: Option<RefKind>, name: Option<String>, port: Option<u32>, weight: Option<u64>, extra: RefExtra) -> Self {
+        Self { kind, name, port, weight, extra: extra.boxed() }
+    }
 }
 
 /// `rules[].default`.

@@ -515,7 +515,7 @@ impl Engine {
                 let first = self.world.dataplane(other).map(|d| d.origin.display_name()).unwrap_or_default();
                 self.conflicts.push(Problem {
                     severity: crate::model::Severity::Error,
-                    file: dp.origin.file.clone(),
+                    file: dp.origin.file.to_path_buf(),
                     resource: dp.origin.display_name(),
                     path: format!("labels[\"{CGROUP_LABEL}\"]"),
                     message: format!("cgroup {raw:?} is already bound to {first}"),

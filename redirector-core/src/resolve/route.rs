@@ -11,7 +11,7 @@ use super::{
 };
 use crate::{
     model::{
-        BackendRef, Dataplane, MeshExternalService, MeshMultiZoneService, MeshService, MeshTcpRoute, Origin, Problem, RefKind, ServicePort,
+        BackendRef, Dataplane, RefExtra, MeshExternalService, MeshMultiZoneService, MeshService, MeshTcpRoute, Origin, Problem, RefKind, ServicePort,
         Severity, TargetRef,
     },
     store::Key,
@@ -116,7 +116,7 @@ pub(crate) struct Ctx<'a, 'c> {
 
 impl<'a> Ctx<'a, '_> {
     fn push(&mut self, severity: Severity, origin: &Origin, path: &str, message: String) {
-        self.problems.push(Problem { severity, file: origin.file.clone(), resource: origin.display_name(), path: path.to_string(), message });
+        self.problems.push(Problem { severity, file: origin.file.to_path_buf(), resource: origin.display_name(), path: path.to_string(), message });
     }
 
     fn warn(&mut self, origin: &Origin, path: &str, message: String) {
@@ -561,20 +561,14 @@ fn port_matches(port: &ServicePort, section: &str) -> bool {
 
 /// The backendRef a `to` entry without rules stands for: its own target, weight 1.
 fn self_ref(target: &TargetRef) -> BackendRef {
-    BackendRef {
-        kind: target.kind,
-        name: target.name.clone(),
+    let extra = RefExtra {
         namespace: target.namespace.clone(),
         labels: target.labels.clone(),
         tags: target.tags.clone(),
         section_name: target.section_name.clone().or(target.doc_port.map(|p| p.to_string())),
-        mesh: None,
-        proxy_types: None,
-        port: None,
-        weight: Some(1),
-        doc_port: None,
-        doc_version: None,
-    }
+        ..RefExtra::default()
+    };
+    BackendRef::new(target.kind, target.name.clone(), None, Some(1), extra)
 }
 
 fn describe_ref(r: &BackendRef) -> String {
