@@ -2,7 +2,10 @@
 //! sets of tables. Pure: no kernel access. The layout is documented in
 //! `redirector-common`.
 
-use crate::resolve::{Resolution, ResolvedRoute};
+use crate::{
+    model::load::par_map,
+    resolve::{Resolution, ResolvedRoute},
+};
 use redirector_common::{
     BASE_CLASS, BackendSlot, Endpoint, MAX_ROUTES, MAX_TABLE_ENTRIES, ServiceKey, TableEntry, TableHeader,
     mapped_v4, reject_bound,
@@ -498,15 +501,17 @@ impl Compiler {
     pub fn compile<'r>(
         &mut self,
         changed: BTreeSet<(IpAddr, u16)>,
-        base: impl Fn((IpAddr, u16)) -> Option<&'r ResolvedRoute>,
+        base: impl Fn((IpAddr, u16)) -> Option<&'r ResolvedRoute> + Sync,
         classes: &[BTreeMap<(IpAddr, u16), &ResolvedRoute>],
     ) -> Result<Generation, CompileError> {
+        /// Below this many destinations, starting threads costs more than it saves.
+        const PARALLEL_ROUTES: usize = 512;
         self.pending.extend(changed);
         let names_of = |route: &ResolvedRoute| route.backends.iter().map(|b| b.name.clone()).collect::<Vec<_>>();
         let mut g = Generation { last: self.last, last_counter: self.last_counter, ..Generation::default() };
         // Base destinations: what changed, appeared or went away.
-        let mut base_new: BTreeMap<ServiceKey, Option<(Table, Vec<String>)>> = BTreeMap::new();
-        for &addr in &self.pending {
+        // Each destination on its own: on one thread per CPU when there are many.
+        let one = |addr: (IpAddr, u16)| -> Result<Option<(ServiceKey, Option<(Table, Vec<String>)>)>, CompileError> {
             let key = base_key(addr);
             let new = base(addr).map(|r| Ok::<_, CompileError>((compile_route(r)?, names_of(r)))).transpose()?;
             let same = match (self.tables.get(&key), &new) {
@@ -514,7 +519,19 @@ impl Compiler {
                 (None, None) => true,
                 _ => false,
             };
-            if !same {
+            Ok((!same).then_some((key, new)))
+        };
+        let pending: Vec<(IpAddr, u16)> = self.pending.iter().copied().collect();
+        let compiled: Vec<Vec<_>> = if pending.len() < PARALLEL_ROUTES {
+            vec![pending.iter().map(|&a| one(a)).collect()]
+        } else {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let chunks: Vec<&[(IpAddr, u16)]> = pending.chunks(pending.len().div_ceil(threads)).collect();
+            par_map(&chunks, |chunk| chunk.iter().map(|&a| one(a)).collect())
+        };
+        let mut base_new: BTreeMap<ServiceKey, Option<(Table, Vec<String>)>> = BTreeMap::new();
+        for result in compiled.into_iter().flatten() {
+            if let Some((key, new)) = result? {
                 base_new.insert(key, new);
             }
         }

@@ -210,6 +210,35 @@ impl Store {
     /// Records what `event.source` holds for `event.key`. Returns how the
     /// resource in force changed, if it did.
     pub fn apply(&mut self, event: Event) -> Option<Change> {
+        let Event { source, key, mut resources } = event;
+        // The common case: one source, one definition (or none left).
+        if resources.len() <= 1 && !self.duplicated.contains_key(&key) {
+            use std::collections::btree_map::Entry;
+            let new = resources.pop();
+            let old = match (self.live.entry(key.clone()), new.clone()) {
+                (Entry::Occupied(mut e), Some(r)) if e.get().0 == source => Some(std::mem::replace(e.get_mut(), (source, r)).1),
+                (Entry::Occupied(e), None) if e.get().0 == source => Some(e.remove().1),
+                // Another source defines the key too (or still does).
+                (Entry::Occupied(_), Some(r)) => return self.apply_slow(Event { source, key, resources: vec![r] }),
+                (Entry::Occupied(_), None) => return self.apply_slow(Event { source, key, resources: Vec::new() }),
+                (Entry::Vacant(v), Some(r)) => {
+                    v.insert((source, r));
+                    None
+                }
+                (Entry::Vacant(_), None) => None,
+            };
+            let unchanged = match (&old, &new) {
+                (Some(a), Some(b)) => a.same(b) || a == b,
+                (None, None) => true,
+                _ => false,
+            };
+            return (!unchanged).then_some(Change { key, old, new });
+        }
+        self.apply_slow(Event { source, key, resources })
+    }
+
+    /// [`Store::apply`] for keys with several definitions (or about to have).
+    fn apply_slow(&mut self, event: Event) -> Option<Change> {
         let Event { source, key, resources } = event;
         let mut defs = match self.duplicated.remove(&key) {
             Some(defs) => defs,
