@@ -2,8 +2,9 @@
 //! written in: block and flow mappings and sequences, plain scalars made of
 //! `[A-Za-z0-9._/-]`, and quoted scalars without escapes.
 //!
-//! libyaml, through serde_yaml, reads about 5 MB/s of resource documents
-//! here; this reads the same documents many times faster. It reads a
+//! Through serde_yaml (libyaml's events, then a tree built from them) the
+//! agent loaded resource documents at about 5 MB/s per CPU here; with this
+//! reader the same documents load about five times faster. It reads a
 //! document into the [`Value`] that [`super::yaml::read_document`] would
 //! give, or declines it (`None`) at the first thing outside the subset:
 //! tags, anchors, block scalars, escapes, multi-line scalars, duplicate
@@ -201,9 +202,14 @@ impl Reader<'_> {
         (self.depth <= MAX_DEPTH).then_some(())
     }
 
+    /// Whether a block sequence item (`- ` or `-` at the line's end) starts here.
+    fn at_item(&self) -> bool {
+        self.peek() == b'-' && matches!(self.at(1), b' ' | b'\n')
+    }
+
     /// A block node whose first line starts here, at column `indent`.
     fn block(&mut self, indent: usize) -> Option<Value> {
-        if self.peek() == b'-' && matches!(self.at(1), b' ' | b'\n') {
+        if self.at_item() {
             self.sequence(indent)
         } else {
             self.mapping(indent)
@@ -230,7 +236,7 @@ impl Reader<'_> {
                         }
                     }
                 }
-                b'-' if matches!(self.at(1), b' ' | b'\n') => return None,
+                _ if self.at_item() => return None,
                 _ if self.starts_key() => {
                     let column = self.column();
                     self.mapping(column)?
@@ -240,7 +246,7 @@ impl Reader<'_> {
             items.push(item);
             let mark = self.i;
             match self.next_line()? {
-                Some(n) if n == indent && self.peek() == b'-' && matches!(self.at(1), b' ' | b'\n') => {}
+                Some(n) if n == indent && self.at_item() => {}
                 // A line at the sequence's column that is no item ends it
                 // (a sequence may sit at its key's column).
                 Some(n) if n > indent => return None,
@@ -281,7 +287,7 @@ impl Reader<'_> {
                     match self.next_line()? {
                         Some(n) if n > indent => self.block(n)?,
                         // A sequence may sit at its key's column.
-                        Some(n) if n == indent && self.peek() == b'-' && matches!(self.at(1), b' ' | b'\n') => {
+                        Some(n) if n == indent && self.at_item() => {
                             self.sequence(n)?
                         }
                         _ => {
