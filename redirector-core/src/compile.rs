@@ -18,6 +18,9 @@ use std::{
 /// Every route table, by the destination it serves.
 pub type Tables = BTreeMap<ServiceKey, Table>;
 
+/// A table with its backends' names, in table order.
+type Named = (Table, Vec<String>);
+
 /// Why a configuration cannot be turned into tables.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CompileError {
@@ -511,7 +514,7 @@ impl Compiler {
         let mut g = Generation { last: self.last, last_counter: self.last_counter, ..Generation::default() };
         // Base destinations: what changed, appeared or went away.
         // Each destination on its own: on one thread per CPU when there are many.
-        let one = |addr: (IpAddr, u16)| -> Result<Option<(ServiceKey, Option<(Table, Vec<String>)>)>, CompileError> {
+        let one = |addr: (IpAddr, u16)| -> Result<Option<(ServiceKey, Option<Named>)>, CompileError> {
             let key = base_key(addr);
             let new = base(addr).map(|r| Ok::<_, CompileError>((compile_route(r)?, names_of(r)))).transpose()?;
             let same = match (self.tables.get(&key), &new) {
@@ -529,7 +532,7 @@ impl Compiler {
             let chunks: Vec<&[(IpAddr, u16)]> = pending.chunks(pending.len().div_ceil(threads)).collect();
             par_map(&chunks, |chunk| chunk.iter().map(|&a| one(a)).collect())
         };
-        let mut base_new: BTreeMap<ServiceKey, Option<(Table, Vec<String>)>> = BTreeMap::new();
+        let mut base_new: BTreeMap<ServiceKey, Option<Named>> = BTreeMap::new();
         for result in compiled.into_iter().flatten() {
             if let Some((key, new)) = result? {
                 base_new.insert(key, new);
@@ -541,7 +544,7 @@ impl Compiler {
         };
         let changed_base: Vec<ServiceKey> = base_new.keys().copied().collect();
         // Classes: overrides against the new base, ids kept where the routes are the same.
-        let mut wanted: Vec<(u32, BTreeMap<ServiceKey, (Table, Vec<String>)>)> = Vec::new();
+        let mut wanted: Vec<(u32, BTreeMap<ServiceKey, Named>)> = Vec::new();
         let mut bridge_keys = Vec::new();
         g.class_ids.push(BASE_CLASS);
         for class in classes {
@@ -592,7 +595,7 @@ impl Compiler {
             wanted.push((id, overrides));
         }
         // What to write and remove.
-        let mut writes: BTreeMap<ServiceKey, (Table, Vec<String>)> = BTreeMap::new();
+        let mut writes: BTreeMap<ServiceKey, Named> = BTreeMap::new();
         for (key, new) in &base_new {
             match new {
                 Some(t) => {
@@ -729,7 +732,7 @@ impl Compiler {
 }
 
 /// Whether two override sets give the same tables.
-fn same_overrides(a: &BTreeMap<ServiceKey, (Table, Vec<String>)>, b: &BTreeMap<ServiceKey, (Table, Vec<String>)>) -> bool {
+fn same_overrides(a: &BTreeMap<ServiceKey, Named>, b: &BTreeMap<ServiceKey, Named>) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|((ka, (ta, na)), (kb, (tb, nb)))| ka == kb && na == nb && same_content(ta, tb))
 }
 

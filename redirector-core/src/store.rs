@@ -191,12 +191,15 @@ pub struct Change {
     pub new: Option<Resource>,
 }
 
+/// What one source defines under a key.
+type Definition = (Arc<Path>, Vec<Resource>);
+
 /// The resources of every source, by key.
 #[derive(Debug, Default)]
 pub struct Store {
     /// Keys with more than one definition: per source (sorted by source),
     /// its definitions. A key defined once is only in `live`.
-    duplicated: BTreeMap<Key, Vec<(Arc<Path>, Vec<Resource>)>>,
+    duplicated: BTreeMap<Key, Vec<Definition>>,
     /// The resource in force of every key, and its source.
     live: BTreeMap<Key, (Arc<Path>, Resource)>,
 }

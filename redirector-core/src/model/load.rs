@@ -3,9 +3,11 @@
 use super::{
     Config, Dataplane, MeshExternalService, MeshHttpRoute, MeshMultiZoneService, MeshService,
     MeshTcpRoute, Origin, Problem, Severity,
-    fast,
+    Tags,
+    fast::{self, Declined, Node, Rest},
     yaml::{self, BigNumber, Notes, tag_text},
 };
+use serde::Deserialize as _;
 use serde::de::DeserializeOwned;
 use serde_yaml::{Mapping, Value};
 use std::{
@@ -182,10 +184,12 @@ fn load_stream(config: &mut Config, file: &Arc<Path>, text: &str, first: usize, 
     for (k, document) in documents.iter().enumerate() {
         let index = first + k;
         let span = &text[document.span.clone()];
-        if let Some(value) = fast::read(span, document.marked) {
-            if !value.is_null() {
-                load_document(config, file, index, value, &Notes::default(), problems);
-            }
+        let loaded = match fast::read(span, document.marked) {
+            Some(Node::Null) => true,
+            Some(node) => load_fast(config, file, &node).is_ok(),
+            None => false,
+        };
+        if loaded {
             continue;
         }
         // The fast reader bounds nesting itself; libyaml needs the check.
@@ -369,6 +373,97 @@ fn load_document(
     if let Err((resource, path, message)) = add_resource(config, env, &notes.big_numbers) {
         problems.push(problem(&resource, &path, message));
     }
+}
+
+/// [`load_document`] for a document the fast reader read: adds its resource
+/// when every step goes as it would there. At the first problem it stops
+/// with nothing added (`Declined`), and the document is read again by
+/// libyaml and [`load_document`], which report the problem.
+fn load_fast(config: &mut Config, file: &Arc<Path>, doc: &Node<'_>) -> Result<(), Declined> {
+    let Node::Map(entries) = doc else { return Err(Declined) };
+    let text = |node: Option<&Node<'_>>| match node {
+        None | Some(Node::Null) => Ok(None),
+        Some(Node::Str(s)) => Ok(Some((*s).to_owned())),
+        Some(_) => Err(Declined),
+    };
+    let labels = |node: Option<&Node<'_>>| match node {
+        None | Some(Node::Null) => Ok(Tags::new()),
+        Some(node) => Tags::deserialize(node),
+    };
+    let named = |name: Option<String>| name.filter(|n| !n.is_empty()).ok_or(Declined);
+    let kubernetes = doc.get("apiVersion").is_some() || doc.get("metadata").is_some();
+    let (origin, envelope): (Origin, &[&str]) = if kubernetes {
+        if text(doc.get("apiVersion"))?.as_deref() != Some("kuma.io/v1alpha1") {
+            return Err(Declined);
+        }
+        let kind = text(doc.get("kind"))?.ok_or(Declined)?;
+        let meta @ Node::Map(_) = doc.get("metadata").ok_or(Declined)? else { return Err(Declined) };
+        let name = named(text(meta.get("name"))?)?;
+        let namespace = text(meta.get("namespace"))?;
+        let labels = labels(meta.get("labels"))?;
+        let mesh = text(doc.get("mesh"))?.or_else(|| labels.get("kuma.io/mesh").cloned()).unwrap_or_else(|| "default".into());
+        (Origin { file: file.clone(), kind, name, namespace, mesh, labels, kubernetes: true }, &["apiVersion", "kind", "metadata", "mesh"])
+    } else {
+        let kind = text(doc.get("type"))?.ok_or(Declined)?;
+        let name = named(text(doc.get("name"))?)?;
+        let mesh = text(doc.get("mesh"))?.unwrap_or_else(|| "default".into());
+        let labels = labels(doc.get("labels"))?;
+        let origin = Origin { file: file.clone(), kind, name, namespace: None, mesh, labels, kubernetes: false };
+        (origin, &["type", "name", "mesh", "labels", "creationTime", "modificationTime"])
+    };
+    let rest = || entries.iter().filter(|(k, _)| !envelope.contains(k));
+    // `spec` (required) and `status` (where allowed), nothing else.
+    let body = |with_status: bool| {
+        let (mut spec, mut status) = (None, None);
+        for (key, value) in rest() {
+            match *key {
+                "spec" => spec = Some(value),
+                "status" if with_status => status = Some(value),
+                _ => return Err(Declined),
+            }
+        }
+        let spec = spec.filter(|s| !matches!(s, Node::Null)).ok_or(Declined)?;
+        Ok((spec, status.filter(|s| !matches!(s, Node::Null))))
+    };
+    fn status<'de, T: serde::Deserialize<'de> + Default>(node: Option<&'de Node<'_>>) -> Result<T, Declined> {
+        node.map_or_else(|| Ok(T::default()), T::deserialize)
+    }
+    match origin.kind.as_str() {
+        "MeshTCPRoute" => {
+            let spec = serde::Deserialize::deserialize(body(false)?.0)?;
+            config.routes.push(Arc::new(MeshTcpRoute { origin, spec }));
+        }
+        "MeshService" => {
+            let (spec, state) = body(true)?;
+            let (spec, status) = (serde::Deserialize::deserialize(spec)?, status(state)?);
+            config.services.push(Arc::new(MeshService { origin, spec, status }));
+        }
+        "Dataplane" => {
+            let spec = if kubernetes {
+                serde::Deserialize::deserialize(body(false)?.0)?
+            } else {
+                serde::Deserialize::deserialize(Rest(rest().map(|(k, v)| (*k, v)).collect()))?
+            };
+            config.dataplanes.push(Arc::new(Dataplane { origin, spec }));
+        }
+        "MeshExternalService" => {
+            let (spec, state) = body(true)?;
+            let (spec, status) = (serde::Deserialize::deserialize(spec)?, status(state)?);
+            config.external_services.push(Arc::new(MeshExternalService { origin, spec, status }));
+        }
+        "MeshMultiZoneService" => {
+            let (spec, state) = body(true)?;
+            let (spec, status) = (serde::Deserialize::deserialize(spec)?, status(state)?);
+            config.multizone_services.push(Arc::new(MeshMultiZoneService { origin, spec, status }));
+        }
+        "MeshHTTPRoute" => {
+            let spec = serde::Deserialize::deserialize(body(false)?.0)?;
+            config.http_routes.push(Arc::new(MeshHttpRoute { origin, spec }));
+        }
+        kind if IGNORED_KINDS.contains(&kind) => config.ignored.push(origin),
+        _ => return Err(Declined),
+    }
+    Ok(())
 }
 
 /// Types the body of a resource and adds it to `config`; a problem names
@@ -678,6 +773,63 @@ mod tests {
             assert_eq!(fast_count, slow_count);
             assert_eq!((fast, fast_problems), (slow, slow_problems));
         }
+    }
+
+    /// Resource documents of every kind and form, each slot filled from a
+    /// pool of right and wrong values (wrong types, out of range, empty,
+    /// missing, unknown fields).
+    fn resource_document() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        // Mostly right values, so that many documents are typed at all.
+        let pick = |good: &'static [&'static str], bad: &'static [&'static str]| prop_oneof![12 => prop::sample::select(good), 1 => prop::sample::select(bad)];
+        let name = pick(&["s-1", "a", "\"q\""], &["''", "null", "80", "[x]"]);
+        let port = pick(&["80", "8080", "'80'"], &["0", "70000", "-1", "x", "null", "4294967296"]);
+        let ip = pick(&["10.0.0.1", "127.40.0.1", "'10.0.0.2'"], &["x", "1.2", "null"]);
+        let kind = pick(&["Mesh", "MeshService", "MeshSubset", "Dataplane"], &["Nope", "meshservice", "null"]);
+        let extra = pick(&["", "", ", labels: {a: b}", ", namespace: ns", ", sectionName: main", ", _port: 80", ", _version: v1", ", weight: 5"], &[", unknown: 1", ", labels: {a: 1}"]);
+        let body = (name.clone(), port.clone(), ip, kind, extra, port, name.clone()).prop_map(|(name, port, ip, kind, extra, port2, name2)| {
+            [
+                format!("type: MeshService\nname: {name}\nspec: {{selector: {{dataplaneTags: {{app: {name2}}}}}, ports: [{{port: {port}, targetPort: {port2}{extra}}}]}}\nstatus: {{vips: [{{ip: {ip}}}]}}\n"),
+                format!("type: MeshTCPRoute\nname: {name}\nspec:\n  targetRef: {{kind: {kind}{extra}}}\n  to:\n  - targetRef: {{kind: MeshService, name: {name2}}}\n    rules:\n    - default:\n        backendRefs:\n        - {{kind: {kind}, name: {name2}, port: {port}{extra}}}\n"),
+                format!("type: Dataplane\nname: {name}\nnetworking:\n  address: {ip}\n  inbound:\n  - port: {port}\n    tags: {{kuma.io/service: {name2}{extra}}}\n"),
+                format!("apiVersion: kuma.io/v1alpha1\nkind: MeshService\nmetadata:\n  name: {name}\n  namespace: {name2}\n  labels: {{kuma.io/mesh: {name2}}}\nspec:\n  ports:\n  - port: {port}\n    targetPort: {port2}{}\n", extra.replace(", ", "\n    ")),
+                format!("apiVersion: v1\nkind: MeshService\nmetadata: {{name: {name}}}\nspec: {{}}\n"),
+                format!("type: MeshExternalService\nname: {name}\nspec: {{match: {{type: HostnameGenerator, port: {port}, protocol: tcp}}, endpoints: [{{address: {ip}, port: {port2}}}]}}\nstatus: {{vip: {{ip: {ip}}}}}\n"),
+                format!("type: MeshMultiZoneService\nname: {name}\nspec: {{selector: {{meshService: {{matchLabels: {{app: {name2}}}}}}}, ports: [{{port: {port}{extra}}}]}}\n"),
+                format!("type: MeshHTTPRoute\nname: {name}\nspec: {{targetRef: {{kind: {kind}}}, to: [{{targetRef: {{kind: MeshService, name: {name2}}}}}]}}\n"),
+                format!("type: {kind}\nname: {name}\nmesh: {name2}\nspec: {{}}\n"),
+                format!("type: MeshService\nname: {name}\nspec: {{ports: [{{port: {port}}}]}}\nstatus: {{}}\nextra: {port2}\n"),
+                format!("type: MeshTCPRoute\nname: {name}\nspec: {{targetRef: {{kind: Mesh}}, to: {name2}}}\nstatus: {{}}\n"),
+                format!("type: MeshTCPRoute\nname: {name}\nspec: {{targetRef: {{kind: Mesh}}, to: {name2}}}\n"),
+            ]
+        });
+        (body, 0..12usize).prop_map(|(docs, i)| docs[i].clone())
+    }
+
+    /// A document typed by the fast path gives what libyaml and the slow
+    /// path give, problems included; a fifth of them at least must go the
+    /// fast way, or the test proves nothing.
+    #[test]
+    fn the_fast_path_types_resources_as_the_slow_path() {
+        use proptest::strategy::{Strategy as _, ValueTree as _};
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let strategy = resource_document();
+        let file: Arc<Path> = Arc::from(Path::new("f.yaml"));
+        let (mut cases, mut fast_typed) = (0, 0);
+        for _ in 0..4000 {
+            let text = format!("---\n{}", strategy.new_tree(&mut runner).unwrap().current());
+            cases += 1;
+            if let Some(node) = fast::read(&text, true) {
+                let mut scratch = Config::default();
+                fast_typed += usize::from(load_fast(&mut scratch, &file, &node).is_ok());
+            }
+            let (mut fast, mut fast_problems) = (Config::default(), Vec::new());
+            let fast_count = load_stream(&mut fast, &file, &text, 0, &mut fast_problems);
+            let (mut slow, mut slow_problems) = (Config::default(), Vec::new());
+            let slow_count = load_libyaml(&mut slow, &file, &text, 0, &mut slow_problems);
+            assert_eq!((fast_count, &fast, &fast_problems), (slow_count, &slow, &slow_problems), "document:\n{text}");
+        }
+        assert!(fast_typed * 5 > cases, "{fast_typed} of {cases} documents typed fast");
     }
 
     #[test]

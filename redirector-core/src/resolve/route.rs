@@ -389,14 +389,14 @@ impl<'a> Ctx<'a, '_> {
                 }
                 Ok(self.legacy_backend(mesh, tags, weight))
             }
-            Some(RefKind::MeshExternalService) => match {
+            Some(RefKind::MeshExternalService) => {
                 self.deps.push(Token::AllExternal(mesh).id());
                 let world = self.world;
-                World::keys(&world.external_by_mesh, ix(&[mesh])).filter_map(|k| world.external(k)).find(|s| by_ref(&s.origin))
-            } {
-                Some(s) => Ok(self.external_backend(s, weight)),
-                None => drop(self, format!("{label} does not exist")),
-            },
+                match World::keys(&world.external_by_mesh, ix(&[mesh])).filter_map(|k| world.external(k)).find(|s| by_ref(&s.origin)) {
+                    Some(s) => Ok(self.external_backend(s, weight)),
+                    None => drop(self, format!("{label} does not exist")),
+                }
+            }
             Some(RefKind::MeshMultiZoneService) => {
                 let section = section.unwrap_or_default();
                 self.deps.push(Token::AllMultiZone(mesh).id());
@@ -450,13 +450,13 @@ impl<'a> Ctx<'a, '_> {
             for (i, e) in s.spec.endpoints.as_deref().unwrap_or_default().iter().enumerate() {
                 match e.address.parse::<IpAddr>() {
                     Ok(ip) => out.push(SocketAddr::new(ip.to_canonical(), e.port)),
-                    Err(_) => match {
+                    Err(_) => {
                         ctx.deps.push(Token::Dns.id());
-                        ctx.dns.lookup(&e.address)
-                    } {
-                        Ok(ips) => out.extend(ips.into_iter().map(|ip| SocketAddr::new(ip, e.port))),
-                        Err(reason) => ctx.warn(&s.origin, &format!("spec.endpoints[{i}].address"), reason),
-                    },
+                        match ctx.dns.lookup(&e.address) {
+                            Ok(ips) => out.extend(ips.into_iter().map(|ip| SocketAddr::new(ip, e.port))),
+                            Err(reason) => ctx.warn(&s.origin, &format!("spec.endpoints[{i}].address"), reason),
+                        }
+                    }
                 }
             }
             endpoints::sorted(out.into_iter())
