@@ -1025,7 +1025,6 @@ mod tests {
                 }
             }
         }
-        eprintln!("{fast} of {documents} documents read fast");
         assert!(fast * 5 > documents, "{fast} of {documents} documents read fast");
     }
 
