@@ -4,7 +4,8 @@ use super::{
     Config, Dataplane, MeshExternalService, MeshHttpRoute, MeshMultiZoneService, MeshService,
     MeshTcpRoute, Origin, Problem, Severity,
     Tags,
-    fast::{self, Declined, Node, Rest},
+    fast,
+    node::{Declined, Node, Rest},
     yaml::{self, BigNumber, Notes, tag_text},
 };
 use serde::Deserialize as _;

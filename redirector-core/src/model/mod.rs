@@ -8,6 +8,7 @@
 
 mod fast;
 pub(crate) mod load;
+mod node;
 mod problem;
 mod types;
 pub(crate) mod validate;
