@@ -3,7 +3,7 @@
 //! `redirector-common`.
 
 use crate::{
-    model::load::par_map,
+    model::load::par_chunks,
     resolve::{Resolution, ResolvedRoute},
 };
 use redirector_common::{
@@ -525,13 +525,7 @@ impl Compiler {
             Ok((!same).then_some((key, new)))
         };
         let pending: Vec<(IpAddr, u16)> = self.pending.iter().copied().collect();
-        let compiled: Vec<Vec<_>> = if pending.len() < PARALLEL_ROUTES {
-            vec![pending.iter().map(|&a| one(a)).collect()]
-        } else {
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let chunks: Vec<&[(IpAddr, u16)]> = pending.chunks(pending.len().div_ceil(threads)).collect();
-            par_map(&chunks, |chunk| chunk.iter().map(|&a| one(a)).collect())
-        };
+        let compiled = par_chunks(&pending, PARALLEL_ROUTES, |run| run.iter().map(|&a| one(a)).collect::<Vec<_>>());
         let mut base_new: BTreeMap<ServiceKey, Option<Named>> = BTreeMap::new();
         for result in compiled.into_iter().flatten() {
             if let Some((key, new)) = result? {

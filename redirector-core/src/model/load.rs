@@ -262,6 +262,18 @@ pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync)
     done.into_iter().map(|(_, r)| r).collect()
 }
 
+/// `f` of `items` cut into one run per CPU, the runs in parallel, results in
+/// order; fewer than `at_least` items are one run on this thread (starting
+/// threads would cost more than it saves).
+pub(crate) fn par_chunks<T: Sync, R: Send>(items: &[T], at_least: usize, f: impl Fn(&[T]) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if items.len() < at_least || threads < 2 {
+        return vec![f(items)];
+    }
+    let chunks: Vec<&[T]> = items.chunks(items.len().div_ceil(threads)).collect();
+    par_map(&chunks, |chunk| f(chunk))
+}
+
 /// Files at least this large are parsed in pieces, one per CPU.
 const PARALLEL_BYTES: usize = 256 * 1024;
 

@@ -19,7 +19,7 @@ use super::{
     world::{Addr, Entries, IdMap, IdSet, Token, World, entry_name, in_delta, ix, policy_of},
 };
 use crate::{
-    model::{Config, Problem, load::par_map},
+    model::{Config, Problem, load::par_chunks},
     store::{Event, Key, Resource, Store, file_source, resources},
 };
 use std::{
@@ -269,7 +269,7 @@ impl Engine {
         let (base_cells, workload_cells): (Vec<u32>, Vec<u32>) =
             dirty.into_iter().partition(|&c| self.cells[c as usize].as_ref().is_some_and(|cell| cell.owner.is_none()));
         stats.resolved += base_cells.len();
-        self.resolve_base_cells(&base_cells, dns, &mut cache, &mut base_changed);
+        self.resolve_base_cells(&base_cells, dns, &mut base_changed);
         self.compact();
         let mut touched: BTreeSet<Key> = BTreeSet::new();
         let rebuilt = std::mem::take(&mut self.dirty_workloads);
@@ -370,23 +370,17 @@ impl Engine {
 
     /// Resolves `cells` (the base class's), on one thread per CPU when there
     /// are many: each cell reads only the world, so they are independent.
-    /// Returns the addresses whose route changed.
-    fn resolve_base_cells(&mut self, cells: &[u32], dns: &dyn HostResolver, cache: &mut Cache, changed: &mut BTreeSet<Addr>) {
+    /// Adds the addresses whose route changed to `changed`.
+    fn resolve_base_cells(&mut self, cells: &[u32], dns: &dyn HostResolver, changed: &mut BTreeSet<Addr>) {
         /// Below this, starting threads costs more than it saves.
         const PARALLEL_CELLS: usize = 512;
-        let computed: Vec<Vec<(u32, Option<Computed>)>> = if cells.len() < PARALLEL_CELLS {
-            vec![cells.iter().map(|&c| (c, compute_cell(&self.world, &self.cells, c, dns, cache))).collect()]
-        } else {
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let chunks: Vec<&[u32]> = cells.chunks(cells.len().div_ceil(threads)).collect();
-            let (world, all) = (&self.world, &self.cells);
-            // Each thread its own endpoint cache: entries are pure, so a
-            // second copy only costs the lookup again.
-            par_map(&chunks, |chunk| {
-                let mut cache = Cache::default();
-                chunk.iter().map(|&c| (c, compute_cell(world, all, c, dns, &mut cache))).collect()
-            })
-        };
+        let (world, all) = (&self.world, &self.cells);
+        // Each run its own endpoint cache: entries are pure, so a second
+        // copy only costs the lookup again.
+        let computed = par_chunks(cells, PARALLEL_CELLS, |run| {
+            let mut cache = Cache::default();
+            run.iter().map(|&c| (c, compute_cell(world, all, c, dns, &mut cache))).collect::<Vec<_>>()
+        });
         for (c, computed) in computed.into_iter().flatten() {
             if let Some(computed) = computed
                 && self.store_cell(c, computed)
