@@ -77,7 +77,7 @@ pub(super) fn split(text: &str) -> Option<Vec<Document>> {
 }
 
 /// A document start marker line.
-pub(super) fn is_marker(line: &str) -> bool {
+fn is_marker(line: &str) -> bool {
     line.strip_prefix("---").is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r']))
 }
 

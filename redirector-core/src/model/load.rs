@@ -278,53 +278,37 @@ pub(crate) fn par_chunks<T: Sync, R: Send>(items: &[T], at_least: usize, f: impl
 const PARALLEL_BYTES: usize = 256 * 1024;
 
 /// Parses a large file in pieces on one thread per CPU, cut at document
-/// start markers (`---` at the start of a line, which ends any node). Each
-/// piece's documents are numbered from the count of markers before it; if
-/// any piece's count is not what its markers say (a directive, an end
-/// marker, a syntax error), nothing of the pieces is kept and `false` says
-/// to read the file as one stream. Files with end markers or directives are
+/// start markers (`---` at the start of a line, which ends any node) where
+/// [`fast::split`] cuts the stream. Each piece's documents are numbered on
+/// from the documents before it; if any piece's count is not what the cut
+/// says (a syntax error), nothing of the pieces is kept and `false` says to
+/// read the file as one stream. Files with end markers or directives are
 /// read as one stream too. Either way the result is the one stream's.
 fn load_in_parallel(config: &mut Config, file: &Arc<Path>, text: &str, problems: &mut Vec<Problem>) -> bool {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     if threads < 2 || text.len() < PARALLEL_BYTES {
         return false;
     }
-    // Byte offsets of the marker lines.
-    let mut markers = Vec::new();
-    let mut offset = 0;
-    for line in text.split_inclusive('\n') {
-        if fast::is_marker(line.trim_end_matches('\n')) {
-            markers.push(offset);
-        } else if line.starts_with("...") || line.starts_with('%') {
-            // End markers and directives: documents need not start at markers.
-            return false;
-        }
-        offset += line.len();
-    }
-    // Pieces of about equal size, each (but maybe the first) starting at a marker.
+    // End markers and directives: documents need not start at markers.
+    let Some(documents) = fast::split(text) else { return false };
+    // Pieces of about equal size, each a run of whole documents (so each,
+    // but maybe the first, starts at a marker): (text, first document's
+    // number, documents).
     let target = text.len() / threads + 1;
-    let mut cuts = vec![0];
-    for &m in &markers {
-        if m > 0 && m >= cuts.last().copied().unwrap_or(0) + target {
-            cuts.push(m);
+    let mut pieces: Vec<(&str, usize, usize)> = Vec::new();
+    let (mut cut, mut first) = (0, 0);
+    for (k, document) in documents.iter().enumerate() {
+        let start = document.span.start;
+        // Only the first document can start at 0, unmarked.
+        if start >= cut + target {
+            pieces.push((&text[cut..start], first, k - first));
+            (cut, first) = (start, k);
         }
     }
-    if cuts.len() < 2 {
+    if pieces.is_empty() {
         return false;
     }
-    cuts.push(text.len());
-    // Documents each piece should hold: one per marker in it, and one for
-    // content before the first marker of the file.
-    let leading = text[..markers.first().copied().unwrap_or(text.len())]
-        .lines()
-        .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
-    let mut pieces: Vec<(&str, usize, usize)> = Vec::new();
-    let mut first = 0;
-    for w in cuts.windows(2) {
-        let expected = markers.iter().filter(|&&m| m >= w[0] && m < w[1]).count() + usize::from(w[0] == 0 && leading);
-        pieces.push((&text[w[0]..w[1]], first, expected));
-        first += expected;
-    }
+    pieces.push((&text[cut..], first, documents.len() - first));
     let loaded: Vec<(Config, Vec<Problem>, usize, bool)> = par_map(&pieces, |&(piece, first, _)| {
         let (mut config, mut problems) = (Config::default(), Vec::new());
         let (count, broken) = load_stream(&mut config, file, piece, first, &mut problems);
