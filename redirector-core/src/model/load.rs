@@ -367,7 +367,8 @@ fn load_document(
         }
         return;
     }
-    if let Err((resource, path, message)) = add_resource(config, env, &notes.big_numbers) {
+    let resource = env.origin.display_name();
+    if let Err((path, message)) = add_resource(config, env.origin, Parsed { rest: env.rest, big: &notes.big_numbers }) {
         problems.push(problem(&resource, &path, message));
     }
 }
@@ -408,101 +409,120 @@ fn load_fast(config: &mut Config, file: &Arc<Path>, doc: &Node<'_>) -> Result<()
         let origin = Origin { file: file.clone(), kind, name, namespace: None, mesh, labels, kubernetes: false };
         (origin, &["type", "name", "mesh", "labels", "creationTime", "modificationTime"])
     };
-    let rest = || entries.iter().filter(|(k, _)| !envelope.contains(k));
-    // `spec` (required) and `status` (where allowed), nothing else.
-    let body = |with_status: bool| {
+    let rest = entries.iter().filter(|(k, _)| !envelope.contains(k)).map(|(k, v)| (*k, v)).collect();
+    add_resource(config, origin, Rest(rest))
+}
+
+/// A document's body, the envelope taken off, to be typed: read by libyaml
+/// ([`Parsed`]: errors name the field) or by the fast reader ([`Rest`]: any
+/// problem declines the document).
+trait Body: Sized {
+    type Error;
+    /// `spec` (required) and, where `with_status`, `status` (its default
+    /// when absent); nothing else.
+    fn spec<S: DeserializeOwned, T: DeserializeOwned + Default>(self, with_status: bool) -> Result<(S, T), Self::Error>;
+    /// The whole body as one value (a Dataplane in universal form).
+    fn whole<S: DeserializeOwned>(self) -> Result<S, Self::Error>;
+    /// The error for a kind this version does not read.
+    fn unknown(origin: &Origin) -> Self::Error;
+}
+
+/// A body libyaml read, with the numbers beyond 64 bits it noted.
+struct Parsed<'b> {
+    rest: Mapping,
+    big: &'b BigNumbers,
+}
+
+impl Body for Parsed<'_> {
+    /// The field path and what is wrong there.
+    type Error = (String, String);
+
+    fn spec<S: DeserializeOwned, T: DeserializeOwned + Default>(mut self, with_status: bool) -> Result<(S, T), Self::Error> {
+        let spec = self.rest.remove("spec");
+        let status = if with_status { self.rest.remove("status") } else { None };
+        if let Some((key, _)) = self.rest.into_iter().next() {
+            let key = key.as_str().map(str::to_string).unwrap_or_else(|| format!("{key:?}"));
+            return Err((key, "unknown field".into()));
+        }
+        let spec = match spec {
+            None | Some(Value::Null) => return Err(("spec".into(), "missing".into())),
+            Some(v) => typed(v, "spec", self.big)?,
+        };
+        let status = match status {
+            None | Some(Value::Null) => T::default(),
+            Some(v) => typed(v, "status", self.big)?,
+        };
+        Ok((spec, status))
+    }
+
+    fn whole<S: DeserializeOwned>(self) -> Result<S, Self::Error> {
+        typed(Value::Mapping(self.rest), "", self.big)
+    }
+
+    fn unknown(origin: &Origin) -> Self::Error {
+        let path = if origin.kubernetes { "kind" } else { "type" };
+        (path.into(), format!("unknown resource type {:?}", origin.kind))
+    }
+}
+
+impl Body for Rest<'_, '_> {
+    type Error = Declined;
+
+    fn spec<S: DeserializeOwned, T: DeserializeOwned + Default>(self, with_status: bool) -> Result<(S, T), Declined> {
         let (mut spec, mut status) = (None, None);
-        for (key, value) in rest() {
-            match *key {
+        for (key, value) in self.0 {
+            match key {
                 "spec" => spec = Some(value),
                 "status" if with_status => status = Some(value),
                 _ => return Err(Declined),
             }
         }
         let spec = spec.filter(|s| !matches!(s, Node::Null)).ok_or(Declined)?;
-        Ok((spec, status.filter(|s| !matches!(s, Node::Null))))
-    };
-    fn status<'de, T: serde::Deserialize<'de> + Default>(node: Option<&'de Node<'_>>) -> Result<T, Declined> {
-        node.map_or_else(|| Ok(T::default()), T::deserialize)
+        let status = match status {
+            None | Some(Node::Null) => T::default(),
+            Some(node) => T::deserialize(node)?,
+        };
+        Ok((S::deserialize(spec)?, status))
     }
-    match origin.kind.as_str() {
-        "MeshTCPRoute" => {
-            let spec = serde::Deserialize::deserialize(body(false)?.0)?;
-            config.routes.push(Arc::new(MeshTcpRoute { origin, spec }));
-        }
-        "MeshService" => {
-            let (spec, state) = body(true)?;
-            let (spec, status) = (serde::Deserialize::deserialize(spec)?, status(state)?);
-            config.services.push(Arc::new(MeshService { origin, spec, status }));
-        }
-        "Dataplane" => {
-            let spec = if kubernetes {
-                serde::Deserialize::deserialize(body(false)?.0)?
-            } else {
-                serde::Deserialize::deserialize(Rest(rest().map(|(k, v)| (*k, v)).collect()))?
-            };
-            config.dataplanes.push(Arc::new(Dataplane { origin, spec }));
-        }
-        "MeshExternalService" => {
-            let (spec, state) = body(true)?;
-            let (spec, status) = (serde::Deserialize::deserialize(spec)?, status(state)?);
-            config.external_services.push(Arc::new(MeshExternalService { origin, spec, status }));
-        }
-        "MeshMultiZoneService" => {
-            let (spec, state) = body(true)?;
-            let (spec, status) = (serde::Deserialize::deserialize(spec)?, status(state)?);
-            config.multizone_services.push(Arc::new(MeshMultiZoneService { origin, spec, status }));
-        }
-        "MeshHTTPRoute" => {
-            let spec = serde::Deserialize::deserialize(body(false)?.0)?;
-            config.http_routes.push(Arc::new(MeshHttpRoute { origin, spec }));
-        }
-        kind if IGNORED_KINDS.contains(&kind) => config.ignored.push(origin),
-        _ => return Err(Declined),
+
+    fn whole<S: DeserializeOwned>(self) -> Result<S, Declined> {
+        S::deserialize(self)
     }
-    Ok(())
+
+    fn unknown(_: &Origin) -> Declined {
+        Declined
+    }
 }
 
-/// Types the body of a resource and adds it to `config`; a problem names
-/// the resource, the field path and what is wrong.
-fn add_resource(config: &mut Config, env: Envelope, big: &BigNumbers) -> Result<(), (String, String, String)> {
-    // The resource's name is written only into a problem.
-    let named = |origin: &Origin, (path, message): (String, String)| (origin.display_name(), path, message);
-    let Envelope { origin, rest } = env;
+/// Types `body` as the kind `origin` names and adds the resource to `config`.
+fn add_resource<B: Body>(config: &mut Config, origin: Origin, body: B) -> Result<(), B::Error> {
     match origin.kind.as_str() {
         "MeshTCPRoute" => {
-            let (spec, ()) = body(rest, false, big).map_err(|e| named(&origin, e))?;
+            let (spec, ()) = body.spec(false)?;
             config.routes.push(Arc::new(MeshTcpRoute { origin, spec }));
         }
         "MeshService" => {
-            let (spec, status) = body(rest, true, big).map_err(|e| named(&origin, e))?;
+            let (spec, status) = body.spec(true)?;
             config.services.push(Arc::new(MeshService { origin, spec, status }));
         }
         "Dataplane" => {
-            let spec = if origin.kubernetes {
-                body::<_, ()>(rest, false, big).map_err(|e| named(&origin, e))?.0
-            } else {
-                typed(Value::Mapping(rest), "", big).map_err(|e| named(&origin, e))?
-            };
+            let spec = if origin.kubernetes { body.spec::<_, ()>(false)?.0 } else { body.whole()? };
             config.dataplanes.push(Arc::new(Dataplane { origin, spec }));
         }
         "MeshExternalService" => {
-            let (spec, status) = body(rest, true, big).map_err(|e| named(&origin, e))?;
+            let (spec, status) = body.spec(true)?;
             config.external_services.push(Arc::new(MeshExternalService { origin, spec, status }));
         }
         "MeshMultiZoneService" => {
-            let (spec, status) = body(rest, true, big).map_err(|e| named(&origin, e))?;
+            let (spec, status) = body.spec(true)?;
             config.multizone_services.push(Arc::new(MeshMultiZoneService { origin, spec, status }));
         }
         "MeshHTTPRoute" => {
-            let (spec, ()) = body(rest, false, big).map_err(|e| named(&origin, e))?;
+            let (spec, ()) = body.spec(false)?;
             config.http_routes.push(Arc::new(MeshHttpRoute { origin, spec }));
         }
         kind if IGNORED_KINDS.contains(&kind) => config.ignored.push(origin),
-        kind => {
-            let path = if origin.kubernetes { "kind" } else { "type" };
-            return Err((origin.display_name(), path.into(), format!("unknown resource type {kind:?}")));
-        }
+        _ => return Err(B::unknown(&origin)),
     }
     Ok(())
 }
@@ -571,29 +591,6 @@ fn envelope(file: &Arc<Path>, index: usize, mut map: Mapping, notes: &Notes) -> 
     }
     let origin = Origin { file: file.clone(), kind, name, namespace: None, mesh, labels: labels.into(), kubernetes: false };
     Ok(Envelope { origin, rest: map })
-}
-
-/// Splits `spec` (and `status`, where allowed) out of a document body.
-fn body<S: DeserializeOwned + Default, T: DeserializeOwned + Default>(
-    mut rest: Mapping,
-    with_status: bool,
-    big: &BigNumbers,
-) -> Result<(S, T), (String, String)> {
-    let spec = rest.remove("spec");
-    let status = if with_status { rest.remove("status") } else { None };
-    if let Some((key, _)) = rest.into_iter().next() {
-        let key = key.as_str().map(str::to_string).unwrap_or_else(|| format!("{key:?}"));
-        return Err((key, "unknown field".into()));
-    }
-    let spec = match spec {
-        None | Some(Value::Null) => return Err(("spec".into(), "missing".into())),
-        Some(v) => typed(v, "spec", big)?,
-    };
-    let status = match status {
-        None | Some(Value::Null) => T::default(),
-        Some(v) => typed(v, "status", big)?,
-    };
-    Ok((spec, status))
 }
 
 /// Deserializes `value`, reporting the exact field path on failure. A number
