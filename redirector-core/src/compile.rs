@@ -3,7 +3,7 @@
 //! `redirector-common`.
 
 use crate::{
-    model::load::par_chunks,
+    model::{Text, load::par_chunks},
     resolve::{Resolution, ResolvedRoute},
 };
 use redirector_common::{
@@ -19,7 +19,7 @@ use std::{
 pub type Tables = BTreeMap<ServiceKey, Table>;
 
 /// A table with its backends' names, in table order.
-type Named = (Table, Vec<String>);
+type Named = (Table, Vec<Text>);
 
 /// Why a configuration cannot be turned into tables.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -267,7 +267,7 @@ pub fn compile_route(route: &ResolvedRoute) -> Result<Table, CompileError> {
     let weights: Vec<u32> = route.backends.iter().map(|b| b.weight).collect();
     let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
     if total > u64::from(u32::MAX) {
-        return Err(CompileError::WeightOverflow { service: route.service.clone(), addr });
+        return Err(CompileError::WeightOverflow { service: route.service.to_string(), addr });
     }
     let Some(alias) = AliasTable::new(&weights) else {
         // Every weight is zero (or there is no backend): nothing can be chosen.
@@ -292,7 +292,7 @@ pub fn compile_route(route: &ResolvedRoute) -> Result<Table, CompileError> {
     }
     let entries = 1 + n + endpoints.len();
     if entries > MAX_TABLE_ENTRIES as usize {
-        return Err(CompileError::TableTooLarge { service: route.service.clone(), addr, entries });
+        return Err(CompileError::TableTooLarge { service: route.service.to_string(), addr, entries });
     }
     Ok(Table { header: header(n as u32, alias.total), backends, endpoints })
 }
@@ -429,7 +429,7 @@ fn name_hash(name: &str) -> u64 {
 }
 
 /// Whether `slots` count exactly backends named `names`, in this order.
-fn same_names(slots: Option<&Slots>, names: &[String]) -> bool {
+fn same_names(slots: Option<&Slots>, names: &[Text]) -> bool {
     slots.is_some_and(|s| s.backends.len() == names.len() && s.backends.iter().zip(names).all(|((h, _), n)| *h == name_hash(n)))
 }
 
@@ -451,7 +451,7 @@ pub struct Generation {
     /// Class ids in force after this generation, [`BASE_CLASS`] included.
     pub live_classes: BTreeSet<u32>,
     /// Per table of [`Generation::tables`]: the backends' names in table order.
-    pub backend_names: BTreeMap<ServiceKey, Vec<String>>,
+    pub backend_names: BTreeMap<ServiceKey, Vec<Text>>,
     /// `COUNTERS` slots of the previous generation that no table of this one
     /// names: delete them once the previous generation's tables are gone.
     pub released_counters: Vec<u32>,
@@ -822,14 +822,14 @@ mod tests {
     fn route(i: u8, backends: &[&str]) -> ResolvedRoute {
         ResolvedRoute {
             mesh: "default".into(),
-            service: format!("MeshService/s{i}"),
+            service: format!("MeshService/s{i}").into(),
             vip: IpAddr::from([10, 0, 0, i]),
             port: 80,
             app_protocol: None,
             policy: None,
             backends: backends
                 .iter()
-                .map(|b| ResolvedBackend { name: b.to_string(), weight: 1, endpoints: vec![SocketAddr::from(([10, 1, 0, i], 80))] })
+                .map(|b| ResolvedBackend { name: (*b).into(), weight: 1, endpoints: vec![SocketAddr::from(([10, 1, 0, i], 80))] })
                 .collect(),
             why: Vec::new(),
         }

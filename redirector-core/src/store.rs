@@ -9,7 +9,7 @@
 //! one in force is then the first by source name.
 
 use crate::model::{
-    Config, Dataplane, MeshExternalService, MeshHttpRoute, MeshMultiZoneService, MeshService, MeshTcpRoute, Origin, Problem,
+    Config, Dataplane, MeshExternalService, MeshHttpRoute, MeshMultiZoneService, MeshService, MeshTcpRoute, Origin, Problem, Text,
     load::duplicate,
 };
 use std::{
@@ -35,7 +35,7 @@ pub enum Kind {
     /// MeshHTTPRoute.
     MeshHttpRoute,
     /// A Kuma kind read but not acted on (Mesh, other policies), by name.
-    Other(String),
+    Other(Text),
 }
 
 /// The identity of a resource.
@@ -44,11 +44,11 @@ pub struct KeyData {
     /// Its kind.
     pub kind: Kind,
     /// Its mesh.
-    pub mesh: String,
+    pub mesh: Text,
     /// Its namespace (Kubernetes form), if any.
-    pub namespace: Option<String>,
+    pub namespace: Option<Text>,
     /// Its name.
-    pub name: String,
+    pub name: Text,
 }
 
 /// A resource's identity, shared: indexes hold many copies of it.
@@ -65,7 +65,7 @@ impl Key {
             "MeshExternalService" => Kind::MeshExternalService,
             "MeshMultiZoneService" => Kind::MeshMultiZoneService,
             "MeshHTTPRoute" => Kind::MeshHttpRoute,
-            other => Kind::Other(other.to_string()),
+            other => Kind::Other(other.into()),
         };
         Self(Arc::new(KeyData { kind, mesh: origin.mesh.clone(), namespace: origin.namespace.clone(), name: origin.name.clone() }))
     }

@@ -21,7 +21,7 @@ fn ip(s: &str) -> IpAddr {
 
 fn backend(weight: u32, endpoints: &[&str]) -> ResolvedBackend {
     ResolvedBackend {
-        name: format!("MeshService/b{weight}"),
+        name: format!("MeshService/b{weight}").into(),
         weight,
         endpoints: endpoints.iter().map(|e| e.parse().unwrap()).collect(),
     }
@@ -519,7 +519,7 @@ fn any_route(v6_vip: bool, weights: &[u32]) -> ResolvedRoute {
         .iter()
         .enumerate()
         .map(|(i, &weight)| ResolvedBackend {
-            name: format!("b{i}"),
+            name: format!("b{i}").into(),
             weight,
             endpoints: (0..i % 3)
                 .map(|k| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, i as u8, k as u8, 1)), 8000 + k as u16))

@@ -2028,7 +2028,7 @@ fn input_endpoints(config: &redirector_core::model::Config, dns: &StaticDns) -> 
                     out.insert(SocketAddr::new(ip.to_canonical(), e.port));
                 }
                 Err(_) => {
-                    for ip in dns.0.get(&e.address).into_iter().flatten() {
+                    for ip in dns.0.get(e.address.as_str()).into_iter().flatten() {
                         out.insert(SocketAddr::new(ip.to_canonical(), e.port));
                     }
                 }

@@ -33,13 +33,13 @@ fn vip(d: usize) -> IpAddr {
 fn route(d: usize, variant: u8) -> ResolvedRoute {
     ResolvedRoute {
         mesh: "default".into(),
-        service: format!("MeshService/s{d}"),
+        service: format!("MeshService/s{d}").into(),
         vip: vip(d),
         port: 80,
         app_protocol: None,
         policy: None,
         backends: vec![ResolvedBackend {
-            name: format!("b{variant}"),
+            name: format!("b{variant}").into(),
             weight: 1 + u32::from(variant),
             endpoints: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 1, variant, 1)), 8000)],
         }],
@@ -63,7 +63,7 @@ fn resolution(config: &Config) -> Resolution {
                 classes.len() as u32 - 1
             }
         };
-        workloads.push(Workload { dataplane: format!("Dataplane/w{w}"), mesh: "default".into(), cgroup: format!("w{w}").into(), class });
+        workloads.push(Workload { dataplane: format!("Dataplane/w{w}").into(), mesh: "default".into(), cgroup: format!("w{w}").into(), class });
     }
     Resolution { classes, workloads }
 }
@@ -234,7 +234,7 @@ fn counter_slots_follow_their_backends() {
         r.backends = names
             .iter()
             .enumerate()
-            .map(|(i, n)| ResolvedBackend { name: n.to_string(), weight: 1 + i as u32, endpoints: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 2, 0, i as u8)), 80)] })
+            .map(|(i, n)| ResolvedBackend { name: (*n).into(), weight: 1 + i as u32, endpoints: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 2, 0, i as u8)), 80)] })
             .collect();
         Resolution { classes: vec![Class { id: BASE_CLASS, routes: vec![r] }], workloads: vec![] }
     };

@@ -11,13 +11,16 @@ use redirector_core::{
 };
 use std::path::Path;
 
+/// A route's `to` entry: target, port, and backends as (service, weight).
+type ToSpec = (u8, u8, Vec<(u8, u8)>);
+
 /// One resource of a small universe where names, addresses, tags and
 /// cgroups collide often.
 #[derive(Clone, Debug)]
 enum Spec {
     Service { i: u8, vip: u8, protocol: bool, selects: u8, port_name: bool },
     Dataplane { i: u8, serves: u8, healthy: bool, cgroup: Option<u8>, outbound: Option<u8>, inbounds: bool, mesh_other: bool },
-    Route { i: u8, top: u8, on: u8, to: Vec<(u8, u8, Vec<(u8, u8)>)> },
+    Route { i: u8, top: u8, on: u8, to: Vec<ToSpec> },
     Http { i: u8, top: u8, target: u8 },
     External { i: u8, vip: u8 },
     MultiZone { i: u8, vip: u8, selects: u8 },

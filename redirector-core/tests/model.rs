@@ -375,7 +375,7 @@ fn empty_input_loads_nothing_without_problems() {
 fn other_kuma_kinds_are_kept_aside_with_a_warning() {
     let text = "type: Mesh\nname: default\n---\napiVersion: kuma.io/v1alpha1\nkind: MeshTimeout\nmetadata: {name: h, namespace: ns}\nspec: {anything: [1, 2]}\n";
     let (config, problems) = check(text);
-    let ignored: Vec<String> = config.ignored.iter().map(Origin::display_name).collect();
+    let ignored: Vec<String> = config.ignored.iter().map(|o| o.display_name().into()).collect();
     assert_eq!(ignored, ["Mesh/default", "MeshTimeout/h"]);
     assert!(config.routes.is_empty() && config.services.is_empty() && config.dataplanes.is_empty());
     assert_eq!(

@@ -131,7 +131,7 @@ fn every_port_of_every_vip_gets_a_default_route_to_its_own_endpoints() {
         service: "MeshService/a".into(),
         vip: ip(vip),
         port,
-        app_protocol: (port == 80).then(|| "tcp".to_string()),
+        app_protocol: (port == 80).then(|| "tcp".into()),
         policy: None,
         backends: vec![backend(&format!("MeshService/a:{port}"), 1, endpoints)],
         why: vec![DEFAULT_WHY.to_string()],

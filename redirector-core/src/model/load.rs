@@ -3,7 +3,7 @@
 use super::{
     Config, Dataplane, MeshExternalService, MeshHttpRoute, MeshMultiZoneService, MeshService,
     MeshTcpRoute, Origin, Problem, Severity,
-    Tags,
+    Tags, Text,
     fast,
     node::{Declined, Node, Rest},
     yaml::{self, BigNumber, Notes, tag_text},
@@ -381,14 +381,14 @@ fn load_fast(config: &mut Config, file: &Arc<Path>, doc: &Node<'_>) -> Result<()
     let Node::Map(entries) = doc else { return Err(Declined) };
     let text = |node: Option<&Node<'_>>| match node {
         None | Some(Node::Null) => Ok(None),
-        Some(Node::Str(s)) => Ok(Some((*s).to_owned())),
+        Some(Node::Str(s)) => Ok(Some(Text::from(*s))),
         Some(_) => Err(Declined),
     };
     let labels = |node: Option<&Node<'_>>| match node {
         None | Some(Node::Null) => Ok(Tags::new()),
         Some(node) => Tags::deserialize(node),
     };
-    let named = |name: Option<String>| name.filter(|n| !n.is_empty()).ok_or(Declined);
+    let named = |name: Option<Text>| name.filter(|n| !n.is_empty()).ok_or(Declined);
     let kubernetes = doc.get("apiVersion").is_some() || doc.get("metadata").is_some();
     let (origin, envelope): (Origin, &[&str]) = if kubernetes {
         if text(doc.get("apiVersion"))?.as_deref() != Some("kuma.io/v1alpha1") {
@@ -542,7 +542,7 @@ fn envelope(file: &Arc<Path>, index: usize, mut map: Mapping, notes: &Notes) -> 
             Some(other) => Err((path.to_string(), format!("expected a string, found {}", kind_of(&other)))),
         }
     };
-    let take_labels = |value: Option<Value>, path: &str| -> Result<BTreeMap<String, String>, (String, String)> {
+    let take_labels = |value: Option<Value>, path: &str| -> Result<BTreeMap<Text, Text>, (String, String)> {
         match value {
             None | Some(Value::Null) => Ok(BTreeMap::new()),
             Some(v) => typed(v, path, &notes.big_numbers),
@@ -573,9 +573,10 @@ fn envelope(file: &Arc<Path>, index: usize, mut map: Mapping, notes: &Notes) -> 
         let labels = take_labels(meta.remove("labels"), "metadata.labels")?;
         // Dataplane objects carry `mesh` at top level; others use the label.
         let mesh = take_str(&mut map, "mesh", "mesh")?
+            .map(Text::from)
             .or_else(|| labels.get("kuma.io/mesh").cloned())
             .unwrap_or_else(|| "default".into());
-        let origin = Origin { file: file.clone(), kind, name, namespace, mesh, labels: labels.into(), kubernetes: true };
+        let origin = Origin { file: file.clone(), kind: kind.into(), name: name.into(), namespace: namespace.map(Text::from), mesh, labels: labels.into(), kubernetes: true };
         return Ok(Envelope { origin, rest: map });
     }
     let kind = take_str(&mut map, "type", "type")?.ok_or_else(|| {
@@ -589,7 +590,7 @@ fn envelope(file: &Arc<Path>, index: usize, mut map: Mapping, notes: &Notes) -> 
     for key in ["creationTime", "modificationTime"] {
         map.remove(key);
     }
-    let origin = Origin { file: file.clone(), kind, name, namespace: None, mesh, labels: labels.into(), kubernetes: false };
+    let origin = Origin { file: file.clone(), kind: kind.into(), name: name.into(), namespace: None, mesh: mesh.into(), labels: labels.into(), kubernetes: false };
     Ok(Envelope { origin, rest: map })
 }
 
@@ -694,7 +695,7 @@ pub(crate) fn duplicate(origin: &Origin, first: &Path) -> Problem {
     Problem {
         severity: Severity::Error,
         file: origin.file.to_path_buf(),
-        resource: origin.display_name(),
+        resource: origin.display_name().into(),
         path: "name".into(),
         message: format!("duplicate resource: {} in mesh {:?} is also defined in {}", origin.display_name(), origin.mesh, first.display()),
     }

@@ -20,19 +20,25 @@ pub use types::*;
 
 use std::{path::Path, sync::Arc};
 
+/// Text of a resource field: names, kinds, meshes, tags, addresses. Up to 24
+/// bytes are held inline, which covers nearly all of them, so most need no
+/// allocation of their own (at 100,000 services, a string allocation per
+/// field was a fifth of the agent's heap).
+pub type Text = compact_str::CompactString;
+
 /// Where a resource came from and what it is called.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Origin {
     /// Source file (shared by the resources of one file).
     pub file: Arc<Path>,
     /// Resource kind (`MeshTCPRoute`, ...).
-    pub kind: String,
+    pub kind: Text,
     /// Resource name.
-    pub name: String,
+    pub name: Text,
     /// Kubernetes namespace, if given.
-    pub namespace: Option<String>,
+    pub namespace: Option<Text>,
     /// Mesh the resource belongs to (`default` when not given).
-    pub mesh: String,
+    pub mesh: Text,
     /// Resource labels.
     pub labels: Tags,
     /// Read in Kubernetes form (fields under `spec`), not universal form.
@@ -41,8 +47,8 @@ pub struct Origin {
 
 impl Origin {
     /// `Kind/name`, as used in problem reports.
-    pub fn display_name(&self) -> String {
-        format!("{}/{}", self.kind, self.name)
+    pub fn display_name(&self) -> Text {
+        compact_str::format_compact!("{}/{}", self.kind, self.name)
     }
 
     /// The field-path prefix of a Dataplane's body: `spec.` in Kubernetes

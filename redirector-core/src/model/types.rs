@@ -4,6 +4,7 @@
 //! except the documentation generator's hints (`_port`, `_version`) that the
 //! MeshTCPRoute reference pages carry in their examples.
 
+use super::Text;
 use serde::Deserialize;
 use std::{collections::BTreeMap, fmt, net::IpAddr};
 
@@ -11,7 +12,7 @@ use std::{collections::BTreeMap, fmt, net::IpAddr};
 /// have one to three entries, where a `BTreeMap` would allocate a node for
 /// eleven (over 500 bytes).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Tags(Vec<(String, String)>);
+pub struct Tags(Vec<(Text, Text)>);
 
 impl Tags {
     /// No entries.
@@ -24,7 +25,7 @@ impl Tags {
     }
 
     /// The value of `key`.
-    pub fn get(&self, key: &str) -> Option<&String> {
+    pub fn get(&self, key: &str) -> Option<&Text> {
         self.find(key).ok().map(|i| &self.0[i].1)
     }
 
@@ -34,7 +35,7 @@ impl Tags {
     }
 
     /// Sets `key` to `value`; returns the value it had.
-    pub fn insert(&mut self, key: String, value: String) -> Option<String> {
+    pub fn insert(&mut self, key: Text, value: Text) -> Option<Text> {
         match self.find(&key) {
             Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value)),
             Err(i) => {
@@ -45,12 +46,12 @@ impl Tags {
     }
 
     /// The entries, by key.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&String, &String)> + Clone {
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&Text, &Text)> + Clone {
         self.0.iter().map(|(k, v)| (k, v))
     }
 
     /// The keys, in order.
-    pub fn keys(&self) -> impl ExactSizeIterator<Item = &String> {
+    pub fn keys(&self) -> impl ExactSizeIterator<Item = &Text> {
         self.0.iter().map(|(k, _)| k)
     }
 
@@ -65,28 +66,28 @@ impl Tags {
     }
 }
 
-impl FromIterator<(String, String)> for Tags {
-    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
-        let map: BTreeMap<String, String> = iter.into_iter().collect();
+impl<K: Into<Text>, V: Into<Text>> FromIterator<(K, V)> for Tags {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        let map: BTreeMap<Text, Text> = iter.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
         Self(map.into_iter().collect())
     }
 }
 
-impl<const N: usize> From<[(String, String); N]> for Tags {
-    fn from(entries: [(String, String); N]) -> Self {
+impl<K: Into<Text>, V: Into<Text>, const N: usize> From<[(K, V); N]> for Tags {
+    fn from(entries: [(K, V); N]) -> Self {
         entries.into_iter().collect()
     }
 }
 
-impl From<BTreeMap<String, String>> for Tags {
-    fn from(map: BTreeMap<String, String>) -> Self {
+impl From<BTreeMap<Text, Text>> for Tags {
+    fn from(map: BTreeMap<Text, Text>) -> Self {
         Self(map.into_iter().collect())
     }
 }
 
 impl<'a> IntoIterator for &'a Tags {
-    type Item = (&'a String, &'a String);
-    type IntoIter = std::iter::Map<std::slice::Iter<'a, (String, String)>, fn(&'a (String, String)) -> (&'a String, &'a String)>;
+    type Item = (&'a Text, &'a Text);
+    type IntoIter = std::iter::Map<std::slice::Iter<'a, (Text, Text)>, fn(&'a (Text, Text)) -> (&'a Text, &'a Text)>;
     fn into_iter(self) -> Self::IntoIter {
         self.0.iter().map(|(k, v)| (k, v))
     }
@@ -94,7 +95,7 @@ impl<'a> IntoIterator for &'a Tags {
 
 impl<'de> Deserialize<'de> for Tags {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        BTreeMap::<String, String>::deserialize(d).map(Self::from)
+        BTreeMap::<Text, Text>::deserialize(d).map(Self::from)
     }
 }
 
@@ -133,21 +134,21 @@ impl fmt::Display for RefKind {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RefExtra {
     /// Resource namespace (Kubernetes form).
-    pub namespace: Option<String>,
+    pub namespace: Option<Text>,
     /// Label selector (Dataplane, MeshService by labels).
     pub labels: Option<Tags>,
     /// Tag selector (MeshSubset, MeshServiceSubset, MeshGateway listeners).
     pub tags: Option<Tags>,
     /// Port name or number of the referenced service.
-    pub section_name: Option<String>,
+    pub section_name: Option<Text>,
     /// Mesh of the reference (cross-mesh references; reserved on backendRefs).
-    pub mesh: Option<String>,
+    pub mesh: Option<Text>,
     /// Proxy types (`Sidecar`, `Gateway`; not allowed on backendRefs).
-    pub proxy_types: Option<Vec<String>>,
+    pub proxy_types: Option<Vec<Text>>,
     /// Documentation-generator hint (`_port`): the port.
     pub doc_port: Option<u32>,
     /// Documentation-generator hint (`_version`): a version label.
-    pub doc_version: Option<String>,
+    pub doc_version: Option<Text>,
 }
 
 /// What a reference without extras derefs to.
@@ -176,7 +177,7 @@ pub struct TargetRef {
     /// What is targeted.
     pub kind: Option<RefKind>,
     /// Resource name.
-    pub name: Option<String>,
+    pub name: Option<Text>,
     /// The rest, when any of it is given.
     pub extra: Option<Box<RefExtra>>,
 }
@@ -193,13 +194,13 @@ impl std::ops::Deref for TargetRef {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct TargetRefFields {
     kind: Option<RefKind>,
-    name: Option<String>,
-    namespace: Option<String>,
+    name: Option<Text>,
+    namespace: Option<Text>,
     labels: Option<Tags>,
     tags: Option<Tags>,
-    section_name: Option<String>,
-    mesh: Option<String>,
-    proxy_types: Option<Vec<String>>,
+    section_name: Option<Text>,
+    mesh: Option<Text>,
+    proxy_types: Option<Vec<Text>>,
     #[serde(rename = "_port")]
     doc_port: Option<u16>,
 }
@@ -227,7 +228,7 @@ pub struct BackendRef {
     /// Backend kind.
     pub kind: Option<RefKind>,
     /// Backend name.
-    pub name: Option<String>,
+    pub name: Option<Text>,
     /// Service port of the backend.
     pub port: Option<u32>,
     /// Relative weight; Kuma's default is 1.
@@ -248,19 +249,19 @@ impl std::ops::Deref for BackendRef {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct BackendRefFields {
     kind: Option<RefKind>,
-    name: Option<String>,
-    namespace: Option<String>,
+    name: Option<Text>,
+    namespace: Option<Text>,
     labels: Option<Tags>,
     tags: Option<Tags>,
-    section_name: Option<String>,
-    mesh: Option<String>,
-    proxy_types: Option<Vec<String>>,
+    section_name: Option<Text>,
+    mesh: Option<Text>,
+    proxy_types: Option<Vec<Text>>,
     port: Option<u32>,
     weight: Option<u64>,
     #[serde(rename = "_port")]
     doc_port: Option<u32>,
     #[serde(rename = "_version")]
-    doc_version: Option<String>,
+    doc_version: Option<Text>,
 }
 
 impl From<BackendRefFields> for BackendRef {
@@ -281,7 +282,7 @@ impl From<BackendRefFields> for BackendRef {
 
 impl BackendRef {
     /// A backendRef of `kind` and `name` with `extra`.
-    pub fn new(kind: Option<RefKind>, name: Option<String>, port: Option<u32>, weight: Option<u64>, extra: RefExtra) -> Self {
+    pub fn new(kind: Option<RefKind>, name: Option<Text>, port: Option<u32>, weight: Option<u64>, extra: RefExtra) -> Self {
         Self { kind, name, port, weight, extra: extra.boxed() }
     }
 }
@@ -337,7 +338,7 @@ pub struct Selector {
 #[serde(deny_unknown_fields)]
 pub struct DataplaneRef {
     /// Dataplane name.
-    pub name: Option<String>,
+    pub name: Option<Text>,
 }
 
 /// A MeshService `targetPort`: a number or an inbound's name.
@@ -347,7 +348,7 @@ pub enum PortRef {
     /// Inbound port number.
     Number(u16),
     /// Inbound name.
-    Name(String),
+    Name(Text),
 }
 
 /// One element of `MeshService.spec.ports`.
@@ -359,9 +360,9 @@ pub struct ServicePort {
     /// Dataplane inbound the port maps to; defaults to `port`.
     pub target_port: Option<PortRef>,
     /// Protocol (`tcp`, `http`, ...).
-    pub app_protocol: Option<String>,
+    pub app_protocol: Option<Text>,
     /// Port name (a `sectionName` may refer to it).
-    pub name: Option<String>,
+    pub name: Option<Text>,
 }
 
 /// `MeshService.spec`.
@@ -375,7 +376,7 @@ pub struct MeshServiceSpec {
     /// Identities (accepted, unused here).
     pub identities: Option<serde_yaml::Value>,
     /// Session state (accepted, unused here).
-    pub state: Option<String>,
+    pub state: Option<Text>,
 }
 
 /// One element of `MeshService.status.vips`.
@@ -416,13 +417,13 @@ pub struct Inbound {
     /// Address of the application (accepted; the inbound address is used).
     pub service_address: Option<IpAddr>,
     /// Inbound name (a MeshService `targetPort` may refer to it).
-    pub name: Option<String>,
+    pub name: Option<Text>,
     /// Tags of the inbound.
     pub tags: Option<Tags>,
     /// Health; an inbound with `ready: false` is not an endpoint.
     pub health: Option<Health>,
     /// Inbound state (`Ready`, `NotReady`, `Ignored`); only `Ready` (or unset) serves.
-    pub state: Option<String>,
+    pub state: Option<Text>,
 }
 
 impl Inbound {
@@ -440,7 +441,7 @@ pub struct OutboundBackendRef {
     /// Always `MeshService`.
     pub kind: Option<RefKind>,
     /// MeshService name.
-    pub name: Option<String>,
+    pub name: Option<Text>,
     /// MeshService labels (instead of a name).
     pub labels: Option<Tags>,
     /// MeshService port.
@@ -500,11 +501,11 @@ pub struct DataplaneSpec {
 pub struct ExternalMatch {
     /// `HostnameGenerator` (the only type).
     #[serde(rename = "type")]
-    pub kind: Option<String>,
+    pub kind: Option<Text>,
     /// Port clients dial on the VIP.
     pub port: u16,
     /// Protocol (`tcp`, `http`, ...).
-    pub protocol: Option<String>,
+    pub protocol: Option<Text>,
 }
 
 /// One element of `MeshExternalService.spec.endpoints`.
@@ -512,7 +513,7 @@ pub struct ExternalMatch {
 #[serde(deny_unknown_fields)]
 pub struct ExternalEndpoint {
     /// IP address or hostname (resolved by the agent, never in the kernel).
-    pub address: String,
+    pub address: Text,
     /// Port.
     pub port: u16,
 }

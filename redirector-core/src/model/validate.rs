@@ -16,7 +16,7 @@
 //! service addresses that no connection is made to, the sum of weights); their
 //! messages say what is wrong in the same style.
 
-use crate::model::Tags;
+use crate::model::{Tags, Text};
 use super::{
     BackendRef, Config, Dataplane, MeshExternalService, MeshHttpRoute, MeshMultiZoneService,
     MeshService, MeshTcpRoute, Origin, Problem, RefKind, TargetRef,
@@ -97,7 +97,7 @@ pub(crate) fn validate_by_kind(config: &Config) -> [Vec<Problem>; 7] {
 }
 
 fn reporter<'a>(origin: &'a Origin, out: &'a mut Vec<Problem>) -> Reporter<'a> {
-    Reporter::new(&origin.file, origin.display_name(), out)
+    Reporter::new(&origin.file, origin.display_name().into(), out)
 }
 
 // ---------------------------------------------------------------- policies
@@ -239,7 +239,7 @@ struct RefView<'a> {
     tags: Option<&'a Tags>,
     section_name: &'a str,
     mesh: &'a str,
-    proxy_types: Option<&'a [String]>,
+    proxy_types: Option<&'a [Text]>,
 }
 
 impl<'a> From<&'a TargetRef> for RefView<'a> {
@@ -396,7 +396,7 @@ fn check_ref(
 }
 
 /// `proxyTypes` may be left out but not empty; its values are the schema's enum.
-fn check_proxy_types(proxy_types: Option<&[String]>, path: &str, r: &mut Reporter<'_>) {
+fn check_proxy_types(proxy_types: Option<&[Text]>, path: &str, r: &mut Reporter<'_>) {
     let Some(types) = proxy_types else { return };
     if types.is_empty() {
         r.error(path, "must be undefined or have at least one element");

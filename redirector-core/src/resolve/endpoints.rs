@@ -4,7 +4,7 @@
 //! inbound's `servicePort` when set, else its `port`, at the inbound's address
 //! (else the Dataplane's). Only healthy inbounds count, as in Kuma.
 
-use crate::model::Tags;
+use crate::model::{Tags, Text};
 use super::world::{Token, World, ix};
 use crate::{
     model::{Dataplane, Inbound, MeshService, PortRef, ServicePort},
@@ -156,8 +156,8 @@ impl<'a> Lookup<'a, '_> {
 
     /// The protocol Kuma infers for a legacy service: the endpoints' common
     /// `kuma.io/protocol`, `tcp` when they differ, none when there is no tag.
-    pub fn legacy_protocol(&mut self, mesh: &str, name: &str) -> Option<String> {
-        let selector = Tags::from([("kuma.io/service".to_string(), name.to_string())]);
+    pub fn legacy_protocol(&mut self, mesh: &str, name: &str) -> Option<Text> {
+        let selector = Tags::from([("kuma.io/service", name)]);
         let found = self.inbounds_with(mesh, &selector);
         let mut protocols = found.iter().map(|(_, ib)| ib.tags.as_ref().and_then(|t| t.get("kuma.io/protocol")).cloned());
         let first = protocols.next()??;

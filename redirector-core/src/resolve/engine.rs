@@ -510,7 +510,7 @@ impl Engine {
                 self.conflicts.push(Problem {
                     severity: crate::model::Severity::Error,
                     file: dp.origin.file.to_path_buf(),
-                    resource: dp.origin.display_name(),
+                    resource: dp.origin.display_name().into(),
                     path: format!("labels[\"{CGROUP_LABEL}\"]"),
                     message: format!("cgroup {raw:?} is already bound to {first}"),
                 });

@@ -29,7 +29,7 @@ pub use endpoints::{HostResolver, NoDns, StaticDns, SystemDns};
 pub use engine::{Engine, UpdateStats};
 pub use select::CGROUP_LABEL;
 
-use crate::model::{Config, Problem};
+use crate::model::{Config, Problem, Text};
 use std::{net::IpAddr, net::SocketAddr, path::PathBuf};
 
 /// The class of processes in no workload cgroup.
@@ -39,17 +39,17 @@ pub const BASE_CLASS: u32 = redirector_common::BASE_CLASS;
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ResolvedRoute {
     /// Mesh of the destination.
-    pub mesh: String,
+    pub mesh: Text,
     /// `Kind/name` of the destination (`MeshService/backend`, `kuma.io/service backend` ...).
-    pub service: String,
+    pub service: Text,
     /// Address clients dial.
     pub vip: IpAddr,
     /// Port clients dial.
     pub port: u16,
     /// Protocol of the destination port, if known.
-    pub app_protocol: Option<String>,
+    pub app_protocol: Option<Text>,
     /// The winning MeshTCPRoute (`MeshTCPRoute/name`), or `None` for the default route.
-    pub policy: Option<String>,
+    pub policy: Option<Text>,
     /// Backends in `backendRefs` order (dropped ones left out).
     pub backends: Vec<ResolvedBackend>,
     /// How the route was decided, lowest precedence first.
@@ -60,7 +60,7 @@ pub struct ResolvedRoute {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ResolvedBackend {
     /// What it is, for display (`MeshService/backend-v1:80`).
-    pub name: String,
+    pub name: Text,
     /// Relative weight.
     pub weight: u32,
     /// Where connections go, sorted.
@@ -80,9 +80,9 @@ pub struct Class {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Workload {
     /// `Dataplane/name`.
-    pub dataplane: String,
+    pub dataplane: Text,
     /// Its mesh.
-    pub mesh: String,
+    pub mesh: Text,
     /// cgroup path relative to the attach point.
     pub cgroup: PathBuf,
     /// The class whose routes it gets.

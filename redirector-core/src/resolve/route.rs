@@ -2,7 +2,8 @@
 //! where its backends' connections go. Every lookup goes through the store's
 //! indexes and records its token (see [`super::world`]).
 
-use crate::model::Tags;
+use crate::model::{Tags, Text};
+use compact_str::{ToCompactString as _, format_compact};
 use super::{
     HostResolver, ResolvedBackend, ResolvedRoute,
     endpoints::{self, Lookup},
@@ -47,27 +48,27 @@ impl<'a> Destination<'a> {
     /// The name `to` entries use for this destination.
     fn name(&self) -> &str {
         match &self.target {
-            Target::Legacy(tags) => tags.get("kuma.io/service").map_or("", String::as_str),
+            Target::Legacy(tags) => tags.get("kuma.io/service").map_or("", Text::as_str),
             Target::Service(s, _) => &s.origin.name,
             Target::External(s) => &s.origin.name,
             Target::MultiZone(s, _) => &s.origin.name,
         }
     }
 
-    fn display(&self) -> String {
+    fn display(&self) -> Text {
         match &self.target {
-            Target::Legacy(tags) => format!("kuma.io/service {}", tags.get("kuma.io/service").map_or("", String::as_str)),
+            Target::Legacy(tags) => format_compact!("kuma.io/service {}", tags.get("kuma.io/service").map_or("", Text::as_str)),
             Target::Service(s, _) => s.origin.display_name(),
             Target::External(s) => s.origin.display_name(),
             Target::MultiZone(s, _) => s.origin.display_name(),
         }
     }
 
-    fn app_protocol(&self, lookup: &mut Lookup<'_, '_>) -> Option<String> {
+    fn app_protocol(&self, lookup: &mut Lookup<'_, '_>) -> Option<Text> {
         match &self.target {
             Target::Service(_, p) | Target::MultiZone(_, p) => p.app_protocol.clone(),
             Target::External(s) => s.spec.matcher.as_ref().and_then(|m| m.protocol.clone()),
-            Target::Legacy(tags) => lookup.legacy_protocol(self.mesh, tags.get("kuma.io/service").map_or("", String::as_str)),
+            Target::Legacy(tags) => lookup.legacy_protocol(self.mesh, tags.get("kuma.io/service").map_or("", Text::as_str)),
         }
     }
 
@@ -116,7 +117,7 @@ pub(crate) struct Ctx<'a, 'c> {
 
 impl<'a> Ctx<'a, '_> {
     fn push(&mut self, severity: Severity, origin: &Origin, path: &str, message: String) {
-        self.problems.push(Problem { severity, file: origin.file.to_path_buf(), resource: origin.display_name(), path: path.to_string(), message });
+        self.problems.push(Problem { severity, file: origin.file.to_path_buf(), resource: origin.display_name().into(), path: path.to_string(), message });
     }
 
     fn warn(&mut self, origin: &Origin, path: &str, message: String) {
@@ -290,7 +291,7 @@ impl<'a> Ctx<'a, '_> {
                         if copy.section_name.is_some() && !matches!(dest.target, Target::Legacy(_)) {
                             let own = self.default_backend(dest);
                             return ResolvedRoute {
-                                mesh: dest.mesh.to_string(),
+                                mesh: dest.mesh.into(),
                                 service: dest.display(),
                                 vip: dest.vip,
                                 port: dest.port,
@@ -320,7 +321,7 @@ impl<'a> Ctx<'a, '_> {
                 (None, vec![self.default_backend(dest)])
             }
         };
-        ResolvedRoute { mesh: dest.mesh.to_string(), service: dest.display(), vip: dest.vip, port: dest.port, app_protocol, policy, backends, why }
+        ResolvedRoute { mesh: dest.mesh.into(), service: dest.display(), vip: dest.vip, port: dest.port, app_protocol, policy, backends, why }
     }
 
     /// The destination itself as a backend of weight 1.
@@ -347,12 +348,12 @@ impl<'a> Ctx<'a, '_> {
         let by_ref = |o: &Origin| -> bool {
             o.mesh == mesh
                 && match (&r.name, &r.labels) {
-                    (Some(name), _) => name == &o.name && (namespace.is_none() || namespace == o.namespace.as_ref()),
+                    (Some(name), _) => *name == o.name && (namespace.is_none() || namespace == o.namespace.as_ref()),
                     (None, Some(labels)) => labels.iter().all(|(k, v)| o.labels.get(k) == Some(v)),
                     (None, None) => false,
                 }
         };
-        let section = r.section_name.clone().or(r.port.or(r.doc_port).map(|p| p.to_string()));
+        let section = r.section_name.clone().or(r.port.or(r.doc_port).map(|p| p.to_compact_string()));
         let drop = |ctx: &mut Self, what: String| {
             let message = format!("{what}; its share is dropped and the other backends share the traffic");
             ctx.warn(origin, path, message.clone());
@@ -430,7 +431,7 @@ impl<'a> Ctx<'a, '_> {
     }
 
     fn service_backend(&mut self, s: &'a MeshService, p: &'a ServicePort, weight: u32) -> ResolvedBackend {
-        let name = format!("{}:{}", s.origin.display_name(), p.port);
+        let name = format_compact!("{}:{}", s.origin.display_name(), p.port);
         let endpoints = self.cached(format!("svc\0{:p}\0{:p}", s, p), |ctx| ctx.lookup().mesh_service(s, p));
         ResolvedBackend { name, weight, endpoints }
     }
@@ -438,7 +439,7 @@ impl<'a> Ctx<'a, '_> {
     fn legacy_backend(&mut self, mesh: &str, tags: Tags, weight: u32) -> ResolvedBackend {
         let service = tags.get("kuma.io/service").cloned().unwrap_or_default();
         let extra: Vec<String> = tags.iter().filter(|(k, _)| *k != "kuma.io/service").map(|(k, v)| format!("{k}={v}")).collect();
-        let name = if extra.is_empty() { format!("kuma.io/service {service}") } else { format!("kuma.io/service {service} {{{}}}", extra.join(",")) };
+        let name = if extra.is_empty() { format_compact!("kuma.io/service {service}") } else { format_compact!("kuma.io/service {service} {{{}}}", extra.join(",")) };
         let endpoints = self.cached(format!("{mesh}\0{name}"), |ctx| ctx.lookup().legacy_service(mesh, &tags));
         ResolvedBackend { name, weight, endpoints }
     }
@@ -465,7 +466,7 @@ impl<'a> Ctx<'a, '_> {
     }
 
     fn multizone_backend(&mut self, s: &'a MeshMultiZoneService, p: &'a ServicePort, weight: u32) -> ResolvedBackend {
-        let name = format!("{}:{}", s.origin.display_name(), p.port);
+        let name = format_compact!("{}:{}", s.origin.display_name(), p.port);
         let labels = s.spec.selector.as_ref().and_then(|x| x.mesh_service.as_ref()).and_then(|x| x.match_labels.clone()).unwrap_or_default();
         let world = self.world;
         let key = format!("mzs\0{:p}\0{:p}", s, p);
@@ -498,11 +499,11 @@ struct Entry<'a> {
 fn targets(origin: &Origin, to: &TargetRef, dest: &Destination<'_>) -> Option<bool> {
     let namespace = to.namespace.as_ref().or(origin.namespace.as_ref());
     let names = |o: &Origin| match (&to.name, &to.labels) {
-        (Some(name), _) => name == &o.name && (namespace.is_none() || namespace == o.namespace.as_ref()),
+        (Some(name), _) => *name == o.name && (namespace.is_none() || namespace == o.namespace.as_ref()),
         (None, Some(labels)) => labels.iter().all(|(k, v)| o.labels.get(k) == Some(v)),
         (None, None) => false,
     };
-    let section = to.section_name.clone().or(to.doc_port.map(|p| p.to_string()));
+    let section = to.section_name.clone().or(to.doc_port.map(|p| p.to_compact_string()));
     // Kuma resolves a `to` section by port name, by number only for unnamed ports.
     let with_section = |port: &ServicePort| match &section {
         Some(s) => match &port.name {
@@ -545,7 +546,7 @@ fn legacy_name_targets(to: &TargetRef, s: &MeshService, port: &ServicePort) -> O
     };
     let display = s.origin.labels.get("kuma.io/display-name").unwrap_or(&s.origin.name);
     let namespace = s.origin.labels.get("k8s.kuma.io/namespace").or(s.origin.namespace.as_ref());
-    if display != svc || namespace.map(String::as_str) != Some(ns) {
+    if display != svc || namespace.map(Text::as_str) != Some(ns) {
         return None;
     }
     match wanted {
@@ -565,7 +566,7 @@ fn self_ref(target: &TargetRef) -> BackendRef {
         namespace: target.namespace.clone(),
         labels: target.labels.clone(),
         tags: target.tags.clone(),
-        section_name: target.section_name.clone().or(target.doc_port.map(|p| p.to_string())),
+        section_name: target.section_name.clone().or(target.doc_port.map(|p| p.to_compact_string())),
         ..RefExtra::default()
     };
     BackendRef::new(target.kind, target.name.clone(), None, Some(1), extra)
@@ -573,8 +574,8 @@ fn self_ref(target: &TargetRef) -> BackendRef {
 
 fn describe_ref(r: &BackendRef) -> String {
     let kind = r.kind.map_or_else(|| "?".to_string(), |k| k.to_string());
-    let name = r.name.clone().unwrap_or_else(|| format!("{:?}", r.labels.clone().unwrap_or_default()));
-    match r.section_name.clone().or(r.port.or(r.doc_port).map(|p| p.to_string())) {
+    let name = r.name.clone().unwrap_or_else(|| format_compact!("{:?}", r.labels.clone().unwrap_or_default()));
+    match r.section_name.clone().or(r.port.or(r.doc_port).map(|p| p.to_compact_string())) {
         Some(section) => format!("{kind}/{name}:{section}"),
         None => format!("{kind}/{name}"),
     }

@@ -1,7 +1,7 @@
 //! Which policies apply to which proxy, and in which order they override
 //! each other (Kuma 2.13: `SortByTargetRef` and the outbound `to` sort).
 
-use crate::model::Tags;
+use crate::model::{Tags, Text};
 use crate::model::{Dataplane, Origin, RefKind, TargetRef};
 
 /// Label binding a Dataplane to a cgroup (path relative to `--cgroup`).
@@ -30,7 +30,7 @@ impl Proxy<'_> {
         if origin.labels.get("kuma.io/effect").is_some_and(|e| e == "shadow") {
             return false;
         }
-        let role = origin.labels.get("kuma.io/policy-role").map(String::as_str);
+        let role = origin.labels.get("kuma.io/policy-role").map(Text::as_str);
         let namespaced = matches!(role, Some("consumer" | "workload-owner"));
         let dp = match self {
             Proxy::Unbound => return target.kind == Some(RefKind::Mesh) && !namespaced,
@@ -77,7 +77,7 @@ impl Proxy<'_> {
                 }
                 let Some(name) = &target.name else { return true };
                 let namespace = target.namespace.as_ref().or(origin.namespace.as_ref());
-                name == &dp.origin.name && (namespace.is_none() || namespace == dp.origin.namespace.as_ref())
+                *name == dp.origin.name && (namespace.is_none() || namespace == dp.origin.namespace.as_ref())
             }
             _ => false,
         }
@@ -115,12 +115,12 @@ pub fn policy_attrs(origin: &Origin, target: Option<&TargetRef>) -> PolicyAttrs 
         (Some(RefKind::Dataplane), Some(t)) => 2 * u8::from(t.name.is_some()) + u8::from(t.section_name.is_some()),
         _ => 0,
     };
-    let origin_rank = match origin.labels.get("kuma.io/origin").map(String::as_str) {
+    let origin_rank = match origin.labels.get("kuma.io/origin").map(Text::as_str) {
         Some("global") => 0,
         Some("zone") => 2,
         _ => 1,
     };
-    let role = match origin.labels.get("kuma.io/policy-role").map(String::as_str) {
+    let role = match origin.labels.get("kuma.io/policy-role").map(Text::as_str) {
         Some("producer") => 1,
         Some("consumer") => 2,
         Some("workload-owner") => 3,

@@ -9,7 +9,7 @@
 
 use super::select::{CGROUP_LABEL, Proxy};
 use crate::{
-    model::{Dataplane, MeshExternalService, MeshHttpRoute, MeshMultiZoneService, MeshService, MeshTcpRoute, Origin, RefKind, TargetRef},
+    model::{Dataplane, MeshExternalService, MeshHttpRoute, MeshMultiZoneService, MeshService, MeshTcpRoute, Origin, RefKind, TargetRef, Text},
     store::{Change, Key, KeyData, Resource, Store},
 };
 use std::{
@@ -124,7 +124,7 @@ pub(crate) fn entry_name(target: &TargetRef) -> Option<&str> {
 pub(crate) fn is_plain(origin: &Origin, target: Option<&TargetRef>) -> bool {
     let mesh_wide = target.is_none_or(|t| t.kind == Some(RefKind::Mesh));
     let sidecars = target.and_then(|t| t.proxy_types.as_ref()).is_none_or(|types| types.iter().any(|t| t == "Sidecar"));
-    let label = |k: &str| origin.labels.get(k).map(String::as_str);
+    let label = |k: &str| origin.labels.get(k).map(Text::as_str);
     let role = label("kuma.io/policy-role");
     mesh_wide
         && sidecars
@@ -217,7 +217,7 @@ pub(crate) struct Entries {
     pub by_name: IdMap<Set<(Key, usize)>>,
     pub scanned: IdMap<Set<(Key, usize)>>,
     /// Policies that select every workload of their mesh like the base class, by mesh.
-    pub plain: BTreeMap<String, BTreeSet<Key>>,
+    pub plain: BTreeMap<Text, BTreeSet<Key>>,
     /// The others.
     pub other: BTreeSet<Key>,
 }
