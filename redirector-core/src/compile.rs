@@ -829,7 +829,7 @@ mod tests {
             policy: None,
             backends: backends
                 .iter()
-                .map(|b| ResolvedBackend { name: (*b).into(), weight: 1, endpoints: vec![SocketAddr::from(([10, 1, 0, i], 80))] })
+                .map(|b| ResolvedBackend { name: (*b).into(), weight: 1, endpoints: [SocketAddr::from(([10, 1, 0, i], 80))].into() })
                 .collect(),
             why: Vec::new(),
         }

@@ -41,7 +41,7 @@ fn route(d: usize, variant: u8) -> ResolvedRoute {
         backends: vec![ResolvedBackend {
             name: format!("b{variant}").into(),
             weight: 1 + u32::from(variant),
-            endpoints: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 1, variant, 1)), 8000)],
+            endpoints: [SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 1, variant, 1)), 8000)].into(),
         }],
         why: vec![],
     }
@@ -234,7 +234,7 @@ fn counter_slots_follow_their_backends() {
         r.backends = names
             .iter()
             .enumerate()
-            .map(|(i, n)| ResolvedBackend { name: (*n).into(), weight: 1 + i as u32, endpoints: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 2, 0, i as u8)), 80)] })
+            .map(|(i, n)| ResolvedBackend { name: (*n).into(), weight: 1 + i as u32, endpoints: [SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 2, 0, i as u8)), 80)].into() })
             .collect();
         Resolution { classes: vec![Class { id: BASE_CLASS, routes: vec![r] }], workloads: vec![] }
     };

@@ -386,7 +386,7 @@ fn build_reads_yaml_files_below_a_directory_in_name_order() {
     let plan = plan::build(&dir).unwrap();
     assert_eq!(
         plan.resolution.base_routes()[0].backends[0].endpoints,
-        vec!["10.1.0.1:80".parse().unwrap()]
+        vec!["10.1.0.1:80".parse().unwrap()].into()
     );
     assert_eq!(
         *plan.config.dataplanes[0].origin.file,

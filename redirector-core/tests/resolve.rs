@@ -22,7 +22,7 @@ fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-fn sas(list: &[&str]) -> Vec<SocketAddr> {
+fn sas(list: &[&str]) -> std::sync::Arc<[SocketAddr]> {
     list.iter().map(|s| sa(s)).collect()
 }
 
@@ -174,7 +174,7 @@ fn routes_are_sorted_by_address_then_port() {
         ),
     ]
     .concat();
-    let got: Vec<SocketAddr> = routes_of(&text)
+    let got: std::sync::Arc<[SocketAddr]> = routes_of(&text)
         .iter()
         .map(|r| SocketAddr::new(r.vip, r.port))
         .collect();

@@ -76,20 +76,51 @@ pub enum Counts {
 }
 
 /// What every counter slot of the generation in force counts.
+///
+/// A slot names its table by a small handle, and the table's labels are kept
+/// once: at 100,000 routes there are 400,000 slots, and a full label set per
+/// slot was a tenth of the agent's memory.
 #[derive(Debug, Default)]
 pub struct Slots {
-    slots: std::collections::HashMap<u32, Slot>,
+    /// Slot -> (table handle, what it counts: [`ROUTE_REFUSED`],
+    /// [`ROUTE_ORIGINS_FULL`] or `BACKEND + i` for backend `i`).
+    slots: std::collections::HashMap<u32, (u32, u32)>,
+    /// Labels of the tables with slots, by handle; `None`: a free handle.
+    tables: Vec<Option<TableLabels>>,
+    /// Free handles.
+    free: Vec<u32>,
+    /// Handle of each table.
+    handles: std::collections::HashMap<redirector_common::ServiceKey, u32>,
     /// Backend names, each stored once.
     names: std::collections::HashSet<Arc<str>>,
 }
 
+/// What a slot's table is called.
+#[derive(Debug)]
+struct TableLabels {
+    key: redirector_common::ServiceKey,
+    service: Arc<str>,
+    backends: Box<[Arc<str>]>,
+}
+
+const ROUTE_REFUSED: u32 = 0;
+const ROUTE_ORIGINS_FULL: u32 = 1;
+const BACKEND: u32 = 2;
+
 impl Slots {
     /// What `slot` counts.
-    pub fn get(&self, slot: &u32) -> Option<&Slot> {
-        self.slots.get(slot)
+    pub fn get(&self, slot: &u32) -> Option<Slot> {
+        let &(handle, what) = self.slots.get(slot)?;
+        let table = self.tables.get(handle as usize)?.as_ref()?;
+        let counts = match what {
+            ROUTE_REFUSED => Counts::Refused,
+            ROUTE_ORIGINS_FULL => Counts::OriginsFull,
+            i => Counts::Backend(table.backends.get((i - BACKEND) as usize)?.clone()),
+        };
+        Some(Slot { key: table.key, service: table.service.clone(), counts })
     }
 
-    /// The shared copy of a backend name.
+    /// The shared copy of a name.
     fn name(&mut self, name: &str) -> Arc<str> {
         if let Some(shared) = self.names.get(name) {
             return shared.clone();
@@ -108,29 +139,50 @@ impl Slots {
         g: &redirector_core::compile::Generation,
         service: impl Fn(&redirector_common::ServiceKey) -> String,
     ) {
-        for table in before.values() {
+        for (key, table) in before {
             self.slots.remove(&(table.header.counters + REFUSED));
             self.slots.remove(&(table.header.counters + ORIGINS_FULL));
             for backend in &table.backends {
                 self.slots.remove(&backend.counter);
             }
-        }
-        self.slots.reserve(g.tables.values().map(|t| t.backends.len() + 2).sum());
-        for (key, table) in &g.tables {
-            let service: Arc<str> = service(key).into();
-            let slot = |counts| Slot { key: *key, service: service.clone(), counts };
-            self.slots.insert(table.header.counters + REFUSED, slot(Counts::Refused));
-            self.slots.insert(table.header.counters + ORIGINS_FULL, slot(Counts::OriginsFull));
-            let names = g.backend_names.get(key);
-            for (i, backend) in table.backends.iter().enumerate() {
-                let name = match names.and_then(|n| n.get(i)) {
-                    Some(name) => self.name(name),
-                    None => self.name(&format!("#{i}")),
-                };
-                self.slots.insert(backend.counter, slot(Counts::Backend(name)));
+            if let Some(handle) = self.handles.remove(key) {
+                self.tables[handle as usize] = None;
+                self.free.push(handle);
             }
         }
-        // Names no slot uses any more.
+        self.slots.reserve(g.tables.values().map(|t| t.backends.len() + 2).sum());
+        self.handles.reserve(g.tables.len());
+        for (key, table) in &g.tables {
+            // Not interned: one name per destination, and the sweep of
+            // unused names below would cost every update their number.
+            let service: Arc<str> = service(key).into();
+            let names = g.backend_names.get(key);
+            let backends = (0..table.backends.len())
+                .map(|i| match names.and_then(|n| n.get(i)) {
+                    Some(name) => self.name(name),
+                    None => self.name(&format!("#{i}")),
+                })
+                .collect();
+            let labels = TableLabels { key: *key, service, backends };
+            // A table whose old version is not in `before` keeps its handle.
+            let handle = match self.handles.get(key).copied().or_else(|| self.free.pop()) {
+                Some(h) => {
+                    self.tables[h as usize] = Some(labels);
+                    h
+                }
+                None => {
+                    self.tables.push(Some(labels));
+                    (self.tables.len() - 1) as u32
+                }
+            };
+            self.handles.insert(*key, handle);
+            self.slots.insert(table.header.counters + REFUSED, (handle, ROUTE_REFUSED));
+            self.slots.insert(table.header.counters + ORIGINS_FULL, (handle, ROUTE_ORIGINS_FULL));
+            for (i, backend) in table.backends.iter().enumerate() {
+                self.slots.insert(backend.counter, (handle, BACKEND + i as u32));
+            }
+        }
+        // Names no table uses any more.
         self.names.retain(|n| Arc::strong_count(n) > 1);
     }
 }
@@ -257,7 +309,79 @@ async fn readyz(axum::extract::State(server): axum::extract::State<Server>) -> (
 #[cfg(test)]
 mod tests {
     use super::*;
+    use redirector_core::{
+        compile::{Compiler, Tables, compile_resolution},
+        resolve::{BASE_CLASS, Class, Resolution, ResolvedBackend, ResolvedRoute},
+    };
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    fn route(vip: u8, backends: &[&str]) -> ResolvedRoute {
+        ResolvedRoute {
+            mesh: "default".into(),
+            service: format!("MeshService/s{vip}").into(),
+            vip: std::net::IpAddr::from([10, 0, 0, vip]),
+            port: 80,
+            app_protocol: None,
+            policy: None,
+            backends: backends
+                .iter()
+                .enumerate()
+                .map(|(i, b)| ResolvedBackend { name: (*b).into(), weight: 1, endpoints: [std::net::SocketAddr::from(([10, 1, vip, i as u8], 80))].into() })
+                .collect(),
+            why: Vec::new(),
+        }
+    }
+
+    fn resolution(routes: Vec<ResolvedRoute>) -> Resolution {
+        Resolution { classes: vec![Class { id: BASE_CLASS, routes }], workloads: Vec::new() }
+    }
+
+    /// Every slot of `tables`, with what `slots` says it counts.
+    fn labelled(slots: &Slots, tables: &Tables) -> Vec<(u32, String, String)> {
+        let mut out = Vec::new();
+        for table in tables.values() {
+            let mut all = vec![table.header.counters + REFUSED, table.header.counters + ORIGINS_FULL];
+            all.extend(table.backends.iter().map(|b| b.counter));
+            for slot in all {
+                let s = slots.get(&slot).expect("every slot of a table in force is known");
+                out.push((slot, s.service.to_string(), format!("{:?}", s.counts)));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Slots follow the tables through a change and a removal: a backend
+    /// kept keeps its slot and name, a removed route's slots are gone, and
+    /// handles freed by one table serve the next without mixing labels.
+    #[test]
+    fn slots_follow_their_tables_and_backends() {
+        let mut compiler = Compiler::new();
+        let mut slots = Slots::default();
+        let g1 = compile_resolution(&mut compiler, &resolution(vec![route(1, &["x", "y"]), route(2, &["z"])])).unwrap();
+        slots.update(&Tables::new(), &g1, |k| format!("MeshService/s{}", k.addr[3].to_be() & 0xff));
+        compiler.commit(&g1);
+        let first = labelled(&slots, compiler.tables());
+        assert_eq!(first.len(), 7);
+        assert!(first.iter().any(|(_, s, c)| s == "MeshService/s1" && c == "Backend(\"y\")"), "{first:?}");
+        assert!(first.iter().any(|(_, s, c)| s == "MeshService/s2" && c == "Refused"), "{first:?}");
+        let y = first.iter().find(|(_, s, c)| s == "MeshService/s1" && c == "Backend(\"y\")").unwrap().0;
+        let s2: Vec<u32> = first.iter().filter(|(_, s, _)| s == "MeshService/s2").map(|x| x.0).collect();
+
+        let g2 = compile_resolution(&mut compiler, &resolution(vec![route(1, &["y", "w"]), route(3, &["v"])])).unwrap();
+        let installed = compiler.tables();
+        let before: Tables = g2.removed.iter().chain(g2.tables.keys()).filter_map(|k| Some((*k, installed.get(k)?.clone()))).collect();
+        slots.update(&before, &g2, |k| format!("MeshService/s{}", k.addr[3].to_be() & 0xff));
+        compiler.commit(&g2);
+        let second = labelled(&slots, compiler.tables());
+        assert_eq!(second.len(), 7);
+        assert!(second.iter().any(|&(slot, ref s, ref c)| slot == y && s == "MeshService/s1" && c == "Backend(\"y\")"), "{second:?}");
+        assert!(second.iter().all(|(_, s, _)| s != "MeshService/s2"), "{second:?}");
+        for slot in s2 {
+            let reused = second.iter().any(|x| x.0 == slot);
+            assert!(reused || slots.get(&slot).is_none(), "slot {slot} of a removed route still counts");
+        }
+    }
 
     /// A request head sent in several segments is answered once it is
     /// complete, and the client reads the whole response (no reset).

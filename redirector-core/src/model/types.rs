@@ -2,7 +2,9 @@
 //!
 //! Field names follow Kuma's API (`camelCase`). Unknown fields are rejected,
 //! except the documentation generator's hints (`_port`, `_version`) that the
-//! MeshTCPRoute reference pages carry in their examples.
+//! MeshTCPRoute reference pages carry in their examples. Free-form fields that
+//! are accepted but not acted on are boxed: most resources lack them, and a
+//! YAML value inline is 80 bytes.
 
 use super::Text;
 use serde::Deserialize;
@@ -374,7 +376,7 @@ pub struct MeshServiceSpec {
     /// Service ports.
     pub ports: Option<Vec<ServicePort>>,
     /// Identities (accepted, unused here).
-    pub identities: Option<serde_yaml::Value>,
+    pub identities: Option<Box<serde_yaml::Value>>,
     /// Session state (accepted, unused here).
     pub state: Option<Text>,
 }
@@ -476,11 +478,11 @@ pub struct Networking {
     /// Outbounds: service addresses this workload dials (legacy `kuma.io/service` form too).
     pub outbound: Option<Vec<Outbound>>,
     /// Transparent proxying settings (accepted, unused).
-    pub transparent_proxying: Option<serde_yaml::Value>,
+    pub transparent_proxying: Option<Box<serde_yaml::Value>>,
     /// Gateway settings (accepted, unused).
-    pub gateway: Option<serde_yaml::Value>,
+    pub gateway: Option<Box<serde_yaml::Value>>,
     /// Admin port (accepted, unused).
-    pub admin: Option<serde_yaml::Value>,
+    pub admin: Option<Box<serde_yaml::Value>>,
 }
 
 /// `Dataplane` body (top level in universal form, `spec` in Kubernetes form).
@@ -490,9 +492,9 @@ pub struct DataplaneSpec {
     /// Network settings.
     pub networking: Networking,
     /// Metrics settings (accepted, unused).
-    pub metrics: Option<serde_yaml::Value>,
+    pub metrics: Option<Box<serde_yaml::Value>>,
     /// Probes (accepted, unused).
-    pub probes: Option<serde_yaml::Value>,
+    pub probes: Option<Box<serde_yaml::Value>>,
 }
 
 /// `MeshExternalService.spec.match`.
@@ -528,9 +530,9 @@ pub struct MeshExternalServiceSpec {
     /// Where connections go.
     pub endpoints: Option<Vec<ExternalEndpoint>>,
     /// TLS settings (accepted; TLS origination needs a proxy and is not done here).
-    pub tls: Option<serde_yaml::Value>,
+    pub tls: Option<Box<serde_yaml::Value>>,
     /// Extension (accepted, unused).
-    pub extension: Option<serde_yaml::Value>,
+    pub extension: Option<Box<serde_yaml::Value>>,
 }
 
 /// `status.vip` of a MeshExternalService.

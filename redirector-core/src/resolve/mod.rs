@@ -30,7 +30,7 @@ pub use engine::{Engine, UpdateStats};
 pub use select::CGROUP_LABEL;
 
 use crate::model::{Config, Problem, Text};
-use std::{net::IpAddr, net::SocketAddr, path::PathBuf};
+use std::{net::IpAddr, net::SocketAddr, path::PathBuf, sync::Arc};
 
 /// The class of processes in no workload cgroup.
 pub const BASE_CLASS: u32 = redirector_common::BASE_CLASS;
@@ -64,7 +64,7 @@ pub struct ResolvedBackend {
     /// Relative weight.
     pub weight: u32,
     /// Where connections go, sorted.
-    pub endpoints: Vec<SocketAddr>,
+    pub endpoints: Arc<[SocketAddr]>,
 }
 
 /// A set of routes shared by every workload that gets exactly these routes.

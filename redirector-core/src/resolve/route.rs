@@ -21,6 +21,7 @@ use std::{
     cmp::Reverse,
     collections::HashMap,
     net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::Arc,
 };
 
 /// What a destination is.
@@ -100,7 +101,7 @@ pub(crate) struct Cache {
 }
 
 struct Cached {
-    endpoints: Vec<SocketAddr>,
+    endpoints: Arc<[SocketAddr]>,
     deps: Vec<u64>,
     problems: Vec<Problem>,
 }
@@ -304,7 +305,7 @@ impl<'a> Ctx<'a, '_> {
                         vec![(format!("spec.to[{}].targetRef", e.index), copy)]
                     }
                 };
-                let mut backends = Vec::new();
+                let mut backends = Vec::with_capacity(refs.len());
                 for (path, r) in refs {
                     match self.backend(e.policy, &path, &r) {
                         Ok(b) => backends.push(b),
@@ -321,6 +322,7 @@ impl<'a> Ctx<'a, '_> {
                 (None, vec![self.default_backend(dest)])
             }
         };
+        why.shrink_to_fit();
         ResolvedRoute { mesh: dest.mesh.into(), service: dest.display(), vip: dest.vip, port: dest.port, app_protocol, policy, backends, why }
     }
 
@@ -416,11 +418,11 @@ impl<'a> Ctx<'a, '_> {
 
     /// An endpoint set computed once per update; a route that uses it gets
     /// the tokens and problems of computing it too.
-    fn cached(&mut self, key: String, compute: impl FnOnce(&mut Self) -> Vec<SocketAddr>) -> Vec<SocketAddr> {
+    fn cached(&mut self, key: String, compute: impl FnOnce(&mut Self) -> Vec<SocketAddr>) -> Arc<[SocketAddr]> {
         if !self.cache.entries.contains_key(&key) {
             let deps = std::mem::take(&mut self.deps);
             let problems = std::mem::take(&mut self.problems);
-            let endpoints = compute(self);
+            let endpoints = compute(self).into();
             let entry = Cached { endpoints, deps: std::mem::replace(&mut self.deps, deps), problems: std::mem::replace(&mut self.problems, problems) };
             self.cache.entries.insert(key.clone(), entry);
         }
@@ -477,7 +479,7 @@ impl<'a> Ctx<'a, '_> {
                 m.origin.mesh == s.origin.mesh && !labels.is_empty() && labels.iter().all(|(k, v)| m.origin.labels.get(k) == Some(v))
             }) {
                 if let Some(port) = svc.spec.ports.as_deref().unwrap_or_default().iter().find(|x| x.port == p.port) {
-                    all.extend(ctx.service_backend(svc, port, 1).endpoints);
+                    all.extend(ctx.service_backend(svc, port, 1).endpoints.iter().copied());
                 }
             }
             endpoints::sorted(all.into_iter())
