@@ -103,17 +103,18 @@ pub struct Engine {
     base_problems: BTreeMap<Sorted, usize>,
 }
 
-/// The cells that read one token: most tokens are read by one cell only.
+/// The cells that read one token: most tokens are read by one cell only,
+/// so the list is boxed (an entry is two words, not four).
 #[derive(Debug)]
 enum Refs {
     One(u32),
-    Many(Vec<u32>),
+    Many(Box<Vec<u32>>),
 }
 
 impl Refs {
     fn push(&mut self, c: u32) {
         match self {
-            Refs::One(x) => *self = Refs::Many(vec![*x, c]),
+            Refs::One(x) => *self = Refs::Many(Box::new(vec![*x, c])),
             Refs::Many(v) => v.push(c),
         }
     }
@@ -128,7 +129,7 @@ impl Refs {
     fn to_vec(&self) -> Vec<u32> {
         match self {
             Refs::One(x) => vec![*x],
-            Refs::Many(v) => v.clone(),
+            Refs::Many(v) => v.to_vec(),
         }
     }
 
@@ -138,7 +139,7 @@ impl Refs {
             1 => Some(Refs::One(v[0])),
             _ => {
                 v.shrink_to_fit();
-                Some(Refs::Many(v))
+                Some(Refs::Many(Box::new(v)))
             }
         }
     }
@@ -395,6 +396,7 @@ impl Engine {
     fn store_cell(&mut self, c: u32, Computed { route, mut deps, problems }: Computed) -> bool {
         deps.sort_unstable();
         deps.dedup();
+        deps.shrink_to_fit();
         let cell = self.cells[c as usize].as_mut().expect("live cell");
         for &t in &deps {
             if cell.deps.binary_search(&t).is_err() {

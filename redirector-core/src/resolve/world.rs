@@ -159,14 +159,16 @@ pub(crate) fn in_delta(dp: &Dataplane, origin: &Origin, target: Option<&TargetRe
 #[derive(Debug, Clone)]
 pub(crate) enum Set<T> {
     One(T),
-    Many(BTreeSet<T>),
+    /// Boxed: most sets hold one element, and an index holds a set per
+    /// name, so the set's own size counts.
+    Many(Box<BTreeSet<T>>),
 }
 
 impl<T: Ord + Clone> Set<T> {
     fn insert(&mut self, v: T) {
         match self {
             Set::One(x) if *x == v => {}
-            Set::One(x) => *self = Set::Many(BTreeSet::from([x.clone(), v])),
+            Set::One(x) => *self = Set::Many(Box::new(BTreeSet::from([x.clone(), v]))),
             Set::Many(set) => {
                 set.insert(v);
             }
