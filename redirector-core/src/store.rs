@@ -8,84 +8,16 @@
 //! force changed. Two definitions of one key are an error (a duplicate); the
 //! one in force is then the first by source name.
 
+pub use crate::model::{Key, KeyData, Kind};
 use crate::model::{
-    Config, Dataplane, MeshExternalService, MeshHttpRoute, MeshMultiZoneService, MeshService, MeshTcpRoute, Origin, Problem, Text,
+    Config, Dataplane, MeshExternalService, MeshHttpRoute, MeshMultiZoneService, MeshService, MeshTcpRoute, Origin, Problem,
     load::duplicate,
 };
 use std::{
     collections::BTreeMap,
-    fmt,
     path::{Path, PathBuf},
     sync::Arc,
 };
-
-/// What kind of resource a key names, in the order duplicates are reported.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Kind {
-    /// MeshTCPRoute.
-    MeshTcpRoute,
-    /// MeshService.
-    MeshService,
-    /// Dataplane.
-    Dataplane,
-    /// MeshExternalService.
-    MeshExternalService,
-    /// MeshMultiZoneService.
-    MeshMultiZoneService,
-    /// MeshHTTPRoute.
-    MeshHttpRoute,
-    /// A Kuma kind read but not acted on (Mesh, other policies), by name.
-    Other(Text),
-}
-
-/// The identity of a resource.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct KeyData {
-    /// Its kind.
-    pub kind: Kind,
-    /// Its mesh.
-    pub mesh: Text,
-    /// Its namespace (Kubernetes form), if any.
-    pub namespace: Option<Text>,
-    /// Its name.
-    pub name: Text,
-}
-
-/// A resource's identity, shared: indexes hold many copies of it.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Key(Arc<KeyData>);
-
-impl Key {
-    /// The key of the resource `origin` describes.
-    pub fn of(origin: &Origin) -> Self {
-        let kind = match origin.kind.as_str() {
-            "MeshTCPRoute" => Kind::MeshTcpRoute,
-            "MeshService" => Kind::MeshService,
-            "Dataplane" => Kind::Dataplane,
-            "MeshExternalService" => Kind::MeshExternalService,
-            "MeshMultiZoneService" => Kind::MeshMultiZoneService,
-            "MeshHTTPRoute" => Kind::MeshHttpRoute,
-            other => Kind::Other(other.into()),
-        };
-        Self(Arc::new(KeyData { kind, mesh: origin.mesh.clone(), namespace: origin.namespace.clone(), name: origin.name.clone() }))
-    }
-}
-
-impl std::ops::Deref for Key {
-    type Target = KeyData;
-    fn deref(&self) -> &KeyData {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Key {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.namespace {
-            Some(ns) => write!(f, "{:?}/{}/{ns}/{}", self.kind, self.mesh, self.name),
-            None => write!(f, "{:?}/{}/{}", self.kind, self.mesh, self.name),
-        }
-    }
-}
 
 /// One resource, shared.
 #[derive(Clone, Debug, PartialEq, Eq)]

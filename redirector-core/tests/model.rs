@@ -58,15 +58,7 @@ fn universal_route_reads_envelope_and_spec() {
     let route = &config.routes[0];
     assert_eq!(
         route.origin,
-        Origin {
-            file: PathBuf::from(FILE).into(),
-            kind: "MeshTCPRoute".into(),
-            name: "split".into(),
-            namespace: None,
-            mesh: "payments".into(),
-            labels: labels(&[("team", "core")]),
-            kubernetes: false,
-        }
+        Origin::new(PathBuf::from(FILE).into(), "MeshTCPRoute", "split".into(), None, "payments".into(), labels(&[("team", "core")]), false)
     );
     assert_eq!(route.origin.display_name(), "MeshTCPRoute/split");
     assert_eq!(route.spec.target_ref.as_ref().unwrap().kind, Some(RefKind::Mesh));

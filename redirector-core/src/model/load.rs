@@ -400,13 +400,13 @@ fn load_fast(config: &mut Config, file: &Arc<Path>, doc: &Node<'_>) -> Result<()
         let namespace = text(meta.get("namespace"))?;
         let labels = labels(meta.get("labels"))?;
         let mesh = text(doc.get("mesh"))?.or_else(|| labels.get("kuma.io/mesh").cloned()).unwrap_or_else(|| "default".into());
-        (Origin { file: file.clone(), kind, name, namespace, mesh, labels, kubernetes: true }, &["apiVersion", "kind", "metadata", "mesh"])
+        (Origin::new(file.clone(), &kind, name, namespace, mesh, labels, true), &["apiVersion", "kind", "metadata", "mesh"])
     } else {
         let kind = text(doc.get("type"))?.ok_or(Declined)?;
         let name = named(text(doc.get("name"))?)?;
         let mesh = text(doc.get("mesh"))?.unwrap_or_else(|| "default".into());
         let labels = labels(doc.get("labels"))?;
-        let origin = Origin { file: file.clone(), kind, name, namespace: None, mesh, labels, kubernetes: false };
+        let origin = Origin::new(file.clone(), &kind, name, None, mesh, labels, false);
         (origin, &["type", "name", "mesh", "labels", "creationTime", "modificationTime"])
     };
     let rest = entries.iter().filter(|(k, _)| !envelope.contains(k)).map(|(k, v)| (*k, v)).collect();
@@ -461,7 +461,7 @@ impl Body for Parsed<'_> {
 
     fn unknown(origin: &Origin) -> Self::Error {
         let path = if origin.kubernetes { "kind" } else { "type" };
-        (path.into(), format!("unknown resource type {:?}", origin.kind))
+        (path.into(), format!("unknown resource type {:?}", origin.kind.as_str()))
     }
 }
 
@@ -576,7 +576,7 @@ fn envelope(file: &Arc<Path>, index: usize, mut map: Mapping, notes: &Notes) -> 
             .map(Text::from)
             .or_else(|| labels.get("kuma.io/mesh").cloned())
             .unwrap_or_else(|| "default".into());
-        let origin = Origin { file: file.clone(), kind: kind.into(), name: name.into(), namespace: namespace.map(Text::from), mesh, labels: labels.into(), kubernetes: true };
+        let origin = Origin::new(file.clone(), &kind, name.into(), namespace.map(Text::from), mesh, labels.into(), true);
         return Ok(Envelope { origin, rest: map });
     }
     let kind = take_str(&mut map, "type", "type")?.ok_or_else(|| {
@@ -590,7 +590,7 @@ fn envelope(file: &Arc<Path>, index: usize, mut map: Mapping, notes: &Notes) -> 
     for key in ["creationTime", "modificationTime"] {
         map.remove(key);
     }
-    let origin = Origin { file: file.clone(), kind: kind.into(), name: name.into(), namespace: None, mesh: mesh.into(), labels: labels.into(), kubernetes: false };
+    let origin = Origin::new(file.clone(), &kind, name.into(), None, mesh.into(), labels.into(), false);
     Ok(Envelope { origin, rest: map })
 }
 

@@ -7,6 +7,7 @@
 //! file is collected, so one `check` shows them all.
 
 mod fast;
+mod key;
 pub(crate) mod load;
 mod node;
 mod problem;
@@ -14,6 +15,7 @@ mod types;
 pub(crate) mod validate;
 mod yaml;
 
+pub use key::{Key, KeyData, Kind};
 pub use load::{load_path, load_str};
 pub use problem::{Problem, Problems, Severity};
 pub use types::*;
@@ -26,26 +28,35 @@ use std::{path::Path, sync::Arc};
 /// field was a fifth of the agent's heap).
 pub type Text = compact_str::CompactString;
 
-/// Where a resource came from and what it is called.
+/// Where a resource came from and what it is called. It derefs to its
+/// key's parts (`kind`, `mesh`, `namespace`, `name`), which it shares with
+/// the store and the indexes rather than holding a copy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Origin {
     /// Source file (shared by the resources of one file).
     pub file: Arc<Path>,
-    /// Resource kind (`MeshTCPRoute`, ...).
-    pub kind: Text,
-    /// Resource name.
-    pub name: Text,
-    /// Kubernetes namespace, if given.
-    pub namespace: Option<Text>,
-    /// Mesh the resource belongs to (`default` when not given).
-    pub mesh: Text,
+    /// Kind, mesh (`default` when not given), Kubernetes namespace and name.
+    pub key: Key,
     /// Resource labels.
     pub labels: Tags,
     /// Read in Kubernetes form (fields under `spec`), not universal form.
     pub kubernetes: bool,
 }
 
+impl std::ops::Deref for Origin {
+    type Target = KeyData;
+    fn deref(&self) -> &KeyData {
+        &self.key
+    }
+}
+
 impl Origin {
+    /// The origin of a resource of `kind` called `name` in `mesh` (and
+    /// `namespace`), read from `file`.
+    pub fn new(file: Arc<Path>, kind: &str, name: Text, namespace: Option<Text>, mesh: Text, labels: Tags, kubernetes: bool) -> Self {
+        Self { file, key: Key::new(kind, mesh, namespace, name), labels, kubernetes }
+    }
+
     /// `Kind/name`, as used in problem reports.
     pub fn display_name(&self) -> Text {
         compact_str::format_compact!("{}/{}", self.kind, self.name)
