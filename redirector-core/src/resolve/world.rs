@@ -157,6 +157,7 @@ pub(crate) fn in_delta(dp: &Dataplane, origin: &Origin, target: Option<&TargetRe
 /// (a name, an address) have exactly one member, and a `BTreeSet` node for
 /// one element costs hundreds of bytes.
 #[derive(Debug, Clone)]
+#[expect(clippy::box_collection, reason = "a boxed set keeps the common one-element entry small")]
 pub(crate) enum Set<T> {
     One(T),
     /// Boxed: most sets hold one element, and an index holds a set per
