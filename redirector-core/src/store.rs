@@ -14,7 +14,7 @@ use crate::model::{
     load::duplicate,
 };
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -132,8 +132,9 @@ pub struct Store {
     /// Keys with more than one definition: per source (sorted by source),
     /// its definitions. A key defined once is only in `live`.
     duplicated: BTreeMap<Key, Vec<Definition>>,
-    /// The resource in force of every key, and its source.
-    live: BTreeMap<Key, (Arc<Path>, Resource)>,
+    /// The resource in force of every key, and its source. Hashed: resolution
+    /// looks resources up by key all the time; [`Store::iter`] sorts.
+    live: HashMap<Key, (Arc<Path>, Resource)>,
 }
 
 impl Store {
@@ -148,7 +149,7 @@ impl Store {
         let Event { source, key, mut resources } = event;
         // The common case: one source, one definition (or none left).
         if resources.len() <= 1 && !self.duplicated.contains_key(&key) {
-            use std::collections::btree_map::Entry;
+            use std::collections::hash_map::Entry;
             let new = resources.pop();
             let old = match (self.live.entry(key.clone()), new.clone()) {
                 (Entry::Occupied(mut e), Some(r)) if e.get().0 == source => Some(std::mem::replace(e.get_mut(), (source, r)).1),
@@ -213,7 +214,9 @@ impl Store {
 
     /// Every resource in force, in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&Key, &Resource)> {
-        self.live.iter().map(|(k, (_, r))| (k, r))
+        let mut all: Vec<(&Key, &Resource)> = self.live.iter().map(|(k, (_, r))| (k, r)).collect();
+        all.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        all.into_iter()
     }
 
     /// How many resources are in force.
@@ -245,7 +248,7 @@ impl Store {
     /// The resources in force as a [`Config`], each kind in key order.
     pub fn to_config(&self) -> Config {
         let mut config = Config::default();
-        for (_, resource) in self.live.values() {
+        for (_, resource) in self.iter() {
             match resource {
                 Resource::Service(r) => config.services.push(r.clone()),
                 Resource::Dataplane(r) => config.dataplanes.push(r.clone()),

@@ -23,8 +23,8 @@ pub enum Kind {
     Other(Text),
 }
 
-/// The identity of a resource.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// The identity of a resource, ordered by kind, mesh, namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct KeyData {
     /// Its kind.
     pub kind: Kind,
@@ -34,11 +34,44 @@ pub struct KeyData {
     pub namespace: Option<Text>,
     /// Its name.
     pub name: Text,
+    /// A hash of the parts above, computed once: keys are hashed on every
+    /// store lookup and token id. Last, so it never decides an order.
+    hash: u64,
+}
+
+impl std::hash::Hash for KeyData {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
 }
 
 /// A resource's identity, shared: indexes hold many copies of it.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Eq)]
 pub struct Key(Arc<KeyData>);
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Key {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if Arc::ptr_eq(&self.0, &other.0) { std::cmp::Ordering::Equal } else { self.0.cmp(&other.0) }
+    }
+}
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0.hash);
+    }
+}
 
 impl Kind {
     /// The kind as Kuma spells it (`MeshTCPRoute`, ...).
@@ -89,7 +122,10 @@ impl PartialEq<&str> for Kind {
 impl Key {
     /// The key of a resource of `kind` called `name` in `mesh` (and `namespace`).
     pub fn new(kind: &str, mesh: Text, namespace: Option<Text>, name: Text) -> Self {
-        Self(Arc::new(KeyData { kind: Kind::of(kind), mesh, namespace, name }))
+        use std::hash::{Hash as _, Hasher as _};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (kind, &mesh, &namespace, &name).hash(&mut h);
+        Self(Arc::new(KeyData { kind: Kind::of(kind), mesh, namespace, name, hash: h.finish() }))
     }
 
     /// The key of the resource `origin` describes.
