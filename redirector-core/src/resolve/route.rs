@@ -18,7 +18,9 @@ use crate::{
     store::Key,
 };
 use std::{
+    borrow::Cow,
     cmp::Reverse,
+    fmt,
     collections::HashMap,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::Arc,
@@ -97,7 +99,39 @@ impl<'a> Destination<'a> {
 /// and reported (given again to every route that uses them).
 #[derive(Default)]
 pub(crate) struct Cache {
-    entries: HashMap<String, Cached>,
+    entries: HashMap<CacheKey, Cached>,
+}
+
+/// An endpoint set in the cache: a resource (and port) by address, which is
+/// stable while the world it was read from is, or a legacy tag selector.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum CacheKey {
+    Service(usize, usize),
+    External(usize),
+    MultiZone(usize, usize),
+    Legacy(String),
+}
+
+fn address<T>(r: &T) -> usize {
+    std::ptr::from_ref(r) as usize
+}
+
+/// Where a backend reference is in its policy, formatted only for a problem.
+#[derive(Clone, Copy)]
+enum RefPath {
+    /// `spec.to[i].rules[0].default.backendRefs[k]`.
+    Backend(usize, usize),
+    /// `spec.to[i].targetRef`, standing for itself when there are no rules.
+    Target(usize),
+}
+
+impl fmt::Display for RefPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RefPath::Backend(i, k) => write!(f, "spec.to[{i}].rules[0].default.backendRefs[{k}]"),
+            RefPath::Target(i) => write!(f, "spec.to[{i}].targetRef"),
+        }
+    }
 }
 
 struct Cached {
@@ -273,7 +307,7 @@ impl<'a> Ctx<'a, '_> {
             (_, _, Some(e)) => {
                 let to = &e.policy.spec.to.as_deref().unwrap_or_default()[e.index];
                 why.push(format!("{} to[{}] wins", e.policy.origin.display_name(), e.index));
-                let refs: Vec<(String, BackendRef)> = match to.rules.as_deref().and_then(|r| r.first()) {
+                let refs: Vec<(RefPath, Cow<'_, BackendRef>)> = match to.rules.as_deref().and_then(|r| r.first()) {
                     Some(rule) => rule
                         .default
                         .backend_refs
@@ -281,7 +315,7 @@ impl<'a> Ctx<'a, '_> {
                         .unwrap_or_default()
                         .iter()
                         .enumerate()
-                        .map(|(k, r)| (format!("spec.to[{}].rules[0].default.backendRefs[{k}]", e.index), r.clone()))
+                        .map(|(k, r)| (RefPath::Backend(e.index, k), Cow::Borrowed(r)))
                         .collect(),
                     None => {
                         why.push("no rules: traffic goes to the `to` target itself".into());
@@ -302,12 +336,12 @@ impl<'a> Ctx<'a, '_> {
                                 why,
                             };
                         }
-                        vec![(format!("spec.to[{}].targetRef", e.index), copy)]
+                        vec![(RefPath::Target(e.index), Cow::Owned(copy))]
                     }
                 };
                 let mut backends = Vec::with_capacity(refs.len());
                 for (path, r) in refs {
-                    match self.backend(e.policy, &path, &r) {
+                    match self.backend(e.policy, path, &r) {
                         Ok(b) => backends.push(b),
                         Err(reason) => why.push(reason),
                     }
@@ -337,11 +371,11 @@ impl<'a> Ctx<'a, '_> {
     }
 
     /// Resolves one backendRef; `Err` says why it was dropped.
-    fn backend(&mut self, policy: &'a MeshTcpRoute, path: &str, r: &BackendRef) -> Result<ResolvedBackend, String> {
+    fn backend(&mut self, policy: &'a MeshTcpRoute, path: RefPath, r: &BackendRef) -> Result<ResolvedBackend, String> {
         let weight = r.weight.unwrap_or(1);
-        let label = describe_ref(r);
+        let label = || describe_ref(r);
         if weight == 0 {
-            return Err(format!("{label}: dropped, weight 0"));
+            return Err(format!("{}: dropped, weight 0", label()));
         }
         let weight = u32::try_from(weight).unwrap_or(u32::MAX);
         let origin = &policy.origin;
@@ -358,8 +392,8 @@ impl<'a> Ctx<'a, '_> {
         let section = r.section_name.clone().or(r.port.or(r.doc_port).map(|p| p.to_compact_string()));
         let drop = |ctx: &mut Self, what: String| {
             let message = format!("{what}; its share is dropped and the other backends share the traffic");
-            ctx.warn(origin, path, message.clone());
-            Err(format!("{label}: {message}"))
+            ctx.warn(origin, &path.to_string(), message.clone());
+            Err(format!("{}: {message}", label()))
         };
         match r.kind {
             Some(RefKind::MeshService) if section.is_some() => {
@@ -376,11 +410,11 @@ impl<'a> Ctx<'a, '_> {
                     }
                 };
                 let Some(s) = found else {
-                    return drop(self, format!("{label} does not exist"));
+                    return drop(self, format!("{} does not exist", label()));
                 };
                 match s.spec.ports.as_deref().unwrap_or_default().iter().find(|p| port_matches(p, &section)) {
                     Some(p) => Ok(self.service_backend(s, p, weight)),
-                    None => drop(self, format!("{label} has no port {section}")),
+                    None => drop(self, format!("{} has no port {section}", label())),
                 }
             }
             Some(RefKind::MeshService | RefKind::MeshServiceSubset) => {
@@ -388,7 +422,7 @@ impl<'a> Ctx<'a, '_> {
                 let mut tags = r.tags.clone().unwrap_or_default();
                 tags.insert("kuma.io/service".into(), name.clone());
                 if !self.lookup().legacy_service_exists(mesh, &name) {
-                    self.warn(origin, path, format!("no Dataplane inbound has kuma.io/service {name:?} (yet); as in Kuma, its share of connections fails"));
+                    self.warn(origin, &path.to_string(), format!("no Dataplane inbound has kuma.io/service {name:?} (yet); as in Kuma, its share of connections fails"));
                 }
                 Ok(self.legacy_backend(mesh, tags, weight))
             }
@@ -397,7 +431,7 @@ impl<'a> Ctx<'a, '_> {
                 let world = self.world;
                 match World::keys(&world.external_by_mesh, ix(&[mesh])).filter_map(|k| world.external(k)).find(|s| by_ref(&s.origin)) {
                     Some(s) => Ok(self.external_backend(s, weight)),
-                    None => drop(self, format!("{label} does not exist")),
+                    None => drop(self, format!("{} does not exist", label())),
                 }
             }
             Some(RefKind::MeshMultiZoneService) => {
@@ -405,20 +439,20 @@ impl<'a> Ctx<'a, '_> {
                 self.deps.push(Token::AllMultiZone(mesh).id());
                 let world = self.world;
                 let Some(s) = World::keys(&world.multizone_by_mesh, ix(&[mesh])).filter_map(|k| world.multizone(k)).find(|s| by_ref(&s.origin)) else {
-                    return drop(self, format!("{label} does not exist"));
+                    return drop(self, format!("{} does not exist", label()));
                 };
                 match s.spec.ports.as_deref().unwrap_or_default().iter().find(|p| port_matches(p, &section)) {
                     Some(p) => Ok(self.multizone_backend(s, p, weight)),
-                    None => drop(self, format!("{label} has no port {section}")),
+                    None => drop(self, format!("{} has no port {section}", label())),
                 }
             }
-            _ => Err(format!("{label}: not a backend kind")),
+            _ => Err(format!("{}: not a backend kind", label())),
         }
     }
 
     /// An endpoint set computed once per update; a route that uses it gets
     /// the tokens and problems of computing it too.
-    fn cached(&mut self, key: String, compute: impl FnOnce(&mut Self) -> Vec<SocketAddr>) -> Arc<[SocketAddr]> {
+    fn cached(&mut self, key: CacheKey, compute: impl FnOnce(&mut Self) -> Vec<SocketAddr>) -> Arc<[SocketAddr]> {
         if !self.cache.entries.contains_key(&key) {
             let deps = std::mem::take(&mut self.deps);
             let problems = std::mem::take(&mut self.problems);
@@ -434,7 +468,7 @@ impl<'a> Ctx<'a, '_> {
 
     fn service_backend(&mut self, s: &'a MeshService, p: &'a ServicePort, weight: u32) -> ResolvedBackend {
         let name = format_compact!("{}:{}", s.origin.display_name(), p.port);
-        let endpoints = self.cached(format!("svc\0{:p}\0{:p}", s, p), |ctx| ctx.lookup().mesh_service(s, p));
+        let endpoints = self.cached(CacheKey::Service(address(s), address(p)), |ctx| ctx.lookup().mesh_service(s, p));
         ResolvedBackend { name, weight, endpoints }
     }
 
@@ -442,13 +476,13 @@ impl<'a> Ctx<'a, '_> {
         let service = tags.get("kuma.io/service").cloned().unwrap_or_default();
         let extra: Vec<String> = tags.iter().filter(|(k, _)| *k != "kuma.io/service").map(|(k, v)| format!("{k}={v}")).collect();
         let name = if extra.is_empty() { format_compact!("kuma.io/service {service}") } else { format_compact!("kuma.io/service {service} {{{}}}", extra.join(",")) };
-        let endpoints = self.cached(format!("{mesh}\0{name}"), |ctx| ctx.lookup().legacy_service(mesh, &tags));
+        let endpoints = self.cached(CacheKey::Legacy(format!("{mesh}\0{name}")), |ctx| ctx.lookup().legacy_service(mesh, &tags));
         ResolvedBackend { name, weight, endpoints }
     }
 
     fn external_backend(&mut self, s: &'a MeshExternalService, weight: u32) -> ResolvedBackend {
         let name = s.origin.display_name();
-        let endpoints = self.cached(format!("mes\0{:p}", s), |ctx| {
+        let endpoints = self.cached(CacheKey::External(address(s)), |ctx| {
             let mut out = Vec::new();
             for (i, e) in s.spec.endpoints.as_deref().unwrap_or_default().iter().enumerate() {
                 match e.address.parse::<IpAddr>() {
@@ -471,7 +505,7 @@ impl<'a> Ctx<'a, '_> {
         let name = format_compact!("{}:{}", s.origin.display_name(), p.port);
         let labels = s.spec.selector.as_ref().and_then(|x| x.mesh_service.as_ref()).and_then(|x| x.match_labels.clone()).unwrap_or_default();
         let world = self.world;
-        let key = format!("mzs\0{:p}\0{:p}", s, p);
+        let key = CacheKey::MultiZone(address(s), address(p));
         let endpoints = self.cached(key, |ctx| {
             let mut all = Vec::new();
             ctx.deps.push(Token::AllServices(&s.origin.mesh).id());
