@@ -526,12 +526,9 @@ impl Compiler {
         };
         let pending: Vec<(IpAddr, u16)> = self.pending.iter().copied().collect();
         let compiled = par_chunks(&pending, PARALLEL_ROUTES, |run| run.iter().map(|&a| one(a)).collect::<Vec<_>>());
-        let mut base_new: BTreeMap<ServiceKey, Option<Named>> = BTreeMap::new();
-        for result in compiled.into_iter().flatten() {
-            if let Some((key, new)) = result? {
-                base_new.insert(key, new);
-            }
-        }
+        // Collected, not inserted one by one: a bulk build is faster and
+        // leaves full nodes (the same below).
+        let base_new: BTreeMap<ServiceKey, Option<Named>> = compiled.into_iter().flatten().filter_map(Result::transpose).collect::<Result<_, _>>()?;
         let new_base = |key: &ServiceKey| match base_new.get(key) {
             Some(t) => t.as_ref().map(|(t, _)| t),
             None => self.tables.get(key),
@@ -589,13 +586,11 @@ impl Compiler {
             wanted.push((id, overrides));
         }
         // What to write and remove.
-        let mut writes: BTreeMap<ServiceKey, Named> = BTreeMap::new();
-        for (key, new) in &base_new {
+        let mut writes: Vec<(ServiceKey, Named)> = Vec::with_capacity(base_new.len());
+        for (key, new) in base_new {
             match new {
-                Some(t) => {
-                    writes.insert(*key, t.clone());
-                }
-                None => g.removed.push(*key),
+                Some(t) => writes.push((key, t)),
+                None => g.removed.push(key),
             }
         }
         for (id, overrides) in &wanted {
@@ -605,7 +600,7 @@ impl Compiler {
                 let same = self.tables.get(&class_key).is_some_and(|old| same_content(old, table))
                     && same_names(self.counters.get(&class_key), names);
                 if !same {
-                    writes.insert(class_key, (table.clone(), names.clone()));
+                    writes.push((class_key, (table.clone(), names.clone())));
                 }
             }
             for key in old_keys.into_iter().flatten().filter(|k| !overrides.contains_key(k)) {
@@ -619,7 +614,9 @@ impl Compiler {
             }
         }
         g.removed.sort_unstable();
-        let added = writes.keys().filter(|k| !self.tables.contains_key(k)).count();
+        // In key order, so fresh slots are handed out in it.
+        writes.sort_unstable_by_key(|(k, _)| *k);
+        let added = writes.iter().filter(|(k, _)| !self.tables.contains_key(k)).count();
         g.routes = self.tables.len() + added - g.removed.len();
         if g.routes + bridge_keys.len() > MAX_ROUTES as usize {
             return Err(CompileError::TooManyRoutes { count: g.routes + bridge_keys.len() });
@@ -627,7 +624,10 @@ impl Compiler {
         // Counter slots: kept by what they count, fresh for what is new.
         // Fresh slots count up; once they wrap around (after 2^32), each is
         // checked against the slots in use.
+        // Until they wrap, this generation's fresh slots are one range
+        // (`unwrapped`); after, each is recorded.
         let mut fresh_used: HashSet<u32> = HashSet::new();
+        let mut unwrapped: Option<std::ops::Range<u32>> = None;
         let mut in_use: Option<HashSet<u32>> = None;
         let counters = &self.counters;
         let mut wrapped = self.wrapped;
@@ -640,19 +640,22 @@ impl Compiler {
                     continue;
                 }
                 if !wrapped {
-                    fresh_used.extend(first..first + width);
+                    let range = unwrapped.get_or_insert(first..first);
+                    range.end = first + width;
                     return first;
                 }
                 let used = in_use.get_or_insert_with(|| {
                     counters.values().flat_map(|s| [s.route, s.route + 1].into_iter().chain(s.backends.iter().map(|(_, c)| *c))).collect()
                 });
-                if (first..first + width).all(|s| !used.contains(&s) && !fresh_used.contains(&s)) {
+                let taken = |s: u32| used.contains(&s) || fresh_used.contains(&s) || unwrapped.as_ref().is_some_and(|r| r.contains(&s));
+                if (first..first + width).all(|s| !taken(s)) {
                     fresh_used.extend(first..first + width);
                     return first;
                 }
             }
         };
         let mut released = Vec::new();
+        let (mut slots, mut backend_names, mut tables) = (Vec::with_capacity(writes.len()), Vec::with_capacity(writes.len()), Vec::with_capacity(writes.len()));
         for (key, (mut table, names)) in writes {
             let old = self.counters.get(&key);
             let route = old.map_or_else(|| fresh(&mut g.last_counter, 2), |s| s.route);
@@ -677,9 +680,9 @@ impl Compiler {
             for (slot, (_, counter)) in table.backends.iter_mut().zip(&backends) {
                 slot.counter = *counter;
             }
-            g.slots.insert(key, Some(Slots { route, backends }));
-            g.backend_names.insert(key, names);
-            g.tables.insert(key, table);
+            slots.push((key, Some(Slots { route, backends })));
+            backend_names.push((key, names));
+            tables.push((key, table));
         }
         for key in &g.removed {
             if let Some(old) = self.counters.get(key) {
@@ -687,8 +690,11 @@ impl Compiler {
                 released.push(old.route + 1);
                 released.extend(old.backends.iter().map(|(_, s)| *s));
             }
-            g.slots.insert(*key, None);
+            slots.push((*key, None));
         }
+        g.slots = slots.into_iter().collect();
+        g.backend_names = backend_names.into_iter().collect();
+        g.tables = tables.into_iter().collect();
         g.wrapped = wrapped;
         released.sort_unstable();
         released.dedup();
