@@ -117,13 +117,13 @@ impl FileSource {
             let source = file_source(&path);
             let previous = old.remove(&path).unwrap_or_default();
             let now = self.files.get(&path).map(|c| by_key(&c.config)).unwrap_or_default();
-            for (key, resources) in &now {
-                if previous.get(key) != Some(resources) {
-                    events.push(Event { source: source.clone(), key: key.clone(), resources: resources.clone() });
-                }
+            for key in previous.keys().filter(|k| !now.contains_key(k)) {
+                events.push(Event::delete(source.clone(), key.clone()));
             }
-            for key in previous.into_keys().filter(|k| !now.contains_key(k)) {
-                events.push(Event::delete(source.clone(), key));
+            for (key, resources) in now {
+                if previous.get(&key) != Some(&resources) {
+                    events.push(Event { source: source.clone(), key, resources });
+                }
             }
         }
         Changes { events, problems, validation, stats }
@@ -250,7 +250,8 @@ fn read_one(path: &Path, last: Option<u64>) -> Outcome {
 fn by_key(config: &Config) -> BTreeMap<Key, Vec<Resource>> {
     let mut out: BTreeMap<Key, Vec<Resource>> = BTreeMap::new();
     for r in resources(config) {
-        out.entry(r.key()).or_default().push(r);
+        // Nearly every key has one resource: no room for more up front.
+        out.entry(r.key()).or_insert_with(|| Vec::with_capacity(1)).push(r);
     }
     out
 }
