@@ -378,8 +378,8 @@ fn give_back_memory() {
 }
 
 /// The destination service of a table key, for the metrics' labels.
-fn service_of(pipeline: &Pipeline, key: &redirector_common::ServiceKey) -> String {
-    pipeline.route_of(key).map(|r| r.service.to_string()).unwrap_or_default()
+fn service_of(pipeline: &Pipeline, key: &redirector_common::ServiceKey) -> redirector_core::model::Text {
+    pipeline.route_of(key).map(|r| r.service.clone()).unwrap_or_default()
 }
 
 /// Watches the config (a directory recursively; a file through its

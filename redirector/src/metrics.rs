@@ -8,6 +8,7 @@
 //! names that label each destination's backends.
 
 use crate::status;
+use redirector_core::model::Text;
 use prometheus_client::{
     encoding::text::encode,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -59,7 +60,7 @@ pub struct Slot {
     /// The route table's key.
     pub key: redirector_common::ServiceKey,
     /// The destination's service (`MeshService/name`).
-    pub service: Arc<str>,
+    pub service: Text,
     /// Which count.
     pub counts: Counts,
 }
@@ -99,7 +100,7 @@ pub struct Slots {
 #[derive(Debug)]
 struct TableLabels {
     key: redirector_common::ServiceKey,
-    service: Arc<str>,
+    service: Text,
     backends: Box<[Arc<str>]>,
 }
 
@@ -137,7 +138,7 @@ impl Slots {
         &mut self,
         before: &redirector_core::compile::Tables,
         g: &redirector_core::compile::Generation,
-        service: impl Fn(&redirector_common::ServiceKey) -> String,
+        service: impl Fn(&redirector_common::ServiceKey) -> Text,
     ) {
         for (key, table) in before {
             self.slots.remove(&(table.header.counters + REFUSED));
@@ -153,9 +154,9 @@ impl Slots {
         self.slots.reserve(g.tables.values().map(|t| t.backends.len() + 2).sum());
         self.handles.reserve(g.tables.len());
         for (key, table) in &g.tables {
-            // Not interned: one name per destination, and the sweep of
-            // unused names below would cost every update their number.
-            let service: Arc<str> = service(key).into();
+            // Not interned: one name per destination (held inline), and the
+            // sweep of unused names below would cost every update their number.
+            let service = service(key);
             let names = g.backend_names.get(key);
             let backends = (0..table.backends.len())
                 .map(|i| match names.and_then(|n| n.get(i)) {
@@ -359,7 +360,7 @@ mod tests {
         let mut compiler = Compiler::new();
         let mut slots = Slots::default();
         let g1 = compile_resolution(&mut compiler, &resolution(vec![route(1, &["x", "y"]), route(2, &["z"])])).unwrap();
-        slots.update(&Tables::new(), &g1, |k| format!("MeshService/s{}", k.addr[3].to_be() & 0xff));
+        slots.update(&Tables::new(), &g1, |k| format!("MeshService/s{}", k.addr[3].to_be() & 0xff).into());
         compiler.commit(&g1);
         let first = labelled(&slots, compiler.tables());
         assert_eq!(first.len(), 7);
@@ -371,7 +372,7 @@ mod tests {
         let g2 = compile_resolution(&mut compiler, &resolution(vec![route(1, &["y", "w"]), route(3, &["v"])])).unwrap();
         let installed = compiler.tables();
         let before: Tables = g2.removed.iter().chain(g2.tables.keys()).filter_map(|k| Some((*k, installed.get(k)?.clone()))).collect();
-        slots.update(&before, &g2, |k| format!("MeshService/s{}", k.addr[3].to_be() & 0xff));
+        slots.update(&before, &g2, |k| format!("MeshService/s{}", k.addr[3].to_be() & 0xff).into());
         compiler.commit(&g2);
         let second = labelled(&slots, compiler.tables());
         assert_eq!(second.len(), 7);
