@@ -44,10 +44,19 @@ pub(crate) type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHashe
 /// Sets of hashes.
 pub(crate) type IdSet = HashSet<u64, std::hash::BuildHasherDefault<IdHasher>>;
 
+/// The hasher of index keys and token ids: a fast, fixed-seed one. These
+/// hashes only name lookups within this process (a collision costs a check
+/// or an extra resolution, never a wrong answer), and an install computes
+/// millions of them.
+fn id_hasher() -> impl std::hash::Hasher {
+    use std::hash::BuildHasher as _;
+    foldhash::fast::FixedState::with_seed(0x7265_6469_7265_6374).build_hasher()
+}
+
 /// An index key: a hash of its parts, so a lookup allocates nothing. Two
 /// keys may share a hash: every index user checks what it finds.
 pub(crate) fn ix(parts: &[&str]) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut h = id_hasher();
     for part in parts {
         part.hash(&mut h);
     }
@@ -95,7 +104,7 @@ impl Token<'_> {
     /// The token's id. Ids are hashes: two tokens sharing one only make more
     /// routes resolve again, never fewer.
     pub(crate) fn id(&self) -> u64 {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let mut h = id_hasher();
         self.hash(&mut h);
         h.finish()
     }
