@@ -228,10 +228,12 @@ impl<'a, T: Ord + Clone> IntoIterator for &'a Set<T> {
 pub(crate) struct Entries {
     pub by_name: IdMap<Set<(Key, usize)>>,
     pub scanned: IdMap<Set<(Key, usize)>>,
-    /// Policies that select every workload of their mesh like the base class, by mesh.
-    pub plain: BTreeMap<Text, BTreeSet<Key>>,
+    /// Policies that select every workload of their mesh like the base class,
+    /// by mesh. Hashed: only ever walked whole, in no particular order, and
+    /// an install adds every route here.
+    pub plain: HashMap<Text, HashSet<Key>>,
     /// The others.
-    pub other: BTreeSet<Key>,
+    pub other: HashSet<Key>,
 }
 
 impl Entries {
