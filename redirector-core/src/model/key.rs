@@ -150,3 +150,34 @@ impl fmt::Debug for Key {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::{BuildHasher as _, RandomState};
+
+    /// Every kind reads back as it was spelled, and keys of equal parts are
+    /// equal, hash alike and sort by kind, mesh, namespace and name.
+    #[test]
+    fn keys_round_trip_and_order_by_their_parts() {
+        for kind in ["MeshTCPRoute", "MeshService", "Dataplane", "MeshExternalService", "MeshMultiZoneService", "MeshHTTPRoute", "MeshTimeout"] {
+            assert_eq!(Kind::of(kind).as_str(), kind);
+        }
+        let key = |kind: &str, mesh: &str, ns: Option<&str>, name: &str| Key::new(kind, mesh.into(), ns.map(Text::from), name.into());
+        let state = RandomState::new();
+        let (a, b) = (key("MeshService", "default", None, "a"), key("MeshService", "default", None, "a"));
+        assert!(a == b && !Arc::ptr_eq(&a.0, &b.0));
+        assert_eq!(state.hash_one(&a), state.hash_one(&b));
+        assert_eq!(state.hash_one(&*a), state.hash_one(&*b));
+        let mut keys = vec![
+            key("MeshService", "default", None, "b"),
+            key("MeshService", "default", Some("ns"), "a"),
+            key("MeshTCPRoute", "zeta", None, "z"),
+            key("MeshService", "alpha", None, "z"),
+            key("MeshService", "default", None, "a"),
+        ];
+        keys.sort();
+        let names: Vec<String> = keys.iter().map(|k| format!("{k:?}")).collect();
+        assert_eq!(names, ["MeshTcpRoute/zeta/z", "MeshService/alpha/z", "MeshService/default/a", "MeshService/default/b", "MeshService/default/ns/a"]);
+    }
+}
