@@ -169,7 +169,7 @@ mod tests {
         assert!(a == b && !Arc::ptr_eq(&a.0, &b.0));
         assert_eq!(state.hash_one(&a), state.hash_one(&b));
         assert_eq!(state.hash_one(&*a), state.hash_one(&*b));
-        let mut keys = vec![
+        let mut keys = [
             key("MeshService", "default", None, "b"),
             key("MeshService", "default", Some("ns"), "a"),
             key("MeshTCPRoute", "zeta", None, "z"),
