@@ -90,8 +90,6 @@ pub struct Slots {
     tables: Vec<Option<TableLabels>>,
     /// Free handles.
     free: Vec<u32>,
-    /// Handle of each table.
-    handles: std::collections::HashMap<redirector_common::ServiceKey, u32>,
     /// Backend names, each stored once.
     names: std::collections::HashSet<Arc<str>>,
 }
@@ -140,19 +138,19 @@ impl Slots {
         g: &redirector_core::compile::Generation,
         service: impl Fn(&redirector_common::ServiceKey) -> Text,
     ) {
-        for (key, table) in before {
-            self.slots.remove(&(table.header.counters + REFUSED));
+        for table in before.values() {
+            // A table's handle is found through its refused slot.
+            if let Some((handle, _)) = self.slots.remove(&(table.header.counters + REFUSED))
+                && self.tables[handle as usize].take().is_some()
+            {
+                self.free.push(handle);
+            }
             self.slots.remove(&(table.header.counters + ORIGINS_FULL));
             for backend in &table.backends {
                 self.slots.remove(&backend.counter);
             }
-            if let Some(handle) = self.handles.remove(key) {
-                self.tables[handle as usize] = None;
-                self.free.push(handle);
-            }
         }
         self.slots.reserve(g.tables.values().map(|t| t.backends.len() + 2).sum());
-        self.handles.reserve(g.tables.len());
         for (key, table) in &g.tables {
             // Not interned: one name per destination (held inline), and the
             // sweep of unused names below would cost every update their number.
@@ -165,8 +163,7 @@ impl Slots {
                 })
                 .collect();
             let labels = TableLabels { key: *key, service, backends };
-            // A table whose old version is not in `before` keeps its handle.
-            let handle = match self.handles.get(key).copied().or_else(|| self.free.pop()) {
+            let handle = match self.free.pop() {
                 Some(h) => {
                     self.tables[h as usize] = Some(labels);
                     h
@@ -176,7 +173,6 @@ impl Slots {
                     (self.tables.len() - 1) as u32
                 }
             };
-            self.handles.insert(*key, handle);
             self.slots.insert(table.header.counters + REFUSED, (handle, ROUTE_REFUSED));
             self.slots.insert(table.header.counters + ORIGINS_FULL, (handle, ROUTE_ORIGINS_FULL));
             for (i, backend) in table.backends.iter().enumerate() {
