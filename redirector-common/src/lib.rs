@@ -9,7 +9,7 @@
 //! | name          | type                         | key            | value            |
 //! |---------------|------------------------------|----------------|------------------|
 //! | `ROUTES`      | hash, no prealloc            | [`ServiceKey`] | [`Route`]        |
-//! | `TABLES`      | hash, no prealloc            | [`TableKey`]   | [`TableEntry`]   |
+//! | `TABLES`      | hash, no prealloc            | [`TableKey`]   | [`TableChunk`]   |
 //! | `ORIGINS`     | hash, preallocated           | socket cookie  | [`OriginalDest`] |
 //! | `WORKLOADS`   | hash, no prealloc            | cgroup id      | class (`u32`)    |
 //! | `SETTINGS`    | array, one entry             | 0              | [`Settings`]     |
@@ -32,12 +32,19 @@
 //! back to the base class.
 //!
 //! `ROUTES` holds one entry per class and service address:port; its value
-//! names a route table, whose entries live in `TABLES` under
-//! `(table id, index)`, `1 + backends + endpoints` of them (up to
-//! [`MAX_TABLE_ENTRIES`]), and carries a copy of the table's header, so a
-//! connect() does one `ROUTES` lookup and at most three `TABLES` lookups (a
-//! backend slot, its alias's slot, an endpoint). Entry 0 of the table holds the
-//! same header for readers of `TABLES` alone (`redirector status`).
+//! names a route table, whose entries (`1 + backends + endpoints` of them, up
+//! to [`MAX_TABLE_ENTRIES`]) live in `TABLES` in chunks of [`TABLE_CHUNK`]:
+//! entry `i` is `entries[i % TABLE_CHUNK]` of the chunk under `(table id,
+//! i / TABLE_CHUNK)`. The `ROUTES` value carries a copy of the table's header,
+//! so a connect() does one `ROUTES` lookup and at most three `TABLES` lookups
+//! (a backend slot, its alias's slot, an endpoint), and a route of up to seven
+//! backends and endpoints, nearly every route, is one chunk. Entry 0 of the
+//! table holds the same header for readers of `TABLES` alone (`redirector
+//! status`).
+//!
+//! Chunks, not single entries, because a hash element costs its bookkeeping
+//! whatever its size: writing 100,000 two-backend routes is 100,000 element
+//! inserts instead of 500,000, and takes half the kernel memory.
 //!
 //! ## Original destinations
 //!
@@ -118,20 +125,28 @@ pub const ROUTES_MAP: &str = "ROUTES";
 /// Name of the table map in the BPF object.
 pub const TABLES_MAP: &str = "TABLES";
 
-/// Upper bound on the entries of all tables together in `TABLES`.
-pub const MAX_TABLE_SLOTS: u32 = 1 << 20;
+/// Entries per `TABLES` element (a power of two, so the kernel splits an
+/// index with a shift and a mask).
+pub const TABLE_CHUNK: u32 = 8;
+
+/// Upper bound on the chunks of all tables together in `TABLES`: every route
+/// of [`MAX_ROUTES`] in one chunk, twice (a generation's new tables are
+/// written before the old ones go). Without preallocation the map costs its
+/// bucket array (4 MiB) plus what is in use, about 256 bytes per chunk.
+pub const MAX_TABLE_CHUNKS: u32 = 2 * MAX_ROUTES;
 
 /// How long a replaced table stays readable before its entries are deleted.
 pub const TABLE_GRACE_MS: u64 = 1_000;
 
-/// Key of `TABLES`: one entry of one route table.
+/// Key of `TABLES`: one chunk of one route table.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TableKey {
     /// Table id (never 0).
     pub table: u32,
-    /// Entry index: 0 header, `1..=n` backend slots, then endpoints.
-    pub index: u32,
+    /// Chunk number: it holds entries `chunk * TABLE_CHUNK ..` (entry 0 the
+    /// header, `1..=n` backend slots, then endpoints).
+    pub chunk: u32,
 }
 
 /// Name of the map that remembers the dialled address of each redirected socket.
@@ -172,7 +187,7 @@ pub const SETTINGS_MAP: &str = "SETTINGS";
 
 /// Version of the pinned layout (maps, their types, the programs' use of
 /// them). An agent never adopts pins of another layout: it replaces them.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Name of the connect counter map in the BPF object.
 pub const COUNTERS_MAP: &str = "COUNTERS";
@@ -291,6 +306,20 @@ pub union TableEntry {
     pub endpoint: Endpoint,
 }
 
+/// Value of `TABLES`: [`TABLE_CHUNK`] consecutive entries of one route table
+/// (entries past the table's end are zero).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TableChunk {
+    /// The entries, in table order.
+    pub entries: [TableEntry; TABLE_CHUNK as usize],
+}
+
+impl TableChunk {
+    /// A chunk of zero entries.
+    pub const ZERO: Self = Self { entries: [TableEntry { endpoint: Endpoint { addr: [0; 4], port: 0, pad: 0, reserved: 0 } }; TABLE_CHUNK as usize] };
+}
+
 /// Per-socket memory of a redirected connect(), kept in `ORIGINS` for the
 /// socket's lifetime so getpeername() can report what the application dialled.
 #[repr(C)]
@@ -332,6 +361,7 @@ mod pod {
     // SAFETY: all types are repr(C), Copy, and have no implicit padding.
     unsafe impl aya::Pod for ServiceKey {}
     unsafe impl aya::Pod for TableEntry {}
+    unsafe impl aya::Pod for TableChunk {}
     unsafe impl aya::Pod for OriginalDest {}
     unsafe impl aya::Pod for Settings {}
     unsafe impl aya::Pod for TableKey {}
@@ -345,6 +375,8 @@ const _: () = {
     assert!(core::mem::size_of::<BackendSlot>() == 24);
     assert!(core::mem::size_of::<Endpoint>() == 24);
     assert!(core::mem::size_of::<TableEntry>() == 24);
+    assert!(core::mem::size_of::<TableChunk>() == 24 * TABLE_CHUNK as usize);
+    assert!(TABLE_CHUNK.is_power_of_two());
     assert!(core::mem::size_of::<OriginalDest>() == 36);
     assert!(core::mem::size_of::<Route>() == 28);
 };

@@ -7,7 +7,7 @@ use crate::{
     resolve::{Resolution, ResolvedRoute},
 };
 use redirector_common::{
-    BASE_CLASS, BackendSlot, Endpoint, MAX_ROUTES, MAX_TABLE_ENTRIES, ServiceKey, TableEntry, TableHeader,
+    BASE_CLASS, BackendSlot, Endpoint, MAX_ROUTES, MAX_TABLE_ENTRIES, ServiceKey, TABLE_CHUNK, TableChunk, TableEntry, TableHeader,
     mapped_v4, reject_bound,
 };
 use std::{
@@ -65,6 +65,24 @@ impl Table {
     /// Number of entries: header, backend slots, endpoints.
     pub fn entry_count(&self) -> u32 {
         (1 + self.backends.len() + self.endpoints.len()) as u32
+    }
+
+    /// Number of `TABLES` chunks the table takes.
+    pub fn chunk_count(&self) -> u32 {
+        self.entry_count().div_ceil(TABLE_CHUNK)
+    }
+
+    /// The table as the kernel holds it: its entries in chunks of
+    /// [`TABLE_CHUNK`], the last one padded with zeros.
+    pub fn chunks(&self) -> impl Iterator<Item = TableChunk> + '_ {
+        let mut entries = self.entries().into_iter();
+        (0..self.chunk_count()).map(move |_| {
+            let mut chunk = TableChunk::ZERO;
+            for (slot, entry) in chunk.entries.iter_mut().zip(entries.by_ref()) {
+                *slot = entry;
+            }
+            chunk
+        })
     }
 
     /// The table as the array the kernel reads.

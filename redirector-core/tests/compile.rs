@@ -10,7 +10,7 @@ use redirector_core::{
     resolve::{Class, Resolution, ResolvedBackend, ResolvedRoute, Workload},
 };
 use redirector_common::{
-    BackendSlot, Endpoint, MAX_ROUTES, MAX_TABLE_ENTRIES, TableHeader, is_mapped_v4, mapped_v4,
+    BackendSlot, Endpoint, MAX_ROUTES, MAX_TABLE_ENTRIES, TABLE_CHUNK, TableChunk, TableEntry, TableHeader, is_mapped_v4, mapped_v4,
     reject_bound,
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -539,6 +539,14 @@ proptest! {
         let decoded = Table::decode(&entries).unwrap();
         prop_assert_eq!(&decoded, &table);
         prop_assert_eq!(compile::table_len(|i| entries.get(i as usize).copied()) as usize, entries.len());
+        // The kernel's chunks: the entries in order, then zeros to the chunk's end.
+        // SAFETY: every view of an entry is plain integers of the same size.
+        let bits = |e: &TableEntry| unsafe { e.endpoint };
+        let chunked: Vec<Endpoint> = table.chunks().flat_map(|c| c.entries).map(|e| bits(&e)).collect();
+        prop_assert_eq!(chunked.len(), table.chunk_count() as usize * TABLE_CHUNK as usize);
+        prop_assert_eq!(table.chunk_count(), (entries.len() as u32).div_ceil(TABLE_CHUNK));
+        prop_assert_eq!(&chunked[..entries.len()], &entries.iter().map(bits).collect::<Vec<_>>()[..]);
+        prop_assert!(chunked[entries.len()..].iter().all(|e| *e == bits(&TableChunk::ZERO.entries[0])));
         if table.backends.is_empty() {
             return Ok(());
         }

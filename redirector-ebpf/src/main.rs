@@ -25,9 +25,9 @@ use aya_log_ebpf::{debug, error};
 use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 use redirector_common::{
     BASE_CLASS, BackendSlot, Endpoint, MAX_COUNTERS, MAX_ORIGINS, MAX_ROUTES,
-    MAX_TABLE_SLOTS, MAX_WORKLOAD_DEPTH, MAX_WORKLOADS, NO_ENDPOINT_ERRNO, ORIGINS_FULL,
+    MAX_TABLE_CHUNKS, MAX_WORKLOAD_DEPTH, MAX_WORKLOADS, NO_ENDPOINT_ERRNO, ORIGINS_FULL,
     OriginalDest, REFUSED, Route, ServiceKey,
-    Settings, TableEntry, TableHeader, TableKey, is_mapped_v4, mapped_v4,
+    Settings, TABLE_CHUNK, TableChunk, TableEntry, TableHeader, TableKey, is_mapped_v4, mapped_v4,
 };
 
 /// Class + service address:port -> route table id and header.
@@ -35,9 +35,9 @@ use redirector_common::{
 static ROUTES: HashMap<ServiceKey, Route, { MAX_ROUTES as usize }, { BPF_F_NO_PREALLOC as usize }> =
     HashMap::new();
 
-/// (table id, index) -> table entry (see redirector-common for the layout).
+/// (table id, chunk) -> TABLE_CHUNK table entries (see redirector-common for the layout).
 #[btf_map]
-static TABLES: HashMap<TableKey, TableEntry, { MAX_TABLE_SLOTS as usize }, { BPF_F_NO_PREALLOC as usize }> =
+static TABLES: HashMap<TableKey, TableChunk, { MAX_TABLE_CHUNKS as usize }, { BPF_F_NO_PREALLOC as usize }> =
     HashMap::new();
 
 /// Workload cgroup id -> class.
@@ -298,12 +298,15 @@ unsafe fn pick(table: u32, header: &TableHeader) -> Option<(u32, Endpoint)> {
     Some((chosen.counter, unsafe { found.endpoint }))
 }
 
-/// Entry `index` of route table `table`, copied out of the map.
+/// Entry `index` of route table `table`, copied out of its chunk.
 #[inline(always)]
 fn entry(table: u32, index: u32) -> Option<TableEntry> {
+    let key = TableKey { table, chunk: index / TABLE_CHUNK };
     // SAFETY: TABLES values are plain data; the element outlives this program
     // run (no preallocation: freed after an RCU grace period).
-    unsafe { TABLES.get(&TableKey { table, index }) }.copied()
+    let chunk = unsafe { TABLES.get(&key) }?;
+    // The mask keeps the index inside the chunk for the verifier.
+    chunk.entries.get((index & (TABLE_CHUNK - 1)) as usize).copied()
 }
 
 /// Backend slot `index` (0-based) of route table `table`.

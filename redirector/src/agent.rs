@@ -153,7 +153,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         s.not_ready = None;
         s.generation = 1;
         s.slots.update(&Tables::new(), &desired.routes, |key| service_of(&pipeline, key));
-        s.fill = metrics::Fill { routes: datapath.routes(), table_slots: datapath.table_slots(), workloads: desired.workloads.len() };
+        s.fill = metrics::Fill { routes: datapath.routes(), table_chunks: datapath.table_chunks(), workloads: desired.workloads.len() };
     }
     info!("ready");
     drop(desired);
@@ -327,7 +327,7 @@ impl Node {
             Ok((diff, desired)) => {
                 pipeline.commit(&desired.routes);
                 let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                s.fill = metrics::Fill { routes: self.datapath.routes(), table_slots: self.datapath.table_slots(), workloads: desired.workloads.len() };
+                s.fill = metrics::Fill { routes: self.datapath.routes(), table_chunks: self.datapath.table_chunks(), workloads: desired.workloads.len() };
                 if diff.is_empty() {
                     // No route changed, but workload cgroups may have.
                     debug!(generation, "{cause}: nothing changed");

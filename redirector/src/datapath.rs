@@ -36,8 +36,8 @@ use aya::{
     },
 };
 use redirector_common::{
-    COUNTERS_MAP, LAYOUT_VERSION, MAX_ROUTES, MAX_TABLE_SLOTS, MAX_WORKLOADS, ORIGINS_MAP, ROUTES_MAP, Route,
-    SETTINGS_MAP, ServiceKey, Settings, TABLE_GRACE_MS, TABLES_MAP, TableEntry, TableHeader, TableKey, WORKLOADS_MAP,
+    COUNTERS_MAP, LAYOUT_VERSION, MAX_ROUTES, MAX_TABLE_CHUNKS, MAX_WORKLOADS, ORIGINS_MAP, ROUTES_MAP, Route,
+    SETTINGS_MAP, ServiceKey, Settings, TABLE_GRACE_MS, TABLES_MAP, TableChunk, TableHeader, TableKey, WORKLOADS_MAP,
 };
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -87,7 +87,7 @@ enum Undo {
     Workload(u64, Option<u32>),
     /// The settings before (none: never written).
     Settings(Option<Settings>),
-    /// A table written under a fresh id, and its length.
+    /// A table written under a fresh id, and its length in chunks.
     Table(u32, u32),
 }
 
@@ -97,7 +97,7 @@ enum Undo {
 struct Installed {
     table: u32,
     header: TableHeader,
-    entries: u32,
+    chunks: u32,
 }
 
 /// The loaded programs and maps, and what has been written to them.
@@ -117,10 +117,10 @@ pub struct Datapath {
     /// `COUNTERS` slots no table names any more, deleted after twice the grace
     /// period (a retired route entry and then its table may still be read).
     retired_counters: VecDeque<(Instant, Vec<u32>)>,
-    /// `TABLES` entries of the installed tables.
-    table_slots: usize,
-    /// `TABLES` entries of retired tables not deleted yet.
-    retired_slots: usize,
+    /// `TABLES` chunks of the installed tables.
+    table_chunks: usize,
+    /// `TABLES` chunks of retired tables not deleted yet.
+    retired_chunks: usize,
     workloads: BTreeMap<u64, u32>,
     settings: Option<Settings>,
     links: Vec<PinnedLink>,
@@ -183,8 +183,8 @@ impl Datapath {
                 retired: VecDeque::new(),
                 retired_routes: VecDeque::new(),
                 retired_counters: VecDeque::new(),
-                table_slots: 0,
-                retired_slots: 0,
+                table_chunks: 0,
+                retired_chunks: 0,
                 workloads: BTreeMap::new(),
                 settings: None,
                 links: Vec::new(),
@@ -313,16 +313,16 @@ impl Datapath {
         let written = || t.classes.iter().chain(&t.base);
         let new_keys = written().filter(|k| !self.installed.contains_key(k)).count();
         let routes = self.installed.len() + new_keys + self.retired_routes.len();
-        let new_slots: usize = written().filter_map(|k| Transition::table(next, k)).map(|t| t.entry_count() as usize).sum();
-        let slots = self.table_slots + self.retired_slots + new_slots;
+        let new_chunks: usize = written().filter_map(|k| Transition::table(next, k)).map(|t| t.chunk_count() as usize).sum();
+        let chunks = self.table_chunks + self.retired_chunks + new_chunks;
         let workloads = self.workloads.len() + desired.workloads.keys().filter(|k| !self.workloads.contains_key(k)).count();
-        for (map, need, max) in [
-            (ROUTES_MAP, routes, MAX_ROUTES),
-            (TABLES_MAP, slots, MAX_TABLE_SLOTS),
-            (WORKLOADS_MAP, workloads, MAX_WORKLOADS),
+        for (map, need, max, what) in [
+            (ROUTES_MAP, routes, MAX_ROUTES, "entries"),
+            (TABLES_MAP, chunks, MAX_TABLE_CHUNKS, "table chunks"),
+            (WORKLOADS_MAP, workloads, MAX_WORKLOADS, "entries"),
         ] {
             if need > max as usize {
-                bail!("{map} full: this change needs {need} entries at once (old and new side by side), the map holds {max}");
+                bail!("{map} full: this change needs {need} {what} at once (old and new side by side), the map holds {max}");
             }
         }
         Ok(())
@@ -372,18 +372,18 @@ impl Datapath {
         if keys.is_empty() {
             return Ok(());
         }
-        let (mut table_keys, mut entries, mut routes) = (Vec::new(), Vec::new(), Vec::with_capacity(keys.len()));
+        let (mut table_keys, mut chunks, mut routes) = (Vec::with_capacity(keys.len()), Vec::with_capacity(keys.len()), Vec::with_capacity(keys.len()));
         for key in keys {
             let table = table_of(key);
             let id = self.fresh_table_id();
-            let before = entries.len();
-            entries.extend(table.entries());
-            let len = (entries.len() - before) as u32;
+            let before = chunks.len();
+            chunks.extend(table.chunks());
+            let len = (chunks.len() - before) as u32;
             undo.push(Undo::Table(id, len));
-            table_keys.extend((0..len).map(|index| TableKey { table: id, index }));
+            table_keys.extend((0..len).map(|chunk| TableKey { table: id, chunk }));
             routes.push(Route { table: id, header: table.header });
         }
-        self.write_batch(TABLES_MAP, &table_keys, &entries).context("writing route tables")?;
+        self.write_batch(TABLES_MAP, &table_keys, &chunks).context("writing route tables")?;
         for key in keys {
             undo.push(Undo::Route(*key, self.kernel_route(key, written)));
         }
@@ -416,7 +416,7 @@ impl Datapath {
                 Undo::Table(id, len) => {
                     // Written but never installed, so never counted as live.
                     self.retired.push_back((Instant::now(), id, len));
-                    self.retired_slots += len as usize;
+                    self.retired_chunks += len as usize;
                 }
             }
         }
@@ -427,23 +427,23 @@ impl Datapath {
     fn commit(&mut self, desired: &Desired, t: &Transition, written: BTreeMap<ServiceKey, Route>) {
         let next = &desired.routes;
         for (key, Route { table: id, header }) in written {
-            let entries = Transition::table(next, &key).expect("a written key has a table").entry_count();
-            self.table_slots += entries as usize;
-            if let Some(old) = self.installed.insert(key, Installed { table: id, header, entries }) {
-                self.retire(old.table, old.entries);
+            let chunks = Transition::table(next, &key).expect("a written key has a table").chunk_count();
+            self.table_chunks += chunks as usize;
+            if let Some(old) = self.installed.insert(key, Installed { table: id, header, chunks }) {
+                self.retire(old.table, old.chunks);
             }
         }
         for key in &t.remove {
             if let Some(old) = self.installed.remove(key) {
-                self.retire(old.table, old.entries);
+                self.retire(old.table, old.chunks);
             }
         }
         let now = Instant::now();
         for key in &t.retire {
             if let Some(old) = self.installed.remove(key) {
-                // Its table is queued when the entry is deleted; its slots count as retired from now.
-                self.move_to_retired(old.entries);
-                self.retired_routes.push_back((now, *key, old.table, old.entries));
+                // Its table is queued when the entry is deleted; its chunks count as retired from now.
+                self.move_to_retired(old.chunks);
+                self.retired_routes.push_back((now, *key, old.table, old.chunks));
             }
         }
         if !next.released_counters.is_empty() {
@@ -492,16 +492,16 @@ impl Datapath {
         }
     }
 
-    /// Queues table `id` of `len` entries for deletion after the grace period.
+    /// Queues table `id` of `len` chunks for deletion after the grace period.
     fn retire(&mut self, id: u32, len: u32) {
         self.move_to_retired(len);
         self.retired.push_back((Instant::now(), id, len));
     }
 
-    /// Counts `len` table entries as retired instead of live.
+    /// Counts `len` table chunks as retired instead of live.
     fn move_to_retired(&mut self, len: u32) {
-        self.table_slots -= len as usize;
-        self.retired_slots += len as usize;
+        self.table_chunks -= len as usize;
+        self.retired_chunks += len as usize;
     }
 
     /// Deletes the entries of tables replaced more than the grace period ago.
@@ -536,12 +536,12 @@ impl Datapath {
             if at.elapsed() < grace {
                 break;
             }
-            let mut tables = self.map::<TableKey, TableEntry>(TABLES_MAP)?;
-            for index in 0..len {
-                let _ = tables.remove(&TableKey { table: id, index });
+            let mut tables = self.map::<TableKey, TableChunk>(TABLES_MAP)?;
+            for chunk in 0..len {
+                let _ = tables.remove(&TableKey { table: id, chunk });
             }
             self.retired.pop_front();
-            self.retired_slots -= len as usize;
+            self.retired_chunks -= len as usize;
             deleted += 1;
         }
         Ok(deleted)
@@ -558,9 +558,9 @@ impl Datapath {
         self.installed.len()
     }
 
-    /// `TABLES` entries of the installed tables.
-    pub fn table_slots(&self) -> usize {
-        self.table_slots
+    /// `TABLES` chunks of the installed tables.
+    pub fn table_chunks(&self) -> usize {
+        self.table_chunks
     }
 
     /// Exits the process's hold on the datapath, leaving it in force: the

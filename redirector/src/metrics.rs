@@ -14,7 +14,7 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
-use redirector_common::{MAX_COUNTERS, MAX_ORIGINS, MAX_ROUTES, MAX_TABLE_SLOTS, MAX_WORKLOADS, ORIGINS_FULL, REFUSED};
+use redirector_common::{MAX_COUNTERS, MAX_ORIGINS, MAX_ROUTES, MAX_TABLE_CHUNKS, MAX_WORKLOADS, ORIGINS_FULL, REFUSED};
 use std::{
     path::PathBuf,
     sync::{Arc, Mutex},
@@ -46,8 +46,8 @@ pub struct AgentState {
 pub struct Fill {
     /// `ROUTES` entries (one per class and destination).
     pub routes: usize,
-    /// `TABLES` entries (header, backend slots and endpoints of every table).
-    pub table_slots: usize,
+    /// `TABLES` chunks of every table in force (see redirector-common).
+    pub table_chunks: usize,
     /// `WORKLOADS` entries.
     pub workloads: usize,
 }
@@ -235,7 +235,7 @@ pub fn render(state: &AgentState, bpffs: &std::path::Path) -> String {
         let fill = state.fill;
         for (map, used, max) in [
             ("routes", fill.routes, MAX_ROUTES),
-            ("tables", fill.table_slots, MAX_TABLE_SLOTS),
+            ("tables", fill.table_chunks, MAX_TABLE_CHUNKS),
             ("workloads", fill.workloads, MAX_WORKLOADS),
             ("counters", counts.len(), MAX_COUNTERS),
         ] {

@@ -5,7 +5,7 @@
 use crate::datapath::layout_dir;
 use anyhow::{Context as _, anyhow};
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuHashMap};
-use redirector_common::{ORIGINS_FULL, REFUSED, Route, ServiceKey, Settings, TableEntry, TableKey};
+use redirector_common::{MAX_TABLE_ENTRIES, ORIGINS_FULL, REFUSED, Route, ServiceKey, Settings, TABLE_CHUNK, TableChunk, TableEntry, TableKey};
 use redirector_core::compile::{Table, destination, table_len};
 use std::{
     collections::BTreeMap,
@@ -66,16 +66,31 @@ pub fn read(root: &Path) -> anyhow::Result<Status> {
     let counts = read_counters(&generation)?;
 
     let routes_map: HashMap<MapData, ServiceKey, Route> = Map::HashMap(pinned("routes")?).try_into()?;
-    let tables: HashMap<MapData, TableKey, TableEntry> = Map::HashMap(pinned("tables")?).try_into()?;
+    let tables: HashMap<MapData, TableKey, TableChunk> = Map::HashMap(pinned("tables")?).try_into()?;
     let mut routes = Vec::new();
     for route in routes_map.iter() {
         let (key, Route { table: id, .. }) = route?;
-        let get = |index| tables.get(&TableKey { table: id, index }, 0).ok();
-        let entries: Vec<TableEntry> = (0..table_len(get)).filter_map(get).collect();
+        let entries = table_entries(|chunk| tables.get(&TableKey { table: id, chunk }, 0).ok());
         routes.push(route_status(&key, &entries, &counts)?);
     }
     routes.sort_by_key(|r| (r.class, r.destination));
     Ok(Status { generation, settings, workloads, routes })
+}
+
+/// The entries of one table, read chunk by chunk until its header and
+/// backend slots say it is complete (or a chunk is missing).
+fn table_entries(chunk: impl Fn(u32) -> Option<TableChunk>) -> Vec<TableEntry> {
+    let mut entries: Vec<TableEntry> = Vec::new();
+    let len = |entries: &[TableEntry]| table_len(|i| entries.get(i as usize).copied()) as usize;
+    for c in 0..MAX_TABLE_ENTRIES.div_ceil(TABLE_CHUNK) {
+        let Some(next) = chunk(c) else { break };
+        entries.extend_from_slice(&next.entries);
+        if entries.len() >= len(&entries) {
+            break;
+        }
+    }
+    entries.truncate(len(&entries));
+    entries
 }
 
 /// The per-CPU connect counters of the generation in force, summed: counter

@@ -858,7 +858,8 @@ fn workloads_switching_classes_under_load_never_get_each_others_routes() {
     agent.stop().unwrap();
 }
 
-/// `n` MeshServices selecting the same `m` Dataplanes: `n * (m + 2)` table entries.
+/// `n` MeshServices selecting the same `m` Dataplanes: `n * (m + 2)` table
+/// entries, in `n * ceil((m + 2) / TABLE_CHUNK)` chunks.
 fn table_filler(n: u32, m: u32) -> String {
     let mut out = String::new();
     for i in 0..m {
@@ -889,9 +890,11 @@ fn a_generation_the_kernel_cannot_hold_leaves_nothing_behind() {
     let agent = Agent::start_with(env.config.path(), env.cgroup.path(), env.pins.path(), &["--metrics", metrics]).expect("agent start");
     let before = redirector::status::read(env.pins.path()).unwrap();
 
-    // One edit: the canary goes 50/50, and 1,050 services of 1,002 entries
-    // each overflow TABLES (1,048,576 entries).
-    let too_big = canary_config().replace("weight: 90", "weight: 50").replace("weight: 10", "weight: 50") + &table_filler(1050, 1000);
+    // One edit: the canary goes 50/50, and 2,100 services of 1,002 entries
+    // (126 chunks) each overflow TABLES.
+    let filler = 2100;
+    assert!(filler * 1002u32.div_ceil(redirector_common::TABLE_CHUNK) > redirector_common::MAX_TABLE_CHUNKS);
+    let too_big = canary_config().replace("weight: 90", "weight: 50").replace("weight: 10", "weight: 50") + &table_filler(filler, 1000);
     env.config.write("config.yaml", &too_big).unwrap();
     wait_for_log(&agent, "applying failed", 1);
     let log = agent.log();
@@ -911,13 +914,14 @@ fn a_generation_the_kernel_cannot_hold_leaves_nothing_behind() {
     assert!(body.contains("redirector_config_reloads_total{result=\"failed\"} 1"), "{body}");
 
     // Back to a good config: after the grace periods TABLES holds exactly
-    // the tables ROUTES names.
+    // the chunks of the tables ROUTES names.
     let fifty = canary_config().replace("weight: 90", "weight: 50").replace("weight: 10", "weight: 50");
     env.config.write("config.yaml", &fifty).unwrap();
     wait_for_log(&agent, "applied generation 2", 1);
     std::thread::sleep(std::time::Duration::from_millis(2 * redirector_common::TABLE_GRACE_MS + 500));
     let status = redirector::status::read(env.pins.path()).unwrap();
-    let named: usize = status.routes.iter().map(|r| 1 + r.backends.len() + r.backends.iter().map(|b| b.endpoints.len()).sum::<usize>()).sum();
+    let chunks = |entries: usize| entries.div_ceil(redirector_common::TABLE_CHUNK as usize);
+    let named: usize = status.routes.iter().map(|r| chunks(1 + r.backends.len() + r.backends.iter().map(|b| b.endpoints.len()).sum::<usize>())).sum();
     assert_eq!(integration_tests::map_entries(&status.generation.join("tables")).unwrap(), named, "orphan TABLES entries");
     agent.stop().unwrap();
 }
