@@ -5,6 +5,8 @@
 //! subprocess. `demo`, `test`, `fuzz` and `bench` run `setup` first.
 
 mod fuzz;
+mod image;
+mod manifests;
 mod setup;
 
 use anyhow::{Context as _, bail};
@@ -55,6 +57,16 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build the agent's OCI image from scratch with buildah (no daemon) into
+    /// target/image/ (OCI layout and oci-archive), then check it (root).
+    Image {
+        /// Package this agent binary instead of building the release one.
+        #[arg(long)]
+        binary: Option<PathBuf>,
+    },
+    /// Validate every manifest under deploy/kubernetes/ offline against the
+    /// Kubernetes API schemas (kubernetes-validate, strict) and its kustomize build.
+    ValidateManifests,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -101,6 +113,8 @@ fn main() -> anyhow::Result<()> {
                 .current_dir(workspace_root())
                 .env("REDIRECTOR_BIN", agent))
         }
+        Task::Image { binary } => image::run(binary.as_deref()),
+        Task::ValidateManifests => manifests::validate(),
     }
 }
 
@@ -116,12 +130,14 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }
 
+/// The cargo target directory.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
+}
+
 /// `target/debug`, where `build` puts the binaries.
 pub fn bin_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
-        .join("debug")
+    target_dir().join("debug")
 }
 
 /// `target/release`.

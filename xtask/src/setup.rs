@@ -8,6 +8,9 @@
 //! - iproute2 (`ip`), for the tests' network namespaces;
 //! - bpffs at /sys/fs/bpf; a cgroup2 mount must already exist.
 //!
+//! `image` and `validate-manifests` install their own tools the same way
+//! ([`image_tools`], [`apt_tools`]).
+//!
 //! It needs nothing but rustup: no crate of the workspace, which is what lets
 //! it run on a machine where the BPF programs cannot be built yet.
 
@@ -34,6 +37,12 @@ pub fn run() -> anyhow::Result<()> {
 /// read program statistics with it), by the command each package provides.
 pub fn bench_tools() -> anyhow::Result<()> {
     apt_tools(&[("iptables", "iptables"), ("nft", "nftables"), ("haproxy", "haproxy"), ("bpftool", "bpftool")])
+}
+
+/// buildah (builds the image from scratch, no daemon) and umoci (unpacks it
+/// for the check).
+pub fn image_tools() -> anyhow::Result<()> {
+    apt_tools(&[("buildah", "buildah"), ("umoci", "umoci")])
 }
 
 /// Puts `$CARGO_HOME/bin` on this process's PATH (and so on every child's)
@@ -125,8 +134,13 @@ fn cache_dir() -> PathBuf {
 }
 
 /// Installs the Debian package of every command in `tools` that is not on PATH.
-fn apt_tools(tools: &[(&str, &'static str)]) -> anyhow::Result<()> {
+pub(crate) fn apt_tools(tools: &[(&str, &'static str)]) -> anyhow::Result<()> {
     let missing: Vec<&str> = tools.iter().filter(|(tool, _)| !on_path(tool)).map(|(_, package)| *package).collect();
+    apt_install(&missing)
+}
+
+/// Installs these Debian packages (none: nothing to do).
+pub(crate) fn apt_install(missing: &[&str]) -> anyhow::Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
@@ -135,7 +149,7 @@ fn apt_tools(tools: &[(&str, &'static str)]) -> anyhow::Result<()> {
     }
     eprintln!("setup: apt-get install {}", missing.join(" "));
     crate::run(Command::new("apt-get").arg("update").arg("-q"))?;
-    crate::run(Command::new("apt-get").args(["install", "-y", "-q"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))
+    crate::run(Command::new("apt-get").args(["install", "-y", "-q"]).args(missing).env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
 fn on_path(cmd: &str) -> bool {
