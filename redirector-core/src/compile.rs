@@ -11,7 +11,7 @@ use redirector_common::{
     mapped_v4, reject_bound,
 };
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashSet},
     net::{IpAddr, SocketAddr},
 };
 
@@ -414,13 +414,11 @@ impl Diff {
 pub struct Compiler {
     /// Every table in force, counters included: the base class's under
     /// [`BASE_CLASS`], each class's overrides under its id.
-    tables: Tables,
+    tables: BTreeMap<ServiceKey, Kept>,
     /// Per live class id: the destinations (base keys) it overrides.
     classes: BTreeMap<u32, BTreeSet<ServiceKey>>,
     /// Last class id handed out.
     last: u32,
-    /// `COUNTERS` slots of every table in force.
-    counters: HashMap<ServiceKey, Slots>,
     /// Whether slot numbers have wrapped around: until then every fresh
     /// slot is above every slot in use.
     wrapped: bool,
@@ -446,9 +444,136 @@ fn name_hash(name: &str) -> u64 {
     h.finish()
 }
 
-/// Whether `slots` count exactly backends named `names`, in this order.
-fn same_names(slots: Option<&Slots>, names: &[Text]) -> bool {
-    slots.is_some_and(|s| s.backends.len() == names.len() && s.backends.iter().zip(names).all(|((h, _), n)| *h == name_hash(n)))
+/// A table in force as the compiler keeps it: the kernel's entries, counter
+/// slots included, in one allocation, and a hash of each backend's name
+/// (its counter slot follows the name). A fraction of a [`Table`] with its
+/// slots beside it: 100,000 routes are kept in about 20 MiB.
+#[derive(Clone)]
+struct Kept {
+    entries: Box<[TableEntry]>,
+    names: Box<[u64]>,
+}
+
+impl Kept {
+    fn new(table: &Table, names: &[Text]) -> Self {
+        Self { entries: table.entries().into_boxed_slice(), names: names.iter().map(|n| name_hash(n)).collect() }
+    }
+
+    /// The table, as compiled.
+    fn table(&self) -> Table {
+        Table::decode(&self.entries).expect("a kept table is one this build compiled")
+    }
+
+    fn header(&self) -> TableHeader {
+        // SAFETY: entry 0 is the header (see redirector-common); every view is plain integers.
+        unsafe { self.entries[0].header }
+    }
+
+    /// Number of backend slots (zero when every weight is zero, whatever the names).
+    fn backend_count(&self) -> usize {
+        self.header().backend_count as usize
+    }
+
+    fn slot(&self, i: usize) -> BackendSlot {
+        // SAFETY: entries 1..=n are backend slots.
+        unsafe { self.entries[1 + i].backend }
+    }
+
+    /// The counter slots, each backend slot's with its name's hash.
+    fn slots(&self) -> Slots {
+        let backends = self.names.iter().zip(0..self.backend_count()).map(|(h, i)| (*h, self.slot(i).counter)).collect();
+        Slots { route: self.header().counters, backends }
+    }
+
+    /// Whether its backends are named `names`, in this order.
+    fn same_names(&self, names: &[Text]) -> bool {
+        self.names.len() == names.len() && self.names.iter().zip(names).all(|(h, n)| *h == name_hash(n))
+    }
+}
+
+impl PartialEq for Kept {
+    fn eq(&self, other: &Self) -> bool {
+        self.names == other.names && self.table() == other.table()
+    }
+}
+
+impl Eq for Kept {}
+
+impl std::fmt::Debug for Kept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kept").field("table", &self.table()).field("names", &self.names).finish()
+    }
+}
+
+/// A table freshly compiled or one in force, for comparing contents.
+#[derive(Clone, Copy)]
+enum View<'a> {
+    New(&'a Table),
+    Kept(&'a Kept),
+}
+
+impl View<'_> {
+    fn header(&self) -> TableHeader {
+        match self {
+            View::New(t) => t.header,
+            View::Kept(k) => k.header(),
+        }
+    }
+
+    fn slot(&self, i: usize) -> BackendSlot {
+        match self {
+            View::New(t) => t.backends[i],
+            View::Kept(k) => k.slot(i),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            View::New(t) => t.entry_count() as usize,
+            View::Kept(k) => k.entries.len(),
+        }
+    }
+
+    /// Endpoint `i`, counting from the first endpoint entry.
+    fn endpoint(&self, i: usize) -> Endpoint {
+        match self {
+            View::New(t) => t.endpoints[i],
+            // SAFETY: entries after the backend slots are endpoints.
+            View::Kept(k) => unsafe { k.entries[1 + k.backend_count() + i].endpoint },
+        }
+    }
+}
+
+/// What `ROUTES` holds, as [`Transition::between`] asks it: the compiler's
+/// tables in force, or (in tests) a simulated kernel.
+pub trait InForce {
+    /// Whether `key` has a table.
+    fn has(&self, key: &ServiceKey) -> bool;
+    /// Whether `key`'s table is exactly `table`, counter slots included.
+    fn holds(&self, key: &ServiceKey, table: &Table) -> bool;
+}
+
+impl InForce for Tables {
+    fn has(&self, key: &ServiceKey) -> bool {
+        self.contains_key(key)
+    }
+
+    fn holds(&self, key: &ServiceKey, table: &Table) -> bool {
+        self.get(key) == Some(table)
+    }
+}
+
+impl InForce for Compiler {
+    fn has(&self, key: &ServiceKey) -> bool {
+        self.tables.contains_key(key)
+    }
+
+    fn holds(&self, key: &ServiceKey, table: &Table) -> bool {
+        self.tables.get(key).is_some_and(|k| {
+            let (old, new) = (View::Kept(k), View::New(table));
+            old.header() == new.header() && same_content(old, new) && (0..k.backend_count()).all(|i| old.slot(i) == new.slot(i))
+        })
+    }
 }
 
 /// One generation: what to write and remove to go from the tables in force
@@ -480,7 +605,6 @@ pub struct Generation {
     last: u32,
     last_counter: u32,
     wrapped: bool,
-    slots: BTreeMap<ServiceKey, Option<Slots>>,
 }
 
 impl Generation {
@@ -491,13 +615,19 @@ impl Generation {
 }
 
 /// Whether two tables are the same but for their counter slots.
-fn same_content(a: &Table, b: &Table) -> bool {
-    let header = |t: &Table| TableHeader { counters: 0, ..t.header };
-    let slot = |s: &BackendSlot| BackendSlot { counter: 0, ..*s };
-    header(a) == header(b)
-        && a.endpoints == b.endpoints
-        && a.backends.len() == b.backends.len()
-        && a.backends.iter().zip(&b.backends).all(|(x, y)| slot(x) == slot(y))
+fn same_content(a: View<'_>, b: View<'_>) -> bool {
+    let (ha, hb) = (a.header(), b.header());
+    let slot = |s: BackendSlot| BackendSlot { counter: 0, ..s };
+    let n = ha.backend_count as usize;
+    TableHeader { counters: 0, ..ha } == TableHeader { counters: 0, ..hb }
+        && a.len() == b.len()
+        && (0..n).all(|i| slot(a.slot(i)) == slot(b.slot(i)))
+        && (0..a.len() - 1 - n).all(|i| a.endpoint(i) == b.endpoint(i))
+}
+
+/// Whether two freshly compiled tables are the same but for their counter slots.
+fn same_tables(a: &Table, b: &Table) -> bool {
+    same_content(View::New(a), View::New(b))
 }
 
 fn base_key(addr: (IpAddr, u16)) -> ServiceKey {
@@ -510,9 +640,15 @@ impl Compiler {
         Self::default()
     }
 
-    /// Every table in force.
-    pub fn tables(&self) -> &Tables {
-        &self.tables
+    /// Every table in force (built on each call: the compiler keeps them
+    /// in a compact form).
+    pub fn tables(&self) -> Tables {
+        self.tables.iter().map(|(k, t)| (*k, t.table())).collect()
+    }
+
+    /// The table in force for `key`.
+    pub fn table(&self, key: &ServiceKey) -> Option<Table> {
+        self.tables.get(key).map(Kept::table)
     }
 
     /// The next generation: base destinations `changed` (and any of an
@@ -536,7 +672,7 @@ impl Compiler {
             let key = base_key(addr);
             let new = base(addr).map(|r| Ok::<_, CompileError>((compile_route(r)?, names_of(r)))).transpose()?;
             let same = match (self.tables.get(&key), &new) {
-                (Some(old), Some((t, names))) => same_content(old, t) && same_names(self.counters.get(&key), names),
+                (Some(old), Some((t, names))) => same_content(View::Kept(old), View::New(t)) && old.same_names(names),
                 (None, None) => true,
                 _ => false,
             };
@@ -548,8 +684,8 @@ impl Compiler {
         // leaves full nodes (the same below).
         let base_new: BTreeMap<ServiceKey, Option<Named>> = compiled.into_iter().flatten().filter_map(Result::transpose).collect::<Result<_, _>>()?;
         let new_base = |key: &ServiceKey| match base_new.get(key) {
-            Some(t) => t.as_ref().map(|(t, _)| t),
-            None => self.tables.get(key),
+            Some(t) => t.as_ref().map(|(t, _)| View::New(t)),
+            None => self.tables.get(key).map(View::Kept),
         };
         let changed_base: Vec<ServiceKey> = base_new.keys().copied().collect();
         // Classes: overrides against the new base, ids kept where the routes are the same.
@@ -561,7 +697,7 @@ impl Compiler {
             for (&addr, route) in class {
                 let table = compile_route(route)?;
                 let key = base_key(addr);
-                if !new_base(&key).is_some_and(|b| same_content(b, &table)) {
+                if !new_base(&key).is_some_and(|b| same_content(b, View::New(&table))) {
                     overrides.insert(key, (table, names_of(route)));
                 }
             }
@@ -575,13 +711,13 @@ impl Compiler {
                 g.class_ids.push(*id);
                 continue;
             }
-            let route_new = |key: &ServiceKey| overrides.get(key).map(|(t, _)| t).or_else(|| new_base(key));
+            let route_new = |key: &ServiceKey| overrides.get(key).map(|(t, _)| View::New(t)).or_else(|| new_base(key));
             let kept = self.classes.iter().find(|(id, old_keys)| {
                 !wanted.iter().any(|(w, _)| w == *id)
                     && old_keys.iter().chain(overrides.keys()).chain(&changed_base).all(|k| {
                         let old = self.tables.get(&ServiceKey { class: **id, ..*k }).or_else(|| self.tables.get(k));
                         match (old, route_new(k)) {
-                            (Some(a), Some(b)) => same_content(a, b),
+                            (Some(a), Some(b)) => same_content(View::Kept(a), b),
                             (None, None) => true,
                             _ => false,
                         }
@@ -615,8 +751,7 @@ impl Compiler {
             let old_keys = self.classes.get(id);
             for (key, (table, names)) in overrides {
                 let class_key = ServiceKey { class: *id, ..*key };
-                let same = self.tables.get(&class_key).is_some_and(|old| same_content(old, table))
-                    && same_names(self.counters.get(&class_key), names);
+                let same = self.tables.get(&class_key).is_some_and(|old| same_content(View::Kept(old), View::New(table)) && old.same_names(names));
                 if !same {
                     writes.push((class_key, (table.clone(), names.clone())));
                 }
@@ -647,7 +782,7 @@ impl Compiler {
         let mut fresh_used: HashSet<u32> = HashSet::new();
         let mut unwrapped: Option<std::ops::Range<u32>> = None;
         let mut in_use: Option<HashSet<u32>> = None;
-        let counters = &self.counters;
+        let kept = &self.tables;
         let mut wrapped = self.wrapped;
         let mut fresh = |last: &mut u32, width: u32| -> u32 {
             loop {
@@ -663,7 +798,10 @@ impl Compiler {
                     return first;
                 }
                 let used = in_use.get_or_insert_with(|| {
-                    counters.values().flat_map(|s| [s.route, s.route + 1].into_iter().chain(s.backends.iter().map(|(_, c)| *c))).collect()
+                    kept.values().flat_map(|k| {
+                        let route = k.header().counters;
+                        [route, route + 1].into_iter().chain((0..k.backend_count()).map(|i| k.slot(i).counter))
+                    }).collect()
                 });
                 let taken = |s: u32| used.contains(&s) || fresh_used.contains(&s) || unwrapped.as_ref().is_some_and(|r| r.contains(&s));
                 if (first..first + width).all(|s| !taken(s)) {
@@ -673,9 +811,10 @@ impl Compiler {
             }
         };
         let mut released = Vec::new();
-        let (mut slots, mut backend_names, mut tables) = (Vec::with_capacity(writes.len()), Vec::with_capacity(writes.len()), Vec::with_capacity(writes.len()));
+        let (mut backend_names, mut tables) = (Vec::with_capacity(writes.len()), Vec::with_capacity(writes.len()));
         for (key, (mut table, names)) in writes {
-            let old = self.counters.get(&key);
+            let old = self.tables.get(&key).map(Kept::slots);
+            let old = old.as_ref();
             let route = old.map_or_else(|| fresh(&mut g.last_counter, 2), |s| s.route);
             let mut taken = vec![false; old.map_or(0, |s| s.backends.len())];
             let mut backends = Vec::with_capacity(names.len());
@@ -698,19 +837,16 @@ impl Compiler {
             for (slot, (_, counter)) in table.backends.iter_mut().zip(&backends) {
                 slot.counter = *counter;
             }
-            slots.push((key, Some(Slots { route, backends })));
             backend_names.push((key, names));
             tables.push((key, table));
         }
         for key in &g.removed {
-            if let Some(old) = self.counters.get(key) {
+            if let Some(old) = self.tables.get(key).map(Kept::slots) {
                 released.push(old.route);
                 released.push(old.route + 1);
                 released.extend(old.backends.iter().map(|(_, s)| *s));
             }
-            slots.push((*key, None));
         }
-        g.slots = slots.into_iter().collect();
         g.backend_names = backend_names.into_iter().collect();
         g.tables = tables.into_iter().collect();
         g.wrapped = wrapped;
@@ -725,21 +861,30 @@ impl Compiler {
 
     /// Records that the kernel holds `g` now.
     pub fn commit(&mut self, g: &Generation) {
-        for key in &g.removed {
-            self.tables.remove(key);
-        }
-        for (key, table) in &g.tables {
-            self.tables.insert(*key, table.clone());
-        }
-        for (key, slots) in &g.slots {
-            match slots {
-                Some(s) => {
-                    self.counters.insert(*key, s.clone());
+        let kept = |(key, table): (&ServiceKey, &Table)| (*key, Kept::new(table, &g.backend_names[key]));
+        if g.tables.len() + g.removed.len() < self.tables.len() {
+            for key in &g.removed {
+                self.tables.remove(key);
+            }
+            self.tables.extend(g.tables.iter().map(kept));
+        } else {
+            // A large generation (an install): the map built again in one
+            // sorted pass leaves full nodes.
+            let old = std::mem::take(&mut self.tables);
+            let removed: HashSet<&ServiceKey> = g.removed.iter().collect();
+            let mut new = g.tables.iter().map(kept).peekable();
+            let mut merged = Vec::with_capacity(old.len() + g.tables.len());
+            for (key, table) in old.into_iter().filter(|(k, _)| !removed.contains(k)) {
+                while let Some(next) = new.next_if(|(k, _)| *k < key) {
+                    merged.push(next);
                 }
-                None => {
-                    self.counters.remove(key);
+                match new.next_if(|(k, _)| *k == key) {
+                    Some(next) => merged.push(next),
+                    None => merged.push((key, table)),
                 }
             }
+            merged.extend(new);
+            self.tables = merged.into_iter().collect();
         }
         self.classes = g.classes.clone();
         self.last = g.last;
@@ -751,7 +896,7 @@ impl Compiler {
 
 /// Whether two override sets give the same tables.
 fn same_overrides(a: &BTreeMap<ServiceKey, Named>, b: &BTreeMap<ServiceKey, Named>) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|((ka, (ta, na)), (kb, (tb, nb)))| ka == kb && na == nb && same_content(ta, tb))
+    a.len() == b.len() && a.iter().zip(b).all(|((ka, (ta, na)), (kb, (tb, nb)))| ka == kb && na == nb && same_tables(ta, tb))
 }
 
 /// The next id after `last` that is neither [`BASE_CLASS`] nor `taken`.
@@ -786,10 +931,10 @@ pub struct Transition {
 
 impl Transition {
     /// The steps from `installed` (what `ROUTES` holds) to `next`.
-    pub fn between(installed: &Tables, next: &Generation) -> Self {
+    pub fn between(installed: &impl InForce, next: &Generation) -> Self {
         let mut t = Self::default();
         for (key, table) in next.tables.iter().chain(&next.bridge) {
-            if installed.get(key) == Some(table) {
+            if installed.holds(key, table) {
                 continue;
             }
             if key.class == BASE_CLASS { t.base.push(*key) } else { t.classes.push(*key) }
@@ -797,7 +942,7 @@ impl Transition {
         t.classes.sort_unstable();
         t.classes.dedup();
         for key in next.removed.iter().chain(next.bridge.keys().filter(|k| !next.tables.contains_key(k))) {
-            if !installed.contains_key(key) && !next.bridge.contains_key(key) {
+            if !installed.has(key) && !next.bridge.contains_key(key) {
                 continue;
             }
             if next.live_classes.contains(&key.class) { t.remove.push(*key) } else { t.retire.push(*key) }

@@ -172,7 +172,7 @@ proptest! {
         for (i, config) in sequence.iter().enumerate() {
             let next = compile_resolution(&mut compiler, &resolution(config)).unwrap();
             // The tables in force after it: the previous ones with its changes.
-            let mut after = compiler.tables().clone();
+            let mut after = compiler.tables();
             for key in &next.removed {
                 after.remove(key);
             }
@@ -201,7 +201,7 @@ proptest! {
             prop_assert_eq!(&routes, &after, "generation {} left other entries in ROUTES", i);
             check(&routes, &workloads, None, config, "after the reload")?;
             compiler.commit(&next);
-            prop_assert_eq!(compiler.tables(), &after);
+            prop_assert_eq!(compiler.tables(), after);
             old = Some(config);
         }
     }

@@ -60,7 +60,7 @@ fn fresh(dir: &Path) -> BTreeMap<ServiceKey, Table> {
     let mut p = Pipeline::new(dir);
     let ready = p.update(&NoDns).expect("valid");
     p.commit(&ready.generation);
-    uncounted(p.compiler().tables())
+    uncounted(&p.compiler().tables())
 }
 
 #[test]
@@ -78,7 +78,7 @@ fn one_changed_file_is_one_changed_table_and_equals_a_fresh_build() {
     assert_eq!(next.generation.tables.len(), 1);
     assert!(next.generation.removed.is_empty());
     p.commit(&next.generation);
-    assert_eq!(uncounted(p.compiler().tables()), fresh(&dir));
+    assert_eq!(uncounted(&p.compiler().tables()), fresh(&dir));
     let again = p.update(&NoDns).unwrap();
     assert!(again.generation.is_empty(), "nothing changed: {:?}", again.generation);
     let _ = std::fs::remove_dir_all(&dir);
@@ -95,12 +95,12 @@ fn a_rejected_config_keeps_the_generation_and_its_changes_come_with_the_next_goo
     write(&dir, "broken.yaml", "--- {type: MeshTCPRoute, name: bad, spec: {to: [{targetRef: {kind: Nonsense}}]}}\n");
     let problems = p.update(&NoDns).expect_err("the broken file is an error");
     assert!(problems.to_string().contains("broken.yaml"), "{problems}");
-    assert_eq!(uncounted(p.compiler().tables()), uncounted(&first.generation.tables), "nothing changed in force");
+    assert_eq!(uncounted(&p.compiler().tables()), uncounted(&first.generation.tables), "nothing changed in force");
     std::fs::remove_file(dir.join("broken.yaml")).unwrap();
     let next = p.update(&NoDns).unwrap();
     assert_eq!(next.generation.tables.len(), 1, "route-2's edit, read while the config was broken, is compiled now");
     p.commit(&next.generation);
-    assert_eq!(uncounted(p.compiler().tables()), fresh(&dir));
+    assert_eq!(uncounted(&p.compiler().tables()), fresh(&dir));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -118,7 +118,7 @@ fn a_generation_the_kernel_did_not_take_is_compiled_again() {
     let retry = p.update(&NoDns).unwrap();
     assert_eq!(uncounted(&retry.generation.tables), uncounted(&refused.generation.tables));
     p.commit(&retry.generation);
-    assert_eq!(uncounted(p.compiler().tables()), fresh(&dir));
+    assert_eq!(uncounted(&p.compiler().tables()), fresh(&dir));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -137,6 +137,6 @@ fn a_removed_file_removes_its_resources() {
     assert_eq!(removed.generation.removed.len(), 1);
     assert!(removed.generation.tables.is_empty());
     p.commit(&removed.generation);
-    assert_eq!(uncounted(p.compiler().tables()), fresh(&dir));
+    assert_eq!(uncounted(&p.compiler().tables()), fresh(&dir));
     let _ = std::fs::remove_dir_all(&dir);
 }

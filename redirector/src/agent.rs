@@ -17,7 +17,7 @@ use crate::{
 };
 use redirector_common::MAX_WORKLOAD_DEPTH;
 use redirector_core::{
-    compile::{Tables, Transition},
+    compile::{InForce, Tables, Transition},
     model::Problems,
     pipeline::{Pipeline, Ready},
     plan,
@@ -309,12 +309,12 @@ impl Node {
         let stats = ready.stats;
         let uses_dns = pipeline.engine().has_hostnames();
         // The compiler's tables are the kernel's: it commits exactly what the kernel took.
-        let installed = pipeline.compiler().tables();
+        let installed = pipeline.compiler();
         let desired = desired_state(ready, installed, &self.cgroup, self.attach_level);
         // The slots the kernel's old tables counted in, for the metrics.
         let before: Tables = desired
             .as_ref()
-            .map(|d| d.routes.removed.iter().chain(d.routes.tables.keys()).filter_map(|k| Some((*k, installed.get(k)?.clone()))).collect())
+            .map(|d| d.routes.removed.iter().chain(d.routes.tables.keys()).filter_map(|k| Some((*k, installed.table(k)?))).collect())
             .unwrap_or_default();
         let mut kernel_time = std::time::Duration::ZERO;
         let applied = desired.and_then(|desired| {
@@ -452,7 +452,7 @@ fn cgroup_level(cgroup: &Path) -> anyhow::Result<u32> {
 /// `installed`) with hooks attached at `cgroup`: workload
 /// cgroup paths become cgroup ids (a cgroup v2 directory's inode number).
 /// Workloads whose cgroup does not exist yet are reported and skipped.
-fn desired_state(ready: Ready, installed: &Tables, cgroup: &Path, attach_level: u32) -> anyhow::Result<Desired> {
+fn desired_state(ready: Ready, installed: &impl InForce, cgroup: &Path, attach_level: u32) -> anyhow::Result<Desired> {
     use std::os::unix::fs::MetadataExt as _;
     let class_ids = ready.generation.class_ids.clone();
     let transition = Transition::between(installed, &ready.generation);

@@ -358,7 +358,7 @@ mod tests {
         let g1 = compile_resolution(&mut compiler, &resolution(vec![route(1, &["x", "y"]), route(2, &["z"])])).unwrap();
         slots.update(&Tables::new(), &g1, |k| format!("MeshService/s{}", k.addr[3].to_be() & 0xff).into());
         compiler.commit(&g1);
-        let first = labelled(&slots, compiler.tables());
+        let first = labelled(&slots, &compiler.tables());
         assert_eq!(first.len(), 7);
         assert!(first.iter().any(|(_, s, c)| s == "MeshService/s1" && c == "Backend(\"y\")"), "{first:?}");
         assert!(first.iter().any(|(_, s, c)| s == "MeshService/s2" && c == "Refused"), "{first:?}");
@@ -366,11 +366,10 @@ mod tests {
         let s2: Vec<u32> = first.iter().filter(|(_, s, _)| s == "MeshService/s2").map(|x| x.0).collect();
 
         let g2 = compile_resolution(&mut compiler, &resolution(vec![route(1, &["y", "w"]), route(3, &["v"])])).unwrap();
-        let installed = compiler.tables();
-        let before: Tables = g2.removed.iter().chain(g2.tables.keys()).filter_map(|k| Some((*k, installed.get(k)?.clone()))).collect();
+        let before: Tables = g2.removed.iter().chain(g2.tables.keys()).filter_map(|k| Some((*k, compiler.table(k)?))).collect();
         slots.update(&before, &g2, |k| format!("MeshService/s{}", k.addr[3].to_be() & 0xff).into());
         compiler.commit(&g2);
-        let second = labelled(&slots, compiler.tables());
+        let second = labelled(&slots, &compiler.tables());
         assert_eq!(second.len(), 7);
         assert!(second.iter().any(|&(slot, ref s, ref c)| slot == y && s == "MeshService/s1" && c == "Backend(\"y\")"), "{second:?}");
         assert!(second.iter().all(|(_, s, _)| s != "MeshService/s2"), "{second:?}");
