@@ -861,31 +861,11 @@ impl Compiler {
 
     /// Records that the kernel holds `g` now.
     pub fn commit(&mut self, g: &Generation) {
-        let kept = |(key, table): (&ServiceKey, &Table)| (*key, Kept::new(table, &g.backend_names[key]));
-        if g.tables.len() + g.removed.len() < self.tables.len() {
-            for key in &g.removed {
-                self.tables.remove(key);
-            }
-            self.tables.extend(g.tables.iter().map(kept));
-        } else {
-            // A large generation (an install): the map built again in one
-            // sorted pass leaves full nodes.
-            let old = std::mem::take(&mut self.tables);
-            let removed: HashSet<&ServiceKey> = g.removed.iter().collect();
-            let mut new = g.tables.iter().map(kept).peekable();
-            let mut merged = Vec::with_capacity(old.len() + g.tables.len());
-            for (key, table) in old.into_iter().filter(|(k, _)| !removed.contains(k)) {
-                while let Some(next) = new.next_if(|(k, _)| *k < key) {
-                    merged.push(next);
-                }
-                match new.next_if(|(k, _)| *k == key) {
-                    Some(next) => merged.push(next),
-                    None => merged.push((key, table)),
-                }
-            }
-            merged.extend(new);
-            self.tables = merged.into_iter().collect();
+        for key in &g.removed {
+            self.tables.remove(key);
         }
+        let kept = |(key, table): (&ServiceKey, &Table)| (*key, Kept::new(table, &g.backend_names[key]));
+        crate::sorted::upsert(&mut self.tables, g.tables.iter().map(kept), drop);
         self.classes = g.classes.clone();
         self.last = g.last;
         self.last_counter = g.last_counter;

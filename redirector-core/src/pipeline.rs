@@ -61,7 +61,7 @@ fn whole(path: &Path, message: String) -> Problem {
 impl Pipeline {
     /// A pipeline for the file or directory `path`; nothing is read yet.
     pub fn new(path: &Path) -> Self {
-        Self { source: FileSource::new(path), engine: Engine::new(), compiler: Compiler::new() }
+        Self { source: FileSource::new(path), engine: Engine::without_explanations(), compiler: Compiler::new() }
     }
 
     /// The file or directory read.

@@ -426,12 +426,16 @@ impl Datapath {
     /// Records a successful apply.
     fn commit(&mut self, desired: &Desired, t: &Transition, written: BTreeMap<ServiceKey, Route>) {
         let next = &desired.routes;
-        for (key, Route { table: id, header }) in written {
+        let installed = written.into_iter().map(|(key, Route { table, header })| {
             let chunks = Transition::table(next, &key).expect("a written key has a table").chunk_count();
-            self.table_chunks += chunks as usize;
-            if let Some(old) = self.installed.insert(key, Installed { table: id, header, chunks }) {
-                self.retire(old.table, old.chunks);
-            }
+            (key, Installed { table, header, chunks })
+        });
+        let installed: Vec<(ServiceKey, Installed)> = installed.collect();
+        self.table_chunks += installed.iter().map(|(_, i)| i.chunks as usize).sum::<usize>();
+        let mut replaced = Vec::new();
+        redirector_core::sorted::upsert(&mut self.installed, installed.into_iter(), |old| replaced.push(old));
+        for old in replaced {
+            self.retire(old.table, old.chunks);
         }
         for key in &t.remove {
             if let Some(old) = self.installed.remove(key) {

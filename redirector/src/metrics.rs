@@ -151,6 +151,11 @@ impl Slots {
             }
         }
         self.slots.reserve(g.tables.values().map(|t| t.backends.len() + 2).sum());
+        let fresh = g.tables.len().saturating_sub(self.free.len());
+        if fresh > self.tables.len() / 4 {
+            // Many new tables (an install): room for exactly their labels.
+            self.tables.reserve_exact(fresh);
+        }
         for (key, table) in &g.tables {
             // Not interned: one name per destination (held inline), and the
             // sweep of unused names below would cost every update their number.

@@ -20,7 +20,8 @@ pub enum Kind {
     /// MeshHTTPRoute.
     MeshHttpRoute,
     /// A Kuma kind read but not acted on (Mesh, other policies), by name.
-    Other(Text),
+    /// Boxed: rare, and it keeps every key's kind one word.
+    Other(Box<Text>),
 }
 
 /// The identity of a resource, ordered by kind, mesh, namespace and name.
@@ -96,7 +97,7 @@ impl Kind {
             "MeshExternalService" => Kind::MeshExternalService,
             "MeshMultiZoneService" => Kind::MeshMultiZoneService,
             "MeshHTTPRoute" => Kind::MeshHttpRoute,
-            other => Kind::Other(other.into()),
+            other => Kind::Other(Box::new(other.into())),
         }
     }
 }

@@ -168,6 +168,15 @@ impl Engine {
         Self::default()
     }
 
+    /// An engine whose routes leave out how they were decided
+    /// ([`ResolvedRoute::why`] stays empty): for the agent, which never
+    /// shows it, and saves the text of every route.
+    pub fn without_explanations() -> Self {
+        let mut engine = Self::default();
+        engine.world.terse = true;
+        engine
+    }
+
     /// An engine holding every resource of `config` (each file a source).
     pub fn from_config(config: &Config) -> Self {
         let mut grouped: BTreeMap<(std::sync::Arc<Path>, Key), Vec<Resource>> = BTreeMap::new();
@@ -249,6 +258,12 @@ impl Engine {
             }
         }
         let mut base_changed = BTreeSet::new();
+        if self.dirty_addrs.len() > self.cells.len() / 4 {
+            // Many new destinations (an install): room for exactly their
+            // cells, not twice as many.
+            let fresh = self.dirty_addrs.iter().filter(|a| !self.base.contains_key(*a) && self.world.destinations.contains_key(*a)).count();
+            self.cells.reserve_exact(fresh.saturating_sub(self.free.len()));
+        }
         for addr in std::mem::take(&mut self.dirty_addrs) {
             match (self.world.destinations.contains_key(&addr), self.base.get(&addr).copied()) {
                 (true, Some(c)) => {

@@ -52,7 +52,8 @@ pub struct ResolvedRoute {
     pub policy: Option<Text>,
     /// Backends in `backendRefs` order (dropped ones left out).
     pub backends: Vec<ResolvedBackend>,
-    /// How the route was decided, lowest precedence first.
+    /// How the route was decided, lowest precedence first (empty from an
+    /// engine built [`Engine::without_explanations`]).
     pub why: Vec<String>,
 }
 

@@ -288,7 +288,8 @@ impl<'a> Ctx<'a, '_> {
                 (policy_attrs(&e.policy.origin, e.policy.spec.target_ref.as_ref()), kind_rank(e.target.kind), section)
             });
         }
-        for (e, _) in relevant.iter().rev().skip(1).rev() {
+        let explain = !self.world.terse;
+        for (e, _) in relevant.iter().rev().skip(1).rev().filter(|_| explain) {
             why.push(format!("{} to[{}] targets this destination but is overridden", e.policy.origin.display_name(), e.index));
         }
         let app_protocol = dest.app_protocol(&mut self.lookup());
@@ -306,7 +307,9 @@ impl<'a> Ctx<'a, '_> {
             }
             (_, _, Some(e)) => {
                 let to = &e.policy.spec.to.as_deref().unwrap_or_default()[e.index];
-                why.push(format!("{} to[{}] wins", e.policy.origin.display_name(), e.index));
+                if explain {
+                    why.push(format!("{} to[{}] wins", e.policy.origin.display_name(), e.index));
+                }
                 let refs: Vec<(RefPath, Cow<'_, BackendRef>)> = match to.rules.as_deref().and_then(|r| r.first()) {
                     Some(rule) => rule
                         .default
@@ -325,6 +328,9 @@ impl<'a> Ctx<'a, '_> {
                         // legacy `kuma.io/service` reference, as in Kuma.
                         if copy.section_name.is_some() && !matches!(dest.target, Target::Legacy(_)) {
                             let own = self.default_backend(dest);
+                            if !explain {
+                                why = Vec::new();
+                            }
                             return ResolvedRoute {
                                 mesh: dest.mesh.into(),
                                 service: dest.display(),
@@ -356,7 +362,11 @@ impl<'a> Ctx<'a, '_> {
                 (None, vec![self.default_backend(dest)])
             }
         };
-        why.shrink_to_fit();
+        if explain {
+            why.shrink_to_fit();
+        } else {
+            why = Vec::new();
+        }
         ResolvedRoute { mesh: dest.mesh.into(), service: dest.display(), vip: dest.vip, port: dest.port, app_protocol, policy, backends, why }
     }
 

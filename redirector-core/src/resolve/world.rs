@@ -283,6 +283,8 @@ pub(crate) struct World {
     pub bound: BTreeSet<Key>,
     /// MeshExternalServices with a hostname endpoint.
     pub hostnames: BTreeSet<Key>,
+    /// Whether routes leave out how they were decided (`why`).
+    pub terse: bool,
 }
 
 fn set_op<V: Ord + Clone>(map: &mut IdMap<Set<V>>, k: u64, v: V, add: bool) {
