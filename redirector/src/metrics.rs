@@ -80,12 +80,12 @@ pub enum Counts {
 ///
 /// A slot names its table by a small handle, and the table's labels are kept
 /// once: at 100,000 routes there are 400,000 slots, and a full label set per
-/// slot was a tenth of the agent's memory.
+/// slot was a tenth of the agent's memory. Slots are kept as runs: a table's
+/// slots are handed out together, so most tables are one run of four.
 #[derive(Debug, Default)]
 pub struct Slots {
-    /// Slot -> (table handle, what it counts: [`ROUTE_REFUSED`],
-    /// [`ROUTE_ORIGINS_FULL`] or `BACKEND + i` for backend `i`).
-    slots: std::collections::HashMap<u32, (u32, u32)>,
+    /// First slot of a run -> the run.
+    runs: std::collections::BTreeMap<u32, Run>,
     /// Labels of the tables with slots, by handle; `None`: a free handle.
     tables: Vec<Option<TableLabels>>,
     /// Free handles.
@@ -102,14 +102,44 @@ struct TableLabels {
     backends: Box<[Arc<str>]>,
 }
 
+/// Consecutive slots of one table that count consecutive things.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    /// The table's handle.
+    handle: u32,
+    /// What the run's first slot counts: [`ROUTE_REFUSED`],
+    /// [`ROUTE_ORIGINS_FULL`] or `BACKEND + i` for backend `i`.
+    what: u32,
+    /// Slots in the run.
+    len: u32,
+}
+
 const ROUTE_REFUSED: u32 = 0;
 const ROUTE_ORIGINS_FULL: u32 = 1;
 const BACKEND: u32 = 2;
 
+/// A table's slots as runs, each with its first slot, in what-they-count order.
+fn runs(table: &redirector_core::compile::Table, handle: u32) -> Vec<(u32, Run)> {
+    let slots = [table.header.counters + REFUSED, table.header.counters + ORIGINS_FULL].into_iter().chain(table.backends.iter().map(|b| b.counter));
+    let mut runs: Vec<(u32, Run)> = Vec::with_capacity(1);
+    for (what, slot) in slots.enumerate() {
+        match runs.last_mut() {
+            Some((first, run)) if first.checked_add(run.len) == Some(slot) => run.len += 1,
+            _ => runs.push((slot, Run { handle, what: what as u32, len: 1 })),
+        }
+    }
+    runs
+}
+
 impl Slots {
     /// What `slot` counts.
     pub fn get(&self, slot: &u32) -> Option<Slot> {
-        let &(handle, what) = self.slots.get(slot)?;
+        let (first, run) = self.runs.range(..=*slot).next_back()?;
+        let offset = slot - first;
+        if offset >= run.len {
+            return None;
+        }
+        let (handle, what) = (run.handle, run.what + offset);
         let table = self.tables.get(handle as usize)?.as_ref()?;
         let counts = match what {
             ROUTE_REFUSED => Counts::Refused,
@@ -140,17 +170,15 @@ impl Slots {
     ) {
         for table in before.values() {
             // A table's handle is found through its refused slot.
-            if let Some((handle, _)) = self.slots.remove(&(table.header.counters + REFUSED))
-                && self.tables[handle as usize].take().is_some()
-            {
+            let Some(handle) = self.runs.get(&(table.header.counters + REFUSED)).map(|r| r.handle) else { continue };
+            for (first, _) in runs(table, handle) {
+                self.runs.remove(&first);
+            }
+            if self.tables[handle as usize].take().is_some() {
                 self.free.push(handle);
             }
-            self.slots.remove(&(table.header.counters + ORIGINS_FULL));
-            for backend in &table.backends {
-                self.slots.remove(&backend.counter);
-            }
         }
-        self.slots.reserve(g.tables.values().map(|t| t.backends.len() + 2).sum());
+        let mut new_runs = Vec::with_capacity(g.tables.len());
         let fresh = g.tables.len().saturating_sub(self.free.len());
         if fresh > self.tables.len() / 4 {
             // Many new tables (an install): room for exactly their labels.
@@ -178,12 +206,10 @@ impl Slots {
                     (self.tables.len() - 1) as u32
                 }
             };
-            self.slots.insert(table.header.counters + REFUSED, (handle, ROUTE_REFUSED));
-            self.slots.insert(table.header.counters + ORIGINS_FULL, (handle, ROUTE_ORIGINS_FULL));
-            for (i, backend) in table.backends.iter().enumerate() {
-                self.slots.insert(backend.counter, (handle, BACKEND + i as u32));
-            }
+            new_runs.extend(runs(table, handle));
         }
+        new_runs.sort_unstable_by_key(|(first, _)| *first);
+        redirector_core::sorted::upsert(&mut self.runs, new_runs.into_iter(), drop);
         // Names no table uses any more.
         self.names.retain(|n| Arc::strong_count(n) > 1);
     }

@@ -35,9 +35,11 @@ struct Cell {
     owner: Option<Key>,
     /// `None` when no destination is declared there (any more).
     route: Option<ResolvedRoute>,
-    problems: Vec<Problem>,
+    /// Boxed slices, not vectors: a cell is kept, not grown, and there is one
+    /// per destination.
+    problems: Box<[Problem]>,
     /// Tokens read, sorted.
-    deps: Vec<u64>,
+    deps: Box<[u64]>,
 }
 
 /// A workload: a Dataplane with a cgroup label.
@@ -340,7 +342,7 @@ impl Engine {
     }
 
     fn new_cell(&mut self, addr: Addr, owner: Option<Key>) -> u32 {
-        let cell = Cell { addr, owner, route: None, problems: Vec::new(), deps: Vec::new() };
+        let cell = Cell { addr, owner, route: None, problems: Box::default(), deps: Box::default() };
         match self.free.pop() {
             Some(c) => {
                 self.cells[c as usize] = Some(cell);
@@ -412,7 +414,6 @@ impl Engine {
     fn store_cell(&mut self, c: u32, Computed { route, mut deps, problems }: Computed) -> bool {
         deps.sort_unstable();
         deps.dedup();
-        deps.shrink_to_fit();
         let cell = self.cells[c as usize].as_mut().expect("live cell");
         for &t in &deps {
             if cell.deps.binary_search(&t).is_err() {
@@ -421,8 +422,8 @@ impl Engine {
             }
         }
         self.live_deps = self.live_deps + deps.len() - cell.deps.len();
-        cell.deps = deps;
-        let old_problems = std::mem::replace(&mut cell.problems, problems);
+        cell.deps = deps.into_boxed_slice();
+        let old_problems = std::mem::replace(&mut cell.problems, problems.into_boxed_slice());
         let changed = cell.route != route;
         cell.route = route;
         if cell.owner.is_none() {

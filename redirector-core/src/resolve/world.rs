@@ -13,7 +13,7 @@ use crate::{
     store::{Change, Key, KeyData, Resource, Store},
 };
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     hash::{Hash, Hasher as _},
     net::IpAddr,
 };
@@ -275,8 +275,9 @@ pub(crate) struct World {
     pub dp_by_name: IdMap<Set<Key>>,
     pub routes: Entries,
     pub http: Entries,
-    /// Every declared destination address, and who declares it.
-    pub destinations: BTreeMap<Addr, Set<DestRef>>,
+    /// Every declared destination address, and who declares it (hashed:
+    /// only ever looked up).
+    pub destinations: HashMap<Addr, Set<DestRef>, foldhash::fast::FixedState>,
     pub dest_by_name: IdMap<Set<Addr>>,
     pub dest_by_mesh: IdMap<Set<Addr>>,
     /// Dataplanes with a cgroup label.
@@ -377,8 +378,8 @@ impl World {
                     addrs.insert(addr);
                     if add {
                         match self.destinations.entry(addr) {
-                            std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().insert(dest),
-                            std::collections::btree_map::Entry::Vacant(e) => {
+                            std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().insert(dest),
+                            std::collections::hash_map::Entry::Vacant(e) => {
                                 e.insert(Set::One(dest));
                             }
                         }
