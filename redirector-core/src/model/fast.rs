@@ -17,6 +17,7 @@
 //! [`super::load`]) the typed results.
 
 use super::node::Node;
+use bumpalo::{Bump, collections::Vec as BVec};
 #[cfg(test)]
 use serde_yaml::Value;
 
@@ -24,7 +25,7 @@ use serde_yaml::Value;
 const SMALL_MAP: usize = 16;
 
 /// Adds `key` to a mapping being read; `None` when it is already there.
-fn insert<'a>(map: &mut Vec<(&'a str, Node<'a>)>, seen: &mut Option<std::collections::HashSet<&'a str>>, key: &'a str, value: Node<'a>) -> Option<()> {
+fn insert<'a>(map: &mut BVec<'a, (&'a str, Node<'a>)>, seen: &mut Option<std::collections::HashSet<&'a str>>, key: &'a str, value: Node<'a>) -> Option<()> {
     if map.len() < SMALL_MAP {
         if map.iter().any(|(k, _)| *k == key) {
             return None;
@@ -90,14 +91,14 @@ fn is_blank(text: &str) -> bool {
 }
 
 /// Reads one document (its span), or declines it.
-pub(super) fn read(document: &str, marked: bool) -> Option<Node<'_>> {
+pub(super) fn read<'a>(document: &'a str, marked: bool, arena: &'a Bump) -> Option<Node<'a>> {
     // Line breaks other than `\n`, tabs, control bytes and non-ASCII text
     // (which libyaml checks for characters it does not allow) are left to
     // libyaml. At the end [`Reader::peek`] gives a NUL, so none may be inside.
     if !document.bytes().all(|b| (0x20..0x7f).contains(&b) || b == b'\n') {
         return None;
     }
-    let mut p = Reader { s: document.as_bytes(), i: 0, depth: 0 };
+    let mut p = Reader { text: document, s: document.as_bytes(), i: 0, depth: 0, arena };
     let first = if marked {
         p.i = 3;
         p.spaces();
@@ -131,9 +132,13 @@ pub(super) fn read(document: &str, marked: bool) -> Option<Node<'_>> {
 }
 
 struct Reader<'a> {
+    /// The document, for slicing scalars out of it without checking UTF-8 again.
+    text: &'a str,
     s: &'a [u8],
     i: usize,
     depth: usize,
+    /// Where the collections go.
+    arena: &'a Bump,
 }
 
 /// Bytes of a plain scalar in the subset.
@@ -243,7 +248,7 @@ impl<'a> Reader<'a> {
     /// A block sequence at column `indent`, at its first `-`.
     fn sequence(&mut self, indent: usize) -> Option<Node<'a>> {
         self.enter()?;
-        let mut items = Vec::new();
+        let mut items = BVec::new_in(self.arena);
         loop {
             // At a `-` at column `indent`.
             self.i += 1;
@@ -296,7 +301,7 @@ impl<'a> Reader<'a> {
     /// A block mapping at column `indent`, at its first key.
     fn mapping(&mut self, indent: usize) -> Option<Node<'a>> {
         self.enter()?;
-        let (mut map, mut seen) = (Vec::new(), None);
+        let (mut map, mut seen) = (BVec::new_in(self.arena), None);
         loop {
             if !self.starts_key() {
                 return None;
@@ -380,7 +385,7 @@ impl<'a> Reader<'a> {
         self.i += 1;
         self.flow_space()?;
         let value = if close == b'}' {
-            let (mut map, mut seen) = (Vec::new(), None);
+            let (mut map, mut seen) = (BVec::new_in(self.arena), None);
             if self.peek() != b'}' {
                 loop {
                     let key = match self.peek() {
@@ -411,7 +416,7 @@ impl<'a> Reader<'a> {
             }
             Node::Map(map)
         } else {
-            let mut items = Vec::new();
+            let mut items = BVec::new_in(self.arena);
             if self.peek() != b']' {
                 loop {
                     items.push(self.flow_item()?);
@@ -465,7 +470,8 @@ impl<'a> Reader<'a> {
         while plain_byte(self.peek()) {
             self.i += 1;
         }
-        let text = std::str::from_utf8(&self.s[start..self.i]).ok()?;
+        // ASCII bytes only, so both ends are character boundaries.
+        let text = self.text.get(start..self.i)?;
         (!text.is_empty()).then_some(text)
     }
 
@@ -508,7 +514,7 @@ impl<'a> Reader<'a> {
         if !matches!(self.peek(), b' ' | b'\n' | b',' | b']' | b'}' | b':' | 0) {
             return None;
         }
-        Some(Node::Str(std::str::from_utf8(&self.s[start..k]).ok()?))
+        Some(Node::Str(self.text.get(start..k)?))
     }
 }
 
@@ -748,7 +754,7 @@ mod tests {
             for document in split(&text).unwrap_or_default() {
                 documents += 1;
                 let span = &text[document.span.clone()];
-                if let Some(node) = read(span, document.marked) {
+                if let Some(node) = read(span, document.marked, &bumpalo::Bump::new()) {
                     fast += 1;
                     assert_eq!(Some(node.to_value()), libyaml(span), "document {span:?}");
                 }
@@ -767,7 +773,8 @@ mod tests {
         for (i, text) in documents.iter().enumerate() {
             let split = split(text).unwrap();
             assert_eq!(split.len(), 1);
-            let fast = read(&text[split[0].span.clone()], split[0].marked);
+            let arena = bumpalo::Bump::new();
+            let fast = read(&text[split[0].span.clone()], split[0].marked, &arena);
             assert!(fast.is_some(), "document {i} is read fast");
             assert_eq!(fast.map(|n| n.to_value()), libyaml(text));
         }

@@ -182,14 +182,18 @@ fn load_stream(config: &mut Config, file: &Arc<Path>, text: &str, first: usize, 
         counted = offset;
         lines
     };
+    // One arena for the nodes of every document of the stream, emptied
+    // after each: reading allocates nothing of its own.
+    let mut arena = bumpalo::Bump::new();
     for (k, document) in documents.iter().enumerate() {
         let index = first + k;
         let span = &text[document.span.clone()];
-        let loaded = match fast::read(span, document.marked) {
+        let loaded = match fast::read(span, document.marked, &arena) {
             Some(Node::Null) => true,
             Some(node) => load_fast(config, file, &node).is_ok(),
             None => false,
         };
+        arena.reset();
         if loaded {
             continue;
         }
@@ -814,7 +818,7 @@ mod tests {
         for _ in 0..4000 {
             let text = format!("---\n{}", strategy.new_tree(&mut runner).unwrap().current());
             cases += 1;
-            if let Some(node) = fast::read(&text, true) {
+            if let Some(node) = fast::read(&text, true, &bumpalo::Bump::new()) {
                 let mut scratch = Config::default();
                 fast_typed += usize::from(load_fast(&mut scratch, &file, &node).is_ok());
             }

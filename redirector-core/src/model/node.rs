@@ -8,19 +8,22 @@
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_yaml::{Mapping, Value};
+use bumpalo::collections::Vec as BVec;
 use std::fmt;
 
 /// A node of a document read by the fast reader. Scalars are slices of the
 /// text, resolved as serde_yaml resolves them; mapping keys are strings,
-/// each once.
+/// each once. Collections live in the reader's arena: a document's nodes are
+/// gone as soon as its resources are typed, and one arena per file serves
+/// every document without a single allocation of its own.
 #[derive(Debug, PartialEq)]
 pub(super) enum Node<'a> {
     Null,
     Bool(bool),
     Int(u64),
     Str(&'a str),
-    Map(Vec<(&'a str, Node<'a>)>),
-    Seq(Vec<Node<'a>>),
+    Map(BVec<'a, (&'a str, Node<'a>)>),
+    Seq(BVec<'a, Node<'a>>),
 }
 
 impl Node<'_> {

@@ -218,7 +218,15 @@ impl Engine {
         if matches!(change.old, Some(Resource::Dataplane(_))) || matches!(change.new, Some(Resource::Dataplane(_))) {
             self.dirty_workloads.insert(change.key.clone());
         }
-        self.world.apply(&change, &mut self.fired, &mut self.dirty_addrs);
+        // Only tokens something read: at an install nothing has yet, and a
+        // set of every token fired was most of an event's cost.
+        let (rev, wrev, fired) = (&self.rev, &self.wrev, &mut self.fired);
+        let mut fire = |id: u64| {
+            if rev.contains_key(&id) || wrev.contains_key(&id) {
+                fired.insert(id);
+            }
+        };
+        self.world.apply(&change, &mut fire, &mut self.dirty_addrs);
     }
 
     /// Looks every hostname up again at the next update.

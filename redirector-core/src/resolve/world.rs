@@ -333,30 +333,30 @@ pub(crate) fn declared(r: &Resource) -> Vec<(Addr, DestRef)> {
 }
 
 impl World {
-    /// Records one change; returns the ids of the tokens it fires and the
-    /// addresses whose declarations it touches.
-    pub fn apply(&mut self, change: &Change, fired: &mut IdSet, addrs: &mut BTreeSet<Addr>) {
+    /// Records one change; gives `fire` the id of every token it fires and
+    /// returns the addresses whose declarations it touches.
+    pub fn apply(&mut self, change: &Change, fire: &mut dyn FnMut(u64), addrs: &mut BTreeSet<Addr>) {
         for (r, add) in [(&change.old, false), (&change.new, true)] {
             let Some(r) = r else { continue };
-            self.index(&change.key, r, add, fired, addrs);
+            self.index(&change.key, r, add, fire, addrs);
         }
     }
 
-    fn index(&mut self, key: &Key, r: &Resource, add: bool, fired: &mut IdSet, addrs: &mut BTreeSet<Addr>) {
+    fn index(&mut self, key: &Key, r: &Resource, add: bool, fire: &mut dyn FnMut(u64), addrs: &mut BTreeSet<Addr>) {
         let o = r.origin();
         let (mesh, name) = (o.mesh.as_str(), o.name.as_str());
-        fired.insert(Token::Resource(key).id());
+        fire(Token::Resource(key).id());
         match r {
             Resource::Service(_) | Resource::External(_) | Resource::MultiZone(_) => {
                 let by_mesh = match r {
                     Resource::Service(_) => {
                         set_op(&mut self.services_by_name, ix(&[mesh, name]), key.clone(), add);
-                        fired.insert(Token::ServiceName(mesh, name).id());
-                        fired.insert(Token::AllServices(mesh).id());
+                        fire(Token::ServiceName(mesh, name).id());
+                        fire(Token::AllServices(mesh).id());
                         &mut self.services_by_mesh
                     }
                     Resource::External(s) => {
-                        fired.insert(Token::AllExternal(mesh).id());
+                        fire(Token::AllExternal(mesh).id());
                         let hostname = s.spec.endpoints.iter().flatten().any(|e| e.address.parse::<IpAddr>().is_err());
                         if add && hostname {
                             self.hostnames.insert(key.clone());
@@ -366,15 +366,15 @@ impl World {
                         &mut self.external_by_mesh
                     }
                     _ => {
-                        fired.insert(Token::AllMultiZone(mesh).id());
+                        fire(Token::AllMultiZone(mesh).id());
                         &mut self.multizone_by_mesh
                     }
                 };
                 set_op(by_mesh, ix(&[mesh]), key.clone(), add);
-                fired.insert(Token::DestName(mesh, name).id());
-                fired.insert(Token::DestMesh(mesh).id());
+                fire(Token::DestName(mesh, name).id());
+                fire(Token::DestMesh(mesh).id());
                 for (addr, dest) in declared(r) {
-                    fired.insert(Token::Addr(addr.0, addr.1).id());
+                    fire(Token::Addr(addr.0, addr.1).id());
                     addrs.insert(addr);
                     if add {
                         match self.destinations.entry(addr) {
@@ -416,8 +416,8 @@ impl World {
             }
             Resource::Dataplane(dp) => {
                 set_op(&mut self.dp_by_name, ix(&[mesh, name]), key.clone(), add);
-                fired.insert(Token::DpName(mesh, name).id());
-                fired.insert(Token::DpMesh(mesh).id());
+                fire(Token::DpName(mesh, name).id());
+                fire(Token::DpMesh(mesh).id());
                 let mut tags: Vec<(&str, &str)> = dp
                     .spec
                     .networking
@@ -431,7 +431,7 @@ impl World {
                 tags.dedup();
                 for (k, v) in tags {
                     set_op(&mut self.dp_by_tag, ix(&[mesh, k, v]), key.clone(), add);
-                    fired.insert(Token::DpTag(mesh, k, v).id());
+                    fire(Token::DpTag(mesh, k, v).id());
                 }
                 if add && o.labels.contains_key(CGROUP_LABEL) {
                     self.bound.insert(key.clone());
@@ -449,7 +449,7 @@ impl World {
                         (Some(n), true) => Token::HttpName(mesh, n),
                         (None, true) => Token::HttpScan(mesh),
                     };
-                    fired.insert(token.id());
+                    fire(token.id());
                 }
                 if http { self.http.update(key, r, add) } else { self.routes.update(key, r, add) }
             }
