@@ -30,7 +30,8 @@ enum Task {
     Setup,
     /// Build the agent (with its BPF programs), the test client, the demo and the bench.
     Build,
-    /// Unit, property, 30 s of fuzzing, a bench smoke run, and kernel tests (root; never skipped).
+    /// Unit, property, 30 s of fuzzing, a bench smoke run, kernel tests (root; never skipped),
+    /// then the Kubernetes manifests validated and the image built and checked.
     Test {
         /// Extra arguments for the test binaries (e.g. a test name filter).
         #[arg(trailing_var_arg = true)]
@@ -78,7 +79,13 @@ fn main() -> anyhow::Result<()> {
             require_root("the kernel tests (they are never skipped)")?;
             setup::run()?;
             setup::bench_tools()?;
-            test(&args)
+            test(&args)?;
+            // A filtered run is for one test; the whole run checks what ships.
+            if args.is_empty() {
+                manifests::validate()?;
+                image::run(None)?;
+            }
+            Ok(())
         }
         Task::Demo { connects } => {
             require_root("the demo (it loads BPF programs and creates a cgroup)")?;
