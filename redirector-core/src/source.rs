@@ -3,6 +3,10 @@
 //! identity, size or times moved are read again, only those whose content
 //! changed are parsed again, and the resources of every other file are
 //! reused as they are (shared, not copied).
+//!
+//! [`kubernetes`]: Kubernetes objects as the Kuma resources kuma-cp makes of them.
+
+pub mod kubernetes;
 
 use crate::{
     model::{

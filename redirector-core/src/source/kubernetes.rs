@@ -1,0 +1,240 @@
+//! Kubernetes objects as Kuma reads them: a pod as its Dataplane, a Service
+//! as the MeshService kuma-cp generates for it, and the mesh of each.
+//!
+//! Pure: objects in, Kuma resources (in Kuma's Kubernetes form, as the files
+//! a user would write) out. The rules follow kuma-cp 2.14's pod converter
+//! (`pkg/plugins/runtime/k8s/controllers/inbound_converter.go`,
+//! `InboundTagsForService`), its MeshService generator
+//! (`meshservice_controller.go`) and `MeshOfByLabelOrAnnotation`
+//! (`pkg/plugins/runtime/k8s/util/util.go`). Where a node agent without
+//! sidecars must differ, the item says so.
+
+use serde_json::{Map, Value, json};
+
+/// The label (then annotation) naming a resource's or namespace's mesh.
+pub const MESH_LABEL: &str = "kuma.io/mesh";
+
+/// The inbound port kuma-cp gives a pod that no Service selects.
+pub const SERVICELESS_PORT: u16 = 49151;
+
+/// Protocols kuma-cp takes from a Service port's `appProtocol`.
+const KNOWN_PROTOCOLS: [&str; 5] = ["tcp", "http", "http2", "grpc", "kafka"];
+
+fn str_at<'v>(v: &'v Value, path: &[&str]) -> Option<&'v str> {
+    path.iter().try_fold(v, |v, k| v.get(k))?.as_str()
+}
+
+fn map_at<'v>(v: &'v Value, path: &[&str]) -> Option<&'v Map<String, Value>> {
+    path.iter().try_fold(v, |v, k| v.get(k))?.as_object()
+}
+
+fn labels(v: &Value) -> Option<&Map<String, Value>> {
+    map_at(v, &["metadata", "labels"])
+}
+
+fn annotation<'v>(v: &'v Value, key: &str) -> Option<&'v str> {
+    map_at(v, &["metadata", "annotations"])?.get(key)?.as_str()
+}
+
+/// The mesh of an object in `namespace`: its `kuma.io/mesh` label, then
+/// annotation, then the namespace's label, then annotation, else `default`.
+pub fn mesh_of(object: &Value, namespace: Option<&Value>) -> String {
+    let from = |v: &Value| {
+        let label = labels(v).and_then(|l| l.get(MESH_LABEL)).and_then(Value::as_str);
+        label.or_else(|| annotation(v, MESH_LABEL)).filter(|m| !m.is_empty()).map(str::to_owned)
+    };
+    from(object).or_else(|| namespace.and_then(from)).unwrap_or_else(|| "default".into())
+}
+
+/// Whether a Service selects `pod`: same namespace, a non-empty selector
+/// the pod's labels satisfy, not `ExternalName`, not `kuma.io/ignore`d.
+fn selects(service: &Value, pod: &Value) -> bool {
+    let ns = |v: &Value| str_at(v, &["metadata", "namespace"]).unwrap_or("default").to_owned();
+    let Some(selector) = map_at(service, &["spec", "selector"]).filter(|s| !s.is_empty()) else { return false };
+    let pod_labels = labels(pod);
+    ns(service) == ns(pod)
+        && str_at(service, &["spec", "type"]) != Some("ExternalName")
+        && annotation(service, "kuma.io/ignore") != Some("true")
+        && selector.iter().all(|(k, v)| pod_labels.and_then(|l| l.get(k)) == Some(v))
+}
+
+/// The container port (and its container) a Service port's `targetPort`
+/// names: by name, the pod's TCP container port of that name; by number,
+/// that port (its container if one declares it).
+fn target<'p>(pod: &'p Value, target_port: &Value) -> Option<(u16, Option<&'p Value>, Option<&'p str>)> {
+    let containers = pod.pointer("/spec/containers").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let ports = || containers.iter().flat_map(|c| c.get("ports").and_then(Value::as_array).into_iter().flatten().map(move |p| (c, p)));
+    let tcp = |p: &Value| p.get("protocol").and_then(Value::as_str).is_none_or(|proto| proto == "TCP");
+    let number = |p: &Value| p.get("containerPort").and_then(Value::as_u64).and_then(|n| u16::try_from(n).ok());
+    match target_port {
+        Value::String(name) => {
+            let (c, p) = ports().find(|(_, p)| tcp(p) && p.get("name").and_then(Value::as_str) == Some(name))?;
+            Some((number(p)?, Some(c), p.get("name").and_then(Value::as_str)))
+        }
+        Value::Number(n) => {
+            let n = u16::try_from(n.as_u64()?).ok()?;
+            let found = ports().find(|(_, p)| tcp(p) && number(p) == Some(n));
+            Some((n, found.map(|(c, _)| c), found.and_then(|(_, p)| p.get("name").and_then(Value::as_str))))
+        }
+        _ => None,
+    }
+}
+
+/// The `kuma.io/protocol` of a Service port: a known `appProtocol`, else
+/// the `<port>.service.kuma.io/protocol` annotation, else `tcp`; lowercase.
+fn protocol(service: &Value, port: &Value) -> String {
+    let known = port.get("appProtocol").and_then(Value::as_str).map(str::to_ascii_lowercase).filter(|p| KNOWN_PROTOCOLS.contains(&p.as_str()));
+    let number = port.get("port").and_then(Value::as_u64).unwrap_or(0);
+    known
+        .or_else(|| annotation(service, &format!("{number}.service.kuma.io/protocol")).map(str::to_ascii_lowercase))
+        .unwrap_or_else(|| "tcp".into())
+}
+
+/// Whether container `c` of `pod` is ready (no container: the pod's
+/// readiness is not consulted, as in kuma-cp).
+fn container_ready(pod: &Value, c: Option<&Value>) -> bool {
+    let Some(name) = c.and_then(|c| c.get("name")).and_then(Value::as_str) else { return true };
+    let statuses = pod.pointer("/status/containerStatuses").and_then(Value::as_array);
+    statuses.into_iter().flatten().find(|s| s.get("name").and_then(Value::as_str) == Some(name)).and_then(|s| s.get("ready")).and_then(Value::as_bool).unwrap_or(false)
+}
+
+/// The pod's labels as inbound tags: non-empty values, without keys that
+/// contain `kuma.io/` (kuma-cp sets those itself).
+fn pod_tags(pod: &Value, filtered: bool) -> Map<String, Value> {
+    labels(pod)
+        .into_iter()
+        .flatten()
+        .filter(|(k, v)| v.as_str().is_some_and(|v| !v.is_empty()) && !(filtered && k.contains("kuma.io/")))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// The Dataplane kuma-cp would make of `pod`, given the Services of the
+/// cluster and the pod's namespace, or `None` for a pod that has none: not
+/// running on an address of its own (host network, no pod IP yet, finished,
+/// evicted). `extra_labels` go on the Dataplane (the agent's cgroup binding).
+///
+/// Differs from kuma-cp in one respect: kuma-cp converts only pods with an
+/// injected sidecar; here every pod of the node is a workload.
+pub fn dataplane(pod: &Value, services: &[&Value], namespace: Option<&Value>, extra_labels: &[(&str, &str)]) -> Option<Value> {
+    let name = str_at(pod, &["metadata", "name"])?;
+    let ns = str_at(pod, &["metadata", "namespace"]).unwrap_or("default");
+    let ip = str_at(pod, &["status", "podIP"]).filter(|ip| !ip.is_empty())?;
+    let phase = str_at(pod, &["status", "phase"]);
+    if pod.pointer("/spec/hostNetwork").and_then(Value::as_bool) == Some(true)
+        || matches!(phase, Some("Succeeded" | "Failed"))
+        || str_at(pod, &["status", "reason"]) == Some("Evicted")
+    {
+        return None;
+    }
+    let deleting = pod.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null());
+    let mesh = mesh_of(pod, namespace);
+    let mut matching: Vec<&Value> = services.iter().copied().filter(|s| selects(s, pod)).collect();
+    matching.sort_by_key(|s| str_at(s, &["metadata", "name"]).unwrap_or_default().to_owned());
+    let mut inbounds = Vec::new();
+    for svc in matching {
+        let svc_name = str_at(svc, &["metadata", "name"]).unwrap_or_default();
+        let headless = str_at(svc, &["spec", "clusterIP"]) == Some("None");
+        for port in svc.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten() {
+            if port.get("protocol").and_then(Value::as_str).is_some_and(|p| p != "TCP") {
+                continue;
+            }
+            let Some(number) = port.get("port").and_then(Value::as_u64) else { continue };
+            let target_port = port.get("targetPort").cloned().unwrap_or(json!(number));
+            let Some((inbound_port, container, port_name)) = target(pod, &target_port) else { continue };
+            let mut tags = pod_tags(pod, true);
+            tags.insert("k8s.kuma.io/namespace".into(), json!(ns));
+            tags.insert("k8s.kuma.io/service-name".into(), json!(svc_name));
+            tags.insert("k8s.kuma.io/service-port".into(), json!(number.to_string()));
+            tags.insert("kuma.io/service".into(), json!(format!("{svc_name}_{ns}_svc_{number}")));
+            tags.insert("kuma.io/protocol".into(), json!(protocol(svc, port)));
+            if headless {
+                tags.insert("kuma.io/instance".into(), json!(name));
+            }
+            let ready = !deleting && container_ready(pod, container);
+            let mut inbound = json!({"port": inbound_port, "tags": tags, "health": {"ready": ready}});
+            if let Some(port_name) = port_name {
+                inbound["name"] = json!(port_name);
+            }
+            inbounds.push(inbound);
+        }
+    }
+    if inbounds.is_empty() {
+        // kuma-cp names a serviceless pod's service after its workload
+        // (deployment, job, ...); the pod's name stands for it here.
+        let mut tags = pod_tags(pod, false);
+        tags.insert("k8s.kuma.io/namespace".into(), json!(ns));
+        tags.insert("kuma.io/service".into(), json!(format!("{name}_{ns}_svc")));
+        tags.insert("kuma.io/protocol".into(), json!("tcp"));
+        tags.insert("kuma.io/instance".into(), json!(name));
+        inbounds.push(json!({"port": SERVICELESS_PORT, "tags": tags, "health": {"ready": !deleting}}));
+    }
+    let mut meta_labels: Map<String, Value> = labels(pod).cloned().unwrap_or_default();
+    meta_labels.insert(MESH_LABEL.into(), json!(mesh));
+    meta_labels.insert("k8s.kuma.io/namespace".into(), json!(ns));
+    meta_labels.insert("kuma.io/env".into(), json!("kubernetes"));
+    for (k, v) in extra_labels {
+        meta_labels.insert((*k).into(), json!(v));
+    }
+    Some(json!({
+        "apiVersion": "kuma.io/v1alpha1",
+        "kind": "Dataplane",
+        "metadata": {"name": name, "namespace": ns, "labels": meta_labels},
+        "spec": {"networking": {"address": ip, "inbound": inbounds}},
+    }))
+}
+
+/// The MeshService kuma-cp generates for `service`, or `None` where it
+/// generates none (no cluster IP: headless or `ExternalName`; ignored;
+/// no selector; no TCP port).
+///
+/// Differs from kuma-cp: kuma-cp generates MeshServices only for meshes in
+/// a `meshServices` mode and Services of injected namespaces; a user of this
+/// agent has no sidecars, so it derives one for every such Service that has
+/// no MeshService of its own. Headless Services (one MeshService per pod in
+/// kuma-cp) are left out.
+pub fn mesh_service(service: &Value, namespace: Option<&Value>) -> Option<Value> {
+    let name = str_at(service, &["metadata", "name"])?;
+    let ns = str_at(service, &["metadata", "namespace"]).unwrap_or("default");
+    let vip = str_at(service, &["spec", "clusterIP"]).filter(|ip| !ip.is_empty() && *ip != "None")?;
+    if annotation(service, "kuma.io/ignore") == Some("true") || annotation(service, "kuma.io/gateway").is_some() {
+        return None;
+    }
+    let mut selector = map_at(service, &["spec", "selector"]).filter(|s| !s.is_empty())?.clone();
+    selector.insert("k8s.kuma.io/namespace".into(), json!(ns));
+    let ports: Vec<Value> = service
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|p| p.get("protocol").and_then(Value::as_str).is_none_or(|p| p == "TCP"))
+        .filter_map(|p| {
+            let number = p.get("port")?.as_u64()?;
+            let port_name = p.get("name").and_then(Value::as_str).filter(|n| !n.is_empty()).map_or_else(|| number.to_string(), str::to_owned);
+            Some(json!({
+                "name": port_name,
+                "port": number,
+                "targetPort": p.get("targetPort").cloned().unwrap_or(json!(number)),
+                "appProtocol": p.get("appProtocol").and_then(Value::as_str).unwrap_or("tcp"),
+            }))
+        })
+        .collect();
+    if ports.is_empty() {
+        return None;
+    }
+    let mut meta_labels: Map<String, Value> = labels(service).cloned().unwrap_or_default();
+    meta_labels.insert(MESH_LABEL.into(), json!(mesh_of(service, namespace)));
+    meta_labels.insert("k8s.kuma.io/service-name".into(), json!(name));
+    meta_labels.insert("k8s.kuma.io/namespace".into(), json!(ns));
+    meta_labels.insert("kuma.io/managed-by".into(), json!("k8s-controller"));
+    meta_labels.insert("kuma.io/env".into(), json!("kubernetes"));
+    meta_labels.insert("kuma.io/origin".into(), json!("zone"));
+    meta_labels.insert("k8s.kuma.io/is-headless-service".into(), json!("false"));
+    Some(json!({
+        "apiVersion": "kuma.io/v1alpha1",
+        "kind": "MeshService",
+        "metadata": {"name": name, "namespace": ns, "labels": meta_labels},
+        "spec": {"selector": {"dataplaneTags": selector}, "ports": ports},
+        "status": {"vips": [{"ip": vip}]},
+    }))
+}

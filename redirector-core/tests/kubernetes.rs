@@ -1,0 +1,163 @@
+//! Kubernetes objects read as kuma-cp reads them: pods as Dataplanes with
+//! its inbound tags, Services as its generated MeshServices, and the routes
+//! that follow from them.
+
+use redirector_core::{plan, source::kubernetes};
+use serde_json::{Value, json};
+use std::{net::SocketAddr, path::Path};
+
+fn pod(name: &str, ns: &str, ip: &str, labels: Value) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{name}"), "labels": labels},
+        "spec": {"nodeName": "node-1", "containers": [{"name": "app", "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]}]},
+        "status": {"phase": "Running", "podIP": ip, "containerStatuses": [{"name": "app", "ready": true}]},
+    })
+}
+
+fn service(name: &str, ns: &str, vip: &str, selector: Value, target_port: Value) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": ns, "labels": {"team": "shop"}},
+        "spec": {"clusterIP": vip, "selector": selector, "ports": [{"name": "web", "port": 80, "targetPort": target_port, "protocol": "TCP"}]},
+    })
+}
+
+/// The documents, as one YAML stream (JSON is YAML).
+fn stream(docs: &[Value]) -> String {
+    docs.iter().map(|d| format!("---\n{d}\n")).collect()
+}
+
+fn tags(dp: &Value, inbound: usize) -> &serde_json::Map<String, Value> {
+    dp["spec"]["networking"]["inbound"][inbound]["tags"].as_object().unwrap()
+}
+
+#[test]
+fn the_mesh_comes_from_the_object_then_its_namespace_then_default() {
+    let ns = json!({"metadata": {"name": "shop", "labels": {"kuma.io/mesh": "ns-mesh"}}});
+    let annotated = json!({"metadata": {"annotations": {"kuma.io/mesh": "annotated"}}});
+    let labelled = json!({"metadata": {"labels": {"kuma.io/mesh": "own"}, "annotations": {"kuma.io/mesh": "annotated"}}});
+    assert_eq!(kubernetes::mesh_of(&labelled, Some(&ns)), "own");
+    assert_eq!(kubernetes::mesh_of(&annotated, Some(&ns)), "annotated");
+    assert_eq!(kubernetes::mesh_of(&json!({}), Some(&ns)), "ns-mesh");
+    assert_eq!(kubernetes::mesh_of(&json!({}), None), "default");
+}
+
+#[test]
+fn a_pod_gets_the_inbound_tags_kuma_cp_gives_it() {
+    let p = pod("web-1", "shop", "10.1.0.5", json!({"app": "web", "version": "v1", "kuma.io/sidecar-injection": "enabled", "empty": ""}));
+    let s = service("web", "shop", "10.96.0.10", json!({"app": "web"}), json!("http"));
+    let other_ns = service("web", "other", "10.96.0.11", json!({"app": "web"}), json!(8080));
+    let dp = kubernetes::dataplane(&p, &[&s, &other_ns], None, &[("redirector.io/cgroup", "kubepods/podx")]).unwrap();
+    assert_eq!(dp["metadata"]["name"], "web-1");
+    assert_eq!(dp["metadata"]["labels"]["kuma.io/mesh"], "default");
+    assert_eq!(dp["metadata"]["labels"]["redirector.io/cgroup"], "kubepods/podx");
+    assert_eq!(dp["spec"]["networking"]["inbound"].as_array().unwrap().len(), 1, "{dp:#}");
+    let inbound = &dp["spec"]["networking"]["inbound"][0];
+    assert_eq!((inbound["port"].clone(), inbound["name"].clone(), inbound["health"]["ready"].clone()), (json!(8080), json!("http"), json!(true)));
+    let expected = json!({
+        "app": "web", "version": "v1",
+        "k8s.kuma.io/namespace": "shop", "k8s.kuma.io/service-name": "web", "k8s.kuma.io/service-port": "80",
+        "kuma.io/service": "web_shop_svc_80", "kuma.io/protocol": "tcp",
+    });
+    assert_eq!(&Value::Object(tags(&dp, 0).clone()), &expected);
+}
+
+#[test]
+fn the_protocol_is_a_known_app_protocol_then_the_annotation_then_tcp() {
+    let p = pod("web-1", "shop", "10.1.0.5", json!({"app": "web"}));
+    let mut s = service("web", "shop", "10.96.0.10", json!({"app": "web"}), json!(8080));
+    let dp = |s: &Value| kubernetes::dataplane(&p, &[s], None, &[]).unwrap();
+    s["spec"]["ports"][0]["appProtocol"] = json!("HTTP");
+    assert_eq!(tags(&dp(&s), 0)["kuma.io/protocol"], "http");
+    s["spec"]["ports"][0]["appProtocol"] = json!("kubernetes.io/ws");
+    s["metadata"]["annotations"] = json!({"80.service.kuma.io/protocol": "GRPC"});
+    assert_eq!(tags(&dp(&s), 0)["kuma.io/protocol"], "grpc");
+    s["metadata"]["annotations"] = json!({});
+    assert_eq!(tags(&dp(&s), 0)["kuma.io/protocol"], "tcp");
+}
+
+#[test]
+fn pods_without_an_address_of_their_own_are_no_workload() {
+    let mut p = pod("web-1", "shop", "10.1.0.5", json!({"app": "web"}));
+    p["spec"]["hostNetwork"] = json!(true);
+    assert!(kubernetes::dataplane(&p, &[], None, &[]).is_none());
+    let mut p = pod("web-1", "shop", "", json!({"app": "web"}));
+    assert!(kubernetes::dataplane(&p, &[], None, &[]).is_none(), "no pod IP yet");
+    p["status"]["podIP"] = json!("10.1.0.5");
+    p["status"]["phase"] = json!("Succeeded");
+    assert!(kubernetes::dataplane(&p, &[], None, &[]).is_none());
+}
+
+#[test]
+fn a_pod_no_service_selects_gets_kuma_cps_serviceless_inbound() {
+    let p = pod("job-1", "shop", "10.1.0.6", json!({"app": "job", "kuma.io/x": "kept"}));
+    let dp = kubernetes::dataplane(&p, &[], None, &[]).unwrap();
+    let inbound = &dp["spec"]["networking"]["inbound"][0];
+    assert_eq!(inbound["port"], kubernetes::SERVICELESS_PORT);
+    assert_eq!(tags(&dp, 0)["kuma.io/service"], "job-1_shop_svc");
+    assert_eq!(tags(&dp, 0)["kuma.io/x"], "kept", "kuma-cp does not filter kuma.io/ labels here");
+}
+
+#[test]
+fn a_service_becomes_the_mesh_service_kuma_cp_generates() {
+    let s = service("web", "shop", "10.96.0.10", json!({"app": "web"}), json!("http"));
+    let ms = kubernetes::mesh_service(&s, None).unwrap();
+    assert_eq!(ms["metadata"]["name"], "web");
+    assert_eq!(ms["spec"]["selector"]["dataplaneTags"], json!({"app": "web", "k8s.kuma.io/namespace": "shop"}));
+    assert_eq!(ms["spec"]["ports"], json!([{"name": "web", "port": 80, "targetPort": "http", "appProtocol": "tcp"}]));
+    assert_eq!(ms["status"]["vips"], json!([{"ip": "10.96.0.10"}]));
+    assert_eq!(ms["metadata"]["labels"]["team"], "shop");
+    assert_eq!(ms["metadata"]["labels"]["k8s.kuma.io/service-name"], "web");
+    let headless = service("db", "shop", "None", json!({"app": "db"}), json!(5432));
+    assert!(kubernetes::mesh_service(&headless, None).is_none());
+    let mut selectorless = service("ext", "shop", "10.96.0.12", json!({}), json!(80));
+    assert!(kubernetes::mesh_service(&selectorless, None).is_none());
+    selectorless["spec"]["selector"] = json!({"app": "x"});
+    selectorless["spec"]["ports"][0]["protocol"] = json!("UDP");
+    assert!(kubernetes::mesh_service(&selectorless, None).is_none(), "no TCP port");
+}
+
+/// End to end through the pipeline: the generated MeshService finds the
+/// pod's Dataplane by its tags and the named target port, a not-ready
+/// container is no endpoint, and a MeshTCPRoute selecting pods by their
+/// labels (MeshSubset) applies to exactly those pods.
+#[test]
+fn generated_resources_route_as_kuma_routes_them() {
+    let v1 = pod("web-1", "shop", "10.1.0.5", json!({"app": "web", "version": "v1"}));
+    let mut v2 = pod("web-2", "shop", "10.1.0.6", json!({"app": "web", "version": "v2"}));
+    let mut unready = pod("web-3", "shop", "10.1.0.7", json!({"app": "web", "version": "v1"}));
+    unready["status"]["containerStatuses"][0]["ready"] = json!(false);
+    v2["metadata"]["labels"]["role"] = json!("client");
+    let web = service("web", "shop", "10.96.0.10", json!({"app": "web"}), json!("http"));
+    let v2_svc = service("web-v2", "shop", "10.96.0.20", json!({"app": "web", "version": "v2"}), json!(8080));
+    let services = [&web, &v2_svc];
+    let cgroup = |p: &str| format!("kubepods/{p}");
+    let mut docs: Vec<Value> = [(&v1, "web-1"), (&v2, "web-2"), (&unready, "web-3")]
+        .iter()
+        .map(|(p, n)| kubernetes::dataplane(p, &services, None, &[("redirector.io/cgroup", &cgroup(n))]).unwrap())
+        .collect();
+    docs.extend(services.iter().map(|s| kubernetes::mesh_service(s, None).unwrap()));
+    docs.push(json!({
+        "apiVersion": "kuma.io/v1alpha1", "kind": "MeshTCPRoute",
+        "metadata": {"name": "clients-to-v2", "namespace": "shop", "labels": {"kuma.io/mesh": "default"}},
+        "spec": {
+            "targetRef": {"kind": "MeshSubset", "tags": {"role": "client"}},
+            "to": [{"targetRef": {"kind": "MeshService", "name": "web"}, "rules": [{"default": {"backendRefs": [{"kind": "MeshService", "name": "web-v2", "port": 80}]}}]}],
+        },
+    }));
+    let plan = plan::build_str(Path::new("kubernetes"), &stream(&docs)).unwrap_or_else(|p| panic!("{p:?}"));
+    let vip: SocketAddr = "10.96.0.10:80".parse().unwrap();
+    let route_of = |class: usize| plan.resolution.classes[class].routes.iter().find(|r| SocketAddr::new(r.vip, r.port) == vip).cloned().unwrap();
+    // Outside the MeshSubset: the service itself, its two ready pods on the named port.
+    let base = route_of(0);
+    let endpoints: Vec<SocketAddr> = base.backends.iter().flat_map(|b| b.endpoints.iter().copied()).collect();
+    assert_eq!(endpoints, ["10.1.0.5:8080".parse().unwrap(), "10.1.0.6:8080".parse::<SocketAddr>().unwrap()], "{base:#?}");
+    // The client pod's class goes to web-v2.
+    let client = plan.resolution.workloads.iter().find(|w| w.dataplane.ends_with("web-2")).unwrap();
+    let routed = route_of(client.class as usize);
+    assert_eq!(routed.policy.as_deref(), Some("MeshTCPRoute/clients-to-v2"), "{routed:#?}");
+    assert_eq!(routed.backends.iter().flat_map(|b| b.endpoints.iter().copied()).collect::<Vec<_>>(), ["10.1.0.6:8080".parse::<SocketAddr>().unwrap()]);
+    let other = plan.resolution.workloads.iter().find(|w| w.dataplane.ends_with("web-1")).unwrap();
+    assert_eq!(route_of(other.class as usize), base, "a pod outside the subset keeps the base route");
+}
