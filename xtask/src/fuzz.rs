@@ -82,7 +82,7 @@ fn write_seeds(root: &Path, corpus: &Path) -> anyhow::Result<usize> {
     let mut seeds: Vec<(String, String)> = Vec::new();
     for dir in ["examples", "redirector-core/tests"] {
         let mut files = Vec::new();
-        yaml_files(&root.join(dir), &mut files)?;
+        crate::yaml_files(&root.join(dir), &mut files)?;
         files.sort();
         for file in &files {
             let rel = file.strip_prefix(root).unwrap_or(file).display().to_string();
@@ -137,20 +137,6 @@ fn write_seeds(root: &Path, corpus: &Path) -> anyhow::Result<usize> {
         count += 1;
     }
     Ok(count)
-}
-
-/// Every `.yaml`/`.yml` file below `dir` (none when it does not exist).
-fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
-    for entry in entries {
-        let path = entry?.path();
-        if path.is_dir() {
-            yaml_files(&path, out)?;
-        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-            out.push(path);
-        }
-    }
-    Ok(())
 }
 
 /// The `r#"..."#` literals of a Rust source that hold Kuma YAML.

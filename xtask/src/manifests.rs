@@ -26,7 +26,7 @@ pub fn validate() -> anyhow::Result<()> {
     let dir = crate::workspace_root().join("deploy/kubernetes");
     let validator = validator()?;
     let mut yaml = Vec::new();
-    yaml_files(&dir, &mut yaml)?;
+    crate::yaml_files(&dir, &mut yaml)?;
     yaml.sort();
     let (kustomizations, resources): (Vec<PathBuf>, Vec<PathBuf>) = yaml.into_iter().partition(|p| p.file_name().is_some_and(|n| n == "kustomization.yaml"));
     ensure!(kustomizations.len() == 1, "{}: expected one kustomization.yaml, found {kustomizations:?}", dir.display());
@@ -107,18 +107,6 @@ fn listed_resources(kustomization: &Path) -> anyhow::Result<Vec<String>> {
         }
     }
     Ok(listed)
-}
-
-fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
-    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
-        let path = entry?.path();
-        if path.is_dir() {
-            yaml_files(&path, out)?;
-        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-            out.push(path);
-        }
-    }
-    Ok(())
 }
 
 /// `target/kubernetes-validate`: the venv.
