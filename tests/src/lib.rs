@@ -281,15 +281,20 @@ impl Agent {
     /// Kills the agent with SIGKILL (no chance to clean up) and reaps it.
     pub fn kill(mut self) -> anyhow::Result<()> {
         let mut child = self.child.take().expect("running");
-        child.kill()?;
+        // Reaped whatever the kill says (it fails only when the agent already exited).
+        let killed = child.kill();
         child.wait()?;
-        Ok(())
+        Ok(killed?)
     }
 
     /// Sends SIGTERM and waits for a clean exit.
     pub fn stop(mut self) -> anyhow::Result<()> {
         let mut child = self.child.take().expect("running");
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)?;
+        if let Err(e) = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM) {
+            let _ = child.kill();
+            child.wait()?;
+            return Err(e.into());
+        }
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = child.try_wait()? {
@@ -301,6 +306,7 @@ impl Agent {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
+                child.wait()?;
                 bail!("agent did not stop within 30 s of SIGTERM:\n{}", self.log());
             }
             thread::sleep(Duration::from_millis(20));
