@@ -161,3 +161,21 @@ fn generated_resources_route_as_kuma_routes_them() {
     let other = plan.resolution.workloads.iter().find(|w| w.dataplane.ends_with("web-1")).unwrap();
     assert_eq!(route_of(other.class as usize), base, "a pod outside the subset keeps the base route");
 }
+
+#[test]
+fn pod_cgroups_are_named_as_kubelet_names_them() {
+    use kubernetes::{CgroupDriver::*, pod_cgroup};
+    let mut p = pod("web-1", "shop", "10.1.0.5", json!({}));
+    p["metadata"]["uid"] = json!("8d5b-11aa");
+    for (qos, systemd, cgroupfs) in [
+        ("Guaranteed", "kubepods.slice/kubepods-pod8d5b_11aa.slice", "kubepods/pod8d5b-11aa"),
+        ("Burstable", "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod8d5b_11aa.slice", "kubepods/burstable/pod8d5b-11aa"),
+        ("BestEffort", "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod8d5b_11aa.slice", "kubepods/besteffort/pod8d5b-11aa"),
+    ] {
+        p["status"]["qosClass"] = json!(qos);
+        assert_eq!(pod_cgroup(&p, Systemd).as_deref(), Some(systemd));
+        assert_eq!(pod_cgroup(&p, Cgroupfs).as_deref(), Some(cgroupfs));
+    }
+    p["metadata"]["uid"] = json!("");
+    assert_eq!(pod_cgroup(&p, Systemd), None);
+}

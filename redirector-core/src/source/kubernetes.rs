@@ -238,3 +238,31 @@ pub fn mesh_service(service: &Value, namespace: Option<&Value>) -> Option<Value>
         "status": {"vips": [{"ip": vip}]},
     }))
 }
+
+/// How kubelet names pod cgroups (its `--cgroup-driver`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CgroupDriver {
+    /// `kubepods.slice/kubepods-<qos>.slice/kubepods-<qos>-pod<uid, `-` as `_`>.slice`.
+    Systemd,
+    /// `kubepods/<qos>/pod<uid>`.
+    Cgroupfs,
+}
+
+/// The pod's cgroup below the cgroup2 root kubelet uses, from its UID and
+/// QoS class (Guaranteed pods sit directly under `kubepods`), or `None`
+/// without a UID. Its containers' cgroups are below it, so they inherit the
+/// pod's binding.
+pub fn pod_cgroup(pod: &Value, driver: CgroupDriver) -> Option<String> {
+    let uid = str_at(pod, &["metadata", "uid"]).filter(|u| !u.is_empty())?;
+    let qos = match str_at(pod, &["status", "qosClass"]) {
+        Some("Guaranteed") => None,
+        Some("BestEffort") => Some("besteffort"),
+        _ => Some("burstable"),
+    };
+    Some(match (driver, qos) {
+        (CgroupDriver::Systemd, Some(q)) => format!("kubepods.slice/kubepods-{q}.slice/kubepods-{q}-pod{}.slice", uid.replace('-', "_")),
+        (CgroupDriver::Systemd, None) => format!("kubepods.slice/kubepods-pod{}.slice", uid.replace('-', "_")),
+        (CgroupDriver::Cgroupfs, Some(q)) => format!("kubepods/{q}/pod{uid}"),
+        (CgroupDriver::Cgroupfs, None) => format!("kubepods/pod{uid}"),
+    })
+}
