@@ -179,3 +179,59 @@ fn pod_cgroups_are_named_as_kubelet_names_them() {
     p["metadata"]["uid"] = json!("");
     assert_eq!(pod_cgroup(&p, Systemd), None);
 }
+
+/// The cluster adapter turns watch events into store events: a Service and
+/// a pod give a MeshService and a Dataplane the engine routes to; a
+/// MeshService of the Service's name replaces the generated one; deleting
+/// the Service leaves the pod a serviceless inbound; every resource's source
+/// names its API object.
+#[test]
+fn the_cluster_feeds_the_store_incrementally() {
+    use redirector_core::{
+        resolve::{Engine, NoDns},
+        source::kubernetes::{CgroupDriver, Cluster, Kind},
+    };
+    let mut cluster = Cluster::new(CgroupDriver::Systemd);
+    let mut engine = Engine::new();
+    let apply = |engine: &mut Engine, (events, problems): (Vec<redirector_core::store::Event>, Vec<redirector_core::model::Problem>)| {
+        assert!(problems.is_empty(), "{problems:?}");
+        let n = events.len();
+        for e in events {
+            engine.apply(e);
+        }
+        engine.update(&NoDns);
+        n
+    };
+    let endpoints_at = |engine: &Engine, port: u16| -> Vec<String> {
+        engine.base_routes().filter(|r| r.port == port).flat_map(|r| r.backends.iter().flat_map(|b| b.endpoints.iter().map(|e| e.to_string()))).collect()
+    };
+    let endpoints = |engine: &Engine| endpoints_at(engine, 80);
+    let mut p = pod("web-1", "shop", "10.1.0.5", json!({"app": "web"}));
+    p["status"]["qosClass"] = json!("BestEffort");
+    apply(&mut engine, cluster.apply(Kind::Namespace, json!({"metadata": {"name": "shop", "labels": {"kuma.io/mesh": "default"}}})));
+    apply(&mut engine, cluster.apply(Kind::Pod, p.clone()));
+    assert_eq!(apply(&mut engine, cluster.apply(Kind::Service, service("web", "shop", "10.96.0.10", json!({"app": "web"}), json!("http")))), 2, "the MeshService and the pod's Dataplane again");
+    assert_eq!(endpoints(&engine), ["10.1.0.5:8080"]);
+    let workloads = engine.workloads();
+    assert_eq!(workloads.len(), 1);
+    assert_eq!(workloads[0].cgroup, std::path::PathBuf::from("kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-poduid_web_1.slice").join(""), "{workloads:?}");
+    // A MeshService of its own: the generated one goes (port 80), this one serves port 8000.
+    let own = json!({
+        "apiVersion": "kuma.io/v1alpha1", "kind": "MeshService",
+        "metadata": {"name": "web", "namespace": "shop", "labels": {"kuma.io/mesh": "default"}},
+        "spec": {"selector": {"dataplaneTags": {"app": "web"}}, "ports": [{"port": 8000, "targetPort": "http"}]},
+        "status": {"vips": [{"ip": "10.96.0.10"}]},
+    });
+    apply(&mut engine, cluster.apply(Kind::Kuma("MeshService".into()), own));
+    assert!(engine.store().duplicate_problems().is_empty());
+    assert!(endpoints(&engine).is_empty());
+    assert_eq!(endpoints_at(&engine, 8000), ["10.1.0.5:8080"]);
+    apply(&mut engine, cluster.delete(Kind::Kuma("MeshService".into()), "shop", "web"));
+    assert_eq!(endpoints(&engine), ["10.1.0.5:8080"], "the generated MeshService is back");
+    apply(&mut engine, cluster.delete(Kind::Service, "shop", "web"));
+    assert!(endpoints(&engine).is_empty());
+    let dp = engine.store().iter().find(|(k, _)| k.kind == redirector_core::store::Kind::Dataplane).map(|(_, r)| r.clone()).unwrap();
+    assert_eq!(dp.origin().file.to_str(), Some("kubernetes/pods/shop/web-1"));
+    apply(&mut engine, cluster.delete(Kind::Pod, "shop", "web-1"));
+    assert_eq!(engine.store().iter().count(), 0, "nothing left once every object is gone");
+}

@@ -266,3 +266,125 @@ pub fn pod_cgroup(pod: &Value, driver: CgroupDriver) -> Option<String> {
         (CgroupDriver::Cgroupfs, None) => format!("kubepods/pod{uid}"),
     })
 }
+
+/// What the source watches, by API kind.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// core/v1 Namespace (its labels give the mesh of what is in it).
+    Namespace,
+    /// core/v1 Pod of this node.
+    Pod,
+    /// core/v1 Service.
+    Service,
+    /// A kuma.io/v1alpha1 resource, read as it is (`MeshTCPRoute`, `MeshService`, ...).
+    Kuma(String),
+}
+
+/// The cluster as the store sees it: the objects watched, turned into Kuma
+/// resources incrementally. A pod change converts that pod again; a Service
+/// change its MeshService and the Dataplanes of the node's pods in its
+/// namespace; a namespace change everything in it. Each object is a source
+/// of its own (`kubernetes/<kind>/<namespace>/<name>`), so problems name it.
+#[derive(Debug)]
+pub struct Cluster {
+    driver: CgroupDriver,
+    objects: std::collections::BTreeMap<(Kind, String, String), Value>,
+    /// Per source: the keys its last conversion gave.
+    emitted: std::collections::HashMap<std::sync::Arc<std::path::Path>, Vec<crate::store::Key>>,
+}
+
+impl Cluster {
+    /// An empty cluster whose pods sit in cgroups named by `driver`.
+    pub fn new(driver: CgroupDriver) -> Self {
+        Self { driver, objects: Default::default(), emitted: Default::default() }
+    }
+
+    /// Records `object` of `kind` (added or changed); returns the store
+    /// events and the problems of what it converts to now.
+    pub fn apply(&mut self, kind: Kind, object: Value) -> (Vec<crate::store::Event>, Vec<crate::model::Problem>) {
+        let id = (kind, str_at(&object, &["metadata", "namespace"]).unwrap_or_default().to_owned(), str_at(&object, &["metadata", "name"]).unwrap_or_default().to_owned());
+        self.objects.insert(id.clone(), object);
+        self.convert_around(&id)
+    }
+
+    /// Forgets the object of `kind` called `name` in `namespace`.
+    pub fn delete(&mut self, kind: Kind, namespace: &str, name: &str) -> (Vec<crate::store::Event>, Vec<crate::model::Problem>) {
+        let id = (kind, namespace.to_owned(), name.to_owned());
+        self.objects.remove(&id);
+        self.convert_around(&id)
+    }
+
+    /// Converts `id` and what depends on it.
+    fn convert_around(&mut self, id: &(Kind, String, String)) -> (Vec<crate::store::Event>, Vec<crate::model::Problem>) {
+        let (kind, ns, name) = id;
+        let mut todo = vec![id.clone()];
+        let in_namespace = |k: &Kind, o: &(Kind, String, String)| o.0 == *k && o.1 == *ns;
+        match kind {
+            Kind::Namespace => todo.extend(self.objects.keys().filter(|o| o.1 == *name && matches!(o.0, Kind::Pod | Kind::Service)).cloned()),
+            Kind::Service => todo.extend(self.objects.keys().filter(|o| in_namespace(&Kind::Pod, o)).cloned()),
+            // The Service's own MeshService goes (or comes back) first: one key, one source at a time.
+            Kind::Kuma(k) if k == "MeshService" => todo.insert(0, (Kind::Service, ns.clone(), name.clone())),
+            _ => {}
+        }
+        let (mut events, mut problems) = (Vec::new(), Vec::new());
+        for id in todo {
+            self.convert(&id, &mut events, &mut problems);
+        }
+        (events, problems)
+    }
+
+    /// The source an object's resources come from.
+    fn source(id: &(Kind, String, String)) -> std::sync::Arc<std::path::Path> {
+        let kind = match &id.0 {
+            Kind::Namespace => "namespaces".to_owned(),
+            Kind::Pod => "pods".to_owned(),
+            Kind::Service => "services".to_owned(),
+            Kind::Kuma(k) => k.to_ascii_lowercase(),
+        };
+        crate::store::file_source(std::path::Path::new(&format!("kubernetes/{kind}/{}/{}", id.1, id.2)))
+    }
+
+    /// The Kuma document `id` stands for now, if any.
+    fn document(&self, id: &(Kind, String, String)) -> Option<Value> {
+        let object = self.objects.get(id)?;
+        let namespace = self.objects.get(&(Kind::Namespace, String::new(), id.1.clone()));
+        match &id.0 {
+            Kind::Namespace => None,
+            Kind::Pod => {
+                let services: Vec<&Value> = self.objects.range((Kind::Service, id.1.clone(), String::new())..).take_while(|(k, _)| k.0 == Kind::Service && k.1 == id.1).map(|(_, v)| v).collect();
+                let cgroup = pod_cgroup(object, self.driver)?;
+                dataplane(object, &services, namespace, &[(crate::resolve::CGROUP_LABEL, &cgroup)])
+            }
+            Kind::Service => {
+                // A MeshService of the same name and namespace stands for the Service itself.
+                let own = (Kind::Kuma("MeshService".into()), id.1.clone(), id.2.clone());
+                if self.objects.contains_key(&own) { None } else { mesh_service(object, namespace) }
+            }
+            Kind::Kuma(_) => Some(object.clone()),
+        }
+    }
+
+    fn convert(&mut self, id: &(Kind, String, String), events: &mut Vec<crate::store::Event>, problems: &mut Vec<crate::model::Problem>) {
+        use crate::store::{Event, resources};
+        let source = Self::source(id);
+        let mut now: Vec<Event> = Vec::new();
+        if let Some(doc) = self.document(id) {
+            let (config, found) = crate::model::load_str(&source, &doc.to_string());
+            problems.extend(found);
+            problems.extend(config.validate());
+            for r in resources(&config) {
+                match now.iter_mut().find(|e| e.key == r.key()) {
+                    Some(e) => e.resources.push(r),
+                    None => now.push(Event::upsert(source.clone(), r)),
+                }
+            }
+        }
+        let keys: Vec<crate::store::Key> = now.iter().map(|e| e.key.clone()).collect();
+        let before = self.emitted.remove(&source).unwrap_or_default();
+        events.extend(before.into_iter().filter(|k| !keys.contains(k)).map(|k| Event::delete(source.clone(), k)));
+        events.extend(now);
+        if !keys.is_empty() {
+            self.emitted.insert(source, keys);
+        }
+    }
+}
