@@ -42,6 +42,13 @@ pub fn build_str(file: &Path, text: &str) -> Result<Plan, Problems> {
     from_parts(file, config, problems, &resolve::NoDns)
 }
 
+/// As [`build`], for resources read elsewhere (the Kubernetes API) under
+/// the name `source`, with the problems found reading them.
+pub fn build_config(source: &Path, config: Config, mut problems: Vec<Problem>) -> Result<Plan, Problems> {
+    problems.extend(config.validate());
+    from_parts(source, config, problems, &SystemDns)
+}
+
 fn from_parts(path: &Path, config: Config, mut problems: Vec<Problem>, dns: &dyn HostResolver) -> Result<Plan, Problems> {
     let empty = config.services.is_empty()
         && config.dataplanes.is_empty()

@@ -10,6 +10,7 @@ pub mod agent;
 pub mod cgroup;
 pub mod datapath;
 pub mod kernel;
+pub mod kubernetes;
 pub mod metrics;
 pub mod owner;
 pub mod status;

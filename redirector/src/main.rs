@@ -23,7 +23,21 @@ enum Command {
     /// Explain, per workload class and destination, which policy wins and where connections go.
     Plan {
         /// File or directory of Kuma YAML resources.
-        path: PathBuf,
+        #[arg(required_unless_present = "kubernetes")]
+        path: Option<PathBuf>,
+        /// Read the Kubernetes API instead: this node's pods as Dataplanes,
+        /// Services as MeshServices, and the kuma.io resources.
+        #[arg(long, conflicts_with = "path")]
+        kubernetes: bool,
+        /// Kubeconfig to use (default: the pod's service account).
+        #[arg(long, requires = "kubernetes")]
+        kubeconfig: Option<PathBuf>,
+        /// The node whose pods are the workloads.
+        #[arg(long, env = "NODE_NAME", requires = "kubernetes")]
+        node_name: Option<String>,
+        /// How kubelet names pod cgroups.
+        #[arg(long, value_enum, default_value_t = CgroupDriver::Systemd)]
+        cgroup_driver: CgroupDriver,
         /// Only the class of this workload (Dataplane name).
         #[arg(long)]
         workload: Option<String>,
@@ -74,6 +88,24 @@ enum Command {
     },
 }
 
+/// kubelet's `--cgroup-driver`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CgroupDriver {
+    /// `kubepods.slice/...` (systemd slices).
+    Systemd,
+    /// `kubepods/...`.
+    Cgroupfs,
+}
+
+impl From<CgroupDriver> for redirector_core::source::kubernetes::CgroupDriver {
+    fn from(d: CgroupDriver) -> Self {
+        match d {
+            CgroupDriver::Systemd => Self::Systemd,
+            CgroupDriver::Cgroupfs => Self::Cgroupfs,
+        }
+    }
+}
+
 /// Log formats of `run`.
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum LogFormat {
@@ -119,7 +151,20 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Plan { path, workload, output } => plan_command(&path, workload.as_deref(), output),
+        Command::Plan { path: Some(path), workload, output, .. } => plan_command(plan::build(&path), workload.as_deref(), output),
+        Command::Plan { path: None, kubeconfig, node_name, cgroup_driver, workload, output, .. } => {
+            let Some(node) = node_name else {
+                eprintln!("error: --kubernetes needs --node-name (or NODE_NAME)");
+                return ExitCode::FAILURE;
+            };
+            match kubernetes_plan(kubeconfig.as_deref(), &node, cgroup_driver.into()) {
+                Ok(built) => plan_command(built, workload.as_deref(), output),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run { config, cgroup, bpffs, dns_refresh, metrics, log_format, allow_other_datapath } => {
             let filter = tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -189,8 +234,32 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn plan_command(path: &std::path::Path, workload: Option<&str>, output: Output) -> ExitCode {
-    let plan = match plan::build(path) {
+/// The plan of what the Kubernetes API holds now, for `node`.
+fn kubernetes_plan(
+    kubeconfig: Option<&std::path::Path>,
+    node: &str,
+    driver: redirector_core::source::kubernetes::CgroupDriver,
+) -> anyhow::Result<Result<plan::Plan, redirector_core::model::Problems>> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut cluster = redirector_core::source::kubernetes::Cluster::new(driver);
+    let listed = runtime.block_on(async {
+        let client = redirector::kubernetes::client(kubeconfig).await?;
+        redirector::kubernetes::list(&client, node, &mut cluster).await
+    })?;
+    for kind in &listed.missing {
+        eprintln!("warning: the {kind} CRD is not installed; there are none");
+    }
+    let mut engine = redirector_core::resolve::Engine::new();
+    for event in listed.events {
+        engine.apply(event);
+    }
+    let mut problems = listed.problems;
+    problems.extend(engine.store().duplicate_problems());
+    Ok(plan::build_config(std::path::Path::new("kubernetes"), engine.store().to_config(), problems))
+}
+
+fn plan_command(built: Result<plan::Plan, redirector_core::model::Problems>, workload: Option<&str>, output: Output) -> ExitCode {
+    let plan = match built {
         Ok(plan) => plan,
         Err(problems) => {
             for p in &problems.0 {

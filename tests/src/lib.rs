@@ -23,6 +23,7 @@ use std::{
 };
 
 pub mod calibration;
+pub mod fake_api;
 mod cgroup;
 
 pub use cgroup::ChildCgroup;

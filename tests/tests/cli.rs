@@ -121,3 +121,52 @@ fn run_with_an_invalid_config_attaches_nothing() {
     }
     assert!(pins.leftovers().is_empty());
 }
+
+/// `plan --kubernetes` through the production kube-rs client against a fake
+/// API server: this node's pods become Dataplanes (a pod of another node is
+/// left out by the field selector), the Service becomes its MeshService, a
+/// MeshTCPRoute from the API splits it, and CRDs that are not installed are
+/// warnings.
+#[test]
+fn plan_reads_the_kubernetes_api_for_this_node() {
+    use integration_tests::fake_api::FakeApi;
+    use serde_json::json;
+    let api = FakeApi::start(&["/api/v1/namespaces", "/api/v1/pods", "/api/v1/services", "/apis/kuma.io/v1alpha1/meshtcproutes"]).unwrap();
+    api.add("/api/v1/namespaces", json!({"metadata": {"name": "shop", "resourceVersion": "1"}}));
+    let pod = |name: &str, node: &str, ip: &str, version: &str| {
+        json!({
+            "metadata": {"name": name, "namespace": "shop", "uid": format!("uid-{name}"), "resourceVersion": "1", "labels": {"app": "web", "version": version}},
+            "spec": {"nodeName": node, "containers": [{"name": "app", "ports": [{"name": "http", "containerPort": 8080}]}]},
+            "status": {"phase": "Running", "podIP": ip, "qosClass": "Burstable", "containerStatuses": [{"name": "app", "ready": true}]},
+        })
+    };
+    api.add("/api/v1/pods", pod("web-v1", "node-1", "10.1.0.5", "v1"));
+    api.add("/api/v1/pods", pod("web-v2", "node-1", "10.1.0.6", "v2"));
+    api.add("/api/v1/pods", pod("elsewhere", "node-2", "10.2.0.9", "v1"));
+    let service = |name: &str, vip: &str, selector: serde_json::Value| {
+        json!({"metadata": {"name": name, "namespace": "shop", "resourceVersion": "1"}, "spec": {"clusterIP": vip, "selector": selector, "ports": [{"port": 80, "targetPort": "http", "protocol": "TCP"}]}})
+    };
+    api.add("/api/v1/services", service("web", "10.96.0.10", json!({"app": "web"})));
+    api.add("/api/v1/services", service("web-v1", "10.96.0.11", json!({"app": "web", "version": "v1"})));
+    api.add("/api/v1/services", service("web-v2", "10.96.0.12", json!({"app": "web", "version": "v2"})));
+    api.add("/apis/kuma.io/v1alpha1/meshtcproutes", json!({
+        "apiVersion": "kuma.io/v1alpha1", "kind": "MeshTCPRoute",
+        "metadata": {"name": "canary", "namespace": "shop", "resourceVersion": "1"},
+        "spec": {"targetRef": {"kind": "Mesh"}, "to": [{"targetRef": {"kind": "MeshService", "name": "web"}, "rules": [{"default": {"backendRefs": [
+            {"kind": "MeshService", "name": "web-v1", "port": 80, "weight": 90},
+            {"kind": "MeshService", "name": "web-v2", "port": 80, "weight": 10},
+        ]}}]}]},
+    }));
+    let dir = ScratchDir::new("plan-kubernetes").unwrap();
+    let kubeconfig = api.kubeconfig(dir.path()).unwrap();
+    let (code, stdout, stderr) = output(
+        Command::new(redirector_bin()).args(["plan", "--kubernetes", "--node-name", "node-1", "--kubeconfig"]).arg(&kubeconfig).env_remove("HTTPS_PROXY").env_remove("https_proxy"),
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stderr.contains("warning: the MeshHTTPRoute CRD is not installed"), "{stderr}");
+    assert!(stdout.contains("Dataplane/web-v1") && stdout.contains("Dataplane/web-v2"), "{stdout}");
+    assert!(!stdout.contains("elsewhere"), "a pod of another node: {stdout}");
+    let split = stdout.split("10.96.0.10:80").nth(1).unwrap_or_default();
+    assert!(split.contains("MeshTCPRoute/canary"), "{stdout}");
+    assert!(split.contains("90.000%") && split.contains("10.1.0.5:8080") && split.contains("10.000%") && split.contains("10.1.0.6:8080"), "{stdout}");
+}
