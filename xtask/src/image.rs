@@ -15,6 +15,7 @@
 //! the unpacked root filesystem, so only the image's own libraries are used.
 
 use anyhow::{Context as _, anyhow, bail, ensure};
+use crate::output;
 use serde_json::Value;
 use std::{
     path::{Path, PathBuf},
@@ -40,15 +41,11 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub fn run(binary: Option<&Path>) -> anyhow::Result<()> {
     crate::require_root("`xtask image` (buildah's storage and the chroot check)")?;
     crate::setup::image_tools()?;
-    let release = crate::release_dir().join("redirector");
     let binary = match binary {
-        Some(binary) => binary,
-        None => {
-            crate::run(crate::cargo().args(["build", "--release", "--package", "redirector", "--bin", "redirector"]))?;
-            &release
-        }
+        Some(binary) => binary.to_path_buf(),
+        None => crate::build_release()?,
     };
-    build(binary)?;
+    build(&binary)?;
     check()
 }
 
@@ -257,15 +254,6 @@ fn tree_size(dir: &Path) -> anyhow::Result<(usize, u64)> {
         }
     }
     Ok((files, bytes))
-}
-
-/// Runs `cmd`; its stdout, or an error with everything it printed.
-fn output(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!("{cmd:?} failed: {}\n--- stdout\n{}--- stderr\n{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    }
-    String::from_utf8(out.stdout).with_context(|| format!("{cmd:?}: output is not UTF-8"))
 }
 
 fn remove(path: &Path) -> anyhow::Result<()> {

@@ -108,8 +108,7 @@ fn main() -> anyhow::Result<()> {
             let mut agent = bin_dir().join("redirector");
             if !args.iter().any(|a| a == "--smoke" || a == "--help" || a == "-h") {
                 // The agent's timings are part of the report: measure a release build.
-                run(cargo().args(["build", "--release", "--package", "redirector", "--bin", "redirector"]))?;
-                agent = release_dir().join("redirector");
+                agent = build_release()?;
             }
             let invoked_as: Vec<OsString> = std::env::args_os().skip(1).collect();
             let invoked_as = format!("cargo xtask {}", invoked_as.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "));
@@ -178,6 +177,21 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
         bail!("{cmd:?} failed: {status}");
     }
     Ok(())
+}
+
+/// Runs `cmd`; its stdout, or an error with everything it printed.
+pub(crate) fn output(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}\n--- stdout\n{}--- stderr\n{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+    String::from_utf8(out.stdout).with_context(|| format!("{cmd:?}: output is not UTF-8"))
+}
+
+/// Builds the release agent; returns its path.
+fn build_release() -> anyhow::Result<PathBuf> {
+    run(cargo().args(["build", "--release", "--package", "redirector", "--bin", "redirector"]))?;
+    Ok(release_dir().join("redirector"))
 }
 
 fn build() -> anyhow::Result<()> {

@@ -44,13 +44,8 @@ pub fn validate() -> anyhow::Result<()> {
 
     crate::setup::apt_tools(&[("kubectl", "kubernetes-client")])?;
     let rendered = venv_dir().join("kustomize-build.yaml");
-    let mut kustomize = Command::new("kubectl");
-    kustomize.arg("kustomize").arg(&dir);
-    let out = kustomize.output().with_context(|| format!("running {kustomize:?}"))?;
-    if !out.status.success() {
-        bail!("{kustomize:?} failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
-    }
-    std::fs::write(&rendered, &out.stdout).with_context(|| format!("writing {}", rendered.display()))?;
+    let built = crate::output(Command::new("kubectl").arg("kustomize").arg(&dir))?;
+    std::fs::write(&rendered, built).with_context(|| format!("writing {}", rendered.display()))?;
     let built = check(&validator, std::slice::from_ref(&rendered), &mut problems)?;
 
     if !problems.is_empty() {
