@@ -485,6 +485,12 @@ impl Kept {
         Slots { route: self.header().counters, backends }
     }
 
+    /// Every counter slot it names: the route's two, then each backend slot's.
+    fn counter_slots(&self) -> impl Iterator<Item = u32> + '_ {
+        let route = self.header().counters;
+        [route, route + 1].into_iter().chain((0..self.backend_count()).map(|i| self.slot(i).counter))
+    }
+
     /// Whether its backends are named `names`, in this order.
     fn same_names(&self, names: &[Text]) -> bool {
         self.names.len() == names.len() && self.names.iter().zip(names).all(|(h, n)| *h == name_hash(n))
@@ -797,12 +803,7 @@ impl Compiler {
                     range.end = first + width;
                     return first;
                 }
-                let used = in_use.get_or_insert_with(|| {
-                    kept.values().flat_map(|k| {
-                        let route = k.header().counters;
-                        [route, route + 1].into_iter().chain((0..k.backend_count()).map(|i| k.slot(i).counter))
-                    }).collect()
-                });
+                let used = in_use.get_or_insert_with(|| kept.values().flat_map(Kept::counter_slots).collect());
                 let taken = |s: u32| used.contains(&s) || fresh_used.contains(&s) || unwrapped.as_ref().is_some_and(|r| r.contains(&s));
                 if (first..first + width).all(|s| !taken(s)) {
                     fresh_used.extend(first..first + width);
@@ -841,10 +842,8 @@ impl Compiler {
             tables.push((key, table));
         }
         for key in &g.removed {
-            if let Some(old) = self.tables.get(key).map(Kept::slots) {
-                released.push(old.route);
-                released.push(old.route + 1);
-                released.extend(old.backends.iter().map(|(_, s)| *s));
+            if let Some(old) = self.tables.get(key) {
+                released.extend(old.counter_slots());
             }
         }
         g.backend_names = backend_names.into_iter().collect();
