@@ -249,13 +249,14 @@ fn kubernetes_plan(
     for kind in &listed.missing {
         eprintln!("warning: the {kind} CRD is not installed; there are none");
     }
-    let mut engine = redirector_core::resolve::Engine::new();
+    // A store alone: the plan resolves the resources itself.
+    let mut store = redirector_core::store::Store::new();
     for event in listed.events {
-        engine.apply(event);
+        store.apply(event);
     }
     let mut problems = listed.problems;
-    problems.extend(engine.store().duplicate_problems());
-    Ok(plan::build_config(std::path::Path::new("kubernetes"), engine.store().to_config(), problems))
+    problems.extend(store.duplicate_problems());
+    Ok(plan::build_config(std::path::Path::new("kubernetes"), store.to_config(), problems))
 }
 
 fn plan_command(built: Result<plan::Plan, redirector_core::model::Problems>, workload: Option<&str>, output: Output) -> ExitCode {
