@@ -1,4 +1,4 @@
-//! The agent's pipeline, kept between reloads: the file source's changes
+//! The agent's pipeline, kept between reloads: the source's changes
 //! become store events, the engine resolves what they touch, the compiler
 //! turns the changed routes into the next generation. Each stage costs what
 //! changed; a rejected configuration changes nothing that is in force, and
@@ -8,7 +8,7 @@ use crate::{
     compile::{CompileError, Compiler, Generation},
     model::{Problem, Problems, Severity},
     resolve::{Engine, HostResolver, ResolvedRoute, UpdateStats, Workload},
-    source::{FileSource, ReadStats},
+    source::{FileSource, ReadStats, Source},
 };
 use std::{
     path::Path,
@@ -18,7 +18,7 @@ use std::{
 /// A configuration read, resolved and compiled incrementally.
 #[derive(Debug)]
 pub struct Pipeline {
-    source: FileSource,
+    source: Box<dyn Source>,
     engine: Engine,
     compiler: Compiler,
 }
@@ -61,10 +61,15 @@ fn whole(path: &Path, message: String) -> Problem {
 impl Pipeline {
     /// A pipeline for the file or directory `path`; nothing is read yet.
     pub fn new(path: &Path) -> Self {
-        Self { source: FileSource::new(path), engine: Engine::without_explanations(), compiler: Compiler::new() }
+        Self::with_source(Box::new(FileSource::new(path)))
     }
 
-    /// The file or directory read.
+    /// A pipeline over `source`; nothing is read yet.
+    pub fn with_source(source: Box<dyn Source>) -> Self {
+        Self { source, engine: Engine::without_explanations(), compiler: Compiler::new() }
+    }
+
+    /// The source read (its path names it in problems).
     pub fn path(&self) -> &Path {
         self.source.path()
     }
@@ -99,7 +104,7 @@ impl Pipeline {
         let mut problems = changes.problems;
         problems.extend(self.engine.store().duplicate_problems());
         problems.extend(changes.validation);
-        if self.engine.store().is_empty() && problems.is_empty() {
+        if self.source.empty_is_error() && self.engine.store().is_empty() && problems.is_empty() {
             // Most likely a file caught mid-write: applying it would drop every route.
             problems.push(whole(self.path(), "contains no Kuma resources".into()));
         }

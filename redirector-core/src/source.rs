@@ -4,7 +4,8 @@
 //! changed are parsed again, and the resources of every other file are
 //! reused as they are (shared, not copied).
 //!
-//! [`kubernetes`]: Kubernetes objects as the Kuma resources kuma-cp makes of them.
+//! [`kubernetes`]: Kubernetes objects as the Kuma resources kuma-cp makes
+//! of them, and [`kubernetes::ClusterSource`], the cluster as a source.
 
 pub mod kubernetes;
 
@@ -21,6 +22,29 @@ use std::{
     hash::{Hash as _, Hasher as _},
     path::{Path, PathBuf},
 };
+
+/// Where the pipeline's resources come from.
+pub trait Source: Send + std::fmt::Debug {
+    /// Names the source in problems about it as a whole.
+    fn path(&self) -> &Path;
+    /// What changed since the last call, as store events, with every
+    /// problem of the resources as they are now.
+    fn changes(&mut self) -> Changes;
+    /// Whether holding no resource at all is an error (a file caught mid-write).
+    fn empty_is_error(&self) -> bool {
+        true
+    }
+}
+
+impl Source for FileSource {
+    fn path(&self) -> &Path {
+        FileSource::path(self)
+    }
+
+    fn changes(&mut self) -> Changes {
+        FileSource::changes(self)
+    }
+}
 
 /// A file or directory of Kuma YAML, read incrementally. Every [`FileSource::read`]
 /// gives exactly what [`crate::model::load_path`] gives for the same files.

@@ -191,10 +191,9 @@ fn the_cluster_feeds_the_store_incrementally() {
         resolve::{Engine, NoDns},
         source::kubernetes::{CgroupDriver, Cluster, Kind},
     };
-    let mut cluster = Cluster::new(CgroupDriver::Systemd);
+    let mut cluster = Cluster::new(CgroupDriver::Systemd, "node-1");
     let mut engine = Engine::new();
-    let apply = |engine: &mut Engine, (events, problems): (Vec<redirector_core::store::Event>, Vec<redirector_core::model::Problem>)| {
-        assert!(problems.is_empty(), "{problems:?}");
+    let apply = |engine: &mut Engine, events: Vec<redirector_core::store::Event>| {
         let n = events.len();
         for e in events {
             engine.apply(e);
@@ -224,6 +223,7 @@ fn the_cluster_feeds_the_store_incrementally() {
     });
     apply(&mut engine, cluster.apply(Kind::Kuma("MeshService".into()), own));
     assert!(engine.store().duplicate_problems().is_empty());
+    assert!(cluster.problems().is_empty(), "{:?}", cluster.problems());
     assert!(endpoints(&engine).is_empty());
     assert_eq!(endpoints_at(&engine, 8000), ["10.1.0.5:8080"]);
     apply(&mut engine, cluster.delete(Kind::Kuma("MeshService".into()), "shop", "web"));
@@ -234,4 +234,91 @@ fn the_cluster_feeds_the_store_incrementally() {
     assert_eq!(dp.origin().file.to_str(), Some("kubernetes/pods/shop/web-1"));
     apply(&mut engine, cluster.delete(Kind::Pod, "shop", "web-1"));
     assert_eq!(engine.store().iter().count(), 0, "nothing left once every object is gone");
+}
+
+fn slice(name: &str, service: &str, endpoints: Value) -> Value {
+    json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": name, "namespace": "shop", "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "ports": [{"name": "web", "port": 8080, "protocol": "TCP"}],
+        "endpoints": endpoints,
+    })
+}
+
+fn feed(engine: &mut redirector_core::resolve::Engine, events: Vec<redirector_core::store::Event>) -> usize {
+    let n = events.len();
+    for e in events {
+        engine.apply(e);
+    }
+    engine.update(&redirector_core::resolve::NoDns);
+    n
+}
+
+fn endpoints_of(engine: &redirector_core::resolve::Engine) -> Vec<String> {
+    let mut all: Vec<String> = engine.base_routes().filter(|r| r.port == 80).flat_map(|r| r.backends.iter().flat_map(|b| b.endpoints.iter().map(|e| e.to_string()))).collect();
+    all.sort();
+    all
+}
+
+/// A Service's endpoints on other nodes come from its EndpointSlices (ready
+/// ones, by targetPort number or name); an endpoint on this node comes from
+/// its pod's Dataplane, not twice; a slice of another Service, or one whose
+/// Service is gone, gives nothing.
+#[test]
+fn endpoints_on_other_nodes_come_from_endpoint_slices() {
+    use redirector_core::{resolve::Engine, source::kubernetes::{CgroupDriver, Cluster, Kind}};
+    for target in [json!(8080), json!("http")] {
+        let mut cluster = Cluster::new(CgroupDriver::Systemd, "node-1");
+        let mut engine = Engine::new();
+        feed(&mut engine, cluster.apply(Kind::Pod, pod("web-1", "shop", "10.1.0.5", json!({"app": "web"}))));
+        feed(&mut engine, cluster.apply(Kind::Service, service("web", "shop", "10.96.0.10", json!({"app": "web"}), target.clone())));
+        let endpoints = json!([
+            {"addresses": ["10.1.0.5"], "nodeName": "node-1", "conditions": {"ready": true}},
+            {"addresses": ["10.2.0.7"], "nodeName": "node-2", "conditions": {"ready": true}},
+            {"addresses": ["10.2.0.8"], "nodeName": "node-2", "conditions": {"ready": false}},
+            {"addresses": ["10.3.0.9"], "nodeName": "node-3"},
+        ]);
+        feed(&mut engine, cluster.apply(Kind::EndpointSlice, slice("web-abcde", "web", endpoints.clone())));
+        assert!(cluster.problems().is_empty(), "{:?}", cluster.problems());
+        assert_eq!(endpoints_of(&engine), ["10.1.0.5:8080", "10.2.0.7:8080", "10.3.0.9:8080"], "targetPort {target}");
+        assert_eq!(feed(&mut engine, cluster.apply(Kind::EndpointSlice, slice("web-abcde", "web", endpoints.clone()))), 0, "the same slice again changes nothing");
+        feed(&mut engine, cluster.apply(Kind::EndpointSlice, slice("other-abcde", "other", endpoints)));
+        assert_eq!(endpoints_of(&engine).len(), 3, "another Service's slice");
+        feed(&mut engine, cluster.delete(Kind::Service, "shop", "web"));
+        assert!(endpoints_of(&engine).is_empty());
+        let left: Vec<_> = engine.store().iter().map(|(k, _)| k.name.to_string()).collect();
+        assert_eq!(left, ["web-1"], "only the pod's Dataplane: slices of no Service stand for nothing");
+    }
+}
+
+/// A relist is held until it is complete, then replaces the kind: what it
+/// did not list is deleted, what it listed unchanged emits nothing, and a
+/// kind whose CRD is absent holds nothing.
+#[test]
+fn a_relist_replaces_its_kind_once_complete() {
+    use redirector_core::{
+        resolve::Engine,
+        source::{Source as _, kubernetes::{CgroupDriver, Cluster, ClusterSource, Kind, Update}},
+    };
+    let (mut source, inbox) = ClusterSource::new(Cluster::new(CgroupDriver::Systemd, "node-1"));
+    let mut engine = Engine::new();
+    let mut step = |engine: &mut Engine, updates: Vec<Update>| {
+        for u in updates {
+            inbox.push(u);
+        }
+        feed(engine, source.changes().events)
+    };
+    let svc = |name: &str, vip: &str| service(name, "shop", vip, json!({"app": name}), json!(8080));
+    assert_eq!(step(&mut engine, vec![Update::Listing(Kind::Service), Update::Listed(Kind::Service, svc("a", "10.96.0.1")), Update::Listed(Kind::Service, svc("b", "10.96.0.2"))]), 0, "nothing until the list is done");
+    assert_eq!(step(&mut engine, vec![Update::ListDone(Kind::Service)]), 2);
+    assert_eq!(step(&mut engine, vec![Update::Applied(Kind::Service, svc("c", "10.96.0.3"))]), 1);
+    // The watch broke and its resource version expired: relist without b, c.
+    let events = step(&mut engine, vec![Update::Listing(Kind::Service), Update::Listed(Kind::Service, svc("a", "10.96.0.1")), Update::Listed(Kind::Service, svc("d", "10.96.0.4"))]);
+    assert_eq!(events, 0);
+    assert_eq!(step(&mut engine, vec![Update::ListDone(Kind::Service)]), 3, "b and c deleted, d added, a unchanged");
+    let names: Vec<_> = engine.store().iter().map(|(k, _)| k.name.to_string()).collect();
+    assert_eq!(names, ["a", "d"]);
+    assert_eq!(step(&mut engine, vec![Update::Deleted(Kind::Service, svc("d", "10.96.0.4")), Update::Absent(Kind::Kuma("MeshTCPRoute".into()))]), 1);
+    assert_eq!(engine.store().iter().count(), 1);
 }

@@ -59,10 +59,7 @@ pub struct Listed {
 pub async fn list(client: &Client, node: &str, cluster: &mut Cluster) -> anyhow::Result<Listed> {
     let mut listed = Listed::default();
     let all = ListParams::default();
-    let take = |listed: &mut Listed, (events, problems): (Vec<Event>, Vec<Problem>)| {
-        listed.events.extend(events);
-        listed.problems.extend(problems);
-    };
+    let take = |listed: &mut Listed, events: Vec<Event>| listed.events.extend(events);
     for ns in Api::<Namespace>::all(client.clone()).list(&all).await.context("listing namespaces")? {
         take(&mut listed, cluster.apply(Kind::Namespace, serde_json::to_value(ns)?));
     }
@@ -86,5 +83,6 @@ pub async fn list(client: &Client, node: &str, cluster: &mut Cluster) -> anyhow:
             Err(e) => return Err(e).with_context(|| format!("listing kuma.io {plural}")),
         }
     }
+    listed.problems = cluster.problems();
     Ok(listed)
 }

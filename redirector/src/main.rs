@@ -241,7 +241,7 @@ fn kubernetes_plan(
     driver: redirector_core::source::kubernetes::CgroupDriver,
 ) -> anyhow::Result<Result<plan::Plan, redirector_core::model::Problems>> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let mut cluster = redirector_core::source::kubernetes::Cluster::new(driver);
+    let mut cluster = redirector_core::source::kubernetes::Cluster::new(driver, node);
     let listed = runtime.block_on(async {
         let client = redirector::kubernetes::client(kubeconfig).await?;
         redirector::kubernetes::list(&client, node, &mut cluster).await

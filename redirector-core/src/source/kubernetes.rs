@@ -267,124 +267,85 @@ pub fn pod_cgroup(pod: &Value, driver: CgroupDriver) -> Option<String> {
     })
 }
 
-/// What the source watches, by API kind.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Kind {
-    /// core/v1 Namespace (its labels give the mesh of what is in it).
-    Namespace,
-    /// core/v1 Pod of this node.
-    Pod,
-    /// core/v1 Service.
-    Service,
-    /// A kuma.io/v1alpha1 resource, read as it is (`MeshTCPRoute`, `MeshService`, ...).
-    Kuma(String),
+/// The name of the Dataplane that stands for an EndpointSlice's endpoints
+/// (`:` cannot occur in a pod's name, so it never meets a pod's Dataplane).
+pub fn slice_dataplane_name(slice: &str) -> String {
+    format!("endpointslice:{slice}")
 }
 
-/// The cluster as the store sees it: the objects watched, turned into Kuma
-/// resources incrementally. A pod change converts that pod again; a Service
-/// change its MeshService and the Dataplanes of the node's pods in its
-/// namespace; a namespace change everything in it. Each object is a source
-/// of its own (`kubernetes/<kind>/<namespace>/<name>`), so problems name it.
-#[derive(Debug)]
-pub struct Cluster {
-    driver: CgroupDriver,
-    objects: std::collections::BTreeMap<(Kind, String, String), Value>,
-    /// Per source: the keys its last conversion gave.
-    emitted: std::collections::HashMap<std::sync::Arc<std::path::Path>, Vec<crate::store::Key>>,
+/// A Dataplane standing for the ready endpoints of `slice` that are not on
+/// `node`, or `None` when there are none to stand for: not an IP slice, or
+/// not of `service` (its `kubernetes.io/service-name`). Each endpoint and
+/// port is an inbound at the endpoint's address, tagged as kuma-cp tags the
+/// pod's inbound for that Service, so the Service's MeshService and legacy
+/// `kuma.io/service` references select it. An inbound is named after the
+/// Service port's targetPort when that is a name, so MeshService ports by
+/// name match it.
+///
+/// Differs from kuma-cp, which makes every pod of the cluster a Dataplane:
+/// the agent watches only its own node's pods (which become Dataplanes
+/// themselves, so their endpoints are skipped here). Of another node's pod
+/// it knows what the slice says, not the pod's labels: a selector on labels
+/// other than the Service's own selector finds only this node's pods.
+pub fn slice_dataplane(slice: &Value, service: &Value, namespace: Option<&Value>, node: &str) -> Option<Value> {
+    let name = str_at(slice, &["metadata", "name"])?;
+    let ns = str_at(slice, &["metadata", "namespace"]).unwrap_or("default");
+    let svc_name = str_at(service, &["metadata", "name"])?;
+    if labels(slice).and_then(|l| l.get("kubernetes.io/service-name")).and_then(Value::as_str) != Some(svc_name) {
+        return None;
+    }
+    if !matches!(str_at(slice, &["addressType"]), Some("IPv4" | "IPv6")) {
+        return None;
+    }
+    let selector = map_at(service, &["spec", "selector"]).cloned().unwrap_or_default();
+    let service_ports: Vec<&Value> = service.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten().collect();
+    let mut inbounds = Vec::new();
+    let mut first_address = None;
+    for endpoint in slice.get("endpoints").and_then(Value::as_array).into_iter().flatten() {
+        if str_at(endpoint, &["nodeName"]) == Some(node) {
+            continue;
+        }
+        let Some(address) = endpoint.pointer("/addresses/0").and_then(Value::as_str) else { continue };
+        // The API: a missing `ready` condition means ready.
+        let ready = endpoint.pointer("/conditions/ready").and_then(Value::as_bool).unwrap_or(true);
+        first_address.get_or_insert(address);
+        for port in slice.get("ports").and_then(Value::as_array).into_iter().flatten() {
+            if port.get("protocol").and_then(Value::as_str).is_some_and(|p| p != "TCP") {
+                continue;
+            }
+            let Some(number) = port.get("port").and_then(Value::as_u64) else { continue };
+            let port_name = port.get("name").and_then(Value::as_str).unwrap_or_default();
+            let Some(svc_port) = service_ports.iter().find(|p| p.get("name").and_then(Value::as_str).unwrap_or_default() == port_name) else { continue };
+            let Some(svc_number) = svc_port.get("port").and_then(Value::as_u64) else { continue };
+            let mut tags: Map<String, Value> = selector.clone();
+            tags.insert("k8s.kuma.io/namespace".into(), json!(ns));
+            tags.insert("k8s.kuma.io/service-name".into(), json!(svc_name));
+            tags.insert("k8s.kuma.io/service-port".into(), json!(svc_number.to_string()));
+            tags.insert("kuma.io/service".into(), json!(format!("{svc_name}_{ns}_svc_{svc_number}")));
+            tags.insert("kuma.io/protocol".into(), json!(protocol(service, svc_port)));
+            let mut inbound = json!({"port": number, "address": address, "tags": tags, "health": {"ready": ready}});
+            if let Some(target) = svc_port.get("targetPort").and_then(Value::as_str) {
+                inbound["name"] = json!(target);
+            }
+            inbounds.push(inbound);
+        }
+    }
+    let address = first_address?;
+    if inbounds.is_empty() {
+        return None;
+    }
+    let mut meta_labels = Map::new();
+    meta_labels.insert(MESH_LABEL.into(), json!(mesh_of(service, namespace)));
+    meta_labels.insert("k8s.kuma.io/namespace".into(), json!(ns));
+    meta_labels.insert("kuma.io/env".into(), json!("kubernetes"));
+    Some(json!({
+        "apiVersion": "kuma.io/v1alpha1",
+        "kind": "Dataplane",
+        "metadata": {"name": slice_dataplane_name(name), "namespace": ns, "labels": meta_labels},
+        "spec": {"networking": {"address": address, "inbound": inbounds}},
+    }))
 }
 
-impl Cluster {
-    /// An empty cluster whose pods sit in cgroups named by `driver`.
-    pub fn new(driver: CgroupDriver) -> Self {
-        Self { driver, objects: Default::default(), emitted: Default::default() }
-    }
+mod cluster;
 
-    /// Records `object` of `kind` (added or changed); returns the store
-    /// events and the problems of what it converts to now.
-    pub fn apply(&mut self, kind: Kind, object: Value) -> (Vec<crate::store::Event>, Vec<crate::model::Problem>) {
-        let id = (kind, str_at(&object, &["metadata", "namespace"]).unwrap_or_default().to_owned(), str_at(&object, &["metadata", "name"]).unwrap_or_default().to_owned());
-        self.objects.insert(id.clone(), object);
-        self.convert_around(&id)
-    }
-
-    /// Forgets the object of `kind` called `name` in `namespace`.
-    pub fn delete(&mut self, kind: Kind, namespace: &str, name: &str) -> (Vec<crate::store::Event>, Vec<crate::model::Problem>) {
-        let id = (kind, namespace.to_owned(), name.to_owned());
-        self.objects.remove(&id);
-        self.convert_around(&id)
-    }
-
-    /// Converts `id` and what depends on it.
-    fn convert_around(&mut self, id: &(Kind, String, String)) -> (Vec<crate::store::Event>, Vec<crate::model::Problem>) {
-        let (kind, ns, name) = id;
-        let mut todo = vec![id.clone()];
-        let in_namespace = |k: &Kind, o: &(Kind, String, String)| o.0 == *k && o.1 == *ns;
-        match kind {
-            Kind::Namespace => todo.extend(self.objects.keys().filter(|o| o.1 == *name && matches!(o.0, Kind::Pod | Kind::Service)).cloned()),
-            Kind::Service => todo.extend(self.objects.keys().filter(|o| in_namespace(&Kind::Pod, o)).cloned()),
-            // The Service's own MeshService goes (or comes back) first: one key, one source at a time.
-            Kind::Kuma(k) if k == "MeshService" => todo.insert(0, (Kind::Service, ns.clone(), name.clone())),
-            _ => {}
-        }
-        let (mut events, mut problems) = (Vec::new(), Vec::new());
-        for id in todo {
-            self.convert(&id, &mut events, &mut problems);
-        }
-        (events, problems)
-    }
-
-    /// The source an object's resources come from.
-    fn source(id: &(Kind, String, String)) -> std::sync::Arc<std::path::Path> {
-        let kind = match &id.0 {
-            Kind::Namespace => "namespaces".to_owned(),
-            Kind::Pod => "pods".to_owned(),
-            Kind::Service => "services".to_owned(),
-            Kind::Kuma(k) => k.to_ascii_lowercase(),
-        };
-        crate::store::file_source(std::path::Path::new(&format!("kubernetes/{kind}/{}/{}", id.1, id.2)))
-    }
-
-    /// The Kuma document `id` stands for now, if any.
-    fn document(&self, id: &(Kind, String, String)) -> Option<Value> {
-        let object = self.objects.get(id)?;
-        let namespace = self.objects.get(&(Kind::Namespace, String::new(), id.1.clone()));
-        match &id.0 {
-            Kind::Namespace => None,
-            Kind::Pod => {
-                let services: Vec<&Value> = self.objects.range((Kind::Service, id.1.clone(), String::new())..).take_while(|(k, _)| k.0 == Kind::Service && k.1 == id.1).map(|(_, v)| v).collect();
-                let cgroup = pod_cgroup(object, self.driver)?;
-                dataplane(object, &services, namespace, &[(crate::resolve::CGROUP_LABEL, &cgroup)])
-            }
-            Kind::Service => {
-                // A MeshService of the same name and namespace stands for the Service itself.
-                let own = (Kind::Kuma("MeshService".into()), id.1.clone(), id.2.clone());
-                if self.objects.contains_key(&own) { None } else { mesh_service(object, namespace) }
-            }
-            Kind::Kuma(_) => Some(object.clone()),
-        }
-    }
-
-    fn convert(&mut self, id: &(Kind, String, String), events: &mut Vec<crate::store::Event>, problems: &mut Vec<crate::model::Problem>) {
-        use crate::store::{Event, resources};
-        let source = Self::source(id);
-        let mut now: Vec<Event> = Vec::new();
-        if let Some(doc) = self.document(id) {
-            let (config, found) = crate::model::load_str(&source, &doc.to_string());
-            problems.extend(found);
-            problems.extend(config.validate());
-            for r in resources(&config) {
-                match now.iter_mut().find(|e| e.key == r.key()) {
-                    Some(e) => e.resources.push(r),
-                    None => now.push(Event::upsert(source.clone(), r)),
-                }
-            }
-        }
-        let keys: Vec<crate::store::Key> = now.iter().map(|e| e.key.clone()).collect();
-        let before = self.emitted.remove(&source).unwrap_or_default();
-        events.extend(before.into_iter().filter(|k| !keys.contains(k)).map(|k| Event::delete(source.clone(), k)));
-        events.extend(now);
-        if !keys.is_empty() {
-            self.emitted.insert(source, keys);
-        }
-    }
-}
+pub use cluster::{Cluster, ClusterSource, Kind, Update};
