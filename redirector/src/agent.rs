@@ -13,7 +13,9 @@
 use crate::{
     cgroup,
     datapath::{Datapath, Desired},
+    kubernetes::{self, Noted, Report},
     metrics,
+    pods::PodCgroups,
 };
 use redirector_common::MAX_WORKLOAD_DEPTH;
 use redirector_core::{
@@ -22,6 +24,7 @@ use redirector_core::{
     pipeline::{Pipeline, Ready},
     plan,
     resolve::BASE_CLASS,
+    source::kubernetes::{CgroupDriver, Cluster, ClusterSource, Inbox},
 };
 use anyhow::{Context as _, bail};
 use std::{
@@ -45,11 +48,27 @@ const MAX_ROUTE_LOG_LINES: usize = 20;
 /// Default directory for pins on bpffs.
 pub const DEFAULT_BPFFS_DIR: &str = "/sys/fs/bpf/redirector";
 
+/// Where `run` reads Kuma resources.
+#[derive(Clone, Debug)]
+pub enum Config {
+    /// A file or directory of YAML, watched.
+    Files(PathBuf),
+    /// The Kubernetes API, watched: this node's pods are the workloads.
+    Kubernetes {
+        /// Kubeconfig (default: in-cluster, the pod's service account).
+        kubeconfig: Option<PathBuf>,
+        /// This node's name.
+        node: String,
+        /// How kubelet names pod cgroups, when not detected below `--cgroup`.
+        driver: CgroupDriver,
+    },
+}
+
 /// What `run` needs.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
-    /// Config file or directory.
-    pub config: PathBuf,
+    /// Where Kuma resources come from.
+    pub config: Config,
     /// cgroup2 directory to attach to.
     pub cgroup: PathBuf,
     /// Pin directory on bpffs.
@@ -74,15 +93,6 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     // SAFETY: mallopt only tunes the allocator; called before other threads.
     unsafe { nix::libc::mallopt(nix::libc::M_ARENA_MAX, arenas) };
     let cgroup = cgroup::check_cgroup2_dir(&options.cgroup)?;
-    // Subscribed before the first read, so an edit made while it is read is
-    // not lost: it comes as a change right after.
-    let (changes_tx, mut changes) = mpsc::unbounded_channel();
-    let _watcher = watch(&options.config, changes_tx)?;
-    let (pipeline, ready) = build(Pipeline::new(&options.config), false).await?;
-    let ready = ready.map_err(|problems| anyhow::anyhow!("{}: configuration rejected:\n{problems}", options.config.display()))?;
-    for warning in &ready.warnings {
-        warn!("{warning}");
-    }
     let state: metrics::Shared = Default::default();
     if let Some(addr) = options.metrics {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -100,9 +110,36 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    // Subscribed before the first read, so an edit made while it is read is
+    // not lost: it comes as a change right after.
+    let (changes_tx, mut changes) = mpsc::unbounded_channel();
+    let mut _watcher = None;
+    let mut kube = None;
+    let (mut reports, mut pod_events) = (None, None);
+    let first = match &options.config {
+        Config::Files(path) => {
+            _watcher = Some(watch(path, changes_tx)?);
+            let (pipeline, ready) = build(Pipeline::new(path), false).await?;
+            let ready = ready.map_err(|problems| anyhow::anyhow!("{}: configuration rejected:\n{problems}", path.display()))?;
+            Some((pipeline, ready))
+        }
+        Config::Kubernetes { kubeconfig, node, driver } => {
+            let (mut k, mut r, p) = Kube::start(kubeconfig.as_deref(), node, *driver, &cgroup).await?;
+            let first = k.first_generation(&state, &mut r, &mut term, &mut int).await?;
+            (kube, reports, pod_events) = (Some(k), Some(r), Some(p));
+            first
+        }
+    };
+    let Some((pipeline, ready)) = first else {
+        info!("stopped before the first generation was applied");
+        return Ok(());
+    };
+    for warning in &ready.warnings {
+        warn!("{warning}");
+    }
 
-    let attach_level = cgroup_level(&cgroup)?;
-    let desired = desired_state(ready, &Tables::new(), &cgroup, attach_level)?;
+    let attach_level = cgroup::level(&cgroup)?;
+    let desired = desired_state(ready, &Tables::new(), &cgroup, attach_level, kube.is_some())?;
     // A restart loads a new generation next to the running one and retires
     // the old one once the new one is attached: no gap.
     let (mut datapath, logger) = Datapath::load(&options.bpffs)?;
@@ -135,7 +172,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         workloads = desired.workloads.len(),
         "applied {} routes from {}",
         desired.routes.routes,
-        options.config.display()
+        pipeline.path().display()
     );
     // A node may carry many thousands of routes: the log shows the first few,
     // `redirector plan` and `status` show all of them.
@@ -151,6 +188,10 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
         s.ready = true;
         s.not_ready = None;
+        if let Some(why) = kube.as_ref().and_then(|k| k.health.not_ready()) {
+            s.ready = false;
+            s.not_ready = Some(why);
+        }
         s.generation = 1;
         s.slots.update(&Tables::new(), &desired.routes, |key| service_of(&pipeline, key));
         s.fill = metrics::Fill { routes: datapath.routes(), table_chunks: datapath.table_chunks(), workloads: desired.workloads.len() };
@@ -166,7 +207,10 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         datapath,
         generation: 1,
         state: state.clone(),
+        pods: kube.is_some(),
     };
+    let source = node.pipeline.as_ref().map(|p| p.path().display().to_string()).unwrap_or_default();
+    let mut probe = tokio::time::interval(Duration::from_secs(2));
 
     // SAFETY: the logger owns its ring buffer fd, and the AsyncFd owns the
     // logger, so the fd stays open for as long as it is registered.
@@ -182,7 +226,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
             _ = hup.recv() => {
-                info!("SIGHUP: reloading {}", options.config.display());
+                info!("SIGHUP: reloading {source}");
                 if let Some(dns) = node.reload("SIGHUP", false).await? {
                     uses_dns = dns;
                 }
@@ -215,6 +259,30 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
                     }
                 }
                 attached_ino = now;
+            }
+            Some(report) = recv(reports.as_mut()) => {
+                let k = kube.as_mut().context("reports come from the Kubernetes watchers")?;
+                if k.take(report, reports.as_mut().context("reports")?).await {
+                    node.reload("Kubernetes change", false).await?;
+                }
+                k.report_readiness(&state, attached_ino.is_some());
+            }
+            Some(()) = recv(pod_events.as_mut()) => {
+                let k = kube.as_mut().context("pod cgroup events come with Kubernetes")?;
+                if let Some(p) = pod_events.as_mut() {
+                    while let Ok(Some(())) = tokio::time::timeout(SETTLE, p.recv()).await {}
+                }
+                if let Err(e) = k.pods.rewatch() {
+                    warn!("watching pod cgroups: {e:#}");
+                }
+                node.reload("pod cgroups changed", false).await?;
+            }
+            _ = probe.tick(), if kube.as_ref().is_some_and(|k| k.health.failing()) => {
+                let k = kube.as_mut().context("probing the Kubernetes API")?;
+                if kubernetes::reachable(&k.client).await {
+                    k.health.recovered();
+                }
+                k.report_readiness(&state, attached_ino.is_some());
             }
             guard = logs.readable_mut() => {
                 let mut guard = guard.context("reading BPF logs")?;
@@ -255,6 +323,136 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The next item of `rx`; never, without one.
+async fn recv<T>(rx: Option<&mut mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The Kubernetes side of a running agent: the watchers' reports, their
+/// health, and the pod cgroups watched.
+struct Kube {
+    client: kube::Client,
+    health: kubernetes::Health,
+    inbox: Inbox,
+    pods: PodCgroups,
+    /// The pipeline, until the first generation is built from it.
+    pipeline: Option<Pipeline>,
+}
+
+impl Kube {
+    /// Connects, starts the watchers and the pod cgroup watch below
+    /// `cgroup`; with the watchers' reports and the pod cgroup events.
+    async fn start(
+        kubeconfig: Option<&Path>,
+        node: &str,
+        driver: CgroupDriver,
+        cgroup: &Path,
+    ) -> anyhow::Result<(Self, mpsc::UnboundedReceiver<Report>, mpsc::UnboundedReceiver<()>)> {
+        let client = kubernetes::client(kubeconfig).await?;
+        let driver = match crate::pods::detect_driver(cgroup) {
+            Some(found) => {
+                info!("pod cgroups below {} are named by kubelet's {found:?} cgroup driver", cgroup.display());
+                found
+            }
+            None => {
+                info!("no kubepods cgroup below {} yet: assuming kubelet's {driver:?} cgroup driver", cgroup.display());
+                driver
+            }
+        };
+        let (source, inbox) = ClusterSource::new(Cluster::new(driver, node));
+        let (reports_tx, reports) = mpsc::unbounded_channel();
+        kubernetes::watch(&client, node, reports_tx);
+        let (pods_tx, pod_events) = mpsc::unbounded_channel();
+        let pods = PodCgroups::watch(cgroup, pods_tx)?;
+        info!("watching the Kubernetes API: node {node}'s pods are the workloads");
+        let health = kubernetes::Health::new(kubernetes::watched_kinds());
+        Ok((Self { client, health, inbox, pods, pipeline: Some(Pipeline::with_source(Box::new(source))) }, reports, pod_events))
+    }
+
+    /// Takes `report` and the reports that follow it closely (a burst of
+    /// changes is one reload, held back at most 100 ms); whether the cluster
+    /// changed and every kind has been listed (a reload is due).
+    async fn take(&mut self, report: Report, reports: &mut mpsc::UnboundedReceiver<Report>) -> bool {
+        let mut updated = self.health.note(report, &self.inbox) == Noted::Update;
+        let until = Instant::now() + Duration::from_millis(100);
+        loop {
+            while let Ok(r) = reports.try_recv() {
+                updated |= self.health.note(r, &self.inbox) == Noted::Update;
+            }
+            match tokio::time::timeout_at(until.min(Instant::now() + SETTLE).into(), reports.recv()).await {
+                Ok(Some(r)) => updated |= self.health.note(r, &self.inbox) == Noted::Update,
+                _ => break,
+            }
+        }
+        updated && self.health.synced()
+    }
+
+    /// Waits until every kind has been listed once, then builds the first
+    /// generation; a configuration the cluster gives that is rejected is
+    /// logged and waited out. `None` when a signal came first.
+    async fn first_generation(
+        &mut self,
+        state: &metrics::Shared,
+        reports: &mut mpsc::UnboundedReceiver<Report>,
+        term: &mut tokio::signal::unix::Signal,
+        int: &mut tokio::signal::unix::Signal,
+    ) -> anyhow::Result<Option<(Pipeline, Ready)>> {
+        loop {
+            loop {
+                self.report_readiness(state, true);
+                tokio::select! {
+                    _ = term.recv() => return Ok(None),
+                    _ = int.recv() => return Ok(None),
+                    report = reports.recv() => {
+                        if self.take(report.context("the Kubernetes watchers stopped")?, reports).await {
+                            break;
+                        }
+                    }
+                }
+            }
+            info!("Kubernetes API: every kind listed; building the first generation");
+            let (pipeline, ready) = build(self.pipeline.take().context("the first generation is being built")?, false).await?;
+            match ready {
+                Ok(ready) => return Ok(Some((pipeline, ready))),
+                Err(problems) => {
+                    self.pipeline = Some(pipeline);
+                    for p in problems.errors() {
+                        error!("{p}");
+                    }
+                    let why = format!("the Kuma resources in the cluster were rejected ({} errors, logged); nothing is applied until they change", problems.errors().count());
+                    warn!("{why}");
+                    let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+                    s.not_ready = Some(why);
+                    s.reloads_failed += 1;
+                }
+            }
+        }
+    }
+
+    /// Puts the API's health into `/readyz` (the cgroup's absence, reported
+    /// apart, wins).
+    fn report_readiness(&self, state: &metrics::Shared, cgroup_present: bool) {
+        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+        if !cgroup_present {
+            return;
+        }
+        match self.health.not_ready() {
+            Some(why) => {
+                s.ready = false;
+                s.not_ready = Some(why);
+            }
+            None if s.generation > 0 => {
+                s.ready = true;
+                s.not_ready = None;
+            }
+            None => {}
+        }
+    }
+}
+
 /// Reads what changed, resolves and compiles it off the runtime thread, so
 /// `/healthz`, metrics and signals are served while a large config is read.
 /// The pipeline comes back with the result. A panic in it is a bug the
@@ -281,6 +479,8 @@ struct Node {
     datapath: Datapath,
     generation: u64,
     state: metrics::Shared,
+    /// Workloads are pods: one whose cgroup is not where expected is looked for.
+    pods: bool,
 }
 
 impl Node {
@@ -310,7 +510,7 @@ impl Node {
         let uses_dns = pipeline.engine().has_hostnames();
         // The compiler's tables are the kernel's: it commits exactly what the kernel took.
         let installed = pipeline.compiler();
-        let desired = desired_state(ready, installed, &self.cgroup, self.attach_level);
+        let desired = desired_state(ready, installed, &self.cgroup, self.attach_level, self.pods);
         // The slots the kernel's old tables counted in, for the metrics.
         let before: Tables = desired
             .as_ref()
@@ -442,34 +642,43 @@ fn cgroup_ino(cgroup: &Path) -> Option<u64> {
     std::fs::metadata(cgroup).ok().filter(|m| m.is_dir()).map(|m| m.ino())
 }
 
-/// The cgroup level of `cgroup` (the cgroup2 root is level 0).
-fn cgroup_level(cgroup: &Path) -> anyhow::Result<u32> {
-    let root = cgroup::cgroup2_mount()?;
-    Ok(cgroup.strip_prefix(&root).map(|p| p.components().count()).unwrap_or(0) as u32)
-}
-
 /// The kernel state for `ready` (a generation against the tables
 /// `installed`) with hooks attached at `cgroup`: workload
 /// cgroup paths become cgroup ids (a cgroup v2 directory's inode number).
-/// Workloads whose cgroup does not exist yet are reported and skipped.
-fn desired_state(ready: Ready, installed: &impl InForce, cgroup: &Path, attach_level: u32) -> anyhow::Result<Desired> {
+/// Workloads whose cgroup does not exist yet are reported and skipped; with
+/// `pods`, a pod's cgroup not where its driver puts it is looked for first.
+fn desired_state(ready: Ready, installed: &impl InForce, cgroup: &Path, attach_level: u32, pods: bool) -> anyhow::Result<Desired> {
     use std::os::unix::fs::MetadataExt as _;
     let class_ids = ready.generation.class_ids.clone();
     let transition = Transition::between(installed, &ready.generation);
     let mut desired = Desired { routes: ready.generation, transition, ..Default::default() };
+    let mut scan = None;
+    let mut missing = Vec::new();
     for w in ready.workloads.iter().filter(|w| class_ids[w.class as usize] != BASE_CLASS) {
-        let dir = cgroup.join(&w.cgroup);
+        let mut relative = w.cgroup.clone();
+        if pods && !cgroup.join(&relative).is_dir() {
+            let found = scan.get_or_insert_with(|| crate::pods::Scan::new(cgroup)).find(&w.cgroup);
+            if let Some(found) = found {
+                relative = found.to_path_buf();
+            }
+        }
+        let dir = cgroup.join(&relative);
         match std::fs::metadata(&dir) {
             Ok(meta) if meta.is_dir() => {
-                let depth = w.cgroup.components().count() as u32;
+                let depth = relative.components().count() as u32;
                 if depth > MAX_WORKLOAD_DEPTH {
                     bail!("{}: cgroup {} is {depth} levels below --cgroup; at most {MAX_WORKLOAD_DEPTH} are searched", w.dataplane, dir.display());
                 }
                 desired.workloads.insert(meta.ino(), class_ids[w.class as usize]);
                 desired.settings.max_depth = desired.settings.max_depth.max(depth);
             }
+            _ if pods => missing.push(w.dataplane.as_str()),
             _ => warn!("{}: cgroup {} does not exist; its processes get the base routes", w.dataplane, dir.display()),
         }
+    }
+    if !missing.is_empty() {
+        // Usual for a pod just scheduled: its cgroup is picked up when created.
+        info!("{} pods have no cgroup yet (routed as soon as it is created): {}", missing.len(), missing.join(", "));
     }
     desired.settings.attach_level = attach_level;
     desired.settings.agent_tgid = std::process::id();

@@ -59,6 +59,30 @@ pub fn check_cgroup2_dir(dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(canonical)
 }
 
+/// The level of the cgroup2 directory `dir` in the whole hierarchy (the
+/// root is 0), as the kernel counts it for ancestor lookups. Counted by
+/// walking up to the directory without `cgroup.type` (only the root has
+/// none), so it holds through a bind mount of the host's hierarchy in a
+/// container with its own cgroup namespace, where mount points and
+/// `/proc/self/cgroup` are relative to the namespace.
+pub fn level(dir: &Path) -> anyhow::Result<u32> {
+    let mut at = dir.to_path_buf();
+    let mut level = 0;
+    while at.join("cgroup.type").exists() {
+        match at.parent() {
+            Some(parent) if nix::sys::statfs::statfs(parent).is_ok_and(|fs| fs.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC) => {
+                at = parent.to_path_buf();
+                level += 1;
+            }
+            _ => bail!(
+                "--cgroup {}: the cgroup2 root is not visible above it (a cgroup namespace, or a bind mount of a child cgroup), so its level is unknown; pass a directory of a mount of the host's whole cgroup2 hierarchy",
+                dir.display()
+            ),
+        }
+    }
+    Ok(level)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,20 +1,27 @@
 //! The Kubernetes API as a source, through kube-rs: the objects the agent
-//! reads (namespaces, this node's pods, Services, the kuma.io resources),
-//! handed to [`Cluster`], which turns them into Kuma resources.
+//! reads (namespaces, this node's pods, Services, EndpointSlices, the
+//! kuma.io resources), listed once for `plan` or watched for `run`, handed
+//! to [`Cluster`], which turns them into Kuma resources.
 
 use anyhow::Context as _;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use futures_util::StreamExt as _;
+use k8s_openapi::api::{
+    core::v1::{Namespace, Pod, Service},
+    discovery::v1::EndpointSlice,
+};
 use kube::{
     Client, Config,
     api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams},
     config::{KubeConfigOptions, Kubeconfig},
+    runtime::{WatchStreamExt as _, watcher},
 };
 use redirector_core::{
     model::Problem,
-    source::kubernetes::{Cluster, Kind},
+    source::kubernetes::{Cluster, Kind, Update},
     store::Event,
 };
 use std::path::Path;
+use tokio::sync::mpsc;
 
 /// The kuma.io/v1alpha1 kinds read, with their resource names.
 pub const KUMA_KINDS: [(&str, &str); 6] = [
@@ -70,6 +77,9 @@ pub async fn list(client: &Client, node: &str, cluster: &mut Cluster) -> anyhow:
     for svc in Api::<Service>::all(client.clone()).list(&all).await.context("listing services")? {
         take(&mut listed, cluster.apply(Kind::Service, serde_json::to_value(svc)?));
     }
+    for slice in Api::<EndpointSlice>::all(client.clone()).list(&all).await.context("listing endpointslices")? {
+        take(&mut listed, cluster.apply(Kind::EndpointSlice, serde_json::to_value(slice)?));
+    }
     for (kind, plural) in KUMA_KINDS {
         let api = Api::<DynamicObject>::all_with(client.clone(), &kuma_resource(kind, plural));
         match api.list(&all).await {
@@ -85,4 +95,178 @@ pub async fn list(client: &Client, node: &str, cluster: &mut Cluster) -> anyhow:
     }
     listed.problems = cluster.problems();
     Ok(listed)
+}
+
+/// What a watcher reports to the agent.
+#[derive(Debug)]
+pub enum Report {
+    /// A step of the kind's list/watch, for the cluster source.
+    Update(Update),
+    /// The kind's list or watch failed; the watcher retries with backoff
+    /// (what is in force stays).
+    Failed(Kind, String),
+}
+
+/// Every kind the agent watches for `node`, with how to list it.
+fn watched(node: &str) -> Vec<(Kind, ApiResource, watcher::Config)> {
+    let all = || watcher::Config::default().page_size(500);
+    let mut kinds = vec![
+        (Kind::Namespace, ApiResource::erase::<Namespace>(&()), all()),
+        (Kind::Pod, ApiResource::erase::<Pod>(&()), all().fields(&format!("spec.nodeName={node}"))),
+        (Kind::Service, ApiResource::erase::<Service>(&()), all()),
+        (Kind::EndpointSlice, ApiResource::erase::<EndpointSlice>(&()), all()),
+    ];
+    kinds.extend(KUMA_KINDS.iter().map(|(kind, plural)| (Kind::Kuma((*kind).into()), kuma_resource(kind, plural), all())));
+    kinds
+}
+
+/// The kinds [`watch`] reports on.
+pub fn watched_kinds() -> Vec<Kind> {
+    watched("").into_iter().map(|(kind, ..)| kind).collect()
+}
+
+/// Starts one kube-rs watcher per kind (list, then watch from the listed
+/// resourceVersion; a relist after 410 Gone or a lost watch window), each
+/// reporting to `reports` until the receiver is dropped. Errors back off
+/// as kube-rs's default (0.8 s doubling to 30 s).
+pub fn watch(client: &Client, node: &str, reports: mpsc::UnboundedSender<Report>) {
+    for (kind, resource, config) in watched(node) {
+        let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
+        let reports = reports.clone();
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(watcher::watcher(api, config).default_backoff());
+            while let Some(item) = stream.next().await {
+                let value = |o: DynamicObject| serde_json::to_value(o).unwrap_or_default();
+                let report = match item {
+                    Ok(watcher::Event::Init) => Report::Update(Update::Listing(kind.clone())),
+                    Ok(watcher::Event::InitApply(o)) => Report::Update(Update::Listed(kind.clone(), value(o))),
+                    Ok(watcher::Event::InitDone) => Report::Update(Update::ListDone(kind.clone())),
+                    Ok(watcher::Event::Apply(o)) => Report::Update(Update::Applied(kind.clone(), value(o))),
+                    Ok(watcher::Event::Delete(o)) => Report::Update(Update::Deleted(kind.clone(), value(o))),
+                    // An uninstalled CRD: 404, often as plain text (so not a NotFound reason).
+                    Err(watcher::Error::InitialListFailed(kube::Error::Api(status))) if status.code == 404 => Report::Update(Update::Absent(kind.clone())),
+                    Err(e) => Report::Failed(kind.clone(), e.to_string()),
+                };
+                if reports.send(report).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Whether the API server answers (a one-item list of namespaces).
+pub async fn reachable(client: &Client) -> bool {
+    Api::<Namespace>::all(client.clone()).list(&ListParams::default().limit(1)).await.is_ok()
+}
+
+/// The watchers' health as the agent reports it: which kinds have not been
+/// listed once yet, and which are failing now.
+#[derive(Debug)]
+pub struct Health {
+    unlisted: std::collections::BTreeSet<Kind>,
+    failing: std::collections::BTreeMap<Kind, Failure>,
+    absent: std::collections::BTreeSet<Kind>,
+}
+
+/// A kind's list or watch failing.
+#[derive(Debug)]
+struct Failure {
+    since: std::time::Instant,
+    logged: std::time::Instant,
+    error: String,
+}
+
+/// What the agent should do after a report.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Noted {
+    /// An update for the cluster source.
+    Update,
+    /// A failure (logged when new, then every 30 s).
+    Failure,
+}
+
+impl Health {
+    /// Nothing listed yet of `kinds`.
+    pub fn new(kinds: impl IntoIterator<Item = Kind>) -> Self {
+        Self { unlisted: kinds.into_iter().collect(), failing: Default::default(), absent: Default::default() }
+    }
+
+    /// Takes `report` into account, queueing its update in `inbox`.
+    pub fn note(&mut self, report: Report, inbox: &redirector_core::source::kubernetes::Inbox) -> Noted {
+        use tracing::{info, warn};
+        match report {
+            Report::Update(update) => {
+                let kind = match &update {
+                    Update::Listing(k) | Update::Listed(k, _) | Update::ListDone(k) | Update::Applied(k, _) | Update::Deleted(k, _) | Update::Absent(k) => k.clone(),
+                };
+                match &update {
+                    Update::ListDone(_) => {
+                        self.unlisted.remove(&kind);
+                        self.absent.remove(&kind);
+                    }
+                    Update::Absent(_) => {
+                        self.unlisted.remove(&kind);
+                        if self.absent.insert(kind.clone()) {
+                            warn!("kuma.io {}: the CRD is not installed; there are none (watched again with backoff)", kind.plural());
+                        }
+                    }
+                    _ => {}
+                }
+                if let Some(failure) = self.failing.remove(&kind) {
+                    info!("Kubernetes API: {} watched again after {:.1} s", kind.plural(), failure.since.elapsed().as_secs_f64());
+                }
+                inbox.push(update);
+                Noted::Update
+            }
+            Report::Failed(kind, error) => {
+                let now = std::time::Instant::now();
+                let failure = self.failing.entry(kind.clone()).or_insert_with(|| {
+                    warn!("Kubernetes API: {}: {error}; retrying with backoff, the state in force stays", kind.plural());
+                    Failure { since: now, logged: now, error: error.clone() }
+                });
+                if now.duration_since(failure.logged) >= std::time::Duration::from_secs(30) {
+                    warn!("Kubernetes API: {} failing for {:.0} s: {error}", kind.plural(), failure.since.elapsed().as_secs_f64());
+                    failure.logged = now;
+                }
+                failure.error = error;
+                Noted::Failure
+            }
+        }
+    }
+
+    /// Whether every kind has been listed once (or found not installed).
+    pub fn synced(&self) -> bool {
+        self.unlisted.is_empty()
+    }
+
+    /// Whether some kind is failing now.
+    pub fn failing(&self) -> bool {
+        !self.failing.is_empty()
+    }
+
+    /// The API answers again: what was failing is taken as recovered (a
+    /// watcher that still fails reports it again).
+    pub fn recovered(&mut self) {
+        if !self.failing.is_empty() {
+            let since = self.failing.values().map(|f| f.since).min().map(|s| s.elapsed().as_secs_f64()).unwrap_or_default();
+            tracing::info!("Kubernetes API: reachable again after {since:.1} s");
+            self.failing.clear();
+        }
+    }
+
+    /// Why the agent is not ready on the API's account, if it is not.
+    pub fn not_ready(&self) -> Option<String> {
+        let errors = || self.failing.iter().map(|(k, f)| format!("{}: {}", k.plural(), f.error)).collect::<Vec<_>>().join("; ");
+        if !self.unlisted.is_empty() {
+            let kinds: Vec<String> = self.unlisted.iter().map(Kind::plural).collect();
+            let mut why = format!("waiting for the first list of {} from the Kubernetes API", kinds.join(", "));
+            if self.failing() {
+                why += &format!(" ({})", errors());
+            }
+            return Some(why);
+        }
+        let oldest = self.failing.values().map(|f| f.since).min()?;
+        Some(format!("Kubernetes API unreachable for {:.0} s ({}); the last state it gave stays in force", oldest.elapsed().as_secs_f64(), errors()))
+    }
 }

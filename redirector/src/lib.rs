@@ -13,4 +13,5 @@ pub mod kernel;
 pub mod kubernetes;
 pub mod metrics;
 pub mod owner;
+pub mod pods;
 pub mod status;

@@ -63,8 +63,23 @@ enum Command {
     /// Apply a config to a cgroup, keep it in step with the config, and leave it in force on exit.
     Run {
         /// File or directory of Kuma YAML resources.
-        #[arg(long)]
-        config: PathBuf,
+        #[arg(long, required_unless_present = "kubernetes")]
+        config: Option<PathBuf>,
+        /// Watch the Kubernetes API instead: this node's pods are the
+        /// workloads, Services and EndpointSlices give MeshServices, and the
+        /// kuma.io resources are read as they are.
+        #[arg(long, conflicts_with = "config")]
+        kubernetes: bool,
+        /// Kubeconfig to use (default: the pod's service account).
+        #[arg(long, requires = "kubernetes")]
+        kubeconfig: Option<PathBuf>,
+        /// The node whose pods are the workloads.
+        #[arg(long, env = "NODE_NAME", requires = "kubernetes")]
+        node_name: Option<String>,
+        /// How kubelet names pod cgroups, when no kubepods cgroup below
+        /// --cgroup tells (it is detected when there is one).
+        #[arg(long, value_enum, default_value_t = CgroupDriver::Systemd)]
+        cgroup_driver: CgroupDriver,
         /// cgroup2 directory whose processes (and descendants) are redirected;
         /// default: the cgroup2 mount root (the whole node).
         #[arg(long)]
@@ -165,7 +180,15 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run { config, cgroup, bpffs, dns_refresh, metrics, log_format, allow_other_datapath } => {
+        Command::Run { config, kubernetes, kubeconfig, node_name, cgroup_driver, cgroup, bpffs, dns_refresh, metrics, log_format, allow_other_datapath } => {
+            let config = match (config, kubernetes, node_name) {
+                (Some(path), _, _) => agent::Config::Files(path),
+                (None, true, Some(node)) => agent::Config::Kubernetes { kubeconfig, node, driver: cgroup_driver.into() },
+                _ => {
+                    eprintln!("error: --kubernetes needs --node-name (or NODE_NAME)");
+                    return ExitCode::FAILURE;
+                }
+            };
             let filter = tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
             let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
