@@ -70,7 +70,7 @@ pub fn level(dir: &Path) -> anyhow::Result<u32> {
     let mut level = 0;
     while at.join("cgroup.type").exists() {
         match at.parent() {
-            Some(parent) if nix::sys::statfs::statfs(parent).is_ok_and(|fs| fs.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC) => {
+            Some(parent) if nix::sys::statfs::statfs(parent).is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::FsType(CGROUP2_SUPER_MAGIC as _)) => {
                 at = parent.to_path_buf();
                 level += 1;
             }

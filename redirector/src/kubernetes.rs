@@ -128,13 +128,13 @@ pub fn watched_kinds() -> Vec<Kind> {
 /// Starts one kube-rs watcher per kind (list, then watch from the listed
 /// resourceVersion; a relist after 410 Gone or a lost watch window), each
 /// reporting to `reports` until the receiver is dropped. Errors back off
-/// as kube-rs's default (0.8 s doubling to 30 s).
+/// with [`Retry`].
 pub fn watch(client: &Client, node: &str, reports: mpsc::UnboundedSender<Report>) {
     for (kind, resource, config) in watched(node) {
         let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
         let reports = reports.clone();
         tokio::spawn(async move {
-            let mut stream = std::pin::pin!(watcher::watcher(api, config).default_backoff());
+            let mut stream = std::pin::pin!(watcher::watcher(api, config).backoff(Retry::default()));
             while let Some(item) = stream.next().await {
                 let value = |o: DynamicObject| serde_json::to_value(o).unwrap_or_default();
                 let report = match item {
@@ -152,6 +152,33 @@ pub fn watch(client: &Client, node: &str, reports: mpsc::UnboundedSender<Report>
                 }
             }
         });
+    }
+}
+
+/// How a watcher waits between failed attempts: 0.5 s doubling to 5 s,
+/// each wait jittered by up to a quarter (so nodes that lost the API
+/// together do not come back in step), from the start again after any
+/// success. client-go's reflectors go up to 30 s; a node agent's routes
+/// follow the API, so it retries sooner.
+#[derive(Debug, Default)]
+pub struct Retry {
+    failures: u32,
+}
+
+impl Iterator for Retry {
+    type Item = std::time::Duration;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let base = (500u64 << self.failures.min(4)).min(5_000);
+        self.failures += 1;
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos() as u64);
+        Some(std::time::Duration::from_millis(base - base / 4 * (nanos % 1000) / 1000))
+    }
+}
+
+impl kube::runtime::utils::Backoff for Retry {
+    fn reset(&mut self) {
+        self.failures = 0;
     }
 }
 

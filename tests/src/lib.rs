@@ -9,6 +9,7 @@
 use anyhow::{Context as _, anyhow, bail};
 use std::{
     collections::BTreeMap,
+    ffi::OsStr,
     io::{BufRead as _, BufReader, Write as _},
     net::{SocketAddr, TcpListener, UdpSocket},
     path::{Path, PathBuf},
@@ -215,10 +216,20 @@ impl Agent {
 
     /// As [`Agent::start`], with extra command-line arguments.
     pub fn start_with(config: &Path, cgroup: &Path, bpffs: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::spawn(&[OsStr::new("--config"), config.as_os_str()], cgroup, bpffs, extra)
+    }
+
+    /// Starts `run --kubernetes` against the API server of `kubeconfig` as
+    /// node `node`, and waits for its first generation to be ready.
+    pub fn start_kubernetes(kubeconfig: &Path, node: &str, cgroup: &Path, bpffs: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+        let source = [OsStr::new("--kubernetes"), OsStr::new("--kubeconfig"), kubeconfig.as_os_str(), OsStr::new("--node-name"), OsStr::new(node)];
+        Self::spawn(&source, cgroup, bpffs, extra)
+    }
+
+    fn spawn(source: &[&OsStr], cgroup: &Path, bpffs: &Path, extra: &[&str]) -> anyhow::Result<Self> {
         let mut child = Command::new(redirector_bin())
             .arg("run")
-            .arg("--config")
-            .arg(config)
+            .args(source)
             .arg("--cgroup")
             .arg(cgroup)
             .arg("--bpffs")
