@@ -125,13 +125,14 @@ fn run_with_an_invalid_config_attaches_nothing() {
 /// `plan --kubernetes` through the production kube-rs client against a fake
 /// API server: this node's pods become Dataplanes (a pod of another node is
 /// left out by the field selector), the Service becomes its MeshService, a
-/// MeshTCPRoute from the API splits it, and CRDs that are not installed are
+/// MeshTCPRoute from the API splits it, a Service's endpoint on another node
+/// comes from its EndpointSlice, and CRDs that are not installed are
 /// warnings.
 #[test]
 fn plan_reads_the_kubernetes_api_for_this_node() {
     use integration_tests::fake_api::FakeApi;
     use serde_json::json;
-    let api = FakeApi::start(&["/api/v1/namespaces", "/api/v1/pods", "/api/v1/services", "/apis/kuma.io/v1alpha1/meshtcproutes"]).unwrap();
+    let api = FakeApi::start(&["/api/v1/namespaces", "/api/v1/pods", "/api/v1/services", "/apis/discovery.k8s.io/v1/endpointslices", "/apis/kuma.io/v1alpha1/meshtcproutes"]).unwrap();
     api.add("/api/v1/namespaces", json!({"metadata": {"name": "shop", "resourceVersion": "1"}}));
     let pod = |name: &str, node: &str, ip: &str, version: &str| {
         json!({
@@ -149,6 +150,12 @@ fn plan_reads_the_kubernetes_api_for_this_node() {
     api.add("/api/v1/services", service("web", "10.96.0.10", json!({"app": "web"})));
     api.add("/api/v1/services", service("web-v1", "10.96.0.11", json!({"app": "web", "version": "v1"})));
     api.add("/api/v1/services", service("web-v2", "10.96.0.12", json!({"app": "web", "version": "v2"})));
+    api.add("/apis/discovery.k8s.io/v1/endpointslices", json!({
+        "metadata": {"name": "web-v2-abcde", "namespace": "shop", "labels": {"kubernetes.io/service-name": "web-v2"}},
+        "addressType": "IPv4",
+        "ports": [{"port": 8080, "protocol": "TCP"}],
+        "endpoints": [{"addresses": ["10.1.0.6"], "nodeName": "node-1"}, {"addresses": ["10.2.0.7"], "nodeName": "node-2", "conditions": {"ready": true}}],
+    }));
     api.add("/apis/kuma.io/v1alpha1/meshtcproutes", json!({
         "apiVersion": "kuma.io/v1alpha1", "kind": "MeshTCPRoute",
         "metadata": {"name": "canary", "namespace": "shop", "resourceVersion": "1"},
@@ -169,4 +176,5 @@ fn plan_reads_the_kubernetes_api_for_this_node() {
     let split = stdout.split("10.96.0.10:80").nth(1).unwrap_or_default();
     assert!(split.contains("MeshTCPRoute/canary"), "{stdout}");
     assert!(split.contains("90.000%") && split.contains("10.1.0.5:8080") && split.contains("10.000%") && split.contains("10.1.0.6:8080"), "{stdout}");
+    assert!(split.contains("MeshService/web-v2:80  -> 10.1.0.6:8080, 10.2.0.7:8080\n"), "web-v2's endpoint on node-2, and node-1's once: {stdout}");
 }
