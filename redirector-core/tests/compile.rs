@@ -805,6 +805,7 @@ fn resolution(classes: Vec<Vec<ResolvedRoute>>) -> Resolution {
             .collect(),
         workloads: vec![Workload {
             dataplane: "Dataplane/w".into(),
+            namespace: None,
             mesh: "default".into(),
             cgroup: "w".into(),
             class: 1,

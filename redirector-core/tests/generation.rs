@@ -63,7 +63,7 @@ fn resolution(config: &Config) -> Resolution {
                 classes.len() as u32 - 1
             }
         };
-        workloads.push(Workload { dataplane: format!("Dataplane/w{w}").into(), mesh: "default".into(), cgroup: format!("w{w}").into(), class });
+        workloads.push(Workload { dataplane: format!("Dataplane/w{w}").into(), namespace: None, mesh: "default".into(), cgroup: format!("w{w}").into(), class });
     }
     Resolution { classes, workloads }
 }

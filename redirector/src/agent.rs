@@ -159,6 +159,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let _cgroup_watcher = watch_cgroup(&cgroup, cgroup_tx)?;
     // Tables and workload classes go in before the hooks are attached.
     let diff = datapath.apply(&desired)?;
+    record_names(&options.bpffs, &desired);
     let mut pipeline = pipeline;
     pipeline.commit(&desired.routes);
     datapath.attach(&cgroup)?;
@@ -208,6 +209,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         generation: 1,
         state: state.clone(),
         pods: kube.is_some(),
+        bpffs: options.bpffs.clone(),
     };
     let source = node.pipeline.as_ref().map(|p| p.path().display().to_string()).unwrap_or_default();
     let mut probe = tokio::time::interval(Duration::from_secs(2));
@@ -481,6 +483,14 @@ struct Node {
     state: metrics::Shared,
     /// Workloads are pods: one whose cgroup is not where expected is looked for.
     pods: bool,
+    bpffs: PathBuf,
+}
+
+/// Writes what each workload cgroup in force is, for `status`.
+fn record_names(bpffs: &Path, desired: &Desired) {
+    if let Err(e) = crate::status::write_names(bpffs, &desired.names) {
+        warn!("recording workload names for `redirector status`: {e:#}");
+    }
 }
 
 impl Node {
@@ -526,6 +536,7 @@ impl Node {
         let outcome = match applied {
             Ok((diff, desired)) => {
                 pipeline.commit(&desired.routes);
+                record_names(&self.bpffs, &desired);
                 let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
                 s.fill = metrics::Fill { routes: self.datapath.routes(), table_chunks: self.datapath.table_chunks(), workloads: desired.workloads.len() };
                 if diff.is_empty() {
@@ -670,6 +681,11 @@ fn desired_state(ready: Ready, installed: &impl InForce, cgroup: &Path, attach_l
                     bail!("{}: cgroup {} is {depth} levels below --cgroup; at most {MAX_WORKLOAD_DEPTH} are searched", w.dataplane, dir.display());
                 }
                 desired.workloads.insert(meta.ino(), class_ids[w.class as usize]);
+                let name = match &w.namespace {
+                    Some(ns) if pods => format!("pod {ns}/{}", w.dataplane.strip_prefix("Dataplane/").unwrap_or(&w.dataplane)),
+                    _ => w.dataplane.to_string(),
+                };
+                desired.names.insert(meta.ino(), name);
                 desired.settings.max_depth = desired.settings.max_depth.max(depth);
             }
             _ if pods => missing.push(w.dataplane.as_str()),

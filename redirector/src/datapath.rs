@@ -137,6 +137,8 @@ pub struct Desired {
     pub transition: Transition,
     /// cgroup id -> class (only classes other than the base one).
     pub workloads: BTreeMap<u64, u32>,
+    /// cgroup id -> what is bound to it, for `status` (not written to the kernel).
+    pub names: BTreeMap<u64, String>,
     /// Where workload cgroups sit.
     pub settings: Settings,
 }
@@ -601,6 +603,7 @@ pub fn uninstall(root: &Path) -> anyhow::Result<Uninstalled> {
         }
     }
     let _ = std::fs::remove_dir(root);
+    let _ = std::fs::remove_file(crate::status::names_path(root));
     Ok(removed)
 }
 

@@ -41,6 +41,33 @@ pub struct RouteStatus {
     pub origins_full: u64,
 }
 
+/// Where the agent keeps files for `status` beside the pins (bpffs holds none).
+pub const STATE_DIR: &str = "/run/redirector/state";
+
+/// The file naming the workload cgroups of the agent on pin directory
+/// `bpffs`: the Dataplane (a pod, under `--kubernetes`) behind each cgroup id.
+pub fn names_path(bpffs: &Path) -> PathBuf {
+    let escaped = bpffs.to_string_lossy().trim_matches('/').replace('/', "_");
+    Path::new(STATE_DIR).join(format!("{escaped}.workloads.json"))
+}
+
+/// Writes the names of the workload cgroups in force (whole, by rename).
+pub fn write_names(bpffs: &Path, names: &BTreeMap<u64, String>) -> anyhow::Result<()> {
+    let path = names_path(bpffs);
+    std::fs::create_dir_all(STATE_DIR).with_context(|| format!("creating {STATE_DIR}"))?;
+    let text = serde_json::to_string(&names.iter().map(|(id, name)| (id.to_string(), name)).collect::<BTreeMap<_, _>>())?;
+    let partial = path.with_extension("json.partial");
+    std::fs::write(&partial, text).with_context(|| format!("writing {}", partial.display()))?;
+    std::fs::rename(&partial, &path).with_context(|| format!("renaming {}", partial.display()))
+}
+
+/// The names the agent on `bpffs` last wrote (none when it wrote none).
+fn read_names(bpffs: &Path) -> BTreeMap<u64, String> {
+    let text = std::fs::read_to_string(names_path(bpffs)).unwrap_or_default();
+    let names: BTreeMap<String, String> = serde_json::from_str(&text).unwrap_or_default();
+    names.into_iter().filter_map(|(id, name)| Some((id.parse().ok()?, name))).collect()
+}
+
 /// Everything `status` shows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Status {
@@ -50,6 +77,8 @@ pub struct Status {
     pub settings: Settings,
     /// Workload cgroup id -> class.
     pub workloads: BTreeMap<u64, u32>,
+    /// Workload cgroup id -> what the agent bound to it (a pod, a Dataplane).
+    pub names: BTreeMap<u64, String>,
     /// Routes, sorted by class and destination.
     pub routes: Vec<RouteStatus>,
 }
@@ -74,7 +103,7 @@ pub fn read(root: &Path) -> anyhow::Result<Status> {
         routes.push(route_status(&key, &entries, &counts)?);
     }
     routes.sort_by_key(|r| (r.class, r.destination));
-    Ok(Status { generation, settings, workloads, routes })
+    Ok(Status { generation, settings, workloads, names: read_names(root), routes })
 }
 
 /// The entries of one table, read chunk by chunk until its header and
@@ -150,8 +179,15 @@ impl Status {
             self.settings.max_depth,
             self.workloads.len()
         );
+        let mut classes: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
         for (id, class) in &self.workloads {
-            let _ = writeln!(out, "  cgroup id {id} -> class {class}");
+            let name = self.names.get(id).map_or("", String::as_str);
+            let _ = writeln!(out, "  cgroup id {id} -> class {class}  {name}");
+            classes.entry(*class).or_default().push(name);
+        }
+        for (class, names) in &classes {
+            let named: Vec<&str> = names.iter().copied().filter(|n| !n.is_empty()).collect();
+            let _ = writeln!(out, "class {class}: {} workloads: {}", names.len(), named.join(", "));
         }
         for r in &self.routes {
             let _ = write!(out, "class {} {}  refused {}", r.class, r.destination, r.refused);
@@ -191,7 +227,7 @@ impl Status {
             "generation": self.generation.display().to_string(),
             "attachLevel": self.settings.attach_level,
             "workloadDepth": self.settings.max_depth,
-            "workloads": self.workloads.iter().map(|(id, class)| serde_json::json!({"cgroupId": id, "class": class})).collect::<Vec<_>>(),
+            "workloads": self.workloads.iter().map(|(id, class)| serde_json::json!({"cgroupId": id, "class": class, "name": self.names.get(id)})).collect::<Vec<_>>(),
             "routes": routes,
         }))
         .unwrap_or_default()

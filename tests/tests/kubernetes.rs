@@ -210,7 +210,8 @@ fn under_load(cgroup: &Path, count: u32, change: impl FnOnce()) -> integration_t
 /// processes get the base route; a pod whose cgroup appears after its Pod
 /// event is routed once it appears; route and EndpointSlice changes under
 /// load fail no connect; a relist after 410 Gone converges; the API down
-/// for 10 s leaves routing in force and `/readyz` says why.
+/// for 10 s leaves routing in force and `/readyz` says why; `status` names
+/// the pods of each class.
 #[test]
 fn pods_are_routed_from_the_kubernetes_api() {
     let mut env = Env::new("k8s-systemd", Driver::Systemd);
@@ -244,6 +245,12 @@ fn pods_are_routed_from_the_kubernetes_api() {
         let base = web(400, cgroup);
         assert!(base.replies_from("v1") > 100 && base.replies_from("v2") > 100 && base.errors.is_empty(), "{who}: {base:?}");
     }
+
+    // `status` names the pods of each class: A and B, not the other node's.
+    let status = std::process::Command::new(integration_tests::redirector_bin()).arg("status").arg("--bpffs").arg(env.pins.path()).output().expect("status");
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("pod shop/client-a") && status.contains("pod shop/client-b") && !status.contains("elsewhere"), "{status}");
+    assert!(status.lines().filter(|l| l.starts_with("class ") && l.contains("1 workloads: pod shop/client-")).count() == 2, "{status}");
 
     // The late pod's cgroup appears now: routed without any API change.
     let late = env.kubepods.add(&uid(3), "Burstable");

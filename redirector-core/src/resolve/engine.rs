@@ -606,7 +606,7 @@ impl Engine {
             .filter_map(|(key, &class)| {
                 let dp = self.world.dataplane(key)?;
                 let cgroup = self.workloads.get(key)?.cgroup.clone()?;
-                Some(Workload { dataplane: dp.origin.display_name(), mesh: dp.origin.mesh.clone(), cgroup, class })
+                Some(Workload { dataplane: dp.origin.display_name(), namespace: dp.origin.namespace.clone(), mesh: dp.origin.mesh.clone(), cgroup, class })
             })
             .collect()
     }

@@ -82,6 +82,8 @@ pub struct Class {
 pub struct Workload {
     /// `Dataplane/name`.
     pub dataplane: Text,
+    /// Its namespace (Kubernetes form: a pod's Dataplane is in the pod's).
+    pub namespace: Option<Text>,
     /// Its mesh.
     pub mesh: Text,
     /// cgroup path relative to the attach point.

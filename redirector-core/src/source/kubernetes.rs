@@ -348,4 +348,4 @@ pub fn slice_dataplane(slice: &Value, service: &Value, namespace: Option<&Value>
 
 mod cluster;
 
-pub use cluster::{Cluster, ClusterSource, Kind, Update};
+pub use cluster::{Cluster, ClusterSource, Inbox, Kind, Update};
