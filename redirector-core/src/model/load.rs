@@ -239,10 +239,18 @@ fn load_libyaml(config: &mut Config, file: &Arc<Path>, text: &str, first: usize,
     (count, false)
 }
 
+/// The CPUs this process may use, asked once: `available_parallelism`
+/// reads the cgroup's CPU quota from files on every call, which costs more
+/// than parsing a small document.
+pub(crate) fn cpus() -> usize {
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// `f` of every item, on up to one thread per CPU, results in the items'
 /// order; threads take the next item as they finish one.
 pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len());
+    let threads = cpus().min(items.len());
     if threads <= 1 {
         return items.iter().map(f).collect();
     }
@@ -270,7 +278,7 @@ pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync)
 /// order; fewer than `at_least` items are one run on this thread (starting
 /// threads would cost more than it saves).
 pub(crate) fn par_chunks<T: Sync, R: Send>(items: &[T], at_least: usize, f: impl Fn(&[T]) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cpus();
     if items.len() < at_least || threads < 2 {
         return vec![f(items)];
     }
@@ -289,7 +297,7 @@ const PARALLEL_BYTES: usize = 256 * 1024;
 /// read the file as one stream. Files with end markers or directives are
 /// read as one stream too. Either way the result is the one stream's.
 fn load_in_parallel(config: &mut Config, file: &Arc<Path>, text: &str, problems: &mut Vec<Problem>) -> bool {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cpus();
     if threads < 2 || text.len() < PARALLEL_BYTES {
         return false;
     }

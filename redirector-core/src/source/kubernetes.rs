@@ -49,13 +49,14 @@ pub fn mesh_of(object: &Value, namespace: Option<&Value>) -> String {
 /// Whether a Service selects `pod`: same namespace, a non-empty selector
 /// the pod's labels satisfy, not `ExternalName`, not `kuma.io/ignore`d.
 fn selects(service: &Value, pod: &Value) -> bool {
-    let ns = |v: &Value| str_at(v, &["metadata", "namespace"]).unwrap_or("default").to_owned();
+    let ns = |v: &'_ Value| str_at(v, &["metadata", "namespace"]).unwrap_or("default").to_owned();
     let Some(selector) = map_at(service, &["spec", "selector"]).filter(|s| !s.is_empty()) else { return false };
-    let pod_labels = labels(pod);
-    ns(service) == ns(pod)
+    let Some(pod_labels) = labels(pod) else { return false };
+    // The selector first: it rules out almost every Service.
+    selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v))
+        && ns(service) == ns(pod)
         && str_at(service, &["spec", "type"]) != Some("ExternalName")
         && annotation(service, "kuma.io/ignore") != Some("true")
-        && selector.iter().all(|(k, v)| pod_labels.and_then(|l| l.get(k)) == Some(v))
 }
 
 /// The container port (and its container) a Service port's `targetPort`

@@ -1,15 +1,15 @@
 //! The cluster as the store sees it: watched objects in, store events out,
 //! incrementally, with the list/watch protocol's relists folded in.
 
-use super::{CgroupDriver, dataplane, mesh_service, pod_cgroup, slice_dataplane, str_at};
+use super::{CgroupDriver, dataplane, mesh_service, pod_cgroup, selects, slice_dataplane, str_at};
 use crate::{
-    model::{Problem, load_str},
+    model::{Problem, load::par_chunks, load_str},
     source::{Changes, ReadStats, Source},
     store::{Event, Key, Resource, file_source, resources},
 };
 use serde_json::Value;
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     path::Path,
     sync::{Arc, Mutex},
 };
@@ -52,7 +52,8 @@ fn id_of(kind: Kind, object: &Value) -> Id {
 
 /// The watched objects, turned into Kuma resources incrementally. A pod
 /// change converts that pod again; a Service change its MeshService, its
-/// EndpointSlices and the Dataplanes of the node's pods in its namespace; a
+/// EndpointSlices and the Dataplanes of the node's pods it selected or
+/// selects; a
 /// namespace change everything in it. An object stored again unchanged
 /// converts nothing. Each object is a source of its own
 /// (`kubernetes/<kind>/<namespace>/<name>`), so problems name it.
@@ -61,6 +62,13 @@ pub struct Cluster {
     driver: CgroupDriver,
     node: String,
     objects: BTreeMap<Id, Value>,
+    /// EndpointSlice names by the (namespace, Service) they belong to.
+    slices: Index,
+    /// Service names by namespace and the first label of their selector
+    /// (a pod they select carries it).
+    selectors: Index,
+    /// Objects to convert again at the next [`Cluster::flush`].
+    dirty: BTreeSet<Id>,
     /// Per source: the resources its last conversion gave, by key.
     emitted: HashMap<Arc<Path>, BTreeMap<Key, Vec<Resource>>>,
     /// Per source: the problems of what it converts to now.
@@ -70,42 +78,101 @@ pub struct Cluster {
 impl Cluster {
     /// An empty cluster seen from `node`, whose pods sit in cgroups named by `driver`.
     pub fn new(driver: CgroupDriver, node: &str) -> Self {
-        Self { driver, node: node.to_owned(), objects: Default::default(), emitted: Default::default(), problems: Default::default() }
+        Self {
+            driver,
+            node: node.to_owned(),
+            objects: Default::default(),
+            slices: Default::default(),
+            selectors: Default::default(),
+            dirty: Default::default(),
+            emitted: Default::default(),
+            problems: Default::default(),
+        }
     }
 
     /// Records `object` of `kind` (added or changed); returns the store
     /// events of what changed in what it converts to.
     pub fn apply(&mut self, kind: Kind, object: Value) -> Vec<Event> {
-        let id = id_of(kind, &object);
-        if self.objects.get(&id) == Some(&object) {
-            return Vec::new();
-        }
-        self.objects.insert(id.clone(), object);
-        self.convert_around(&id)
+        self.put(kind, object);
+        self.flush()
     }
 
     /// Forgets the object of `kind` called `name` in `namespace`.
     pub fn delete(&mut self, kind: Kind, namespace: &str, name: &str) -> Vec<Event> {
-        let id = (kind, namespace.to_owned(), name.to_owned());
-        if self.objects.remove(&id).is_none() {
-            return Vec::new();
-        }
-        self.convert_around(&id)
+        self.remove(kind, namespace, name);
+        self.flush()
     }
 
     /// Makes `objects` all there is of `kind` (a relist): what it lacks is
     /// deleted, what it holds applied.
     pub fn replace(&mut self, kind: Kind, objects: Vec<Value>) -> Vec<Event> {
+        self.put_all(kind, objects);
+        self.flush()
+    }
+
+    /// [`Cluster::apply`], converting nothing until the next [`Cluster::flush`].
+    pub fn put(&mut self, kind: Kind, object: Value) {
+        let id = id_of(kind, &object);
+        if self.objects.get(&id) == Some(&object) {
+            return;
+        }
+        let old = self.objects.insert(id.clone(), object);
+        if let Some(old) = &old {
+            self.unindex(&id, old);
+        }
+        let new = &self.objects[&id];
+        if let Some(key) = slice_key(&id, new) {
+            self.slices.entry(key).or_default().insert(id.2.clone());
+        }
+        if let Some(key) = selector_key(&id, new) {
+            self.selectors.entry(key).or_default().insert(id.2.clone());
+        }
+        self.mark(&id, old.as_ref());
+    }
+
+    /// [`Cluster::delete`], converting nothing until the next [`Cluster::flush`].
+    pub fn remove(&mut self, kind: Kind, namespace: &str, name: &str) {
+        let id = (kind, namespace.to_owned(), name.to_owned());
+        let Some(old) = self.objects.remove(&id) else { return };
+        self.unindex(&id, &old);
+        self.mark(&id, Some(&old));
+    }
+
+    /// [`Cluster::replace`], converting nothing until the next [`Cluster::flush`].
+    pub fn put_all(&mut self, kind: Kind, objects: Vec<Value>) {
         let listed: std::collections::HashSet<Id> = objects.iter().map(|o| id_of(kind.clone(), o)).collect();
         let gone: Vec<Id> = self.objects.keys().filter(|id| id.0 == kind && !listed.contains(*id)).cloned().collect();
-        let mut events = Vec::new();
         for (kind, ns, name) in gone {
-            events.extend(self.delete(kind, &ns, &name));
+            self.remove(kind, &ns, &name);
         }
         for object in objects {
-            events.extend(self.apply(kind.clone(), object));
+            self.put(kind.clone(), object);
+        }
+    }
+
+    /// Converts what changed since the last flush, each object once (on
+    /// one thread per CPU when there are many); returns the store events.
+    pub fn flush(&mut self) -> Vec<Event> {
+        let dirty: Vec<Id> = std::mem::take(&mut self.dirty).into_iter().collect();
+        let this = &*self;
+        let converted = par_chunks(&dirty, 256, |ids| ids.iter().map(|id| this.convert(id)).collect::<Vec<_>>());
+        let mut events = Vec::new();
+        for (source, now, problems) in converted.into_iter().flatten() {
+            self.record(source, now, problems, &mut events);
         }
         events
+    }
+
+    fn unindex(&mut self, id: &Id, old: &Value) {
+        for (index, key) in [(&mut self.slices, slice_key(id, old)), (&mut self.selectors, selector_key(id, old))] {
+            let Some(key) = key else { continue };
+            if let Some(names) = index.get_mut(&key) {
+                names.remove(&id.2);
+                if names.is_empty() {
+                    index.remove(&key);
+                }
+            }
+        }
     }
 
     /// Objects held.
@@ -123,28 +190,34 @@ impl Cluster {
         self.problems.values().flatten().cloned().collect()
     }
 
-    /// Converts `id` and what depends on it.
-    fn convert_around(&mut self, id: &Id) -> Vec<Event> {
+    /// The objects of `kind` in namespace `ns`, in name order.
+    fn in_namespace<'a>(&'a self, kind: &'a Kind, ns: &'a str) -> impl Iterator<Item = (&'a Id, &'a Value)> + 'a {
+        self.objects.range((kind.clone(), ns.to_owned(), String::new())..).take_while(move |(o, _)| o.0 == *kind && o.1 == ns)
+    }
+
+    /// Marks `id` (which was `old` before) and what depends on it for conversion.
+    fn mark(&mut self, id: &Id, old: Option<&Value>) {
         let (kind, ns, name) = id;
         let mut todo = vec![id.clone()];
-        let slices_of = |o: &Id, v: &Value, service: &str| {
-            o.0 == Kind::EndpointSlice && o.1 == *ns && str_at(v, &["metadata", "labels", "kubernetes.io/service-name"]) == Some(service)
-        };
         match kind {
-            Kind::Namespace => todo.extend(self.objects.keys().filter(|o| o.1 == *name && matches!(o.0, Kind::Pod | Kind::Service | Kind::EndpointSlice)).cloned()),
-            Kind::Service => {
-                todo.extend(self.objects.keys().filter(|o| o.0 == Kind::Pod && o.1 == *ns).cloned());
-                todo.extend(self.objects.iter().filter(|(o, v)| slices_of(o, v, name)).map(|(o, _)| o.clone()));
+            Kind::Namespace => {
+                for k in [Kind::Pod, Kind::Service, Kind::EndpointSlice] {
+                    todo.extend(self.in_namespace(&k, name).map(|(o, _)| o.clone()));
+                }
             }
-            // The Service's own MeshService goes (or comes back) first: one key, one source at a time.
-            Kind::Kuma(k) if k == "MeshService" => todo.insert(0, (Kind::Service, ns.clone(), name.clone())),
+            Kind::Service => {
+                // The pods it selected or selects: no other pod's Dataplane names it.
+                let new = self.objects.get(id);
+                let touched = |pod: &Value| old.is_some_and(|s| selects(s, pod)) || new.is_some_and(|s| selects(s, pod));
+                todo.extend(self.in_namespace(&Kind::Pod, ns).filter(|(_, v)| touched(v)).map(|(o, _)| o.clone()));
+                let slices = self.slices.get(&(ns.clone(), name.clone(), String::new())).into_iter().flatten();
+                todo.extend(slices.map(|slice| (Kind::EndpointSlice, ns.clone(), slice.clone())));
+            }
+            // The Service's own MeshService replaces (or gives back) the derived one.
+            Kind::Kuma(k) if k == "MeshService" => todo.push((Kind::Service, ns.clone(), name.clone())),
             _ => {}
         }
-        let mut events = Vec::new();
-        for id in todo {
-            self.convert(&id, &mut events);
-        }
-        events
+        self.dirty.extend(todo);
     }
 
     /// The source an object's resources come from.
@@ -159,7 +232,13 @@ impl Cluster {
         match &id.0 {
             Kind::Namespace => None,
             Kind::Pod => {
-                let services: Vec<&Value> = self.objects.range((Kind::Service, id.1.clone(), String::new())..).take_while(|(k, _)| k.0 == Kind::Service && k.1 == id.1).map(|(_, v)| v).collect();
+                // Candidates: the Services whose first selector label the pod carries.
+                let pod_labels = object.pointer("/metadata/labels").and_then(Value::as_object).into_iter().flatten();
+                let names: BTreeSet<&String> = pod_labels
+                    .filter_map(|(k, v)| self.selectors.get(&(id.1.clone(), k.clone(), v.as_str()?.to_owned())))
+                    .flatten()
+                    .collect();
+                let services: Vec<&Value> = names.into_iter().filter_map(|n| self.objects.get(&(Kind::Service, id.1.clone(), n.clone()))).collect();
                 let cgroup = pod_cgroup(object, self.driver)?;
                 dataplane(object, &services, namespace, &[(crate::resolve::CGROUP_LABEL, &cgroup)])
             }
@@ -177,7 +256,8 @@ impl Cluster {
         }
     }
 
-    fn convert(&mut self, id: &Id, events: &mut Vec<Event>) {
+    /// What `id` converts to now: its source, resources by key, problems.
+    fn convert(&self, id: &Id) -> (Arc<Path>, BTreeMap<Key, Vec<Resource>>, Vec<Problem>) {
         let source = Self::source(id);
         let mut now: BTreeMap<Key, Vec<Resource>> = BTreeMap::new();
         let mut problems = Vec::new();
@@ -189,6 +269,11 @@ impl Cluster {
                 now.entry(r.key()).or_default().push(r);
             }
         }
+        (source, now, problems)
+    }
+
+    /// Records what a source converts to now; the store events of what changed.
+    fn record(&mut self, source: Arc<Path>, now: BTreeMap<Key, Vec<Resource>>, problems: Vec<Problem>, events: &mut Vec<Event>) {
         if problems.is_empty() {
             self.problems.remove(&source);
         } else {
@@ -205,6 +290,23 @@ impl Cluster {
             self.emitted.insert(source, now);
         }
     }
+}
+
+/// Object names by namespace and two strings that find them.
+type Index = HashMap<(String, String, String), BTreeSet<String>>;
+
+/// Where EndpointSlice `id` is in the slices index: its namespace and Service.
+fn slice_key(id: &Id, slice: &Value) -> Option<(String, String, String)> {
+    let service = str_at(slice, &["metadata", "labels", "kubernetes.io/service-name"]).filter(|_| id.0 == Kind::EndpointSlice)?;
+    Some((id.1.clone(), service.to_owned(), String::new()))
+}
+
+/// Where Service `id` is in the selectors index: its namespace and its
+/// selector's first label and value.
+fn selector_key(id: &Id, service: &Value) -> Option<(String, String, String)> {
+    let selector = service.pointer("/spec/selector").and_then(Value::as_object).filter(|_| id.0 == Kind::Service)?;
+    let (k, v) = selector.iter().next()?;
+    Some((id.1.clone(), k.clone(), v.as_str()?.to_owned()))
 }
 
 /// One step of a kind's list/watch, as a watcher reports it.
@@ -259,32 +361,28 @@ impl ClusterSource {
         &self.cluster
     }
 
-    /// Applies one update; returns its store events.
-    pub fn apply(&mut self, update: Update) -> Vec<Event> {
+    /// Takes one update into the cluster (converted at the next flush).
+    fn take(&mut self, update: Update) {
         match update {
             Update::Listing(kind) => {
                 self.listing.insert(kind, Vec::new());
-                Vec::new()
             }
             Update::Listed(kind, object) => match self.listing.get_mut(&kind) {
-                Some(buffer) => {
-                    buffer.push(object);
-                    Vec::new()
-                }
-                None => self.cluster.apply(kind, object),
+                Some(buffer) => buffer.push(object),
+                None => self.cluster.put(kind, object),
             },
             Update::ListDone(kind) => {
                 let objects = self.listing.remove(&kind).unwrap_or_default();
-                self.cluster.replace(kind, objects)
+                self.cluster.put_all(kind, objects);
             }
             Update::Absent(kind) => {
                 self.listing.remove(&kind);
-                self.cluster.replace(kind, Vec::new())
+                self.cluster.put_all(kind, Vec::new());
             }
-            Update::Applied(kind, object) => self.cluster.apply(kind, object),
+            Update::Applied(kind, object) => self.cluster.put(kind, object),
             Update::Deleted(kind, object) => {
                 let (kind, ns, name) = id_of(kind, &object);
-                self.cluster.delete(kind, &ns, &name)
+                self.cluster.remove(kind, &ns, &name);
             }
         }
     }
@@ -298,10 +396,10 @@ impl Source for ClusterSource {
     fn changes(&mut self) -> Changes {
         let updates = std::mem::take(&mut *self.inbox.0.lock().unwrap_or_else(|e| e.into_inner()));
         let read = updates.len();
-        let mut events = Vec::new();
         for update in updates {
-            events.extend(self.apply(update));
+            self.take(update);
         }
+        let events = self.cluster.flush();
         let parsed = events.len();
         Changes { events, problems: self.cluster.problems(), validation: Vec::new(), stats: ReadStats { files: self.cluster.len(), read, parsed } }
     }
