@@ -55,9 +55,12 @@ fn pod(i: usize, services: usize) -> Value {
     })
 }
 
+/// The i-th object of a kind, if there is one.
+type Nth<'a> = Box<dyn Fn(usize) -> Option<Value> + 'a>;
+
 /// Lists everything once, as the watchers report it.
 fn list(inbox: &Inbox, services: usize) {
-    let kinds: [(Kind, Box<dyn Fn(usize) -> Option<Value>>); 4] = [
+    let kinds: [(Kind, Nth<'_>); 4] = [
         (Kind::Pod, Box::new(|i| (i < 100).then(|| pod(i, services)))),
         (Kind::Service, Box::new(|i| Some(service(i)))),
         (Kind::EndpointSlice, Box::new(|i| Some(slice(i, false)))),

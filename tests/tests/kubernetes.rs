@@ -208,8 +208,9 @@ fn under_load(cgroup: &Path, count: u32, change: impl FnOnce()) -> integration_t
 /// API split a pod's connects by weight; two pods with different labels
 /// get different routes; a pod of another node and the node's other
 /// processes get the base route; a pod whose cgroup appears after its Pod
-/// event is routed once it appears; route and EndpointSlice changes under
-/// load fail no connect; a relist after 410 Gone converges; the API down
+/// event is routed once it appears, and again once recreated; route and
+/// EndpointSlice changes under load (after the watches broke) fail no
+/// connect; a relist after 410 Gone converges; the API down
 /// for 10 s leaves routing in force and `/readyz` says why; `status` names
 /// the pods of each class.
 #[test]
@@ -258,6 +259,15 @@ fn pods_are_routed_from_the_kubernetes_api() {
     let shifted = web(400, &late);
     assert!(shifted.replies_from("v1") > 250, "the late pod gets split-a: {shifted:?}");
     eprintln!("late pod cgroup routed {took:?} after it was created");
+    // Recreated (a new cgroup id): picked up again.
+    drop(late);
+    env.kubepods.pods.pop();
+    let late = env.kubepods.add(&uid(3), "Burstable");
+    let took = until(&late, Duration::from_secs(5), "the recreated pod cgroup's route", |p| p.replies_from("v1") > 10);
+    eprintln!("recreated pod cgroup routed {took:?} after it was created");
+
+    // The watches break (the client resumes from its resourceVersion).
+    env.api.drop_watches();
 
     // A route change under load: pod A moves to v2 entirely, no connect fails.
     let loaded = under_load(&a, 3000, || env.api.add(ROUTES, route("split-a", "client-a", &[("web-v2", 1)])));
