@@ -107,6 +107,9 @@ pub enum Report {
     Failed(Kind, String),
 }
 
+/// How often a kind whose CRD is not installed is looked for again.
+const ABSENT_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Every kind the agent watches for `node`, with how to list it.
 fn watched(node: &str) -> Vec<(Kind, ApiResource, watcher::Config)> {
     let all = || watcher::Config::default().page_size(500);
@@ -147,8 +150,13 @@ pub fn watch(client: &Client, node: &str, reports: mpsc::UnboundedSender<Report>
                     Err(watcher::Error::InitialListFailed(kube::Error::Api(status))) if status.code == 404 => Report::Update(Update::Absent(kind.clone())),
                     Err(e) => Report::Failed(kind.clone(), e.to_string()),
                 };
+                let absent = matches!(report, Report::Update(Update::Absent(_)));
                 if reports.send(report).is_err() {
                     return;
+                }
+                if absent {
+                    // Looked for again, not hammered: a CRD is rarely installed twice a minute.
+                    tokio::time::sleep(ABSENT_RETRY).await;
                 }
             }
         });
@@ -209,6 +217,8 @@ struct Failure {
 pub enum Noted {
     /// An update for the cluster source.
     Update,
+    /// Nothing new (a kind found not installed again).
+    Nothing,
     /// A failure (logged when new, then every 30 s).
     Failure,
 }
@@ -234,9 +244,10 @@ impl Health {
                     }
                     Update::Absent(_) => {
                         self.unlisted.remove(&kind);
-                        if self.absent.insert(kind.clone()) {
-                            warn!("kuma.io {}: the CRD is not installed; there are none (watched again with backoff)", kind.plural());
+                        if !self.absent.insert(kind.clone()) {
+                            return Noted::Nothing;
                         }
+                        warn!("kuma.io {}: the CRD is not installed; there are none (looked for again every {} s)", kind.plural(), ABSENT_RETRY.as_secs());
                     }
                     _ => {}
                 }
