@@ -308,3 +308,25 @@ impl Health {
         Some(format!("Kubernetes API unreachable for {:.0} s ({}); the last state it gave stays in force", oldest.elapsed().as_secs_f64(), errors()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The ClusterRole grants get/list/watch on exactly the kinds watched.
+    #[test]
+    fn the_cluster_role_grants_what_is_watched_and_nothing_else() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/kubernetes/rbac.yaml")).unwrap();
+        let role = serde_yaml::Deserializer::from_str(&text)
+            .map(|d| <serde_yaml::Value as serde::Deserialize>::deserialize(d).unwrap())
+            .find(|d| d["kind"] == "ClusterRole")
+            .expect("a ClusterRole");
+        let mut granted: Vec<String> = Vec::new();
+        for rule in role["rules"].as_sequence().unwrap() {
+            assert_eq!(rule["verbs"], serde_yaml::to_value(["get", "list", "watch"]).unwrap(), "{rule:?}");
+            granted.extend(rule["resources"].as_sequence().unwrap().iter().map(|r| r.as_str().unwrap().to_owned()));
+        }
+        granted.sort();
+        let mut watched: Vec<String> = super::watched_kinds().iter().map(|k| k.plural()).collect();
+        watched.sort();
+        assert_eq!(granted, watched);
+    }
+}

@@ -131,4 +131,26 @@ mod tests {
         assert_eq!(uid_in("kubepods-besteffort.slice"), None);
         assert_eq!(uid_in("burstable"), None);
     }
+
+    /// The driver is told by the tree below the root, and a pod whose cgroup
+    /// is not where its QoS class puts it is found by its UID.
+    #[test]
+    fn the_layout_is_detected_and_a_misplaced_pod_found() {
+        let root = std::env::temp_dir().join(format!("redirector-pods-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        assert_eq!(detect_driver(&root), None);
+        let uid = "0b5f2a4e-7c1d-4d2b-9d8e-3f6a1b2c3d4e";
+        let real = format!("kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice", uid.replace('-', "_"));
+        std::fs::create_dir_all(root.join(&real)).unwrap();
+        assert_eq!(detect_driver(&root), Some(CgroupDriver::Systemd));
+        let expected = format!("kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice", uid.replace('-', "_"));
+        let scan = Scan::new(&root);
+        assert_eq!(scan.find(Path::new(&expected)), Some(Path::new(&real)));
+        assert_eq!(scan.find(Path::new("kubepods.slice/kubepods-pod1b5f2a4e_7c1d_4d2b_9d8e_3f6a1b2c3d4e.slice")), None);
+        std::fs::create_dir_all(root.join("kubepods/burstable")).unwrap();
+        std::fs::remove_dir_all(root.join("kubepods.slice")).unwrap();
+        assert_eq!(detect_driver(&root), Some(CgroupDriver::Cgroupfs));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }
