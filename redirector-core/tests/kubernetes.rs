@@ -322,3 +322,37 @@ fn a_relist_replaces_its_kind_once_complete() {
     assert_eq!(step(&mut engine, vec![Update::Deleted(Kind::Service, svc("d", "10.96.0.4")), Update::Absent(Kind::Kuma("MeshTCPRoute".into()))]), 1);
     assert_eq!(engine.store().iter().count(), 1);
 }
+
+/// A Kubernetes object typed from its JSON tree reads as its text does:
+/// the same resources, the same problems (a negative port is declined by
+/// the tree and read as text).
+#[test]
+fn json_documents_load_as_their_text_does() {
+    use redirector_core::model::{load_json, load_str};
+    let web = service("web", "shop", "10.96.0.10", json!({"app": "web"}), json!("http"));
+    let mut docs = vec![
+        kubernetes::dataplane(&pod("web-1", "shop", "10.1.0.5", json!({"app": "web"})), &[&web], None, &[]).unwrap(),
+        kubernetes::mesh_service(&web, None).unwrap(),
+        kubernetes::slice_dataplane(
+            &json!({"metadata": {"name": "web-x", "namespace": "shop", "labels": {"kubernetes.io/service-name": "web"}}, "addressType": "IPv4", "ports": [{"name": "web", "port": 8080}], "endpoints": [{"addresses": ["10.2.0.7"]}]}),
+            &service("web", "shop", "10.96.0.10", json!({"app": "web"}), json!(8080)),
+            None,
+            "node-1",
+        )
+        .unwrap(),
+    ];
+    let mut bad = kubernetes::mesh_service(&web, None).unwrap();
+    bad["spec"]["ports"][0]["port"] = json!(-1);
+    docs.push(bad);
+    let mut route = json!({"apiVersion": "kuma.io/v1alpha1", "kind": "MeshTCPRoute", "metadata": {"name": "r", "namespace": "shop"}, "spec": {"targetRef": {"kind": "Mesh"}, "to": []}});
+    docs.push(route.clone());
+    route["spec"]["to"] = json!("not a list");
+    docs.push(route);
+    let file = Path::new("kubernetes/x");
+    for doc in &docs {
+        let (config, problems) = load_json(file, doc);
+        let (want_config, want_problems) = load_str(file, &doc.to_string());
+        assert_eq!(format!("{config:?}"), format!("{want_config:?}"), "{doc}");
+        assert_eq!(problems, want_problems, "{doc}");
+    }
+}

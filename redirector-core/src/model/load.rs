@@ -63,6 +63,81 @@ pub fn load_path(path: &Path) -> (Config, Vec<Problem>) {
     (config, problems)
 }
 
+thread_local! {
+    /// The arena the fast reader's nodes live in, one per thread, emptied
+    /// after each document: reading allocates nothing of its own, and a
+    /// stream of one small document (a Kubernetes object) does not pay for a
+    /// fresh arena.
+    static ARENA: std::cell::Cell<Option<bumpalo::Bump>> = const { std::cell::Cell::new(None) };
+}
+
+/// An arena grown past this is not kept for the next stream.
+const KEPT_ARENA: usize = 1 << 20;
+
+/// This thread's arena, lent until dropped.
+struct Lent(Option<bumpalo::Bump>);
+
+impl Lent {
+    fn new() -> Self {
+        Self(Some(ARENA.take().unwrap_or_default()))
+    }
+
+    fn arena(&mut self) -> &mut bumpalo::Bump {
+        self.0.get_or_insert_default()
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        if let Some(mut arena) = self.0.take().filter(|a| a.allocated_bytes() <= KEPT_ARENA) {
+            arena.reset();
+            ARENA.set(Some(arena));
+        }
+    }
+}
+
+/// Reads a document given as JSON (a Kubernetes object) as if it were the
+/// YAML text of `file`: its tree is typed as the fast reader's, without
+/// writing and reading text; what that declines is read as text.
+pub fn load_json(file: &Path, document: &serde_json::Value) -> (Config, Vec<Problem>) {
+    fn node<'a>(v: &'a serde_json::Value, arena: &'a bumpalo::Bump) -> Option<Node<'a>> {
+        use serde_json::Value as J;
+        Some(match v {
+            J::Null => Node::Null,
+            J::Bool(b) => Node::Bool(*b),
+            J::Number(n) => Node::Int(n.as_u64()?),
+            J::String(s) => Node::Str(s),
+            J::Array(items) => {
+                let mut out = bumpalo::collections::Vec::with_capacity_in(items.len(), arena);
+                for item in items {
+                    out.push(node(item, arena)?);
+                }
+                Node::Seq(out)
+            }
+            J::Object(entries) => {
+                let mut out = bumpalo::collections::Vec::with_capacity_in(entries.len(), arena);
+                for (k, item) in entries {
+                    out.push((k.as_str(), node(item, arena)?));
+                }
+                Node::Map(out)
+            }
+        })
+    }
+    let file: Arc<Path> = Arc::from(file);
+    let mut config = Config::default();
+    let typed = {
+        let mut lent = Lent::new();
+        let arena = lent.arena();
+        node(document, arena).is_some_and(|n| load_fast(&mut config, &file, &n).is_ok())
+    };
+    if !typed {
+        return load_str(&file, &document.to_string());
+    }
+    let mut problems = Vec::new();
+    check_duplicates(&config, &mut problems);
+    (config, problems)
+}
+
 /// Reads YAML text as if it came from `file`.
 pub fn load_str(file: &Path, text: &str) -> (Config, Vec<Problem>) {
     let mut config = Config::default();
@@ -182,13 +257,12 @@ fn load_stream(config: &mut Config, file: &Arc<Path>, text: &str, first: usize, 
         counted = offset;
         lines
     };
-    // One arena for the nodes of every document of the stream, emptied
-    // after each: reading allocates nothing of its own.
-    let mut arena = bumpalo::Bump::new();
+    let mut lent = Lent::new();
+    let arena = lent.arena();
     for (k, document) in documents.iter().enumerate() {
         let index = first + k;
         let span = &text[document.span.clone()];
-        let loaded = match fast::read(span, document.marked, &arena) {
+        let loaded = match fast::read(span, document.marked, &*arena) {
             Some(Node::Null) => true,
             Some(node) => load_fast(config, file, &node).is_ok(),
             None => false,

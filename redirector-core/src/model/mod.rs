@@ -16,7 +16,7 @@ pub(crate) mod validate;
 mod yaml;
 
 pub use key::{Key, KeyData, Kind};
-pub use load::{load_path, load_str};
+pub use load::{load_json, load_path, load_str};
 pub use problem::{Problem, Problems, Severity};
 pub use types::*;
 

@@ -3,7 +3,7 @@
 
 use super::{CgroupDriver, dataplane, mesh_service, pod_cgroup, selects, slice_dataplane, str_at};
 use crate::{
-    model::{Problem, load::par_chunks, load_str},
+    model::{Problem, load::par_chunks, load_json},
     source::{Changes, ReadStats, Source},
     store::{Event, Key, Resource, file_source, resources},
 };
@@ -262,7 +262,7 @@ impl Cluster {
         let mut now: BTreeMap<Key, Vec<Resource>> = BTreeMap::new();
         let mut problems = Vec::new();
         if let Some(doc) = self.document(id) {
-            let (config, found) = load_str(&source, &doc.to_string());
+            let (config, found) = load_json(&source, &doc);
             problems.extend(found);
             problems.extend(config.validate());
             for r in resources(&config) {
