@@ -312,6 +312,12 @@ fn a_relist_replaces_its_kind_once_complete() {
     let svc = |name: &str, vip: &str| service(name, "shop", vip, json!({"app": name}), json!(8080));
     assert_eq!(step(&mut engine, vec![Update::Listing(Kind::Service), Update::Listed(Kind::Service, svc("a", "10.96.0.1")), Update::Listed(Kind::Service, svc("b", "10.96.0.2"))]), 0, "nothing until the list is done");
     assert_eq!(step(&mut engine, vec![Update::ListDone(Kind::Service)]), 2);
+    // A write that changes only what no conversion reads converts nothing.
+    let mut touched = svc("a", "10.96.0.1");
+    touched["metadata"]["resourceVersion"] = json!("77");
+    touched["metadata"]["managedFields"] = json!([{"manager": "kubectl", "operation": "Update"}]);
+    touched["metadata"]["annotations"] = json!({"kubectl.kubernetes.io/last-applied-configuration": "{}"});
+    assert_eq!(step(&mut engine, vec![Update::Applied(Kind::Service, touched)]), 0);
     assert_eq!(step(&mut engine, vec![Update::Applied(Kind::Service, svc("c", "10.96.0.3"))]), 1);
     // The watch broke and its resource version expired: relist without b, c.
     let events = step(&mut engine, vec![Update::Listing(Kind::Service), Update::Listed(Kind::Service, svc("a", "10.96.0.1")), Update::Listed(Kind::Service, svc("d", "10.96.0.4"))]);

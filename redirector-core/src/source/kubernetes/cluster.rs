@@ -111,7 +111,8 @@ impl Cluster {
     }
 
     /// [`Cluster::apply`], converting nothing until the next [`Cluster::flush`].
-    pub fn put(&mut self, kind: Kind, object: Value) {
+    pub fn put(&mut self, kind: Kind, mut object: Value) {
+        trim(&mut object);
         let id = id_of(kind, &object);
         if self.objects.get(&id) == Some(&object) {
             return;
@@ -289,6 +290,20 @@ impl Cluster {
         if !now.is_empty() {
             self.emitted.insert(source, now);
         }
+    }
+}
+
+/// Drops what no conversion reads and what changes on writes that matter
+/// to none: `managedFields` and `kubectl apply`'s copy of the object (often
+/// most of its size, held for every Service and EndpointSlice of the
+/// cluster), and the resourceVersion (so a write that changes nothing else
+/// converts nothing).
+fn trim(object: &mut Value) {
+    let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) else { return };
+    metadata.remove("managedFields");
+    metadata.remove("resourceVersion");
+    if let Some(annotations) = metadata.get_mut("annotations").and_then(Value::as_object_mut) {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
 }
 
