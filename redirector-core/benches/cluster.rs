@@ -65,6 +65,13 @@ fn rss_mib() -> f64 {
     kib / 1024.0
 }
 
+/// Heap bytes in use (glibc), in MiB.
+fn heap_mib() -> f64 {
+    // SAFETY: mallinfo2 only reads the allocator's statistics.
+    let info = unsafe { libc::mallinfo2() };
+    info.uordblks as f64 / (1024.0 * 1024.0)
+}
+
 /// Lists everything once, as the watchers report it.
 fn list(inbox: &Inbox, services: usize) {
     let kinds: [(Kind, Nth<'_>); 4] = [
@@ -103,7 +110,7 @@ fn cluster(c: &mut Criterion) {
         drop(first);
         // SAFETY: malloc_trim only releases free heap memory.
         unsafe { libc::malloc_trim(0) };
-        println!("{services} services: listed, converted, resolved and compiled in {:.2} s ({routes} routes); RSS {:.0} MiB", took.as_secs_f64(), rss_mib());
+        println!("{services} services: listed, converted, resolved and compiled in {:.2} s ({routes} routes); RSS {:.0} MiB (heap in use {:.0} MiB)", took.as_secs_f64(), rss_mib(), heap_mib());
         let mut moved = false;
         group.bench_function(format!("{services} services"), |b| {
             b.iter(|| {

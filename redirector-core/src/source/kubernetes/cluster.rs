@@ -9,6 +9,7 @@ use crate::{
 };
 use serde_json::Value;
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, BTreeSet, HashMap},
     path::Path,
     sync::{Arc, Mutex},
@@ -61,7 +62,7 @@ fn id_of(kind: Kind, object: &Value) -> Id {
 pub struct Cluster {
     driver: CgroupDriver,
     node: String,
-    objects: BTreeMap<Id, Value>,
+    objects: BTreeMap<Id, Stored>,
     /// EndpointSlice names by the (namespace, Service) they belong to.
     slices: Index,
     /// Service names by namespace and the first label of their selector
@@ -114,18 +115,19 @@ impl Cluster {
     pub fn put(&mut self, kind: Kind, mut object: Value) {
         trim(&mut object);
         let id = id_of(kind, &object);
-        if self.objects.get(&id) == Some(&object) {
+        let (slice, selector) = (slice_key(&id, &object), selector_key(&id, &object));
+        let stored = Stored::new(&id.0, object);
+        if self.objects.get(&id) == Some(&stored) {
             return;
         }
-        let old = self.objects.insert(id.clone(), object);
+        let old = self.objects.insert(id.clone(), stored).map(Stored::into_value);
         if let Some(old) = &old {
             self.unindex(&id, old);
         }
-        let new = &self.objects[&id];
-        if let Some(key) = slice_key(&id, new) {
+        if let Some(key) = slice {
             self.slices.entry(key).or_default().insert(id.2.clone());
         }
-        if let Some(key) = selector_key(&id, new) {
+        if let Some(key) = selector {
             self.selectors.entry(key).or_default().insert(id.2.clone());
         }
         self.mark(&id, old.as_ref());
@@ -134,20 +136,21 @@ impl Cluster {
     /// [`Cluster::delete`], converting nothing until the next [`Cluster::flush`].
     pub fn remove(&mut self, kind: Kind, namespace: &str, name: &str) {
         let id = (kind, namespace.to_owned(), name.to_owned());
-        let Some(old) = self.objects.remove(&id) else { return };
+        let Some(old) = self.objects.remove(&id).map(Stored::into_value) else { return };
         self.unindex(&id, &old);
         self.mark(&id, Some(&old));
     }
 
     /// [`Cluster::replace`], converting nothing until the next [`Cluster::flush`].
-    pub fn put_all(&mut self, kind: Kind, objects: Vec<Value>) {
-        let listed: std::collections::HashSet<Id> = objects.iter().map(|o| id_of(kind.clone(), o)).collect();
+    pub fn put_all(&mut self, kind: Kind, objects: impl IntoIterator<Item = Value>) {
+        let mut listed = std::collections::HashSet::new();
+        for object in objects {
+            listed.insert(id_of(kind.clone(), &object));
+            self.put(kind.clone(), object);
+        }
         let gone: Vec<Id> = self.objects.keys().filter(|id| id.0 == kind && !listed.contains(*id)).cloned().collect();
         for (kind, ns, name) in gone {
             self.remove(kind, &ns, &name);
-        }
-        for object in objects {
-            self.put(kind.clone(), object);
         }
     }
 
@@ -192,7 +195,7 @@ impl Cluster {
     }
 
     /// The objects of `kind` in namespace `ns`, in name order.
-    fn in_namespace<'a>(&'a self, kind: &'a Kind, ns: &'a str) -> impl Iterator<Item = (&'a Id, &'a Value)> + 'a {
+    fn in_namespace<'a>(&'a self, kind: &'a Kind, ns: &'a str) -> impl Iterator<Item = (&'a Id, &'a Stored)> + 'a {
         self.objects.range((kind.clone(), ns.to_owned(), String::new())..).take_while(move |(o, _)| o.0 == *kind && o.1 == ns)
     }
 
@@ -208,9 +211,9 @@ impl Cluster {
             }
             Kind::Service => {
                 // The pods it selected or selects: no other pod's Dataplane names it.
-                let new = self.objects.get(id);
-                let touched = |pod: &Value| old.is_some_and(|s| selects(s, pod)) || new.is_some_and(|s| selects(s, pod));
-                todo.extend(self.in_namespace(&Kind::Pod, ns).filter(|(_, v)| touched(v)).map(|(o, _)| o.clone()));
+                let new = self.objects.get(id).map(Stored::value);
+                let touched = |pod: &Value| old.is_some_and(|s| selects(s, pod)) || new.as_deref().is_some_and(|s| selects(s, pod));
+                todo.extend(self.in_namespace(&Kind::Pod, ns).filter(|(_, v)| touched(&v.value())).map(|(o, _)| o.clone()));
                 let slices = self.slices.get(&(ns.clone(), name.clone(), String::new())).into_iter().flatten();
                 todo.extend(slices.map(|slice| (Kind::EndpointSlice, ns.clone(), slice.clone())));
             }
@@ -228,8 +231,10 @@ impl Cluster {
 
     /// The Kuma document `id` stands for now, if any.
     fn document(&self, id: &Id) -> Option<Value> {
-        let object = self.objects.get(id)?;
-        let namespace = self.objects.get(&(Kind::Namespace, String::new(), id.1.clone()));
+        let object = self.objects.get(id)?.value();
+        let object = object.as_ref();
+        let namespace = self.objects.get(&(Kind::Namespace, String::new(), id.1.clone())).map(Stored::value);
+        let namespace = namespace.as_deref();
         match &id.0 {
             Kind::Namespace => None,
             Kind::Pod => {
@@ -239,7 +244,8 @@ impl Cluster {
                     .filter_map(|(k, v)| self.selectors.get(&(id.1.clone(), k.clone(), v.as_str()?.to_owned())))
                     .flatten()
                     .collect();
-                let services: Vec<&Value> = names.into_iter().filter_map(|n| self.objects.get(&(Kind::Service, id.1.clone(), n.clone()))).collect();
+                let services: Vec<Cow<'_, Value>> = names.into_iter().filter_map(|n| Some(self.objects.get(&(Kind::Service, id.1.clone(), n.clone()))?.value())).collect();
+                let services: Vec<&Value> = services.iter().map(Cow::as_ref).collect();
                 let cgroup = pod_cgroup(object, self.driver)?;
                 dataplane(object, &services, namespace, &[(crate::resolve::CGROUP_LABEL, &cgroup)])
             }
@@ -250,8 +256,8 @@ impl Cluster {
             }
             Kind::EndpointSlice => {
                 let service = str_at(object, &["metadata", "labels", "kubernetes.io/service-name"])?;
-                let service = self.objects.get(&(Kind::Service, id.1.clone(), service.to_owned()))?;
-                slice_dataplane(object, service, namespace, &self.node)
+                let service = self.objects.get(&(Kind::Service, id.1.clone(), service.to_owned()))?.value();
+                slice_dataplane(object, &service, namespace, &self.node)
             }
             Kind::Kuma(_) => Some(object.clone()),
         }
@@ -289,6 +295,39 @@ impl Cluster {
         }
         if !now.is_empty() {
             self.emitted.insert(source, now);
+        }
+    }
+}
+
+/// An object as held: this node's pods and the namespaces (few, and read
+/// for every conversion) as trees; the cluster-wide kinds as their JSON
+/// text, a tenth of a tree's memory, parsed when converted.
+#[derive(Debug, PartialEq)]
+enum Stored {
+    Tree(Value),
+    Text(Box<str>),
+}
+
+impl Stored {
+    fn new(kind: &Kind, object: Value) -> Self {
+        match kind {
+            Kind::Pod | Kind::Namespace => Stored::Tree(object),
+            _ => Stored::Text(object.to_string().into_boxed_str()),
+        }
+    }
+
+    /// The object (text written from a tree always parses).
+    fn value(&self) -> Cow<'_, Value> {
+        match self {
+            Stored::Tree(v) => Cow::Borrowed(v),
+            Stored::Text(text) => Cow::Owned(serde_json::from_str(text).unwrap_or_default()),
+        }
+    }
+
+    fn into_value(self) -> Value {
+        match self {
+            Stored::Tree(v) => v,
+            Stored::Text(text) => serde_json::from_str(&text).unwrap_or_default(),
         }
     }
 }
@@ -342,14 +381,47 @@ pub enum Update {
 }
 
 /// Where watchers hand their updates to a [`ClusterSource`]; cheap to
-/// clone, taken in order at the pipeline's next update.
+/// clone, taken in order at the pipeline's next update. Objects wait as
+/// their trimmed JSON text: a first list of the whole cluster queues here
+/// before the first generation, and trees would take ten times the memory
+/// (and leave it fragmented once freed).
 #[derive(Clone, Debug, Default)]
-pub struct Inbox(Arc<Mutex<Vec<Update>>>);
+pub struct Inbox(Arc<Mutex<Vec<Queued>>>);
+
+/// An [`Update`] as queued: its object as text.
+#[derive(Debug)]
+enum Queued {
+    Listing(Kind),
+    Listed(Kind, Box<str>),
+    ListDone(Kind),
+    Applied(Kind, Box<str>),
+    Deleted(Kind, Box<str>),
+    Absent(Kind),
+}
+
+/// An object's trimmed JSON text.
+fn text(mut object: Value) -> Box<str> {
+    trim(&mut object);
+    object.to_string().into_boxed_str()
+}
+
+/// The object of a queued text (written from a tree, so it parses).
+fn tree(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_default()
+}
 
 impl Inbox {
     /// Queues `update`.
     pub fn push(&self, update: Update) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(update);
+        let queued = match update {
+            Update::Listing(k) => Queued::Listing(k),
+            Update::Listed(k, o) => Queued::Listed(k, text(o)),
+            Update::ListDone(k) => Queued::ListDone(k),
+            Update::Applied(k, o) => Queued::Applied(k, text(o)),
+            Update::Deleted(k, o) => Queued::Deleted(k, text(o)),
+            Update::Absent(k) => Queued::Absent(k),
+        };
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(queued);
     }
 }
 
@@ -361,7 +433,7 @@ impl Inbox {
 pub struct ClusterSource {
     cluster: Cluster,
     inbox: Inbox,
-    listing: HashMap<Kind, Vec<Value>>,
+    listing: HashMap<Kind, Vec<Box<str>>>,
 }
 
 impl ClusterSource {
@@ -377,26 +449,26 @@ impl ClusterSource {
     }
 
     /// Takes one update into the cluster (converted at the next flush).
-    fn take(&mut self, update: Update) {
+    fn take(&mut self, update: Queued) {
         match update {
-            Update::Listing(kind) => {
+            Queued::Listing(kind) => {
                 self.listing.insert(kind, Vec::new());
             }
-            Update::Listed(kind, object) => match self.listing.get_mut(&kind) {
+            Queued::Listed(kind, object) => match self.listing.get_mut(&kind) {
                 Some(buffer) => buffer.push(object),
-                None => self.cluster.put(kind, object),
+                None => self.cluster.put(kind, tree(&object)),
             },
-            Update::ListDone(kind) => {
+            Queued::ListDone(kind) => {
                 let objects = self.listing.remove(&kind).unwrap_or_default();
-                self.cluster.put_all(kind, objects);
+                self.cluster.put_all(kind, objects.into_iter().map(|o| tree(&o)));
             }
-            Update::Absent(kind) => {
+            Queued::Absent(kind) => {
                 self.listing.remove(&kind);
                 self.cluster.put_all(kind, Vec::new());
             }
-            Update::Applied(kind, object) => self.cluster.put(kind, object),
-            Update::Deleted(kind, object) => {
-                let (kind, ns, name) = id_of(kind, &object);
+            Queued::Applied(kind, object) => self.cluster.put(kind, tree(&object)),
+            Queued::Deleted(kind, object) => {
+                let (kind, ns, name) = id_of(kind, &tree(&object));
                 self.cluster.remove(kind, &ns, &name);
             }
         }
