@@ -29,15 +29,8 @@ enum Command {
         /// Services as MeshServices, and the kuma.io resources.
         #[arg(long, conflicts_with = "path")]
         kubernetes: bool,
-        /// Kubeconfig to use (default: the pod's service account).
-        #[arg(long, requires = "kubernetes")]
-        kubeconfig: Option<PathBuf>,
-        /// The node whose pods are the workloads.
-        #[arg(long, env = "NODE_NAME", requires = "kubernetes")]
-        node_name: Option<String>,
-        /// How kubelet names pod cgroups.
-        #[arg(long, value_enum, default_value_t = CgroupDriver::Systemd)]
-        cgroup_driver: CgroupDriver,
+        #[command(flatten)]
+        cluster: ClusterArgs,
         /// Only the class of this workload (Dataplane name).
         #[arg(long)]
         workload: Option<String>,
@@ -70,16 +63,8 @@ enum Command {
         /// kuma.io resources are read as they are.
         #[arg(long, conflicts_with = "config")]
         kubernetes: bool,
-        /// Kubeconfig to use (default: the pod's service account).
-        #[arg(long, requires = "kubernetes")]
-        kubeconfig: Option<PathBuf>,
-        /// The node whose pods are the workloads.
-        #[arg(long, env = "NODE_NAME", requires = "kubernetes")]
-        node_name: Option<String>,
-        /// How kubelet names pod cgroups, when no kubepods cgroup below
-        /// --cgroup tells (it is detected when there is one).
-        #[arg(long, value_enum, default_value_t = CgroupDriver::Systemd)]
-        cgroup_driver: CgroupDriver,
+        #[command(flatten)]
+        cluster: ClusterArgs,
         /// cgroup2 directory whose processes (and descendants) are redirected;
         /// default: the cgroup2 mount root (the whole node).
         #[arg(long)]
@@ -101,6 +86,21 @@ enum Command {
         #[arg(long)]
         allow_other_datapath: bool,
     },
+}
+
+/// How `--kubernetes` connects, and whose pods it takes.
+#[derive(clap::Args)]
+struct ClusterArgs {
+    /// Kubeconfig to use (default: the pod's service account); only with --kubernetes.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// The node whose pods are the workloads.
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
+    /// How kubelet names pod cgroups, when no kubepods cgroup below
+    /// --cgroup tells (`run` detects it when there is one).
+    #[arg(long, value_enum, default_value_t = CgroupDriver::Systemd)]
+    cgroup_driver: CgroupDriver,
 }
 
 /// kubelet's `--cgroup-driver`.
@@ -141,6 +141,13 @@ enum Output {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `requires` would not do: clap counts a flag's default as present.
+    if let Command::Plan { kubernetes: false, cluster: ClusterArgs { kubeconfig: Some(_), .. }, .. }
+    | Command::Run { kubernetes: false, cluster: ClusterArgs { kubeconfig: Some(_), .. }, .. } = &cli.command
+    {
+        eprintln!("error: --kubeconfig needs --kubernetes");
+        return ExitCode::from(2);
+    }
     match cli.command {
         Command::Check { path } => check(&path),
         Command::Status { bpffs, output } => match redirector::status::read(&bpffs) {
@@ -167,7 +174,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Plan { path: Some(path), workload, output, .. } => plan_command(plan::build(&path), workload.as_deref(), output),
-        Command::Plan { path: None, kubeconfig, node_name, cgroup_driver, workload, output, .. } => {
+        Command::Plan { path: None, cluster: ClusterArgs { kubeconfig, node_name, cgroup_driver }, workload, output, .. } => {
             let Some(node) = node_name else {
                 eprintln!("error: --kubernetes needs --node-name (or NODE_NAME)");
                 return ExitCode::FAILURE;
@@ -180,7 +187,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run { config, kubernetes, kubeconfig, node_name, cgroup_driver, cgroup, bpffs, dns_refresh, metrics, log_format, allow_other_datapath } => {
+        Command::Run { config, kubernetes, cluster: ClusterArgs { kubeconfig, node_name, cgroup_driver }, cgroup, bpffs, dns_refresh, metrics, log_format, allow_other_datapath } => {
             let config = match (config, kubernetes, node_name) {
                 (Some(path), _, _) => agent::Config::Files(path),
                 (None, true, Some(node)) => agent::Config::Kubernetes { kubeconfig, node, driver: cgroup_driver.into() },
