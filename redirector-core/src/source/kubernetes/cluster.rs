@@ -54,8 +54,7 @@ fn id_of(kind: Kind, object: &Value) -> Id {
 /// The watched objects, turned into Kuma resources incrementally. A pod
 /// change converts that pod again; a Service change its MeshService, its
 /// EndpointSlices and the Dataplanes of the node's pods it selected or
-/// selects; a
-/// namespace change everything in it. An object stored again unchanged
+/// selects; a namespace change everything in it. An object stored again unchanged
 /// converts nothing. Each object is a source of its own
 /// (`kubernetes/<kind>/<namespace>/<name>`), so problems name it.
 #[derive(Debug)]
@@ -114,13 +113,24 @@ impl Cluster {
     /// [`Cluster::apply`], converting nothing until the next [`Cluster::flush`].
     pub fn put(&mut self, kind: Kind, mut object: Value) {
         trim(&mut object);
+        self.insert(kind, object, None);
+    }
+
+    /// Stores `object` (trimmed; `text` its JSON when already written) and
+    /// marks what it touches; returns its id.
+    fn insert(&mut self, kind: Kind, object: Value, text: Option<Box<str>>) -> Id {
         let id = id_of(kind, &object);
         let (slice, selector) = (slice_key(&id, &object), selector_key(&id, &object));
-        let stored = Stored::new(&id.0, object);
+        // The tree of a kind held as text stays at hand for `mark`.
+        let (stored, tree) = if Stored::as_tree(&id.0) {
+            (Stored::Tree(object), None)
+        } else {
+            (Stored::Text(text.unwrap_or_else(|| object.to_string().into_boxed_str())), Some(object))
+        };
         if self.objects.get(&id) == Some(&stored) {
-            return;
+            return id;
         }
-        let old = self.objects.insert(id.clone(), stored).map(Stored::into_value);
+        let old = self.objects.insert(id.clone(), stored).and_then(|old| old.if_indexed(&id.0));
         if let Some(old) = &old {
             self.unindex(&id, old);
         }
@@ -130,27 +140,42 @@ impl Cluster {
         if let Some(key) = selector {
             self.selectors.entry(key).or_default().insert(id.2.clone());
         }
-        self.mark(&id, old.as_ref());
+        self.mark(&id, old.as_ref(), tree.as_ref());
+        id
     }
 
     /// [`Cluster::delete`], converting nothing until the next [`Cluster::flush`].
     pub fn remove(&mut self, kind: Kind, namespace: &str, name: &str) {
-        let id = (kind, namespace.to_owned(), name.to_owned());
-        let Some(old) = self.objects.remove(&id).map(Stored::into_value) else { return };
-        self.unindex(&id, &old);
-        self.mark(&id, Some(&old));
+        self.remove_id((kind, namespace.to_owned(), name.to_owned()));
+    }
+
+    fn remove_id(&mut self, id: Id) {
+        let Some(old) = self.objects.remove(&id) else { return };
+        let old = old.if_indexed(&id.0);
+        if let Some(old) = &old {
+            self.unindex(&id, old);
+        }
+        self.mark(&id, old.as_ref(), None);
     }
 
     /// [`Cluster::replace`], converting nothing until the next [`Cluster::flush`].
     pub fn put_all(&mut self, kind: Kind, objects: impl IntoIterator<Item = Value>) {
+        let objects = objects.into_iter().map(|mut object| {
+            trim(&mut object);
+            (object, None)
+        });
+        self.insert_all(kind, objects);
+    }
+
+    /// [`Cluster::put_all`] of trimmed objects, each with its text if written.
+    fn insert_all(&mut self, kind: Kind, objects: impl IntoIterator<Item = (Value, Option<Box<str>>)>) {
         let mut listed = std::collections::HashSet::new();
-        for object in objects {
-            listed.insert(id_of(kind.clone(), &object));
-            self.put(kind.clone(), object);
+        for (object, text) in objects {
+            listed.insert(self.insert(kind.clone(), object, text));
         }
         let gone: Vec<Id> = self.objects.keys().filter(|id| id.0 == kind && !listed.contains(*id)).cloned().collect();
-        for (kind, ns, name) in gone {
-            self.remove(kind, &ns, &name);
+        for id in gone {
+            self.remove_id(id);
         }
     }
 
@@ -199,8 +224,10 @@ impl Cluster {
         self.objects.range((kind.clone(), ns.to_owned(), String::new())..).take_while(move |(o, _)| o.0 == *kind && o.1 == ns)
     }
 
-    /// Marks `id` (which was `old` before) and what depends on it for conversion.
-    fn mark(&mut self, id: &Id, old: Option<&Value>) {
+    /// Marks `id` and what depends on it for conversion. `old` and `new` are
+    /// the object before and after, where what it touches depends on them
+    /// (a Service: the pods it selects).
+    fn mark(&mut self, id: &Id, old: Option<&Value>, new: Option<&Value>) {
         let (kind, ns, name) = id;
         let mut todo = vec![id.clone()];
         match kind {
@@ -211,8 +238,7 @@ impl Cluster {
             }
             Kind::Service => {
                 // The pods it selected or selects: no other pod's Dataplane names it.
-                let new = self.objects.get(id).map(Stored::value);
-                let touched = |pod: &Value| old.is_some_and(|s| selects(s, pod)) || new.as_deref().is_some_and(|s| selects(s, pod));
+                let touched = |pod: &Value| old.is_some_and(|s| selects(s, pod)) || new.is_some_and(|s| selects(s, pod));
                 todo.extend(self.in_namespace(&Kind::Pod, ns).filter(|(_, v)| touched(&v.value())).map(|(o, _)| o.clone()));
                 let slices = self.slices.get(&(ns.clone(), name.clone(), String::new())).into_iter().flatten();
                 todo.extend(slices.map(|slice| (Kind::EndpointSlice, ns.clone(), slice.clone())));
@@ -309,11 +335,15 @@ enum Stored {
 }
 
 impl Stored {
-    fn new(kind: &Kind, object: Value) -> Self {
-        match kind {
-            Kind::Pod | Kind::Namespace => Stored::Tree(object),
-            _ => Stored::Text(object.to_string().into_boxed_str()),
-        }
+    /// Whether objects of `kind` are held as trees.
+    fn as_tree(kind: &Kind) -> bool {
+        matches!(kind, Kind::Pod | Kind::Namespace)
+    }
+
+    /// The object, if it is of a kind whose old value is indexed (only
+    /// those are read back when replaced or removed).
+    fn if_indexed(self, kind: &Kind) -> Option<Value> {
+        matches!(kind, Kind::Service | Kind::EndpointSlice).then(|| self.into_value())
     }
 
     /// The object (text written from a tree always parses).
@@ -395,7 +425,7 @@ enum Queued {
     Listed(Kind, Box<str>),
     ListDone(Kind),
     Applied(Kind, Box<str>),
-    Deleted(Kind, Box<str>),
+    Deleted(Id),
     Absent(Kind),
 }
 
@@ -418,7 +448,7 @@ impl Inbox {
             Update::Listed(k, o) => Queued::Listed(k, text(o)),
             Update::ListDone(k) => Queued::ListDone(k),
             Update::Applied(k, o) => Queued::Applied(k, text(o)),
-            Update::Deleted(k, o) => Queued::Deleted(k, text(o)),
+            Update::Deleted(k, o) => Queued::Deleted(id_of(k, &o)),
             Update::Absent(k) => Queued::Absent(k),
         };
         self.0.lock().unwrap_or_else(|e| e.into_inner()).push(queued);
@@ -454,23 +484,24 @@ impl ClusterSource {
             Queued::Listing(kind) => {
                 self.listing.insert(kind, Vec::new());
             }
-            Queued::Listed(kind, object) => match self.listing.get_mut(&kind) {
-                Some(buffer) => buffer.push(object),
-                None => self.cluster.put(kind, tree(&object)),
+            Queued::Listed(kind, text) => match self.listing.get_mut(&kind) {
+                Some(buffer) => buffer.push(text),
+                None => {
+                    self.cluster.insert(kind, tree(&text), Some(text));
+                }
             },
             Queued::ListDone(kind) => {
                 let objects = self.listing.remove(&kind).unwrap_or_default();
-                self.cluster.put_all(kind, objects.into_iter().map(|o| tree(&o)));
+                self.cluster.insert_all(kind, objects.into_iter().map(|text| (tree(&text), Some(text))));
             }
             Queued::Absent(kind) => {
                 self.listing.remove(&kind);
-                self.cluster.put_all(kind, Vec::new());
+                self.cluster.insert_all(kind, []);
             }
-            Queued::Applied(kind, object) => self.cluster.put(kind, tree(&object)),
-            Queued::Deleted(kind, object) => {
-                let (kind, ns, name) = id_of(kind, &tree(&object));
-                self.cluster.remove(kind, &ns, &name);
+            Queued::Applied(kind, text) => {
+                self.cluster.insert(kind, tree(&text), Some(text));
             }
+            Queued::Deleted(id) => self.cluster.remove_id(id),
         }
     }
 }
