@@ -53,46 +53,38 @@ pub fn kuma_resource(kind: &str, plural: &str) -> ApiResource {
 /// What one listing of the cluster gave.
 #[derive(Default)]
 pub struct Listed {
-    /// Store events, in the order the objects came.
+    /// Store events of everything listed.
     pub events: Vec<Event>,
     /// Problems of the Kuma resources the objects became.
     pub problems: Vec<Problem>,
     /// kuma.io kinds whose CRD is not installed (not an error: nothing of that kind exists).
-    pub missing: Vec<&'static str>,
+    pub missing: Vec<String>,
 }
 
-/// Lists every object once into `cluster`: what `plan --kubernetes` shows
-/// for `node`.
+/// Lists every kind [`watch`] watches once into `cluster`: what
+/// `plan --kubernetes` shows for `node`.
 pub async fn list(client: &Client, node: &str, cluster: &mut Cluster) -> anyhow::Result<Listed> {
     let mut listed = Listed::default();
-    let all = ListParams::default();
-    let take = |listed: &mut Listed, events: Vec<Event>| listed.events.extend(events);
-    for ns in Api::<Namespace>::all(client.clone()).list(&all).await.context("listing namespaces")? {
-        take(&mut listed, cluster.apply(Kind::Namespace, serde_json::to_value(ns)?));
-    }
-    let on_node = ListParams::default().fields(&format!("spec.nodeName={node}"));
-    for pod in Api::<Pod>::all(client.clone()).list(&on_node).await.context("listing this node's pods")? {
-        take(&mut listed, cluster.apply(Kind::Pod, serde_json::to_value(pod)?));
-    }
-    for svc in Api::<Service>::all(client.clone()).list(&all).await.context("listing services")? {
-        take(&mut listed, cluster.apply(Kind::Service, serde_json::to_value(svc)?));
-    }
-    for slice in Api::<EndpointSlice>::all(client.clone()).list(&all).await.context("listing endpointslices")? {
-        take(&mut listed, cluster.apply(Kind::EndpointSlice, serde_json::to_value(slice)?));
-    }
-    for (kind, plural) in KUMA_KINDS {
-        let api = Api::<DynamicObject>::all_with(client.clone(), &kuma_resource(kind, plural));
-        match api.list(&all).await {
+    for (kind, resource, fields) in watched(node) {
+        let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
+        let params = match &fields {
+            Some(fields) => ListParams::default().fields(fields),
+            None => ListParams::default(),
+        };
+        match api.list(&params).await {
             Ok(objects) => {
                 for o in objects {
-                    take(&mut listed, cluster.apply(Kind::Kuma(kind.into()), serde_json::to_value(o)?));
+                    cluster.put(kind.clone(), serde_json::to_value(o)?);
                 }
             }
             // An uninstalled CRD: 404, often as plain text (so not a NotFound reason).
-            Err(kube::Error::Api(status)) if status.code == 404 => listed.missing.push(kind),
-            Err(e) => return Err(e).with_context(|| format!("listing kuma.io {plural}")),
+            Err(kube::Error::Api(status)) if status.code == 404 && matches!(kind, Kind::Kuma(_)) => {
+                listed.missing.push(resource.kind);
+            }
+            Err(e) => return Err(e).with_context(|| format!("listing {}", kind.plural())),
         }
     }
+    listed.events = cluster.flush();
     listed.problems = cluster.problems();
     Ok(listed)
 }
@@ -110,16 +102,15 @@ pub enum Report {
 /// How often a kind whose CRD is not installed is looked for again.
 const ABSENT_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Every kind the agent watches for `node`, with how to list it.
-fn watched(node: &str) -> Vec<(Kind, ApiResource, watcher::Config)> {
-    let all = || watcher::Config::default().page_size(500);
+/// Every kind the agent reads for `node`, with its field selector.
+fn watched(node: &str) -> Vec<(Kind, ApiResource, Option<String>)> {
     let mut kinds = vec![
-        (Kind::Namespace, ApiResource::erase::<Namespace>(&()), all()),
-        (Kind::Pod, ApiResource::erase::<Pod>(&()), all().fields(&format!("spec.nodeName={node}"))),
-        (Kind::Service, ApiResource::erase::<Service>(&()), all()),
-        (Kind::EndpointSlice, ApiResource::erase::<EndpointSlice>(&()), all()),
+        (Kind::Namespace, ApiResource::erase::<Namespace>(&()), None),
+        (Kind::Pod, ApiResource::erase::<Pod>(&()), Some(format!("spec.nodeName={node}"))),
+        (Kind::Service, ApiResource::erase::<Service>(&()), None),
+        (Kind::EndpointSlice, ApiResource::erase::<EndpointSlice>(&()), None),
     ];
-    kinds.extend(KUMA_KINDS.iter().map(|(kind, plural)| (Kind::Kuma((*kind).into()), kuma_resource(kind, plural), all())));
+    kinds.extend(KUMA_KINDS.iter().map(|(kind, plural)| (Kind::Kuma((*kind).into()), kuma_resource(kind, plural), None)));
     kinds
 }
 
@@ -133,8 +124,12 @@ pub fn watched_kinds() -> Vec<Kind> {
 /// reporting to `reports` until the receiver is dropped. Errors back off
 /// with [`Retry`].
 pub fn watch(client: &Client, node: &str, reports: mpsc::UnboundedSender<Report>) {
-    for (kind, resource, config) in watched(node) {
+    for (kind, resource, fields) in watched(node) {
         let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
+        let mut config = watcher::Config::default().page_size(500);
+        if let Some(fields) = &fields {
+            config = config.fields(fields);
+        }
         let reports = reports.clone();
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(watcher::watcher(api, config).backoff(Retry::default()));
