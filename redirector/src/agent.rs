@@ -28,6 +28,7 @@ use redirector_core::{
 };
 use anyhow::{Context as _, bail};
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -159,7 +160,9 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let _cgroup_watcher = watch_cgroup(&cgroup, cgroup_tx)?;
     // Tables and workload classes go in before the hooks are attached.
     let diff = datapath.apply(&desired)?;
-    record_names(&options.bpffs, &desired);
+    // Written whatever an earlier agent on this pin directory left.
+    let mut names = None;
+    record_names(&options.bpffs, &desired, &mut names);
     let mut pipeline = pipeline;
     pipeline.commit(&desired.routes);
     datapath.attach(&cgroup)?;
@@ -210,6 +213,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         state: state.clone(),
         pods: kube.is_some(),
         bpffs: options.bpffs.clone(),
+        names,
     };
     let source = node.pipeline.as_ref().map(|p| p.path().display().to_string()).unwrap_or_default();
     let mut probe = tokio::time::interval(Duration::from_secs(2));
@@ -484,12 +488,19 @@ struct Node {
     /// Workloads are pods: one whose cgroup is not where expected is looked for.
     pods: bool,
     bpffs: PathBuf,
+    /// The workload names last written for `status`.
+    names: Option<BTreeMap<u64, String>>,
 }
 
-/// Writes what each workload cgroup in force is, for `status`.
-fn record_names(bpffs: &Path, desired: &Desired) {
-    if let Err(e) = crate::status::write_names(bpffs, &desired.names) {
-        warn!("recording workload names for `redirector status`: {e:#}");
+/// Writes what each workload cgroup in force is, for `status`, unless it
+/// is what was `written` last.
+fn record_names(bpffs: &Path, desired: &Desired, written: &mut Option<BTreeMap<u64, String>>) {
+    if written.as_ref() == Some(&desired.names) {
+        return;
+    }
+    match crate::status::write_names(bpffs, &desired.names) {
+        Ok(()) => *written = Some(desired.names.clone()),
+        Err(e) => warn!("recording workload names for `redirector status`: {e:#}"),
     }
 }
 
@@ -536,7 +547,7 @@ impl Node {
         let outcome = match applied {
             Ok((diff, desired)) => {
                 pipeline.commit(&desired.routes);
-                record_names(&self.bpffs, &desired);
+                record_names(&self.bpffs, &desired, &mut self.names);
                 let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
                 s.fill = metrics::Fill { routes: self.datapath.routes(), table_chunks: self.datapath.table_chunks(), workloads: desired.workloads.len() };
                 if diff.is_empty() {
@@ -666,16 +677,19 @@ fn desired_state(ready: Ready, installed: &impl InForce, cgroup: &Path, attach_l
     let mut scan = None;
     let mut missing = Vec::new();
     for w in ready.workloads.iter().filter(|w| class_ids[w.class as usize] != BASE_CLASS) {
+        let dir_of = |relative: &Path| std::fs::metadata(cgroup.join(relative)).ok().filter(|m| m.is_dir());
         let mut relative = w.cgroup.clone();
-        if pods && !cgroup.join(&relative).is_dir() {
-            let found = scan.get_or_insert_with(|| crate::pods::Scan::new(cgroup)).find(&w.cgroup);
-            if let Some(found) = found {
-                relative = found.to_path_buf();
-            }
+        let mut found = dir_of(&relative);
+        if found.is_none()
+            && pods
+            && let Some(elsewhere) = scan.get_or_insert_with(|| crate::pods::Scan::new(cgroup)).find(&w.cgroup)
+        {
+            relative = elsewhere.to_path_buf();
+            found = dir_of(&relative);
         }
         let dir = cgroup.join(&relative);
-        match std::fs::metadata(&dir) {
-            Ok(meta) if meta.is_dir() => {
+        match found {
+            Some(meta) => {
                 let depth = relative.components().count() as u32;
                 if depth > MAX_WORKLOAD_DEPTH {
                     bail!("{}: cgroup {} is {depth} levels below --cgroup; at most {MAX_WORKLOAD_DEPTH} are searched", w.dataplane, dir.display());
@@ -688,8 +702,8 @@ fn desired_state(ready: Ready, installed: &impl InForce, cgroup: &Path, attach_l
                 desired.names.insert(meta.ino(), name);
                 desired.settings.max_depth = desired.settings.max_depth.max(depth);
             }
-            _ if pods => missing.push(w.dataplane.as_str()),
-            _ => warn!("{}: cgroup {} does not exist; its processes get the base routes", w.dataplane, dir.display()),
+            None if pods => missing.push(w.dataplane.as_str()),
+            None => warn!("{}: cgroup {} does not exist; its processes get the base routes", w.dataplane, dir.display()),
         }
     }
     if !missing.is_empty() {
