@@ -43,9 +43,9 @@ pub fn build_str(file: &Path, text: &str) -> Result<Plan, Problems> {
 }
 
 /// As [`build`], for resources read elsewhere (the Kubernetes API) under
-/// the name `source`, with the problems found reading them.
-pub fn build_config(source: &Path, config: Config, mut problems: Vec<Problem>) -> Result<Plan, Problems> {
-    problems.extend(config.validate());
+/// the name `source`, with the problems found reading and validating them
+/// (validation is per resource: the source validated each as it read it).
+pub fn build_config(source: &Path, config: Config, problems: Vec<Problem>) -> Result<Plan, Problems> {
     from_parts(source, config, problems, &SystemDns)
 }
 

@@ -178,3 +178,25 @@ fn plan_reads_the_kubernetes_api_for_this_node() {
     assert!(split.contains("90.000%") && split.contains("10.1.0.5:8080") && split.contains("10.000%") && split.contains("10.1.0.6:8080"), "{stdout}");
     assert!(split.contains("MeshService/web-v2:80  -> 10.1.0.6:8080, 10.2.0.7:8080\n"), "web-v2's endpoint on node-2, and node-1's once: {stdout}");
 }
+
+/// A resource from the API that does not validate is reported once, naming
+/// its API object, and `plan --kubernetes` exits 1.
+#[test]
+fn plan_reports_an_invalid_kubernetes_resource_once() {
+    use integration_tests::fake_api::FakeApi;
+    use serde_json::json;
+    let api = FakeApi::start(&["/api/v1/namespaces", "/api/v1/pods", "/api/v1/services", "/apis/discovery.k8s.io/v1/endpointslices", "/apis/kuma.io/v1alpha1/meshservices"]).unwrap();
+    api.add("/apis/kuma.io/v1alpha1/meshservices", json!({
+        "apiVersion": "kuma.io/v1alpha1", "kind": "MeshService",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"selector": {"dataplaneTags": {"app": "web"}}, "ports": [{"port": 0, "targetPort": 8080}]},
+        "status": {"vips": [{"ip": "10.96.0.10"}]},
+    }));
+    let dir = ScratchDir::new("plan-kubernetes-invalid").unwrap();
+    let kubeconfig = api.kubeconfig(dir.path()).unwrap();
+    let (code, stdout, stderr) = output(Command::new(redirector_bin()).args(["plan", "--kubernetes", "--node-name", "node-1", "--kubeconfig"]).arg(&kubeconfig));
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let reported: Vec<&str> = stdout.lines().filter(|l| l.contains("spec.ports[0].port")).collect();
+    assert_eq!(reported.len(), 1, "{stdout}");
+    assert!(reported[0].starts_with("kubernetes/meshservices/shop/web: "), "{stdout}");
+}
