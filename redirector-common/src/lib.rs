@@ -10,10 +10,10 @@
 //! |---------------|------------------------------|----------------|------------------|
 //! | `ROUTES`      | hash, no prealloc            | [`ServiceKey`] | [`Route`]        |
 //! | `TABLES`      | hash, no prealloc            | [`TableKey`]   | [`TableChunk`]   |
-//! | `ORIGINS`     | hash, preallocated           | socket cookie  | [`OriginalDest`] |
+//! | `ORIGINS`     | array, direct-mapped         | socket cookie mod [`MAX_ORIGINS`] | [`Origin`] |
 //! | `WORKLOADS`   | hash, no prealloc            | cgroup id      | class (`u32`)    |
 //! | `SETTINGS`    | array, one entry             | 0              | [`Settings`]     |
-//! | `COUNTERS`    | per-CPU hash, no prealloc    | counter slot (`u32`) | connects (`u64`) |
+//! | `COUNTERS`    | array                        | counter slot (`u32`) | connects (`u64`) |
 //!
 //! ## Workload classes
 //!
@@ -24,12 +24,17 @@
 //! workloads. Class [`BASE_CLASS`] is what processes in no workload cgroup get
 //! (the policies that target the whole mesh).
 //!
-//! The hooks find the caller's class from its cgroup: the cgroup itself, then
-//! its ancestors down to `Settings::max_depth` levels below the cgroup the
-//! hooks are attached to, looked up in `WORKLOADS`; the deepest match wins.
-//! `ROUTES` holds every destination for the base class and, for other
-//! classes, only the destinations whose table differs; a miss in a class falls
-//! back to the base class.
+//! The hooks look the destination up under [`BASE_CLASS`] first: a miss
+//! means no class routes it, so a connect to anything that is not a service
+//! costs one lookup and nothing else. Only on a hit do they find the
+//! caller's class from its cgroup (the cgroup itself, then its ancestors
+//! down to `Settings::max_depth` levels below the cgroup the hooks are
+//! attached to, looked up in `WORKLOADS`; the deepest match wins) and look
+//! the destination up again under that class. `ROUTES` holds every
+//! destination for the base class and, for other classes, only the
+//! destinations whose table differs. A destination that only some classes
+//! route still has a base entry: a header-only table flagged
+//! [`PASS_THROUGH`], which leaves the base class's connects alone.
 //!
 //! `ROUTES` holds one entry per class and service address:port; its value
 //! names a route table, whose entries (`1 + backends + endpoints` of them, up
@@ -48,20 +53,27 @@
 //!
 //! ## Original destinations
 //!
-//! A redirected connect() records, under the socket's cookie in `ORIGINS`,
-//! the service address it dialled and the endpoint it got, so that
-//! getpeername() reports the service. A `sock_release` program deletes the
-//! entry when the socket is closed, so entries live exactly as long as their
-//! sockets. The map is preallocated: an insert takes an element from a free
-//! list, which costs well under half of allocating socket-local storage
-//! (measured with kernel BPF statistics; see the bench). When it is full
-//! ([`MAX_ORIGINS`] redirected sockets open at once) the connect is still
-//! redirected, getpeername() reports the endpoint, and the connect is counted
-//! under [`ORIGINS_FULL`]. Recycling an element at once (preallocation) is
-//! safe here: an entry is only read by its own socket's getpeername(), and
-//! it is deleted only when that socket is released. The price is paid at
-//! close: `sock_release` runs for every TCP socket of the cgroup, redirected
-//! or not (a cookie and a hash delete, a few hundred ns in the bench).
+//! A redirected connect() records the service address it dialled and the
+//! endpoint it got, so that getpeername() reports the service. The record
+//! goes to slot `cookie % MAX_ORIGINS` of `ORIGINS`, with the socket's
+//! cookie, and getpeername() believes a slot only if its cookie is the
+//! socket's own. Socket cookies are handed out in increasing order, so
+//! consecutive redirected connects write neighbouring slots (warm memory),
+//! and a slot is taken over only by a socket whose cookie came
+//! [`MAX_ORIGINS`] cookies later: a socket's getpeername() reports the
+//! service until that many sockets of the node have been given a cookie
+//! after it, then the endpoint (the connection itself is not affected).
+//! Cilium's socket LB makes the same trade with an LRU map of the same size.
+//!
+//! Nothing is deleted when a socket closes, so there is no release hook: a
+//! close costs nothing, where deleting a hash entry under its bucket lock
+//! cost every close of the node a few hundred ns. A preallocated hash
+//! insert at connect, under a lock, in a map far larger than the caches,
+//! cost about as much again (measured with kernel BPF statistics; see the
+//! bench). Cookies are never reused, so a stale slot can never be taken for
+//! another socket's. A writer stores the cookie last and a reader checks it
+//! before and after copying the record, so a record taken over while it is
+//! read is ignored rather than mixed.
 //!
 //! ## Make-before-break
 //!
@@ -82,9 +94,12 @@
 //!
 //! ## Counters
 //!
-//! Connects are counted per CPU in `COUNTERS` under slots the agent hands
-//! out: two per route (refused, and origin not recorded; the header names
-//! the first) and one per backend (its backend slot names it). A slot stays
+//! Connects are counted in `COUNTERS`, an array indexed by slots the agent
+//! hands out: one per route (refused connects; the header names it) and one
+//! per backend (its backend slot names it). An array lookup is inlined by
+//! the JIT (no helper call, no hashing) and the add is one atomic
+//! instruction; a per-CPU array would avoid the shared cache line but costs
+//! its whole size once per CPU. A slot stays
 //! with its route and backend from one generation to the next, whatever the
 //! order of the backends, so a count always belongs to the backend it
 //! counted; the slots of a route or backend that went away are deleted once
@@ -100,11 +115,15 @@
 //!
 //! Backend choice is Walker's alias method with integer thresholds, which
 //! reproduces the configured weights exactly: draw a slot `i` uniformly from
-//! `0..n`, then a number `u` uniformly from `0..total_weight`; the backend is `i`
-//! when `u < threshold` and `alias` otherwise. The endpoint is then drawn
-//! uniformly among the chosen backend's endpoints. Uniform draws use Lemire's
-//! multiply-shift with rejection; the rejection bounds are precomputed here so
-//! the kernel needs no division.
+//! `0..n` and a number `u` uniformly from `0..total_weight`; the backend is
+//! `i` when `u < threshold` and `alias` otherwise. Both come from one
+//! uniform draw `d` in `0..n * total_weight` (`i = d / total_weight`, `u = d
+//! % total_weight`), which is exact as long as the product fits in 32 bits;
+//! otherwise they are two draws. The endpoint is then drawn uniformly among
+//! the chosen backend's endpoints (no draw when there is one). Uniform draws
+//! use Lemire's multiply-shift with rejection; the rejection bounds of the
+//! single ranges are precomputed here, the pair's is one division in the
+//! kernel.
 //!
 //! Addresses are stored in IPv6 form: IPv4 addresses as IPv4-mapped IPv6
 //! (`::ffff:a.b.c.d`). The `connect4` hook builds the same mapped key, so a
@@ -152,16 +171,10 @@ pub struct TableKey {
 /// Name of the map that remembers the dialled address of each redirected socket.
 pub const ORIGINS_MAP: &str = "ORIGINS";
 
-/// Upper bound on the redirected sockets open at once whose original
-/// destination is remembered. The map is preallocated: about 100 bytes per
-/// entry, some 25 MiB in all, allocated when the agent first loads a layout.
-pub const MAX_ORIGINS: u32 = 262_144;
-
-/// Offset from [`TableHeader::counters`] of the slot counting redirected
-/// connects whose original destination could not be remembered because
-/// `ORIGINS` was full (getpeername() then reports the endpoint). The connect
-/// itself is not affected.
-pub const ORIGINS_FULL: u32 = 1;
+/// Slots of `ORIGINS` (a power of two): how many sockets may be given a
+/// cookie after a redirected one before its record is taken over. 48 bytes
+/// each, 12 MiB in all, allocated when the agent first loads a layout.
+pub const MAX_ORIGINS: u32 = 1 << 18;
 
 /// errno returned to connect() when the chosen backend has no endpoints, or the
 /// route can select no backend at all (every weight is zero). `ECONNREFUSED` is
@@ -187,13 +200,12 @@ pub const SETTINGS_MAP: &str = "SETTINGS";
 
 /// Version of the pinned layout (maps, their types, the programs' use of
 /// them). An agent never adopts pins of another layout: it replaces them.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// Name of the connect counter map in the BPF object.
 pub const COUNTERS_MAP: &str = "COUNTERS";
 
-/// Upper bound on the entries of `COUNTERS` (only slots that counted a
-/// connect have one: a route's two and one per backend).
+/// Slots of `COUNTERS`: a route's one and one per backend (4 MiB).
 pub const MAX_COUNTERS: u32 = 1 << 19;
 
 /// Offset from [`TableHeader::counters`] of the slot counting connects
@@ -255,12 +267,16 @@ pub struct TableHeader {
     pub total_weight: u32,
     /// Lemire rejection bound for a uniform draw in `0..total_weight`.
     pub weight_reject: u32,
-    /// The first of this route's two `COUNTERS` slots: [`REFUSED`] and
-    /// [`ORIGINS_FULL`] are offsets from it.
+    /// This route's `COUNTERS` slot ([`REFUSED`] is an offset from it).
     pub counters: u32,
-    /// Always zero; keeps the union's views the same size.
-    pub reserved: u32,
+    /// [`PASS_THROUGH`] or zero.
+    pub flags: u32,
 }
+
+/// [`TableHeader::flags`]: the table routes nothing; a connect that finds it
+/// goes to the address it dialled. The base entry of a destination that only
+/// some classes route (see Workload classes above).
+pub const PASS_THROUGH: u32 = 1;
 
 /// Entries `1..=n` of a route table: one alias slot per backendRef.
 #[repr(C)]
@@ -335,6 +351,19 @@ pub struct OriginalDest {
     pub backend_port: u16,
 }
 
+/// Value of `ORIGINS`: one redirected socket's [`OriginalDest`], under its
+/// cookie.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// Cookie of the socket the record belongs to (zero: the slot was never written).
+    pub cookie: u64,
+    /// What it dialled and what it got.
+    pub dest: OriginalDest,
+    /// Always zero.
+    pub pad: u32,
+}
+
 /// The IPv4-mapped IPv6 form of an IPv4 address given in network byte order.
 #[inline(always)]
 pub const fn mapped_v4(addr_be: u32) -> [u32; 4] {
@@ -363,6 +392,7 @@ mod pod {
     unsafe impl aya::Pod for TableEntry {}
     unsafe impl aya::Pod for TableChunk {}
     unsafe impl aya::Pod for OriginalDest {}
+    unsafe impl aya::Pod for Origin {}
     unsafe impl aya::Pod for Settings {}
     unsafe impl aya::Pod for TableKey {}
     unsafe impl aya::Pod for Route {}
@@ -376,6 +406,8 @@ const _: () = {
     assert!(core::mem::size_of::<Endpoint>() == 24);
     assert!(core::mem::size_of::<TableEntry>() == 24);
     assert!(core::mem::size_of::<TableChunk>() == 24 * TABLE_CHUNK as usize);
+    assert!(core::mem::size_of::<Origin>() == 48);
+    assert!(MAX_ORIGINS.is_power_of_two());
     assert!(TABLE_CHUNK.is_power_of_two());
     assert!(core::mem::size_of::<OriginalDest>() == 36);
     assert!(core::mem::size_of::<Route>() == 28);

@@ -7,7 +7,7 @@ use crate::{
     resolve::{Resolution, ResolvedRoute},
 };
 use redirector_common::{
-    BASE_CLASS, BackendSlot, Endpoint, MAX_ROUTES, MAX_TABLE_ENTRIES, ServiceKey, TABLE_CHUNK, TableChunk, TableEntry, TableHeader,
+    BASE_CLASS, BackendSlot, Endpoint, MAX_COUNTERS, MAX_ROUTES, MAX_TABLE_ENTRIES, ServiceKey, TABLE_CHUNK, TableChunk, TableEntry, TableHeader,
     mapped_v4, reject_bound,
 };
 use std::{
@@ -40,6 +40,9 @@ pub enum CompileError {
         /// Entries needed.
         entries: usize,
     },
+    /// More routes and backends than `COUNTERS` has slots for.
+    #[error("routes and backends need more than the {MAX_COUNTERS} connect counters the kernel holds")]
+    TooManyCounters,
     /// The weights of one route add up to more than 32 bits.
     #[error("{service} at {addr}: sum of weights exceeds {}", u32::MAX)]
     WeightOverflow {
@@ -322,7 +325,7 @@ fn header(backend_count: u32, total_weight: u32) -> TableHeader {
         total_weight,
         weight_reject: reject_bound(total_weight),
         counters: 0,
-        reserved: 0,
+        flags: 0,
     }
 }
 
@@ -428,8 +431,7 @@ pub struct Compiler {
     pending: BTreeSet<(IpAddr, u16)>,
 }
 
-/// The `COUNTERS` slots of one table: the route's two (refused, origin not
-/// recorded) and one per backend, with a hash of the backend's name (two
+/// The `COUNTERS` slots of one table: the route's (refused) and one per backend, with a hash of the backend's name (two
 /// names of one route sharing a hash would only trade their counts).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Slots {
@@ -485,10 +487,10 @@ impl Kept {
         Slots { route: self.header().counters, backends }
     }
 
-    /// Every counter slot it names: the route's two, then each backend slot's.
+    /// Every counter slot it names: the route's, then each backend slot's.
     fn counter_slots(&self) -> impl Iterator<Item = u32> + '_ {
         let route = self.header().counters;
-        [route, route + 1].into_iter().chain((0..self.backend_count()).map(|i| self.slot(i).counter))
+        [route].into_iter().chain((0..self.backend_count()).map(|i| self.slot(i).counter))
     }
 
     /// Whether its backends are named `names`, in this order.
@@ -781,33 +783,41 @@ impl Compiler {
             return Err(CompileError::TooManyRoutes { count: g.routes + bridge_keys.len() });
         }
         // Counter slots: kept by what they count, fresh for what is new.
-        // Fresh slots count up; once they wrap around (after 2^32), each is
-        // checked against the slots in use.
-        // Until they wrap, this generation's fresh slots are one range
-        // (`unwrapped`); after, each is recorded.
+        // Fresh slots count up to MAX_COUNTERS (the size of the kernel's
+        // array); once they wrap around, each is checked against the slots
+        // in use. Until they wrap, this generation's fresh slots are one
+        // range (`unwrapped`); after, each is recorded.
         let mut fresh_used: HashSet<u32> = HashSet::new();
         let mut unwrapped: Option<std::ops::Range<u32>> = None;
         let mut in_use: Option<HashSet<u32>> = None;
         let kept = &self.tables;
         let mut wrapped = self.wrapped;
-        let mut fresh = |last: &mut u32, width: u32| -> u32 {
+        let mut fresh = |last: &mut u32, width: u32| -> Result<u32, CompileError> {
+            // Every start is tried at most once per wrap: then all are taken.
+            let mut tries = 0u32;
             loop {
+                tries += 1;
+                if tries > 2 * MAX_COUNTERS {
+                    return Err(CompileError::TooManyCounters);
+                }
                 let first = last.wrapping_add(1);
-                *last = last.wrapping_add(width);
-                if first.checked_add(width).is_none() {
+                if first.checked_add(width).is_none_or(|end| end > MAX_COUNTERS) {
                     wrapped = true;
+                    // The next start is 0.
+                    *last = u32::MAX;
                     continue;
                 }
+                *last = first + width - 1;
                 if !wrapped {
                     let range = unwrapped.get_or_insert(first..first);
                     range.end = first + width;
-                    return first;
+                    return Ok(first);
                 }
                 let used = in_use.get_or_insert_with(|| kept.values().flat_map(Kept::counter_slots).collect());
                 let taken = |s: u32| used.contains(&s) || fresh_used.contains(&s) || unwrapped.as_ref().is_some_and(|r| r.contains(&s));
                 if (first..first + width).all(|s| !taken(s)) {
                     fresh_used.extend(first..first + width);
-                    return first;
+                    return Ok(first);
                 }
             }
         };
@@ -816,7 +826,10 @@ impl Compiler {
         for (key, (mut table, names)) in writes {
             let old = self.tables.get(&key).map(Kept::slots);
             let old = old.as_ref();
-            let route = old.map_or_else(|| fresh(&mut g.last_counter, 2), |s| s.route);
+            let route = match old {
+                Some(s) => s.route,
+                None => fresh(&mut g.last_counter, 1)?,
+            };
             let mut taken = vec![false; old.map_or(0, |s| s.backends.len())];
             let mut backends = Vec::with_capacity(names.len());
             for name in &names {
@@ -827,7 +840,7 @@ impl Compiler {
                         taken[i] = true;
                         *slot
                     }
-                    None => fresh(&mut g.last_counter, 1),
+                    None => fresh(&mut g.last_counter, 1)?,
                 };
                 backends.push((hash, slot));
             }
@@ -986,7 +999,7 @@ mod tests {
     /// Counter slots handed out after the numbers wrap around skip every slot in use.
     #[test]
     fn counter_slots_stay_unique_when_their_numbers_wrap() {
-        let mut compiler = Compiler { last_counter: u32::MAX - 5, ..Compiler::default() };
+        let mut compiler = Compiler { last_counter: MAX_COUNTERS - 5, ..Compiler::default() };
         let mut routes: BTreeMap<(IpAddr, u16), ResolvedRoute> = BTreeMap::new();
         for round in 0..6u8 {
             let r = route(round, &["a", "b", "c"]);
@@ -997,7 +1010,7 @@ mod tests {
             let mut slots: Vec<u32> = compiler
                 .tables()
                 .values()
-                .flat_map(|t| [t.header.counters, t.header.counters + 1].into_iter().chain(t.backends.iter().map(|b| b.counter)))
+                .flat_map(|t| [t.header.counters].into_iter().chain(t.backends.iter().map(|b| b.counter)))
                 .collect();
             let n = slots.len();
             slots.sort_unstable();

@@ -227,7 +227,7 @@ fn table_lays_out_header_backends_and_endpoints() {
             total_weight: 6,
             weight_reject: reject_bound(6),
             counters: 0,
-            reserved: 0
+            flags: 0
         }
     );
     let alias = AliasTable::new(&[2, 1, 3]).unwrap();
@@ -334,7 +334,7 @@ fn zero_total_weight_or_no_backend_gives_an_empty_table() {
                     total_weight: 0,
                     weight_reject: 0,
                     counters: 0,
-                    reserved: 0
+                    flags: 0
                 },
                 backends: vec![],
                 endpoints: vec![],
@@ -488,7 +488,7 @@ proptest! {
         prop_assert_eq!(table.header.backend_reject, reject_bound(n as u32));
         prop_assert_eq!(table.header.total_weight, alias.total);
         prop_assert_eq!(table.header.weight_reject, reject_bound(alias.total));
-        prop_assert_eq!(table.header.reserved, 0);
+        prop_assert_eq!(table.header.flags, 0);
         prop_assert_eq!(table.entries().len(), 1 + n + table.endpoints.len());
         let mut next = (1 + n) as u32;
         for (i, (slot, b)) in table.backends.iter().zip(&backends).enumerate() {

@@ -93,7 +93,7 @@ fn slots(tables: &Tables) -> Vec<(u32, ServiceKey, Option<usize>)> {
     tables
         .iter()
         .flat_map(|(k, t)| {
-            [(t.header.counters, *k, None), (t.header.counters + 1, *k, None)]
+            [(t.header.counters, *k, None)]
                 .into_iter()
                 .chain(t.backends.iter().enumerate().map(|(i, b)| (b.counter, *k, Some(i))))
                 .collect::<Vec<_>>()

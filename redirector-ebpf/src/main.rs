@@ -10,24 +10,31 @@
 //! The map layout and the selection method are documented in `redirector-common`.
 #![no_std]
 #![no_main]
+// `atomic_xadd`: the BPF target has no `AtomicU64::fetch_add`, but LLVM
+// lowers the intrinsic to BPF's atomic add instruction.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, bpf_sock_addr},
-    btf_maps::{Array, HashMap, PerCpuHashMap},
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, bpf_sock_addr},
+    btf_maps::{Array, HashMap},
     helpers::generated::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_pid_tgid,
         bpf_get_prandom_u32, bpf_get_socket_cookie, bpf_set_retval,
     },
-    macros::{btf_map, cgroup_sock, cgroup_sock_addr},
-    programs::{SockAddrContext, SockContext},
+    macros::{btf_map, cgroup_sock_addr},
+    programs::SockAddrContext,
 };
 use aya_log_ebpf::{debug, error};
-use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
+use core::{
+    ptr::{addr_of, addr_of_mut, read_volatile, write_volatile},
+    intrinsics::{AtomicOrdering, atomic_xadd},
+};
 use redirector_common::{
-    BASE_CLASS, BackendSlot, Endpoint, MAX_COUNTERS, MAX_ORIGINS, MAX_ROUTES,
-    MAX_TABLE_CHUNKS, MAX_WORKLOAD_DEPTH, MAX_WORKLOADS, NO_ENDPOINT_ERRNO, ORIGINS_FULL,
-    OriginalDest, REFUSED, Route, ServiceKey,
-    Settings, TABLE_CHUNK, TableChunk, TableEntry, TableHeader, TableKey, is_mapped_v4, mapped_v4,
+    BASE_CLASS, BackendSlot, Endpoint, MAX_COUNTERS, MAX_ORIGINS, MAX_ROUTES, MAX_TABLE_CHUNKS,
+    MAX_WORKLOAD_DEPTH, MAX_WORKLOADS, NO_ENDPOINT_ERRNO, Origin, OriginalDest, PASS_THROUGH, REFUSED,
+    Route, ServiceKey, Settings, TABLE_CHUNK, TableChunk, TableEntry, TableHeader, TableKey,
+    is_mapped_v4, mapped_v4,
 };
 
 /// Class + service address:port -> route table id and header.
@@ -49,16 +56,17 @@ static WORKLOADS: HashMap<u64, u32, { MAX_WORKLOADS as usize }, { BPF_F_NO_PREAL
 #[btf_map]
 static SETTINGS: Array<Settings, 1> = Array::new();
 
-/// Connects per route table and backend (per CPU: no atomics on the hot path).
+/// Connects per route table and backend, by slot. An array: its lookup is
+/// inlined by the JIT, where a hash lookup hashes the key in a helper call.
+/// Mappable: `status` and the metrics read it as memory.
 #[btf_map]
-static COUNTERS: PerCpuHashMap<u32, u64, { MAX_COUNTERS as usize }, { BPF_F_NO_PREALLOC as usize }> =
-    PerCpuHashMap::new();
+static COUNTERS: Array<u64, { MAX_COUNTERS as usize }, { BPF_F_MMAPABLE as usize }> = Array::new();
 
-/// Socket cookie -> the address a redirected socket dialled. Preallocated
-/// (an insert takes a free element instead of allocating); `sock_release`
-/// deletes a socket's entry when it is closed.
+/// Socket cookie mod MAX_ORIGINS -> the address a redirected socket dialled
+/// (direct-mapped, see redirector-common: no delete at close, no lock).
+/// Mappable so that userspace reads it as memory.
 #[btf_map]
-static ORIGINS: HashMap<u64, OriginalDest, { MAX_ORIGINS as usize }> = HashMap::new();
+static ORIGINS: Array<Origin, { MAX_ORIGINS as usize }, { BPF_F_MMAPABLE as usize }> = Array::new();
 
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
@@ -145,28 +153,19 @@ pub fn getpeername6(ctx: SockAddrContext) -> i32 {
     ALLOW
 }
 
-/// Forgets a closed socket's original destination. Runs for every socket of
-/// the cgroup; only TCP sockets can have an entry.
-#[cgroup_sock(sock_release)]
-pub fn sock_release(ctx: SockContext) -> i32 {
-    let sk = ctx.sock;
-    // SAFETY: the kernel hands us a valid bpf_sock for the program's life.
-    unsafe {
-        if read_volatile(addr_of!((*sk).protocol)) != IPPROTO_TCP {
-            return ALLOW;
-        }
-        let cookie = bpf_get_socket_cookie(sk.cast());
-        let _ = ORIGINS.remove(&cookie);
-    }
-    ALLOW
-}
-
 /// Looks the destination up and, if it is a service, rewrites it to an endpoint.
 ///
 /// # Safety
 /// `ctx.sock_addr` must be the context the kernel passed in.
 #[inline(always)]
 unsafe fn redirect(ctx: &SockAddrContext, dest: &ServiceKey, family: u32) -> i32 {
+    // Every destination any class routes has a base entry, so a miss here is
+    // the whole cost of a connect to something that is not a service.
+    // SAFETY: ROUTES values are plain data; an element outlives this program
+    // run (no preallocation: freed after an RCU grace period).
+    let Some(base) = (unsafe { ROUTES.get(dest) }) else {
+        return ALLOW;
+    };
     let Some(settings) = SETTINGS.get(0) else {
         return ALLOW;
     };
@@ -176,19 +175,19 @@ unsafe fn redirect(ctx: &SockAddrContext, dest: &ServiceKey, family: u32) -> i32
         return ALLOW;
     }
     // A workload's own table if it has one for this destination, else the base one.
-    let mut key = *dest;
-    key.class = workload_class(settings);
-    // SAFETY: ROUTES values are plain data; an element outlives this program
-    // run (no preallocation: freed after an RCU grace period).
-    let mut found = unsafe { ROUTES.get(&key) }.copied();
-    if found.is_none() && key.class != BASE_CLASS {
-        key.class = BASE_CLASS;
-        found = unsafe { ROUTES.get(&key) }.copied();
+    let mut route = base;
+    let class = workload_class(settings);
+    if class != BASE_CLASS {
+        let key = ServiceKey { class, ..*dest };
+        // SAFETY: as above.
+        if let Some(own) = unsafe { ROUTES.get(&key) } {
+            route = own;
+        }
     }
-    let Some(Route { table, header }) = found else {
+    let Route { table, header } = *route;
+    if header.flags & PASS_THROUGH != 0 {
         return ALLOW;
-    };
-    let key = &key;
+    }
     let Some((counter, endpoint)) = (unsafe { pick(table, &header) }) else {
         count(header.counters + REFUSED);
         debug!(ctx, "refused connect to a route without endpoints");
@@ -203,7 +202,7 @@ unsafe fn redirect(ctx: &SockAddrContext, dest: &ServiceKey, family: u32) -> i32
         return refuse();
     }
     let sa = ctx.sock_addr;
-    // SAFETY: sa is valid; ORIGINS belongs to this socket.
+    // SAFETY: sa is valid for the program's life.
     unsafe {
         if family == AF_INET {
             write_volatile(addr_of_mut!((*sa).user_ip4), endpoint.addr[3]);
@@ -211,21 +210,33 @@ unsafe fn redirect(ctx: &SockAddrContext, dest: &ServiceKey, family: u32) -> i32
             write_ip6(sa, &endpoint.addr);
         }
         write_volatile(addr_of_mut!((*sa).user_port), endpoint.port as u32);
-        let origin = OriginalDest {
-            service_addr: key.addr,
-            backend_addr: endpoint.addr,
-            service_port: key.port,
-            backend_port: endpoint.port,
-        };
-        let cookie = bpf_get_socket_cookie(sa.cast());
-        // Replaces the entry of an earlier connect attempt of this socket.
-        if ORIGINS.insert(&cookie, &origin, 0).is_err() {
-            // Full: the connect goes ahead; only getpeername() will report
-            // the endpoint instead of the service.
-            count(header.counters + ORIGINS_FULL);
-        }
     }
+    remember(ctx, OriginalDest { service_addr: dest.addr, backend_addr: endpoint.addr, service_port: dest.port, backend_port: endpoint.port });
     ALLOW
+}
+
+/// Records what a redirected socket dialled in its `ORIGINS` slot. The
+/// cookie is cleared first and written last, and `origin_of` checks it
+/// before and after its copy, so a record being taken over by another
+/// socket's connect reads as absent, not as a mix of the two (the stores
+/// stay in program order; x86 makes them visible to other CPUs in that order).
+#[inline(always)]
+fn remember(ctx: &SockAddrContext, dest: OriginalDest) {
+    // SAFETY: the helper accepts a sock_addr context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+    let Some(slot) = ORIGINS.get_ptr_mut((cookie & (MAX_ORIGINS as u64 - 1)) as u32) else {
+        return;
+    };
+    // Volatile accesses keep their order (the compiler reorders none of
+    // them), which is all the BPF JIT is given.
+    // SAFETY: slot points into the array for the program's life; a
+    // concurrent writer of the same slot is another socket's connect, and
+    // a reader believes the record only with its own cookie around it.
+    unsafe {
+        write_volatile(addr_of_mut!((*slot).cookie), 0);
+        write_volatile(addr_of_mut!((*slot).dest), dest);
+        write_volatile(addr_of_mut!((*slot).cookie), cookie);
+    }
 }
 
 /// The caller's workload class: its cgroup or the deepest ancestor (at most
@@ -261,59 +272,84 @@ fn workload_class(settings: &Settings) -> u32 {
 /// Adds one to the connect counter in `slot`.
 #[inline(always)]
 fn count(slot: u32) {
-    match COUNTERS.get_ptr_mut(&slot) {
-        // SAFETY: per-CPU value of this CPU; nothing else writes it concurrently.
-        Some(n) => unsafe { *n += 1 },
-        None => {
-            let _ = COUNTERS.insert(&slot, &1, 0);
-        }
+    if let Some(n) = COUNTERS.get_ptr_mut(slot) {
+        // SAFETY: an aligned u64 inside the array for the program's life;
+        // the add is one atomic instruction (other CPUs count the same slot).
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(n, 1) };
     }
 }
 
-/// Chooses a backend and an endpoint: alias slot, then weight draw, then a
-/// uniform endpoint. Returns the chosen backend's counter slot and the
-/// endpoint, or `None` when the chosen backend has no endpoints (or none can
-/// be chosen).
+/// Chooses a backend and an endpoint: alias slot and weight draw (one draw
+/// when their ranges' product fits in 32 bits), then a uniform endpoint.
+/// Returns the chosen backend's counter slot and the endpoint, or `None`
+/// when the chosen backend has no endpoints (or none can be chosen).
 ///
 /// # Safety
-/// The table behind `key` must follow the redirector-common layout.
+/// The table behind `table` must follow the redirector-common layout.
 #[inline(always)]
 unsafe fn pick(table: u32, header: &TableHeader) -> Option<(u32, Endpoint)> {
-    if header.backend_count == 0 {
+    let (n, total) = (header.backend_count, header.total_weight);
+    if n == 0 || total == 0 {
         return None;
     }
-    let slot_index = uniform(header.backend_count, header.backend_reject);
-    let slot = backend(table, slot_index)?;
-    let chosen = if uniform(header.total_weight, header.weight_reject) < slot.threshold {
-        slot
+    let pair = n as u64 * total as u64;
+    let (slot_index, u) = if pair <= u32::MAX as u64 {
+        // Checked: a plain division would bring a panic path the verifier
+        // refuses (neither divisor is zero here).
+        let pair = pair as u32;
+        let d = uniform(pair, pair.wrapping_neg().checked_rem(pair)?);
+        (d.checked_div(total)?, d.checked_rem(total)?)
     } else {
-        backend(table, slot.alias)?
+        (uniform(n, header.backend_reject), uniform(total, header.weight_reject))
     };
-    if chosen.endpoint_count == 0 {
-        return None;
-    }
-    let k = uniform(chosen.endpoint_count, chosen.endpoint_reject);
-    let found = entry(table, chosen.first_endpoint + k)?;
+    let mut chunk = Chunk::new(table);
+    let slot = chunk.backend(slot_index)?;
+    let chosen = if u < slot.threshold { slot } else { chunk.backend(slot.alias)? };
+    let k = match chosen.endpoint_count {
+        0 => return None,
+        1 => 0,
+        m => uniform(m, chosen.endpoint_reject),
+    };
+    let found = chunk.entry(chosen.first_endpoint + k)?;
     // SAFETY: indices from first_endpoint on hold endpoints.
     Some((chosen.counter, unsafe { found.endpoint }))
 }
 
-/// Entry `index` of route table `table`, copied out of its chunk.
-#[inline(always)]
-fn entry(table: u32, index: u32) -> Option<TableEntry> {
-    let key = TableKey { table, chunk: index / TABLE_CHUNK };
-    // SAFETY: TABLES values are plain data; the element outlives this program
-    // run (no preallocation: freed after an RCU grace period).
-    let chunk = unsafe { TABLES.get(&key) }?;
-    // The mask keeps the index inside the chunk for the verifier.
-    chunk.entries.get((index & (TABLE_CHUNK - 1)) as usize).copied()
+/// Reads one route table's entries through the last `TABLES` chunk looked
+/// up: a table of up to seven backends and endpoints is one lookup.
+struct Chunk {
+    table: u32,
+    index: u32,
+    entries: Option<&'static TableChunk>,
 }
 
-/// Backend slot `index` (0-based) of route table `table`.
-#[inline(always)]
-fn backend(table: u32, index: u32) -> Option<BackendSlot> {
-    // SAFETY: indices 1..=backend_count hold backend slots.
-    entry(table, index + 1).map(|e| unsafe { e.backend })
+impl Chunk {
+    #[inline(always)]
+    fn new(table: u32) -> Self {
+        Self { table, index: u32::MAX, entries: None }
+    }
+
+    /// Entry `index` of the table, copied out of its chunk.
+    #[inline(always)]
+    fn entry(&mut self, index: u32) -> Option<TableEntry> {
+        let chunk = index / TABLE_CHUNK;
+        if chunk != self.index || self.entries.is_none() {
+            let key = TableKey { table: self.table, chunk };
+            // SAFETY: TABLES values are plain data; the element outlives this
+            // program run (no preallocation: freed after an RCU grace period).
+            self.entries = unsafe { TABLES.get(&key) };
+            self.index = chunk;
+        }
+        // The mask keeps the index inside the chunk for the verifier.
+        self.entries?.entries.get((index & (TABLE_CHUNK - 1)) as usize).copied()
+    }
+
+    /// Backend slot `index` (0-based).
+    #[inline(always)]
+    fn backend(&mut self, index: u32) -> Option<BackendSlot> {
+        // SAFETY: indices 1..=backend_count hold backend slots.
+        self.entry(index + 1).map(|e| unsafe { e.backend })
+    }
 }
 
 /// A uniform draw in `0..range` (Lemire's multiply-shift with rejection).
@@ -339,14 +375,22 @@ fn refuse() -> i32 {
     DENY
 }
 
-/// The original destination remembered for this socket, if it was redirected.
+/// The original destination remembered for this socket, if it was
+/// redirected and its record has not been taken over since.
 #[inline(always)]
 unsafe fn origin_of(ctx: &SockAddrContext) -> Option<OriginalDest> {
     // SAFETY: the helper accepts a sock_addr context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
-    // SAFETY: the entry is this socket's; it is deleted only when the socket
-    // is released, which cannot happen during its getpeername().
-    unsafe { ORIGINS.get(&cookie) }.copied()
+    let slot = ORIGINS.get_ptr((cookie & (MAX_ORIGINS as u64 - 1)) as u32)?;
+    // SAFETY: slot points into the array for the program's life. The record
+    // is the socket's only if its cookie is there before and after the copy.
+    unsafe {
+        if read_volatile(addr_of!((*slot).cookie)) != cookie {
+            return None;
+        }
+        let dest = read_volatile(addr_of!((*slot).dest));
+        (read_volatile(addr_of!((*slot).cookie)) == cookie).then_some(dest)
+    }
 }
 
 /// Reads `user_ip6` one word at a time: the verifier only allows 4-byte

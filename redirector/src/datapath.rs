@@ -31,16 +31,16 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData},
     programs::{
-        CgroupAttachMode, CgroupSock, CgroupSockAddr,
+        CgroupAttachMode, CgroupSockAddr,
         links::{FdLink, PinnedLink},
     },
 };
 use redirector_common::{
-    COUNTERS_MAP, LAYOUT_VERSION, MAX_ROUTES, MAX_TABLE_CHUNKS, MAX_WORKLOADS, ORIGINS_MAP, ROUTES_MAP, Route,
+    BASE_CLASS, COUNTERS_MAP, LAYOUT_VERSION, MAX_ROUTES, PASS_THROUGH, MAX_TABLE_CHUNKS, MAX_WORKLOADS, ORIGINS_MAP, ROUTES_MAP, Route,
     SETTINGS_MAP, ServiceKey, Settings, TABLE_GRACE_MS, TABLES_MAP, TableChunk, TableHeader, TableKey, WORKLOADS_MAP,
 };
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     fs::File,
     path::{Path, PathBuf},
     time::{Duration, Instant},
@@ -49,14 +49,10 @@ use std::{
 /// `statfs` magic of bpffs.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
-/// The hooks, by program name. All five are attached to the same cgroup.
-/// `sock_release` is a `cgroup_sock` program, the others `cgroup_sock_addr`.
-/// `sock_release` comes first: attached before the connect hooks, it sees the
-/// close of every socket they redirect, so no ORIGINS entry outlives its socket.
-pub const PROGRAMS: [&str; 5] = [SOCK_RELEASE_PROGRAM, "connect4", "connect6", "getpeername4", "getpeername6"];
-
-/// The program that forgets a closed socket's entry in `ORIGINS`.
-const SOCK_RELEASE_PROGRAM: &str = "sock_release";
+/// The hooks, by program name, all `cgroup_sock_addr` programs attached to
+/// the same cgroup. There is no release hook: `ORIGINS` needs no delete at
+/// close (see redirector-common).
+pub const PROGRAMS: [&str; 4] = ["connect4", "connect6", "getpeername4", "getpeername6"];
 
 /// Maps pinned in each generation directory, by their pin file name.
 const GENERATION_MAPS: [(&str, &str); 5] = [
@@ -66,6 +62,13 @@ const GENERATION_MAPS: [(&str, &str); 5] = [
     (SETTINGS_MAP, "settings"),
     (COUNTERS_MAP, "counters"),
 ];
+
+/// The `ROUTES` value of a destination only classes route: the base class
+/// connects to it unchanged. It names no table.
+const MARKER: Route = Route {
+    table: 0,
+    header: TableHeader { backend_count: 0, backend_reject: 0, total_weight: 0, weight_reject: 0, counters: 0, flags: PASS_THROUGH },
+};
 
 /// The BPF object built from `redirector-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/redirector"));
@@ -114,7 +117,7 @@ pub struct Datapath {
     /// `ROUTES` entries of classes that went away, deleted after the grace
     /// period: when, the key, and the id and length of the table it names.
     retired_routes: VecDeque<(Instant, ServiceKey, u32, u32)>,
-    /// `COUNTERS` slots no table names any more, deleted after twice the grace
+    /// `COUNTERS` slots no table names any more, zeroed after twice the grace
     /// period (a retired route entry and then its table may still be read).
     retired_counters: VecDeque<(Instant, Vec<u32>)>,
     /// `TABLES` chunks of the installed tables.
@@ -123,6 +126,9 @@ pub struct Datapath {
     retired_chunks: usize,
     workloads: BTreeMap<u64, u32>,
     settings: Option<Settings>,
+    /// Base keys holding a [`PASS_THROUGH`] entry: destinations that only
+    /// classes route (the hooks look under the base class first).
+    markers: BTreeSet<ServiceKey>,
     links: Vec<PinnedLink>,
     _owner: OwnerLock,
 }
@@ -168,12 +174,7 @@ impl Datapath {
         let logger = aya_log::EbpfLogger::init(&mut ebpf).context("initialising BPF logs")?;
         for name in PROGRAMS {
             let program = ebpf.program_mut(name).ok_or_else(|| anyhow!("BPF program {name} missing from the object"))?;
-            let loaded = if name == SOCK_RELEASE_PROGRAM {
-                <&mut CgroupSock>::try_from(program)?.load()
-            } else {
-                <&mut CgroupSockAddr>::try_from(program)?.load()
-            };
-            loaded.with_context(|| format!("loading BPF program {name} (verifier)"))?;
+            <&mut CgroupSockAddr>::try_from(program)?.load().with_context(|| format!("loading BPF program {name} (verifier)"))?;
         }
         Ok((
             Self {
@@ -189,6 +190,7 @@ impl Datapath {
                 retired_chunks: 0,
                 workloads: BTreeMap::new(),
                 settings: None,
+                markers: BTreeSet::new(),
                 links: Vec::new(),
                 _owner: owner,
             },
@@ -233,19 +235,11 @@ impl Datapath {
             // aya attaches with a bpf_link (kernel >= 5.7). Cgroup links always
             // coexist with other programs and take no attach flags, so the
             // mode must be `Single` (flags 0); `AllowMultiple` is EINVAL here.
-            let link: FdLink = if name == SOCK_RELEASE_PROGRAM {
-                let program = <&mut CgroupSock>::try_from(program)?;
-                let id = program
-                    .attach(&file, CgroupAttachMode::Single)
-                    .with_context(|| format!("attaching {name} to {}", cgroup.display()))?;
-                program.take_link(id)?.try_into()?
-            } else {
-                let program = <&mut CgroupSockAddr>::try_from(program)?;
-                let id = program
-                    .attach(&file, CgroupAttachMode::Single)
-                    .with_context(|| format!("attaching {name} to {}", cgroup.display()))?;
-                program.take_link(id)?.try_into()?
-            };
+            let program = <&mut CgroupSockAddr>::try_from(program)?;
+            let id = program
+                .attach(&file, CgroupAttachMode::Single)
+                .with_context(|| format!("attaching {name} to {}", cgroup.display()))?;
+            let link: FdLink = program.take_link(id)?.try_into()?;
             let path = self.generation_dir.join(format!("link-{name}"));
             self.links.push(link.pin(&path).with_context(|| format!("pinning link {}", path.display()))?);
         }
@@ -294,8 +288,9 @@ impl Datapath {
         };
         let mut undo = Vec::new();
         match self.write(desired, t, &mut undo) {
-            Ok(written) => {
+            Ok((written, markers)) => {
                 self.commit(desired, t, written);
+                self.markers = markers;
                 Ok(diff)
             }
             Err(e) => {
@@ -314,7 +309,7 @@ impl Datapath {
         let next = &desired.routes;
         let written = || t.classes.iter().chain(&t.base);
         let new_keys = written().filter(|k| !self.installed.contains_key(k)).count();
-        let routes = self.installed.len() + new_keys + self.retired_routes.len();
+        let routes = self.installed.len() + new_keys + self.retired_routes.len() + self.markers.len();
         let new_chunks: usize = written().filter_map(|k| Transition::table(next, k)).map(|t| t.chunk_count() as usize).sum();
         let chunks = self.table_chunks + self.retired_chunks + new_chunks;
         let workloads = self.workloads.len() + desired.workloads.keys().filter(|k| !self.workloads.contains_key(k)).count();
@@ -331,8 +326,9 @@ impl Datapath {
     }
 
     /// The writes of [`Datapath::apply`], each recorded in `undo` before the
-    /// next. Returns the new table id of every key written.
-    fn write(&mut self, desired: &Desired, t: &Transition, undo: &mut Vec<Undo>) -> anyhow::Result<BTreeMap<ServiceKey, Route>> {
+    /// next. Returns the new table id of every key written, and the markers
+    /// in force after it.
+    fn write(&mut self, desired: &Desired, t: &Transition, undo: &mut Vec<Undo>) -> anyhow::Result<(BTreeMap<ServiceKey, Route>, BTreeSet<ServiceKey>)> {
         let next = &desired.routes;
         let mut written = BTreeMap::new();
         self.write_routes(&t.classes, |key| Transition::table(next, key).expect("a written key has a table"), &mut written, undo)?;
@@ -346,18 +342,49 @@ impl Datapath {
             self.write_settings(desired.settings)?;
         }
         self.write_routes(&t.base, |key| &next.tables[key], &mut written, undo)?;
+        // Markers before removals: a base route that goes while classes still
+        // route its destination is overwritten by its marker, not deleted.
+        let markers = self.needed_markers(&written, &t.remove);
+        let new_markers: Vec<ServiceKey> = markers.difference(&self.markers).copied().collect();
+        for key in new_markers {
+            undo.push(Undo::Route(key, self.kernel_route(&key, &written)));
+            self.map::<ServiceKey, Route>(ROUTES_MAP)?.insert(key, MARKER, 0).context("writing a pass-through entry")?;
+        }
         let to_base: Vec<(u64, u32)> = self.workloads.iter().filter(|(id, _)| !desired.workloads.contains_key(id)).map(|(&i, &c)| (i, c)).collect();
         for (id, class) in to_base {
             undo.push(Undo::Workload(id, Some(class)));
             self.map::<u64, u32>(WORKLOADS_MAP)?.remove(&id).context("removing a workload")?;
         }
         for key in &t.remove {
+            if markers.contains(key) {
+                continue;
+            }
             if let Some(route) = self.kernel_route(key, &written) {
                 undo.push(Undo::Route(*key, Some(route)));
                 self.map::<ServiceKey, Route>(ROUTES_MAP)?.remove(key).context("removing a route")?;
             }
         }
-        Ok(written)
+        // Markers no class needs any more, unless a base route took their place.
+        let stale: Vec<ServiceKey> = self.markers.difference(&markers).filter(|k| !written.contains_key(k)).copied().collect();
+        for key in stale {
+            undo.push(Undo::Route(key, Some(MARKER)));
+            self.map::<ServiceKey, Route>(ROUTES_MAP)?.remove(&key).context("removing a pass-through entry")?;
+        }
+        Ok((written, markers))
+    }
+
+    /// The base keys that need a marker once `written` is in and `removed`
+    /// is out: destinations a class entry routes (live, or retired and not
+    /// deleted yet) without a base route of their own.
+    fn needed_markers(&self, written: &BTreeMap<ServiceKey, Route>, removed: &[ServiceKey]) -> BTreeSet<ServiceKey> {
+        let removed: BTreeSet<&ServiceKey> = removed.iter().collect();
+        let present = |k: &ServiceKey| (self.installed.contains_key(k) || written.contains_key(k)) && !removed.contains(k);
+        let class_keys = self.installed.keys().chain(written.keys()).filter(|k| k.class != BASE_CLASS && !removed.contains(k));
+        class_keys
+            .chain(self.retired_routes.iter().map(|(_, k, _, _)| k))
+            .map(|k| ServiceKey { class: BASE_CLASS, ..*k })
+            .filter(|base| !present(base))
+            .collect()
     }
 
     /// Writes the table of every key under a fresh id, then points the keys
@@ -397,7 +424,11 @@ impl Datapath {
     /// The `ROUTES` value of `key` as the kernel holds it now (`written`: the
     /// values this apply wrote so far).
     fn kernel_route(&self, key: &ServiceKey, written: &BTreeMap<ServiceKey, Route>) -> Option<Route> {
-        written.get(key).copied().or_else(|| self.installed.get(key).map(|i| Route { table: i.table, header: i.header }))
+        written
+            .get(key)
+            .copied()
+            .or_else(|| self.installed.get(key).map(|i| Route { table: i.table, header: i.header }))
+            .or_else(|| self.markers.contains(key).then_some(MARKER))
     }
 
     /// Reverts the writes of a failed apply, newest first. Tables written
@@ -520,11 +551,11 @@ impl Datapath {
                 break;
             }
             let (_, slots) = self.retired_counters.pop_front().expect("front exists");
+            // Zeroed for whoever is handed the slot after the ids wrap around.
             let map = self.ebpf.map_mut(COUNTERS_MAP).ok_or_else(|| anyhow!("map {COUNTERS_MAP} missing"))?;
-            let mut counters: aya::maps::PerCpuHashMap<&mut MapData, u32, u64> = map.try_into()?;
+            let mut counters: Array<&mut MapData, u64> = map.try_into()?;
             for slot in slots {
-                // Slots that never counted a connect have no entry.
-                let _ = counters.remove(&slot);
+                counters.set(slot, 0, 0).context("zeroing a released counter")?;
             }
         }
         while let Some(&(at, key, id, len)) = self.retired_routes.front() {
@@ -537,6 +568,9 @@ impl Datapath {
             // already counted as retired.
             self.retired.push_back((Instant::now(), id, len));
             self.retired_routes.pop_front();
+            if self.retired_routes.is_empty() && !self.markers.is_empty() {
+                self.drop_stale_markers()?;
+            }
         }
         while let Some(&(at, id, len)) = self.retired.front() {
             if at.elapsed() < grace {
@@ -551,6 +585,18 @@ impl Datapath {
             deleted += 1;
         }
         Ok(deleted)
+    }
+
+    /// Deletes the markers no class entry needs any more (after retired
+    /// class entries were deleted).
+    fn drop_stale_markers(&mut self) -> anyhow::Result<()> {
+        let needed = self.needed_markers(&BTreeMap::new(), &[]);
+        let stale: Vec<ServiceKey> = self.markers.difference(&needed).copied().collect();
+        for key in stale {
+            self.map::<ServiceKey, Route>(ROUTES_MAP)?.remove(&key).context("removing a pass-through entry")?;
+            self.markers.remove(&key);
+        }
+        Ok(())
     }
 
     /// Whether replaced tables or entries of classes that went away are

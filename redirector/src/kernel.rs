@@ -209,3 +209,42 @@ fn get_info<T>(fd: &OwnedFd, info: &mut T) -> std::io::Result<()> {
     // SAFETY: the OBJ_GET_INFO_BY_FD layout; `info` points at a live `T` of `info_len` bytes.
     unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) }.map(|_| ())
 }
+
+/// A read-only view of a `BPF_F_MMAPABLE` array map's values, mapped into
+/// this process: reading 500,000 counters is a memory scan, not 500,000
+/// lookups.
+pub struct MappedArray<T> {
+    ptr: std::ptr::NonNull<T>,
+    len: usize,
+}
+
+impl<T: aya::Pod> MappedArray<T> {
+    /// Maps the first `len` values of `map` (its max_entries or fewer).
+    pub fn read_only(map: &aya::maps::MapData, len: u32) -> std::io::Result<Self> {
+        use std::os::fd::AsFd as _;
+        let bytes = (len as usize * size_of::<T>()).max(1);
+        let fd = map.fd().as_fd().as_raw_fd();
+        // SAFETY: a fresh shared read-only mapping of the map's fd; the kernel
+        // checks the length against the map and fails otherwise.
+        let ptr = unsafe { nix::libc::mmap(std::ptr::null_mut(), bytes, nix::libc::PROT_READ, nix::libc::MAP_SHARED, fd, 0) };
+        if ptr == nix::libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let ptr = std::ptr::NonNull::new(ptr.cast()).ok_or_else(|| std::io::Error::other("mmap returned null"))?;
+        Ok(Self { ptr, len: len as usize })
+    }
+
+    /// The values, as the kernel holds them now (they may change while read).
+    pub fn iter(&self) -> impl Iterator<Item = T> + '_ {
+        // SAFETY: `len` values of T are mapped, page aligned; the kernel may
+        // write them concurrently, so each is read as a volatile copy.
+        (0..self.len).map(|i| unsafe { std::ptr::read_volatile(self.ptr.as_ptr().add(i)) })
+    }
+}
+
+impl<T> Drop for MappedArray<T> {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `read_only`, of this length.
+        unsafe { nix::libc::munmap(self.ptr.as_ptr().cast(), (self.len * size_of::<T>()).max(1)) };
+    }
+}

@@ -3,7 +3,7 @@
 //! while the hooks are attached; otherwise 503 with the reason), served by
 //! axum (hyper).
 //!
-//! Connect counts come from the kernel's per-CPU counters, read from the
+//! Connect counts come from the kernel's counters, read from the
 //! pinned maps at scrape time; the agent contributes reload results and the
 //! names that label each destination's backends.
 
@@ -14,7 +14,7 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
-use redirector_common::{MAX_COUNTERS, MAX_ORIGINS, MAX_ROUTES, MAX_TABLE_CHUNKS, MAX_WORKLOADS, ORIGINS_FULL, REFUSED};
+use redirector_common::{MAX_COUNTERS, MAX_ORIGINS, MAX_ROUTES, MAX_TABLE_CHUNKS, MAX_WORKLOADS, REFUSED};
 use std::{
     path::PathBuf,
     sync::{Arc, Mutex},
@@ -72,8 +72,6 @@ pub enum Counts {
     Backend(Arc<str>),
     /// Connects refused for lack of endpoints.
     Refused,
-    /// Redirected connects whose dialled address was not recorded.
-    OriginsFull,
 }
 
 /// What every counter slot of the generation in force counts.
@@ -107,20 +105,19 @@ struct TableLabels {
 struct Run {
     /// The table's handle.
     handle: u32,
-    /// What the run's first slot counts: [`ROUTE_REFUSED`],
-    /// [`ROUTE_ORIGINS_FULL`] or `BACKEND + i` for backend `i`.
+    /// What the run's first slot counts: [`ROUTE_REFUSED`] or `BACKEND + i`
+    /// for backend `i`.
     what: u32,
     /// Slots in the run.
     len: u32,
 }
 
 const ROUTE_REFUSED: u32 = 0;
-const ROUTE_ORIGINS_FULL: u32 = 1;
-const BACKEND: u32 = 2;
+const BACKEND: u32 = 1;
 
 /// A table's slots as runs, each with its first slot, in what-they-count order.
 fn runs(table: &redirector_core::compile::Table, handle: u32) -> Vec<(u32, Run)> {
-    let slots = [table.header.counters + REFUSED, table.header.counters + ORIGINS_FULL].into_iter().chain(table.backends.iter().map(|b| b.counter));
+    let slots = [table.header.counters + REFUSED].into_iter().chain(table.backends.iter().map(|b| b.counter));
     let mut runs: Vec<(u32, Run)> = Vec::with_capacity(1);
     for (what, slot) in slots.enumerate() {
         match runs.last_mut() {
@@ -143,7 +140,6 @@ impl Slots {
         let table = self.tables.get(handle as usize)?.as_ref()?;
         let counts = match what {
             ROUTE_REFUSED => Counts::Refused,
-            ROUTE_ORIGINS_FULL => Counts::OriginsFull,
             i => Counts::Backend(table.backends.get((i - BACKEND) as usize)?.clone()),
         };
         Some(Slot { key: table.key, service: table.service.clone(), counts })
@@ -225,7 +221,6 @@ pub fn render(state: &AgentState, bpffs: &std::path::Path) -> String {
     let mut registry = Registry::with_prefix("redirector");
     let connects = Family::<Labels, Counter>::default();
     let refused = Family::<Labels, Counter>::default();
-    let origins_full = Family::<Labels, Counter>::default();
     let entries = Family::<Labels, Gauge>::default();
     let capacity = Family::<Labels, Gauge>::default();
     let reloads = Family::<Labels, Counter>::default();
@@ -254,9 +249,6 @@ pub fn render(state: &AgentState, bpffs: &std::path::Path) -> String {
                 Counts::Refused => {
                     refused.get_or_create(&labels).inc_by(n);
                 }
-                Counts::OriginsFull => {
-                    origins_full.get_or_create(&labels).inc_by(n);
-                }
                 Counts::Backend(name) => {
                     labels.push(("backend".into(), name.to_string()));
                     connects.get_or_create(&labels).inc_by(n);
@@ -277,11 +269,6 @@ pub fn render(state: &AgentState, bpffs: &std::path::Path) -> String {
     }
     registry.register("connects_redirected", "Connects sent to a backend, per destination and backend", connects);
     registry.register("connects_refused", "Connects refused for lack of endpoints, per destination", refused);
-    registry.register(
-        "connects_origin_unrecorded",
-        "Redirected connects whose dialled address was not recorded (ORIGINS full): getpeername() shows the endpoint",
-        origins_full,
-    );
     registry.register("config_reloads", "Configuration reloads, by result", reloads);
     registry.register("config_generation", "Generation of the configuration in force", generation);
     registry.register("ready", "1 once the first configuration is in the kernel", ready);
@@ -368,7 +355,7 @@ mod tests {
     fn labelled(slots: &Slots, tables: &Tables) -> Vec<(u32, String, String)> {
         let mut out = Vec::new();
         for table in tables.values() {
-            let mut all = vec![table.header.counters + REFUSED, table.header.counters + ORIGINS_FULL];
+            let mut all = vec![table.header.counters + REFUSED];
             all.extend(table.backends.iter().map(|b| b.counter));
             for slot in all {
                 let s = slots.get(&slot).expect("every slot of a table in force is known");
@@ -390,7 +377,7 @@ mod tests {
         slots.update(&Tables::new(), &g1, |k| format!("MeshService/s{}", k.addr[3].to_be() & 0xff).into());
         compiler.commit(&g1);
         let first = labelled(&slots, &compiler.tables());
-        assert_eq!(first.len(), 7);
+        assert_eq!(first.len(), 5);
         assert!(first.iter().any(|(_, s, c)| s == "MeshService/s1" && c == "Backend(\"y\")"), "{first:?}");
         assert!(first.iter().any(|(_, s, c)| s == "MeshService/s2" && c == "Refused"), "{first:?}");
         let y = first.iter().find(|(_, s, c)| s == "MeshService/s1" && c == "Backend(\"y\")").unwrap().0;
@@ -401,7 +388,7 @@ mod tests {
         slots.update(&before, &g2, |k| format!("MeshService/s{}", k.addr[3].to_be() & 0xff).into());
         compiler.commit(&g2);
         let second = labelled(&slots, &compiler.tables());
-        assert_eq!(second.len(), 7);
+        assert_eq!(second.len(), 5);
         assert!(second.iter().any(|&(slot, ref s, ref c)| slot == y && s == "MeshService/s1" && c == "Backend(\"y\")"), "{second:?}");
         assert!(second.iter().all(|(_, s, _)| s != "MeshService/s2"), "{second:?}");
         for slot in s2 {

@@ -4,8 +4,8 @@
 
 use crate::datapath::layout_dir;
 use anyhow::{Context as _, anyhow};
-use aya::maps::{Array, HashMap, Map, MapData, PerCpuHashMap};
-use redirector_common::{MAX_TABLE_ENTRIES, ORIGINS_FULL, REFUSED, Route, ServiceKey, Settings, TABLE_CHUNK, TableChunk, TableEntry, TableKey};
+use aya::maps::{Array, HashMap, Map, MapData};
+use redirector_common::{MAX_COUNTERS, MAX_TABLE_ENTRIES, PASS_THROUGH, REFUSED, Route, ServiceKey, Settings, TABLE_CHUNK, TableChunk, TableEntry, TableKey};
 use redirector_core::compile::{Table, destination, table_len};
 use std::{
     collections::BTreeMap,
@@ -36,9 +36,6 @@ pub struct RouteStatus {
     pub backends: Vec<BackendStatus>,
     /// Connects refused for lack of endpoints.
     pub refused: u64,
-    /// Redirected connects whose service address could not be remembered
-    /// (`ORIGINS` full): their getpeername() reports the endpoint.
-    pub origins_full: u64,
 }
 
 /// Where the agent keeps files for `status` beside the pins (bpffs holds none).
@@ -98,7 +95,11 @@ pub fn read(root: &Path) -> anyhow::Result<Status> {
     let tables: HashMap<MapData, TableKey, TableChunk> = Map::HashMap(pinned("tables")?).try_into()?;
     let mut routes = Vec::new();
     for route in routes_map.iter() {
-        let (key, Route { table: id, .. }) = route?;
+        let (key, Route { table: id, header }) = route?;
+        // A base entry that only says "classes route this": no table.
+        if header.flags & PASS_THROUGH != 0 {
+            continue;
+        }
         let entries = table_entries(|chunk| tables.get(&TableKey { table: id, chunk }, 0).ok());
         routes.push(route_status(&key, &entries, &counts)?);
     }
@@ -122,9 +123,9 @@ fn table_entries(chunk: impl Fn(u32) -> Option<TableChunk>) -> Vec<TableEntry> {
     entries
 }
 
-/// The per-CPU connect counters of the generation in force, summed: counter
-/// slot -> connects. Only slots that ever counted a connect have an entry,
-/// so this stays small however many routes are installed.
+/// The connect counters of the generation in force: counter slot ->
+/// connects, for the slots that counted one, so this stays small however
+/// many routes are installed.
 pub fn counters(root: &Path) -> anyhow::Result<BTreeMap<u32, u64>> {
     read_counters(&newest_generation(root)?)
 }
@@ -132,13 +133,8 @@ pub fn counters(root: &Path) -> anyhow::Result<BTreeMap<u32, u64>> {
 fn read_counters(generation: &Path) -> anyhow::Result<BTreeMap<u32, u64>> {
     let path = generation.join("counters");
     let map = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
-    let counters: PerCpuHashMap<MapData, u32, u64> = Map::PerCpuHashMap(map).try_into()?;
-    let mut counts = BTreeMap::new();
-    for entry in counters.iter() {
-        let (slot, values) = entry?;
-        counts.insert(slot, values.iter().sum::<u64>());
-    }
-    Ok(counts)
+    let counts = crate::kernel::MappedArray::<u64>::read_only(&map, MAX_COUNTERS).with_context(|| format!("mapping {}", path.display()))?;
+    Ok(counts.iter().enumerate().filter(|(_, n)| *n != 0).map(|(slot, n)| (slot as u32, n)).collect())
 }
 
 /// The pin directory of the newest generation under `root`.
@@ -164,7 +160,7 @@ fn route_status(key: &ServiceKey, entries: &[TableEntry], counts: &BTreeMap<u32,
         .map(|(i, share)| BackendStatus { share, endpoints: table.backend_endpoints(i), connects: count(table.backends[i].counter) })
         .collect();
     let first = table.header.counters;
-    Ok(RouteStatus { class: key.class, destination, backends, refused: count(first + REFUSED), origins_full: count(first + ORIGINS_FULL) })
+    Ok(RouteStatus { class: key.class, destination, backends, refused: count(first + REFUSED) })
 }
 
 impl Status {
@@ -191,9 +187,6 @@ impl Status {
         }
         for r in &self.routes {
             let _ = write!(out, "class {} {}  refused {}", r.class, r.destination, r.refused);
-            if r.origins_full > 0 {
-                let _ = write!(out, "  origins full {}", r.origins_full);
-            }
             let _ = writeln!(out);
             for b in &r.backends {
                 let pct = if b.share.1 == 0 { 0.0 } else { 100.0 * b.share.0 as f64 / b.share.1 as f64 };
@@ -214,7 +207,6 @@ impl Status {
                     "class": r.class,
                     "destination": r.destination.to_string(),
                     "refused": r.refused,
-                    "originsFull": r.origins_full,
                     "backends": r.backends.iter().map(|b| serde_json::json!({
                         "probability": if b.share.1 == 0 { 0.0 } else { b.share.0 as f64 / b.share.1 as f64 },
                         "endpoints": b.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>(),

@@ -417,8 +417,11 @@ pub fn attached_programs(cgroup: &Path, attach_type: u32) -> anyhow::Result<u32>
 }
 
 /// The cgroup attach types the agent uses: connect4, connect6, getpeername4,
-/// getpeername6, inet_sock_release.
-pub const AGENT_ATTACH_TYPES: [u32; 5] = [10, 11, 29, 30, 34];
+/// getpeername6.
+pub const AGENT_ATTACH_TYPES: [u32; 4] = [10, 11, 29, 30];
+
+/// `BPF_CGROUP_INET_SOCK_RELEASE`: the agent attaches nothing there.
+pub const SOCK_RELEASE_ATTACH_TYPE: u32 = 34;
 
 /// A scratch directory for config files, removed on drop.
 pub struct ScratchDir(PathBuf);
@@ -466,14 +469,13 @@ pub fn http_get(addr: &str, path: &str) -> anyhow::Result<(String, String)> {
     Ok((head.lines().next().unwrap_or("").to_string(), body.to_string()))
 }
 
-/// How many redirected sockets have their original destination recorded in
-/// the pinned `ORIGINS` map under `root` (one entry per open redirected socket).
-pub fn origins_in_use(root: &Path) -> anyhow::Result<usize> {
-    use aya::maps::{HashMap, Map, MapData};
+/// How many slots of the pinned `ORIGINS` map under `root` hold a record
+/// (one per redirected socket, until a later cookie takes its slot over).
+pub fn origins_recorded(root: &Path) -> anyhow::Result<usize> {
     let path = redirector::datapath::layout_dir(root).join("origins");
-    let map = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
-    let origins: HashMap<MapData, u64, redirector_common::OriginalDest> = Map::HashMap(map).try_into()?;
-    Ok(origins.keys().filter(Result::is_ok).count())
+    let map = aya::maps::MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+    let slots = redirector::kernel::MappedArray::<redirector_common::Origin>::read_only(&map, redirector_common::MAX_ORIGINS)?;
+    Ok(slots.iter().filter(|o| o.cookie != 0).count())
 }
 
 /// How many entries the pinned hash map at `path` holds (walks every key).
