@@ -86,9 +86,11 @@ enum Command {
         #[arg(long)]
         allow_other_datapath: bool,
     },
-    /// Measure this node (root): the redirector against direct connects and,
-    /// when installed, iptables, nftables and haproxy, in a private network
-    /// namespace; writes a Markdown report with SVG plots to --out and leaves
+    /// Measure this node (root): the redirector vs direct, iptables, nftables and haproxy.
+    ///
+    /// Runs in a private network namespace and a child cgroup it creates;
+    /// iptables, nftables and haproxy only when installed (else reported as
+    /// skipped). Writes a Markdown report with SVG plots to --out and leaves
     /// nothing else behind.
     Bench(Box<redirector::bench::BenchArgs>),
     /// The bench's own client, re-executed by `bench` (internal).
