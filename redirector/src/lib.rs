@@ -4,9 +4,12 @@
 //! `redirector-core`; this crate is what touches the kernel and runs:
 //! [`datapath`] (load, attach, pin, write maps), [`status`] (read them back),
 //! [`metrics`], [`cgroup`] discovery, and the [`agent`] that wires the
-//! pipeline to the datapath as a long-lived process.
+//! pipeline to the datapath as a long-lived process; and [`bench`], the
+//! `redirector bench` measurement of this node (with the harness the kernel
+//! tests reuse).
 
 pub mod agent;
+pub mod bench;
 pub mod cgroup;
 pub mod datapath;
 pub mod kernel;

@@ -86,6 +86,16 @@ enum Command {
         #[arg(long)]
         allow_other_datapath: bool,
     },
+    /// Measure this node (root): the redirector vs direct, iptables, nftables and haproxy.
+    ///
+    /// Runs in a private network namespace and a child cgroup it creates;
+    /// iptables, nftables and haproxy only when installed (else reported as
+    /// skipped). Writes a Markdown report with SVG plots to --out and leaves
+    /// nothing else behind.
+    Bench(Box<redirector::bench::BenchArgs>),
+    /// The bench's own client, re-executed by `bench` (internal).
+    #[command(hide = true)]
+    BenchClient(redirector::bench::ClientArgs),
 }
 
 /// How `--kubernetes` connects, and whose pods it takes.
@@ -150,6 +160,8 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::Check { path } => check(&path),
+        Command::Bench(args) => report_error(redirector::bench::main(*args)),
+        Command::BenchClient(args) => report_error(redirector::bench::client(args)),
         Command::Status { bpffs, output } => match redirector::status::read(&bpffs) {
             Ok(status) => {
                 let text = match output {
@@ -310,6 +322,17 @@ fn plan_command(built: Result<plan::Plan, redirector_core::model::Problems>, wor
         Ok(text) => emit(&(text + if matches!(output, Output::Json) { "\n" } else { "" })),
         Err(e) => {
             eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Exit status of a command that returns an error: printed with its causes.
+fn report_error(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -40,7 +40,7 @@ impl Env {
 
     fn start(&self, yaml: &str) -> Agent {
         self.config.write("config.yaml", yaml).expect("writing config");
-        Agent::start(self.config.path(), self.cgroup.path(), self.pins.path()).expect("agent start")
+        Agent::start(&integration_tests::redirector_bin(), self.config.path(), self.cgroup.path(), self.pins.path()).expect("agent start")
     }
 
     fn probe(&self, target: &str, count: u32) -> integration_tests::ProbeResult {
@@ -407,6 +407,7 @@ fn config_changes_apply_live_and_a_bad_edit_under_load_keeps_the_last_good_confi
     env.config.write("config.yaml", &to_v1).unwrap();
     let metrics = "127.0.0.1:19090";
     let agent = integration_tests::Agent::start_with(
+        &integration_tests::redirector_bin(),
         env.config.path(),
         env.cgroup.path(),
         env.pins.path(),
@@ -568,7 +569,7 @@ fn restart_under_load(name: &str, kill: bool) {
     for attach_type in AGENT_ATTACH_TYPES {
         assert_eq!(attached_programs(env.cgroup.path(), attach_type).unwrap(), 1);
     }
-    let agent = Agent::start(env.config.path(), env.cgroup.path(), env.pins.path()).expect("restart");
+    let agent = Agent::start(&integration_tests::redirector_bin(), env.config.path(), env.cgroup.path(), env.pins.path()).expect("restart");
     // The old generation is retired once the new one is attached.
     for attach_type in AGENT_ATTACH_TYPES {
         assert_eq!(attached_programs(env.cgroup.path(), attach_type).unwrap(), 1, "after restart");
@@ -702,7 +703,7 @@ fn an_agent_is_refused_where_another_datapath_already_hooks_the_cgroup_or_an_anc
         assert!(out.contains(&format!("on {}", env.cgroup.path().display())), "{out}");
         assert_eq!(connect4_programs(cgroup), u32::from(cgroup == env.cgroup.path()), "{}", cgroup.display());
     }
-    let second = Agent::start_with(env.config.path(), child.path(), other.path(), &["--allow-other-datapath"]).expect("override");
+    let second = Agent::start_with(&integration_tests::redirector_bin(), env.config.path(), child.path(), other.path(), &["--allow-other-datapath"]).expect("override");
     assert!(second.log().contains("--allow-other-datapath"), "{}", second.log());
     second.stop().unwrap();
     drop(other);
@@ -717,7 +718,7 @@ fn a_removed_cgroup_is_reported_and_hooked_again_when_it_returns() {
     let to_v2 = canary_services() + &route("switch", "backend", &[("backend-v2", 1)]);
     env.config.write("config.yaml", &to_v2).unwrap();
     let metrics = "127.0.0.1:19091";
-    let agent = Agent::start_with(env.config.path(), env.cgroup.path(), env.pins.path(), &["--metrics", metrics]).expect("agent start");
+    let agent = Agent::start_with(&integration_tests::redirector_bin(), env.config.path(), env.cgroup.path(), env.pins.path(), &["--metrics", metrics]).expect("agent start");
     assert_eq!(env.probe("127.10.0.1:80", 20).replies_from("v2a"), 20);
 
     std::fs::remove_dir(env.cgroup.path()).expect("removing the attached cgroup");
@@ -752,7 +753,7 @@ fn sighup_reloads_a_change_the_watcher_cannot_see() {
     let target = real.write("real.yaml", &to_v1).unwrap();
     let link = env.config.path().join("config.yaml");
     std::os::unix::fs::symlink(&target, &link).unwrap();
-    let agent = Agent::start(&link, env.cgroup.path(), env.pins.path()).expect("agent start");
+    let agent = Agent::start(&integration_tests::redirector_bin(), &link, env.cgroup.path(), env.pins.path()).expect("agent start");
     assert_eq!(env.probe("127.10.0.1:80", 20).replies_from("v2a"), 0);
 
     real.write("real.yaml", &(canary_services() + &route("switch", "backend", &[("backend-v2", 1)]))).unwrap();
@@ -784,7 +785,7 @@ fn the_root_of_a_bpffs_is_a_valid_pin_directory() {
     let mount = BpffsMount(root);
     nix::mount::mount(Some("bpf"), &mount.0, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>).expect("mounting a private bpffs");
     env.config.write("config.yaml", &canary_config()).unwrap();
-    let agent = Agent::start(env.config.path(), env.cgroup.path(), &mount.0).expect("agent with --bpffs at a bpffs root");
+    let agent = Agent::start(&integration_tests::redirector_bin(), env.config.path(), env.cgroup.path(), &mount.0).expect("agent with --bpffs at a bpffs root");
     let result = env.probe("127.10.0.1:80", 50);
     assert_eq!(result.answered(), 50, "{result:?}");
     agent.stop().unwrap();
@@ -897,7 +898,7 @@ fn a_generation_the_kernel_cannot_hold_leaves_nothing_behind() {
     let _backends = canary_backends();
     let metrics = "127.0.0.1:19092";
     env.config.write("config.yaml", &canary_config()).unwrap();
-    let agent = Agent::start_with(env.config.path(), env.cgroup.path(), env.pins.path(), &["--metrics", metrics]).expect("agent start");
+    let agent = Agent::start_with(&integration_tests::redirector_bin(), env.config.path(), env.cgroup.path(), env.pins.path(), &["--metrics", metrics]).expect("agent start");
     let before = redirector::status::read(env.pins.path()).unwrap();
 
     // One edit: the canary goes 50/50, and 2,100 services of 1,002 entries

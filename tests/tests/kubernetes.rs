@@ -173,7 +173,7 @@ impl Env {
 
     fn start(&self, extra: &[&str]) -> Agent {
         let kubeconfig = self.api.kubeconfig(self.scratch.path()).expect("kubeconfig");
-        Agent::start_kubernetes(&kubeconfig, "node-1", self.cgroup.path(), self.pins.path(), extra).expect("agent start")
+        Agent::start_kubernetes(&integration_tests::redirector_bin(), &kubeconfig, "node-1", self.cgroup.path(), self.pins.path(), extra).expect("agent start")
     }
 }
 

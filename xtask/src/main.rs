@@ -28,7 +28,7 @@ struct Cli {
 enum Task {
     /// Make this machine ready: nightly rust-src, bpf-linker, iproute2, bpffs. Idempotent.
     Setup,
-    /// Build the agent (with its BPF programs), the test client, the demo and the bench.
+    /// Build the agent (with its BPF programs and `redirector bench`), the test client and the demo.
     Build,
     /// Unit, property, 30 s of fuzzing, a bench smoke run, kernel tests (root; never skipped),
     /// then the Kubernetes manifests validated and the image built and checked.
@@ -51,10 +51,12 @@ enum Task {
         seconds: u64,
     },
     /// The redirector vs direct, iptables, nftables and haproxy (root). Installs
-    /// the comparators, then runs `rdr-bench run` with these arguments
-    /// (`cargo xtask bench -- --help` lists them); full runs measure a release agent.
+    /// the comparators, builds the release agent, then runs its `redirector
+    /// bench` with these arguments in the workspace root, the report going to
+    /// docs/bench unless --out says otherwise (`cargo xtask bench -- --help`
+    /// lists them).
     Bench {
-        /// Arguments for `rdr-bench run`, e.g. `--smoke` or `--rounds 3`.
+        /// Arguments for `redirector bench`, e.g. `--smoke` or `--rounds 3`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -104,20 +106,16 @@ fn main() -> anyhow::Result<()> {
             require_root("the bench (network namespace, cgroup, netfilter rules, BPF)")?;
             setup::run()?;
             setup::bench_tools()?;
-            build()?;
-            let mut agent = bin_dir().join("redirector");
-            if !args.iter().any(|a| a == "--smoke" || a == "--help" || a == "-h") {
-                // The agent's timings are part of the report: measure a release build.
-                agent = build_release()?;
-            }
+            // The agent's timings are part of the report: measure a release build.
+            let agent = build_release()?;
             let invoked_as: Vec<OsString> = std::env::args_os().skip(1).collect();
             let invoked_as = format!("cargo xtask {}", invoked_as.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "));
-            run(Command::new(bin_dir().join("rdr-bench"))
-                .arg("run")
-                .args(["--invoked-as", &invoked_as])
-                .args(&args)
-                .current_dir(workspace_root())
-                .env("REDIRECTOR_BIN", agent))
+            let mut cmd = Command::new(agent);
+            cmd.arg("bench").args(["--invoked-as", &invoked_as]);
+            if !args.iter().any(|a| a == "--out" || a.starts_with("--out=")) {
+                cmd.args(["--out", "docs/bench"]);
+            }
+            run(cmd.args(&args).current_dir(workspace_root()))
         }
         Task::Image { binary } => image::run(binary.as_deref()),
         Task::ValidateManifests => manifests::validate(),
@@ -223,9 +221,6 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     fuzz::run(30)?;
     // A seconds-long smoke run of every measure of the bench, no timing claims.
     let smoke = std::env::temp_dir().join("redirector-bench-smoke");
-    run(Command::new(bins.join("rdr-bench"))
-        .args(["run", "--smoke", "--out"])
-        .arg(&smoke)
-        .env("REDIRECTOR_BIN", bins.join("redirector")))?;
+    run(Command::new(bins.join("redirector")).args(["bench", "--smoke", "--out"]).arg(&smoke))?;
     run(&mut kernel)
 }

@@ -50,7 +50,7 @@ fn run(config: &Path, connects: u32) -> anyhow::Result<()> {
     let pins = PinDir::new("rdr-demo")?;
     println!("demo: {} endpoints serving on loopback in a private network namespace", endpoints.len());
     println!("demo: agent attached to {}", cgroup.path().display());
-    let agent = Agent::start(config, cgroup.path(), pins.path())?;
+    let agent = Agent::start(&integration_tests::redirector_bin(), config, cgroup.path(), pins.path())?;
 
     let mut consistent = true;
     for route in plan.resolution.base_routes() {

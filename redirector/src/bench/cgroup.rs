@@ -1,4 +1,4 @@
-//! Throwaway child cgroups for tests, the demo and the bench.
+//! Throwaway child cgroups for the bench, the kernel tests and the demo.
 
 use anyhow::Context as _;
 use std::path::{Path, PathBuf};
@@ -21,7 +21,7 @@ impl ChildCgroup {
 
     /// Creates a uniquely named child of the cgroup2 mount root.
     pub fn create_unique(prefix: &str) -> anyhow::Result<Self> {
-        let root = redirector::cgroup::cgroup2_mount()?;
+        let root = crate::cgroup::cgroup2_mount()?;
         let name = format!("{prefix}-{}-{}", std::process::id(), unique_suffix());
         Self::create(&root, &name)
     }

@@ -1,26 +1,64 @@
-//! `xtask bench-client` (hidden): the one client every contender is measured with.
+//! `redirector bench-client` (hidden): the one client every contender is
+//! measured with, this binary re-executed by the bench.
 //!
-//! Optionally joins a cgroup (the redirector contender needs the client inside
+//! In `connect` mode it optionally joins a cgroup (the redirector contender needs the client inside
 //! the agent's cgroup), then makes `warmup + count` sequential TCP connections
 //! to `target`. For each measured connection it prints one line to stdout:
 //! `<connect ns> <connect+first byte ns> <second reply byte>` (the backends
 //! answer `v1\n` or `v2\n`, so the last field tells which endpoint answered).
 //! Failed connections print `err <errno>`.
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use std::{
     io::{BufWriter, Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpStream},
-    path::Path,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
+
+/// The options of `redirector bench-client` (internal: the bench runs it).
+#[derive(clap::Args, Debug)]
+pub struct ClientArgs {
+    /// connect (latency lines), rr (round trips) or bulk (MiB in --count).
+    #[arg(long, default_value = "connect")]
+    pub mode: String,
+    /// Where to connect.
+    #[arg(long)]
+    pub target: SocketAddr,
+    /// connect mode: every tenth connection dials this instead.
+    #[arg(long)]
+    pub alt: Option<SocketAddr>,
+    /// connect mode: the source address of every connection.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub source: Ipv4Addr,
+    /// Measured connections, round trips, or MiB.
+    #[arg(long)]
+    pub count: u32,
+    /// Unmeasured connections or round trips first.
+    #[arg(long, default_value_t = 0)]
+    pub warmup: u32,
+    /// Join this cgroup first.
+    #[arg(long)]
+    pub cgroup: Option<PathBuf>,
+}
+
+/// Runs one bench client and prints what it measured to stdout.
+pub fn client(args: ClientArgs) -> anyhow::Result<()> {
+    let ClientArgs { mode, target, alt, source, count, warmup, cgroup } = args;
+    match mode.as_str() {
+        "connect" => connects(target, alt, source, count, warmup, cgroup.as_deref()),
+        "rr" => super::traffic::rr(target, count, warmup, cgroup.as_deref()),
+        "bulk" => super::traffic::bulk(target, count, cgroup.as_deref()),
+        other => bail!("unknown client mode {other}"),
+    }
+}
 
 /// With `alt`, every tenth connection dials `alt` instead of `target` (the
 /// `direct` contender's own 90/10 split).
 /// Every connection is made from `source` (port chosen at connect time), so
 /// each contender has its own 4-tuples and never meets the backends'
 /// TIME_WAIT sockets left by another contender.
-pub fn run(target: SocketAddr, alt: Option<SocketAddr>, source: Ipv4Addr, count: u32, warmup: u32, cgroup: Option<&Path>) -> anyhow::Result<()> {
+pub fn connects(target: SocketAddr, alt: Option<SocketAddr>, source: Ipv4Addr, count: u32, warmup: u32, cgroup: Option<&Path>) -> anyhow::Result<()> {
     if let Some(dir) = cgroup {
         std::fs::write(dir.join("cgroup.procs"), "0").with_context(|| format!("joining {}", dir.display()))?;
     }

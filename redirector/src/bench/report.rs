@@ -1,5 +1,6 @@
 //! Percentiles, the Markdown report and the CDF plots.
 
+use super::hooks::{self, Hook};
 use anyhow::anyhow;
 use plotters::prelude::*;
 use std::{fmt::Write as _, path::Path, time::Duration};
@@ -42,29 +43,6 @@ pub struct Machine {
     pub tools: Vec<String>,
 }
 
-/// The redirector's programs on a cgroup over one measured run, and the
-/// empty program attached next to them (the floor: what running and timing
-/// any program costs here, included in every other figure).
-pub struct Hook {
-    pub programs: Vec<ProgCost>,
-    pub floor: Option<ProgCost>,
-}
-
-/// One program's kernel run-time statistics over a run.
-pub struct ProgCost {
-    pub prog_id: u64,
-    pub attach_type: String,
-    pub prog_name: String,
-    pub run_cnt: u64,
-    pub run_time_ns: u64,
-}
-
-impl ProgCost {
-    pub fn ns_per_run(&self) -> f64 {
-        self.run_time_ns as f64 / self.run_cnt.max(1) as f64
-    }
-}
-
 impl Sample {
     /// Pools another run of the same contender into this one.
     pub fn absorb(&mut self, other: Sample) {
@@ -82,63 +60,160 @@ impl Sample {
     }
 }
 
-impl Hook {
-    /// Sums runs and run time per program name over several measured runs
-    /// (each round loads the programs afresh, under new ids).
-    pub fn pooled(hooks: Vec<Hook>) -> Option<Hook> {
-        let mut out: Option<Hook> = None;
-        for h in hooks {
-            let Some(acc) = &mut out else {
-                out = Some(h);
-                continue;
-            };
-            for p in h.programs {
-                match acc.programs.iter_mut().find(|a| a.prog_name == p.prog_name) {
-                    Some(a) => {
-                        a.run_cnt += p.run_cnt;
-                        a.run_time_ns += p.run_time_ns;
-                    }
-                    None => acc.programs.push(p),
-                }
-            }
-            match (&mut acc.floor, h.floor) {
-                (Some(a), Some(f)) => {
-                    a.run_cnt += f.run_cnt;
-                    a.run_time_ns += f.run_time_ns;
-                }
-                (slot @ None, f) => *slot = f,
-                _ => {}
-            }
-        }
-        out
-    }
+/// The flatness point with many workload classes.
+pub struct ClassesPoint {
+    /// Workload classes (Dataplanes, each its own cgroup and route set).
+    pub classes: u32,
+    /// The connects measured with statistics on (client in one class's cgroup).
+    pub sample: Sample,
+    /// The hooks over that run.
+    pub hook: Hook,
+}
 
-    /// ns per run of the program named `name`, if it ran.
-    pub fn ns(&self, name: &str) -> Option<f64> {
-        self.programs.iter().find(|p| p.prog_name == name && p.run_cnt > 0).map(ProgCost::ns_per_run)
+impl ClassesPoint {
+    /// One line for the terminal.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} workload classes: connect p50 {:.1} µs; connect4 {} ns/run (floor {})",
+            self.classes,
+            us(quantile(&self.sample.connect, 0.5)),
+            self.hook.connect4_ns().map_or("-".into(), |n| format!("{n:.0}")),
+            self.hook.floor_ns().map_or("-".into(), |n| format!("{n:.0} ns")),
+        )
     }
+}
 
-    /// The connect4 hook's ns per run (the connect path).
-    pub fn ns_per_run(&self) -> f64 {
-        self.ns("connect4").unwrap_or(0.0)
-    }
+/// The hook figures of a run (the issue's "done means"), each with the
+/// empty program's floor measured in the same window.
+pub struct HookFigures {
+    /// (a) redirected connects from the agent's cgroup to the service VIP,
+    /// with the one-operation programs attached; pooled over the rounds.
+    pub redirected: Option<Hook>,
+    /// (b) connects from the agent's cgroup straight to the backend
+    /// addresses (no service); its `sock_release` figure is (c).
+    pub non_service: Option<Hook>,
+    /// (d) with many workload classes.
+    pub classes: Option<ClassesPoint>,
+}
 
-    pub fn floor_ns(&self) -> Option<f64> {
-        self.floor.as_ref().filter(|f| f.run_cnt > 0).map(ProgCost::ns_per_run)
-    }
+/// One row of the hook table: what, this run, floor, target, met, before.
+struct HookRow {
+    operation: String,
+    this_run: String,
+    floor: String,
+    target: String,
+    met: bool,
+    before: String,
+}
 
-    pub fn lines(&self) -> Vec<String> {
-        let mut out: Vec<String> = self
-            .programs
+fn ns_or_dash(v: Option<f64>) -> String {
+    v.map_or("-".into(), |n| format!("{n:.0} ns"))
+}
+
+impl HookFigures {
+    /// Redirected connect4 ns/run per sweep size, then with the classes.
+    fn flatness(&self, sweep: &[SweepPoint]) -> Vec<(String, f64)> {
+        let mut points: Vec<(String, f64)> = sweep
             .iter()
-            .filter(|p| p.run_cnt > 0)
-            .map(|p| format!("{} hook: {} runs, {:.0} ns/run", p.prog_name, p.run_cnt, p.ns_per_run()))
+            .filter_map(|p| Some((format!("{} services", p.services), p.hook.as_ref()?.connect4_ns()?)))
             .collect();
-        if let Some(f) = self.floor_ns() {
-            out.push(format!("floor (empty connect4 program): {f:.0} ns/run"));
+        if let Some(c) = &self.classes
+            && let Some(ns) = c.hook.connect4_ns()
+        {
+            points.push((format!("{} classes", c.classes), ns));
         }
-        out
+        points
     }
+
+    fn rows(&self, sweep: &[SweepPoint]) -> Vec<HookRow> {
+        let mut rows = Vec::new();
+        if let Some(h) = &self.redirected {
+            let ns = h.connect4_ns();
+            rows.push(HookRow {
+                operation: "(a) connect4, redirected connect (client in the agent's cgroup dials the service VIP)".into(),
+                this_run: ns_or_dash(ns),
+                floor: ns_or_dash(h.floor_ns()),
+                target: format!("≤ {:.0} ns", hooks::TARGET_REDIRECTED_NS),
+                met: ns.is_some_and(|n| n <= hooks::TARGET_REDIRECTED_NS),
+                before: format!("{} ns", thousands(hooks::BEFORE_REDIRECTED_CONNECT4_NS)),
+            });
+        }
+        if let Some(h) = &self.non_service {
+            let (ns, floor) = (h.connect4_ns(), h.floor_ns());
+            rows.push(HookRow {
+                operation: "(b) connect4, connect to an address that is no service (client in the agent's cgroup dials a backend)".into(),
+                this_run: ns_or_dash(ns),
+                floor: ns_or_dash(floor),
+                target: format!("≤ floor + {:.0} ns", hooks::TARGET_NON_SERVICE_ABOVE_FLOOR_NS),
+                met: matches!((ns, floor), (Some(n), Some(f)) if n <= f + hooks::TARGET_NON_SERVICE_ABOVE_FLOOR_NS),
+                before: format!("{} ns", hooks::BEFORE_NON_SERVICE_CONNECT4_NS),
+            });
+            let (this_run, met) = if !h.has("sock_release") {
+                ("no release hook: 0 ns".to_string(), true)
+            } else {
+                let ns = h.ns("sock_release");
+                (ns_or_dash(ns), matches!((ns, floor), (Some(n), Some(f)) if n <= f + hooks::TARGET_RELEASE_ABOVE_FLOOR_NS))
+            };
+            rows.push(HookRow {
+                operation: "(c) sock_release, close of a never-redirected socket (during b)".into(),
+                this_run,
+                floor: ns_or_dash(floor),
+                target: format!("no release hook, or ≤ floor + {:.0} ns", hooks::TARGET_RELEASE_ABOVE_FLOOR_NS),
+                met,
+                before: format!("{}–{} ns", hooks::BEFORE_RELEASE_NS.0, hooks::BEFORE_RELEASE_NS.1),
+            });
+        }
+        let flat = self.flatness(sweep);
+        if !flat.is_empty() {
+            let (lo, hi) = flat.iter().fold((f64::MAX, 0f64), |(lo, hi), (_, ns)| (lo.min(*ns), hi.max(*ns)));
+            let spread = hi / lo.max(1.0);
+            let floors: Vec<f64> = sweep
+                .iter()
+                .filter_map(|p| p.hook.as_ref()?.floor_ns())
+                .chain(self.classes.as_ref().and_then(|c| c.hook.floor_ns()))
+                .collect();
+            let floor = if floors.is_empty() {
+                "-".to_string()
+            } else {
+                let (flo, fhi) = floors.iter().fold((f64::MAX, 0f64), |(lo, hi), f| (lo.min(*f), hi.max(*f)));
+                format!("{flo:.0}–{fhi:.0} ns")
+            };
+            rows.push(HookRow {
+                operation: "(d) connect4, redirected, flatness across the sweep and with many workload classes".into(),
+                this_run: format!(
+                    "{}; spread {spread:.2}×",
+                    flat.iter().map(|(what, ns)| format!("{what}: {ns:.0} ns")).collect::<Vec<_>>().join(", ")
+                ),
+                floor,
+                target: format!("spread (max/min) < {:.2}×", hooks::TARGET_SPREAD),
+                met: spread < hooks::TARGET_SPREAD,
+                before: "-".into(),
+            });
+        }
+        if let Some(h) = &self.redirected {
+            rows.push(HookRow {
+                operation: "empty program (the floor), during (a)".into(),
+                this_run: ns_or_dash(h.floor_ns()),
+                floor: "-".into(),
+                target: "-".into(),
+                met: true,
+                before: format!("{}–{} ns", hooks::BEFORE_FLOOR_NS.0, hooks::BEFORE_FLOOR_NS.1),
+            });
+        }
+        rows
+    }
+
+    /// Lines for the terminal.
+    pub fn summary(&self, sweep: &[SweepPoint]) -> Vec<String> {
+        self.rows(sweep)
+            .into_iter()
+            .map(|r| format!("{}: {} (floor {}; target {}: {})", r.operation, r.this_run, r.floor, r.target, if r.met { "met" } else { "NOT met" }))
+            .collect()
+    }
+}
+
+fn thousands(n: u32) -> String {
+    if n >= 1000 { format!("{},{:03}", n / 1000, n % 1000) } else { n.to_string() }
 }
 
 /// The connection-rate test of one contender.
@@ -287,8 +362,8 @@ impl SweepPoint {
         if let (Some(rss), Some(after)) = (self.rss, self.rss_after_edits) {
             let _ = write!(out, " RSS {} MiB after install, {} MiB after the edits;", rss >> 20, after >> 20);
         }
-        if let Some(h) = &self.hook {
-            let _ = write!(out, " hook {:.0} ns/run;", h.ns_per_run());
+        if let Some(ns) = self.hook.as_ref().and_then(Hook::connect4_ns) {
+            let _ = write!(out, " connect4 {ns:.0} ns/run;");
         }
         out
     }
@@ -297,10 +372,12 @@ impl SweepPoint {
 /// Everything a run produced.
 pub struct Report<'a> {
     pub samples: &'a [Sample],
-    pub hook: Option<&'a Hook>,
+    pub hooks: &'a HookFigures,
     pub rates: &'a [Rate],
     pub traffic: &'a [Traffic],
     pub sweep: &'a [SweepPoint],
+    /// "<contender>: skipped: <tool> not installed", one per contender left out.
+    pub skipped: &'a [String],
     pub machine: &'a Machine,
     pub sizes: &'a super::Sizes,
     pub warmup: u32,
@@ -347,26 +424,10 @@ fn targets(r: &Report) -> Vec<(String, String, bool)> {
         let p99 = ratio(quantile(&rd.first_byte, 0.99), quantile(&direct.first_byte, 0.99));
         rows.push(("connect + first byte ≤ 1.05× direct".into(), format!("p50 {p50:.2}×, p99 {p99:.2}×"), p50 <= 1.05));
     }
-    let hooks: Vec<(u32, f64)> =
-        r.sweep.iter().filter_map(|p| p.hook.as_ref().map(|h| (p.services, h.ns_per_run()))).collect();
-    if let Some(h) = r.hook {
-        let worst = hooks.iter().map(|(_, ns)| *ns).fold(h.ns_per_run(), f64::max);
-        let best = hooks.iter().map(|(_, ns)| *ns).fold(h.ns_per_run(), f64::min);
-        let sweep: Vec<String> = hooks.iter().map(|(n, ns)| format!("{n}: {ns:.0}")).collect();
-        rows.push((
-            "hook run time ≤ 150 ns and flat across the sweep".into(),
-            format!(
-                "connect4 {:.0} ns/run (floor of an empty program {}; sock_release at close {}); sweep (services: ns) {}; spread {:.2}×",
-                h.ns_per_run(),
-                h.floor_ns().map_or("-".into(), |f| format!("{f:.0} ns")),
-                h.ns("sock_release").map_or("-".into(), |n| format!("{n:.0} ns")),
-                sweep.join(", "),
-                worst / best.max(1.0)
-            ),
-            worst <= 150.0 && worst / best.max(1.0) <= 1.5,
-        ));
+    for row in r.hooks.rows(r.sweep).into_iter().filter(|row| row.target != "-") {
+        rows.push((format!("hook: {}: {}", row.operation, row.target), format!("{} (floor {})", row.this_run, row.floor), row.met));
     }
-    let rd_traffic = super::SOURCES.iter().position(|n| *n == "redirector").and_then(|i| r.traffic.get(i));
+    let rd_traffic = r.samples.iter().position(|s| s.name == "redirector").and_then(|i| r.traffic.get(i));
     if let (Some(t), Some(d)) = (rd_traffic, r.traffic.first()) {
         let x = t.bulk_gbit / d.bulk_gbit.max(1e-9);
         rows.push(("throughput ≥ 0.98× direct".into(), format!("{:.2} vs {:.2} Gbit/s: {x:.2}×", t.bulk_gbit, d.bulk_gbit), x >= 0.98));
@@ -437,7 +498,8 @@ pub fn markdown(r: &Report) -> String {
     let samples = r.samples;
     let machine = r.machine;
     let mut out = String::new();
-    let _ = writeln!(out, "# redirector vs direct, iptables, nftables, haproxy\n");
+    let others: Vec<&str> = samples.iter().map(|s| s.name).filter(|n| *n != "redirector").collect();
+    let _ = writeln!(out, "# redirector vs {}\n", others.join(", "));
     let _ = writeln!(
         out,
         "Generated by `{}` (do not edit by hand; rerun it). Everything below was measured in one run of {:.0} s \
@@ -462,6 +524,9 @@ inside a private network namespace on loopback, against the same backends, with 
     let _ = writeln!(out, "\n## Contenders\n");
     for s in samples {
         let _ = writeln!(out, "- **{}**: {}", s.name, s.what);
+    }
+    for line in r.skipped {
+        let _ = writeln!(out, "- {line}");
     }
     let _ = writeln!(
         out,
@@ -497,7 +562,7 @@ Best of {} rounds.\n",
         let _ = writeln!(
             out,
             "| {} | {} | {:.0} | {:.2}× | {} |",
-            super::SOURCES[i],
+            r.samples[i].name,
             rate.clients,
             rate.per_second(),
             rate.per_second() / r.rates[0].per_second().max(1e-9),
@@ -521,7 +586,7 @@ Round trips pooled over the rounds. Bulk: {} MiB sent on one connection and ackn
         let _ = writeln!(
             out,
             "| {} | {:.1} | {:.1} | {:.1} | {:.2}× | {:.2} | {:.2}× |",
-            super::SOURCES[i],
+            r.samples[i].name,
             us(quantile(&t.rr, 0.5)),
             us(quantile(&t.rr, 0.9)),
             us(quantile(&t.rr, 0.99)),
@@ -531,33 +596,7 @@ Round trips pooled over the rounds. Bulk: {} MiB sent on one connection and ackn
         );
     }
 
-    let _ = writeln!(out, "\n## In-kernel hook cost\n");
-    match r.hook {
-        Some(h) if h.programs.iter().any(|p| p.run_cnt > 0) => {
-            let _ = writeln!(
-                out,
-                "From the kernel's BPF statistics, per program attached to the bench cgroup, over runs of their own after each round's \
-latency run (statistics on only for those runs, through `BPF_ENABLE_STATS`, so their cost is not in the latency figures). \
-`connect4` runs inside connect(); `sock_release` runs when a socket of the cgroup is closed and \
-forgets the address a redirected socket dialled. The floor is an empty `connect4` program attached next to them for that \
-run: what running and timing any program costs on this machine, included in every other figure.\n"
-            );
-            let _ = writeln!(out, "| program | attach type | runs | ns per run | above the floor |");
-            let _ = writeln!(out, "|---|---|---:|---:|---:|");
-            let floor = h.floor_ns();
-            for p in h.programs.iter().filter(|p| p.run_cnt > 0) {
-                let above = floor.map_or("-".to_string(), |f| format!("{:.0}", p.ns_per_run() - f));
-                let _ = writeln!(out, "| `{}` (id {}) | {} | {} | **{:.0}** | {above} |", p.prog_name, p.prog_id, p.attach_type, p.run_cnt, p.ns_per_run());
-            }
-            if let Some(f) = h.floor.as_ref().filter(|f| f.run_cnt > 0) {
-                let _ = writeln!(out, "| floor: empty program (id {}) | {} | {} | {:.0} | 0 |", f.prog_id, f.attach_type, f.run_cnt, f.ns_per_run());
-            }
-            let _ = writeln!(out, "\nThe sweep below repeats this at every size.\n");
-        }
-        _ => {
-            let _ = writeln!(out, "Not measured: the programs reported no runs.\n");
-        }
-    }
+    hook_section(&mut out, r);
 
     let _ = writeln!(out, "## Scale sweep\n");
     let _ = writeln!(
@@ -592,7 +631,11 @@ kube-proxy's partial restore of that service chain; nftables: one chain flushed 
             None => "-".into(),
         };
         let hook = p.hook.as_ref().map_or("-".into(), |h| {
-            format!("{:.0} / {}", h.ns_per_run(), h.ns("sock_release").map_or("-".into(), |n| format!("{n:.0}")))
+            format!(
+                "{} / {}",
+                h.connect4_ns().map_or("-".into(), |n| format!("{n:.0}")),
+                if h.has("sock_release") { h.ns("sock_release").map_or("-".into(), |n| format!("{n:.0}")) } else { "none attached".into() }
+            )
         });
         let rss = match (p.rss, p.hwm, p.rss_after_edits) {
             (Some(a), Some(b), Some(c)) => format!("{} ({}), {} after", mib(a), mib(b), mib(c)),
@@ -642,12 +685,69 @@ kube-proxy's partial restore of that service chain; nftables: one chain flushed 
         out,
         "- Loopback only: no NIC, no real network latency; differences are per-connection and per-packet CPU cost.\n\
 - The netfilter contenders also pay for connection tracking, which they need for NAT; the redirector and haproxy contenders run with no netfilter rules loaded.\n\
-- haproxy's latency to first byte includes a second TCP connection (proxy to backend) and two extra context switches; it is a stand-in for any userspace proxy.\n\
-- Each contender's client connects from its own source address (latency 127.21.0.N, rate 127.22.N.P, sweep 127.23.N.K): with one shared source, connections NAT'd by iptables/nftables reused 4-tuples still in the backends' TIME_WAIT from earlier runs and stalled ~10 ms each.\n\
+{}- Each contender's client connects from its own source address (latency 127.21.0.N, rate 127.22.N.P, sweep 127.23.N.K): with one shared source, connections NAT'd by iptables/nftables reused 4-tuples still in the backends' TIME_WAIT from earlier runs and stalled ~10 ms each.\n\
 - The hook cost is measured with BPF statistics on, which adds the kernel's own timing overhead (two clock reads) to every run: the floor row shows how much.\n\
-- Percentiles are nearest-rank; a 2-CPU VM has noisy tails, so compare p99s across runs with care."
+- Percentiles are nearest-rank; a 2-CPU VM has noisy tails, so compare p99s across runs with care.",
+        if samples.iter().any(|s| s.name == "haproxy") {
+            "- haproxy's latency to first byte includes a second TCP connection (proxy to backend) and two extra context switches; it is a stand-in for any userspace proxy.\n"
+        } else {
+            ""
+        }
     );
     out
+}
+
+/// "Hook cost per run", "Operations alone" and the per-program detail.
+fn hook_section(out: &mut String, r: &Report) {
+    let _ = writeln!(out, "## Hook cost per run\n");
+    let _ = writeln!(
+        out,
+        "From the kernel's BPF statistics (`BPF_ENABLE_STATS` on only for runs of their own after each round's latency run, so their \
+cost is not in the latency figures; programs found on the bench cgroup with `BPF_PROG_QUERY` and read through aya's program info). \
+*floor*: an empty `connect4` program (`r0 = 1; exit`) attached next to the real hooks in the same window: what running and timing any \
+program costs on this machine, included in every other figure. *before (issue 11)*: the figures the issue quotes, measured on this VM \
+before this work (a cited baseline, not a measurement of this run).\n"
+    );
+    let _ = writeln!(out, "| operation | this run | floor | target | met | before (issue 11) |");
+    let _ = writeln!(out, "|---|---|---:|---|:-:|---:|");
+    let rows = r.hooks.rows(r.sweep);
+    if rows.is_empty() {
+        let _ = writeln!(out, "| not measured | - | - | - | - | - |");
+    }
+    for row in rows {
+        let met = if row.target == "-" { "" } else if row.met { "yes" } else { "**no**" };
+        let _ = writeln!(out, "| {} | {} | {} | {} | {met} | {} |", row.operation, row.this_run, row.floor, row.target, row.before);
+    }
+    let Some(h) = &r.hooks.redirected else { return };
+    let _ = writeln!(out, "\n### Operations alone\n");
+    let _ = writeln!(
+        out,
+        "Tiny `connect4` programs built like the floor (raw instructions, no toolchain), each doing one operation then `r0 = 1; exit`, \
+attached next to the real hooks during (a). *above the floor*: what that one operation costs; compare with (a) above to see which \
+operation holds a missed target up.\n"
+    );
+    let _ = writeln!(out, "| operation | runs | ns per run | above the floor |");
+    let _ = writeln!(out, "|---|---:|---:|---:|");
+    let floor = h.floor_ns();
+    for (op, p) in &h.ops {
+        let above = floor.map_or("-".into(), |f| format!("{:.0} ns", p.ns_per_run() - f));
+        let _ = writeln!(out, "| {} | {} | {:.0} ns | {above} |", op.describe(), p.run_cnt, p.ns_per_run());
+    }
+    let _ = writeln!(out, "\n### Every program during (a) and (b)\n");
+    let _ = writeln!(out, "| run | program | attach type | runs | ns per run | above the floor |");
+    let _ = writeln!(out, "|---|---|---|---:|---:|---:|");
+    for (what, hook) in [("(a) redirected", &r.hooks.redirected), ("(b) no service", &r.hooks.non_service)] {
+        let Some(hook) = hook else { continue };
+        let floor = hook.floor_ns();
+        for p in hook.programs.iter().filter(|p| p.run_cnt > 0) {
+            let above = floor.map_or("-".to_string(), |f| format!("{:.0}", p.ns_per_run() - f));
+            let _ = writeln!(out, "| {what} | `{}` | {} | {} | **{:.0}** | {above} |", p.prog_name, p.attach_type, p.run_cnt, p.ns_per_run());
+        }
+        if let Some(f) = hook.floor.as_ref().filter(|f| f.run_cnt > 0) {
+            let _ = writeln!(out, "| {what} | floor: empty program | {} | {} | {:.0} | 0 |", f.attach_type, f.run_cnt, f.ns_per_run());
+        }
+    }
+    let _ = writeln!(out, "\nThe sweep below repeats (a) at every size (without the one-operation programs).\n");
 }
 
 fn plot_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
@@ -741,6 +841,7 @@ pub fn sweep_svg(path: &Path, points: &[SweepPoint]) -> anyhow::Result<()> {
                 .collect(),
             markers: true,
         })
+        .filter(|line| !line.points.is_empty())
         .collect();
     plot(path, "connect() p50 vs services installed", (1.0, max_n * 1.5), max_us, ("services installed (log scale)", "connect() p50, µs"), lines)
 }

@@ -1,15 +1,17 @@
-//! The empty calibration program: a cgroup connect4 hook that does nothing
-//! but allow the connect, attached next to the real hooks so a benchmark can
-//! read the per-run floor cost (hook dispatch and stats overhead) of a
-//! program of the same type on the same path.
+//! The empty calibration program, and the loader for every tiny program the
+//! bench builds itself: cgroup connect4 hooks written as raw instructions and
+//! loaded with the bare bpf(2) syscall, so no BPF toolchain, object file or
+//! loader library is needed, and the program type and attach type are
+//! exactly those of the real connect4 hook.
 //!
-//! It is two instructions (`r0 = 1; exit`), so it is built and loaded here
-//! with the raw bpf(2) syscall: no BPF toolchain, object file or loader
-//! library is needed, and the program type and attach type are exactly those
-//! of the real connect4 hook.
+//! The empty program (`r0 = 1; exit`) allows every connect and does nothing
+//! else. Attached next to the real hooks, it gives the per-run floor cost
+//! (hook dispatch and the statistics' own overhead) of a program of the same
+//! type on the same path. [`super::ops`] builds its one-operation programs
+//! with the same loader.
 
 use anyhow::{Context as _, anyhow, bail};
-use redirector::kernel::bpf;
+use crate::kernel::bpf;
 use std::{
     ffi::{c_int, c_long},
     fs::OpenOptions,
@@ -26,7 +28,8 @@ const BPF_OBJ_GET_INFO_BY_FD: c_long = 15;
 const BPF_LINK_CREATE: c_long = 28;
 
 const BPF_PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
-const BPF_CGROUP_INET4_CONNECT: u32 = 10;
+/// `BPF_CGROUP_INET4_CONNECT`, the attach type of every program built here.
+pub const BPF_CGROUP_INET4_CONNECT: u32 = 10;
 
 /// NUL-terminated, at most 16 bytes with the NUL (BPF_OBJ_NAME_LEN).
 const PROG_NAME: &[u8] = b"rdr_calibration\0";
@@ -35,18 +38,28 @@ const LOG_SIZE: usize = 64 * 1024;
 
 const _: () = assert!(PROG_NAME.len() <= 16);
 
-/// One `struct bpf_insn`: opcode, dst/src registers (4 bits each), offset, immediate.
+/// One `struct bpf_insn`: opcode, dst/src registers (4 bits each: dst low,
+/// src high), offset, immediate.
 #[repr(C)]
-struct Insn {
-    code: u8,
-    regs: u8,
-    off: i16,
-    imm: i32,
+#[derive(Clone, Copy, Debug)]
+pub struct Insn {
+    /// Opcode.
+    pub code: u8,
+    /// `dst | src << 4`.
+    pub regs: u8,
+    /// Offset.
+    pub off: i16,
+    /// Immediate.
+    pub imm: i32,
 }
 
-/// `r0 = 1` (BPF_ALU64 | BPF_MOV | BPF_K) then `exit`: allow every connect.
-static PROGRAM: [Insn; 2] =
-    [Insn { code: 0xb7, regs: 0, off: 0, imm: 1 }, Insn { code: 0x95, regs: 0, off: 0, imm: 0 }];
+/// `r0 = 1` (BPF_ALU64 | BPF_MOV | BPF_K): allow the connect.
+pub const ALLOW: Insn = Insn { code: 0xb7, regs: 0, off: 0, imm: 1 };
+/// `exit`.
+pub const EXIT: Insn = Insn { code: 0x95, regs: 0, off: 0, imm: 0 };
+
+/// `r0 = 1; exit`: allow every connect.
+static PROGRAM: [Insn; 2] = [ALLOW, EXIT];
 
 /// The BPF_PROG_LOAD part of `union bpf_attr`, up to `expected_attach_type`.
 #[repr(C)]
@@ -88,24 +101,25 @@ const _: () = assert!(size_of::<LinkCreateAttr>() == 16);
 const _: () = assert!(size_of::<InfoAttr>() == 16);
 
 /// Wraps a file descriptor that bpf(2) just returned.
-fn owned(fd: c_long) -> OwnedFd {
+pub(crate) fn owned(fd: c_long) -> OwnedFd {
     // SAFETY: `fd` was just returned by a successful bpf(2) call, so it is open
     // and owned by nobody else.
     unsafe { OwnedFd::from_raw_fd(fd as c_int) }
 }
 
-/// BPF_PROG_LOAD of [`PROGRAM`], optionally with a verifier log.
-fn load(log: Option<&mut [u8]>) -> io::Result<OwnedFd> {
+/// BPF_PROG_LOAD of `insns` named `name`, optionally with a verifier log.
+fn load(insns: &[Insn], name: &[u8], log: Option<&mut [u8]>) -> io::Result<OwnedFd> {
     let mut prog_name = [0u8; 16];
-    prog_name[..PROG_NAME.len()].copy_from_slice(PROG_NAME);
+    let len = name.len().min(15);
+    prog_name[..len].copy_from_slice(&name[..len]);
     let (log_level, log_size, log_buf) = match log {
         Some(buf) => (1, buf.len() as u32, buf.as_mut_ptr() as u64),
         None => (0, 0, 0),
     };
     let mut attr = ProgLoadAttr {
         prog_type: BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
-        insn_cnt: PROGRAM.len() as u32,
-        insns: PROGRAM.as_ptr() as u64,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
         license: LICENSE.as_ptr() as u64,
         log_level,
         log_size,
@@ -116,19 +130,20 @@ fn load(log: Option<&mut [u8]>) -> io::Result<OwnedFd> {
         prog_ifindex: 0,
         expected_attach_type: BPF_CGROUP_INET4_CONNECT,
     };
-    // SAFETY: `attr` is the PROG_LOAD layout; the instructions and license are
-    // statics, and the log buffer (if any) is a live mutable slice of `log_size` bytes.
+    // SAFETY: `attr` is the PROG_LOAD layout; the instructions and license
+    // outlive the call, and the log buffer (if any) is a live mutable slice
+    // of `log_size` bytes.
     unsafe { bpf(BPF_PROG_LOAD, &mut attr) }.map(owned)
 }
 
 /// Loads the program; on failure, loads again with a verifier log to explain why.
-fn load_with_log_on_failure() -> anyhow::Result<OwnedFd> {
-    let first = match load(None) {
+fn load_with_log_on_failure(insns: &[Insn], name: &[u8]) -> anyhow::Result<OwnedFd> {
+    let first = match load(insns, name, None) {
         Ok(fd) => return Ok(fd),
         Err(e) => e,
     };
     let mut log = vec![0u8; LOG_SIZE];
-    match load(Some(&mut log)) {
+    match load(insns, name, Some(&mut log)) {
         Ok(fd) => Ok(fd),
         Err(_) => {
             let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
@@ -162,28 +177,31 @@ fn prog_id(prog: &OwnedFd) -> anyhow::Result<u32> {
     Ok(id)
 }
 
-/// An empty connect4 program attached to a cgroup through an unpinned bpf_link; detached on drop.
+/// A raw connect4 program attached to a cgroup through an unpinned bpf_link;
+/// detached on drop.
 #[derive(Debug)]
-pub struct Calibration {
+pub struct RawProgram {
     /// Dropped first: closing the only reference to the link detaches the program.
     #[allow(dead_code, reason = "held only so that dropping it detaches the program")]
     link: OwnedFd,
     _prog: OwnedFd,
+    /// The kernel's program id.
+    pub id: u32,
 }
 
-impl Calibration {
-    /// Loads the empty program and attaches it to `cgroup`; returns it with its kernel program id.
-    pub fn attach(cgroup: &Path) -> anyhow::Result<(Self, u32)> {
+impl RawProgram {
+    /// Loads `insns` as a connect4 program named `name` (at most 15 bytes are
+    /// kept) and attaches it to `cgroup`.
+    pub fn attach(cgroup: &Path, name: &str, insns: &[Insn]) -> anyhow::Result<Self> {
         let at = cgroup.display();
         let dir = OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_DIRECTORY)
+            .custom_flags(nix::libc::O_DIRECTORY)
             .open(cgroup)
             .with_context(|| format!("opening cgroup directory {at}"))?;
-        let prog = load_with_log_on_failure()
-            .with_context(|| format!("bpf(BPF_PROG_LOAD) of the calibration program for cgroup {at}"))?;
-        let id = prog_id(&prog)
-            .with_context(|| format!("bpf(BPF_OBJ_GET_INFO_BY_FD) on the calibration program for cgroup {at}"))?;
+        let prog = load_with_log_on_failure(insns, name.as_bytes())
+            .with_context(|| format!("bpf(BPF_PROG_LOAD) of the {name} program for cgroup {at}"))?;
+        let id = prog_id(&prog).with_context(|| format!("bpf(BPF_OBJ_GET_INFO_BY_FD) on the {name} program for cgroup {at}"))?;
         let mut attr = LinkCreateAttr {
             prog_fd: prog.as_raw_fd() as u32,
             target_fd: dir.as_raw_fd() as u32,
@@ -191,26 +209,40 @@ impl Calibration {
             flags: 0,
         };
         // SAFETY: `attr` is the LINK_CREATE layout and holds no pointers; both fds are open.
-        let link = unsafe { bpf(BPF_LINK_CREATE, &mut attr) }.map(owned).with_context(|| {
-            format!("bpf(BPF_LINK_CREATE) attaching the calibration program (id {id}) to cgroup {at}")
-        })?;
-        Ok((Self { link, _prog: prog }, id))
+        let link = unsafe { bpf(BPF_LINK_CREATE, &mut attr) }
+            .map(owned)
+            .with_context(|| format!("bpf(BPF_LINK_CREATE) attaching the {name} program (id {id}) to cgroup {at}"))?;
+        Ok(Self { link, _prog: prog, id })
+    }
+}
+
+/// An empty connect4 program attached to a cgroup through an unpinned bpf_link; detached on drop.
+#[derive(Debug)]
+pub struct Calibration(#[allow(dead_code, reason = "held only so that dropping it detaches the program")] RawProgram);
+
+impl Calibration {
+    /// Loads the empty program and attaches it to `cgroup`; returns it with its kernel program id.
+    pub fn attach(cgroup: &Path) -> anyhow::Result<(Self, u32)> {
+        let name = std::str::from_utf8(&PROG_NAME[..PROG_NAME.len() - 1]).expect("ASCII");
+        let prog = RawProgram::attach(cgroup, name, &PROGRAM).context("the empty calibration program")?;
+        let id = prog.id;
+        Ok((Self(prog), id))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ChildCgroup, attached_programs, require_root};
+    use crate::{bench::cgroup::ChildCgroup, kernel::attached_programs};
 
     #[test]
     fn attaches_to_its_own_cgroup_and_detaches_on_drop() {
-        require_root();
+        assert!(nix::unistd::geteuid().is_root(), "this test loads BPF: run it as root (`cargo xtask test`); refusing to skip it");
         let cgroup = ChildCgroup::create_unique("rdr-calib").unwrap();
         let (calibration, id) = Calibration::attach(cgroup.path()).expect("attaching the calibration program");
         assert!(id > 0, "kernel program id must be positive");
-        assert_eq!(attached_programs(cgroup.path(), BPF_CGROUP_INET4_CONNECT).unwrap(), 1);
+        assert_eq!(attached_programs(cgroup.path(), BPF_CGROUP_INET4_CONNECT).unwrap(), [id]);
         drop(calibration);
-        assert_eq!(attached_programs(cgroup.path(), BPF_CGROUP_INET4_CONNECT).unwrap(), 0, "dropping the link must detach the program");
+        assert!(attached_programs(cgroup.path(), BPF_CGROUP_INET4_CONNECT).unwrap().is_empty(), "dropping the link must detach the program");
     }
 }

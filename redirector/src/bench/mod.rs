@@ -1,30 +1,45 @@
-//! `rdr-bench` (run by `cargo xtask bench`, which installs the comparators
-//! first): the redirector against the usual alternatives, on this machine, in
-//! one run.
+//! `redirector bench`: the redirector against the usual alternatives, on
+//! this node, in one run, from the shipped binary alone (no source tree,
+//! cargo or BPF toolchain).
 //!
 //! Inside a private network namespace it starts two loopback backends and a
 //! traffic server, then brings up each contender in turn: the backends
-//! dialled directly; the `redirector run` agent on a throwaway cgroup the
-//! client joins; kube-proxy-style iptables DNAT; kube-proxy-style nftables;
-//! haproxy in TCP mode. Against each it measures connect() and first-byte
-//! latency (one client, sequential), the connection rate (one client per
-//! CPU), request/response latency and bulk throughput on an established
-//! connection. Then the scale sweep (`sweep`) installs 1 to 100,000 services
-//! in the redirector, iptables and nftables. Results go to `<out>/README.md`
-//! with SVG plots. Every rule, process, cgroup and pin it creates is removed
-//! when it ends (the netfilter rules vanish with the namespace at the latest).
+//! dialled directly; the agent (`<this binary> run`) on a throwaway cgroup
+//! the client joins; kube-proxy-style iptables DNAT; kube-proxy-style
+//! nftables; haproxy in TCP mode (the last three only when their tools are on
+//! PATH; the report lists the others as skipped). Against each it measures
+//! connect() and first-byte latency (one client, sequential), the connection
+//! rate (one client per CPU), request/response latency and bulk throughput
+//! on an established connection. The in-kernel hooks' cost per run comes
+//! from the kernel's BPF statistics ([`hooks`]), next to an empty program
+//! ([`calibration`]) and one-operation programs ([`ops`]). Then the scale
+//! sweep installs 1 to 100,000 services in the redirector, iptables and
+//! nftables, and one more agent holds 1,000 workload classes. Results go to
+//! `<out>/README.md` with SVG plots. Every rule, process, cgroup and pin it
+//! creates is removed when it ends (the netfilter rules vanish with the
+//! namespace at the latest).
+//!
+//! The client is this same binary, re-executed as the hidden `bench-client`
+//! command ([`client`]).
 
+pub mod calibration;
+pub mod cgroup;
 mod client;
 mod contenders;
+pub mod harness;
+pub mod hooks;
+pub mod ops;
 mod report;
 mod sweep;
 mod traffic;
 
+pub use client::{ClientArgs, client};
+
 use anyhow::{Context as _, bail};
-use clap::{Parser, Subcommand};
 use contenders::*;
-use integration_tests::{Backend, ScratchDir, enter_private_netns};
-use report::{Hook, Machine, ProgCost, Rate, Sample, SweepPoint, Traffic};
+use harness::{Backend, ScratchDir, enter_private_netns};
+use hooks::{Hook, with_hook_stats};
+use report::{ClassesPoint, HookFigures, Machine, Rate, Sample, SweepPoint, Traffic};
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -35,121 +50,91 @@ use std::{
 /// Contender names, in the order of their client source addresses.
 const SOURCES: [&str; 5] = ["direct", "redirector", "haproxy", "iptables", "nftables"];
 
-#[derive(Parser)]
-#[command(about = "The redirector vs direct, iptables, nftables and haproxy on this machine (root)")]
-struct Cli {
-    #[command(subcommand)]
-    command: Mode,
-}
-
-#[derive(Subcommand)]
-enum Mode {
-    /// Latency, connection rate, established traffic and a 1..100,000-service sweep.
-    Run {
-        /// Measured sequential connections per contender (latency CDFs).
-        #[arg(long, default_value_t = 100_000)]
-        connects: u32,
-        /// Connections per client process in the rate test (one process per CPU).
-        #[arg(long, default_value_t = 20_000)]
-        rate_connects: u32,
-        /// Request/response round trips on one established connection.
-        #[arg(long, default_value_t = 50_000)]
-        round_trips: u32,
-        /// MiB per bulk throughput run (best of the rounds).
-        #[arg(long, default_value_t = 2048)]
-        bulk_mib: u32,
-        /// Rounds over all contenders: latency pooled, rate and bulk best of.
-        #[arg(long, default_value_t = 5)]
-        rounds: u32,
-        #[command(flatten)]
-        points: SweepArgs,
-        /// A seconds-long run of every measure (CI): small sizes, no timing claims.
-        #[arg(long)]
-        smoke: bool,
-        /// Where the report and plots go.
-        #[arg(long, default_value = "docs/bench")]
-        out: PathBuf,
-        /// The command line the report names as how it was made.
-        #[arg(long)]
-        invoked_as: Option<String>,
-    },
-    /// The scale sweep alone, printed (no report): install, one change, memory
-    /// and connect latency per size.
-    Sweep {
-        #[command(flatten)]
-        points: SweepArgs,
-        /// Leave iptables and nftables out.
-        #[arg(long)]
-        redirector_only: bool,
-    },
-    /// The bench's own client, one per measurement (internal).
-    #[command(hide = true)]
-    Client {
-        /// connect (latency lines), rr (round trips) or bulk (MiB in --count).
-        #[arg(long, default_value = "connect")]
-        mode: String,
-        #[arg(long)]
-        target: SocketAddr,
-        #[arg(long)]
-        alt: Option<SocketAddr>,
-        #[arg(long, default_value = "127.0.0.1")]
-        source: std::net::Ipv4Addr,
-        #[arg(long)]
-        count: u32,
-        #[arg(long, default_value_t = 0)]
-        warmup: u32,
-        #[arg(long)]
-        cgroup: Option<PathBuf>,
-    },
-}
-
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Mode::Run { connects, rate_connects, round_trips, bulk_mib, rounds, points: SweepArgs { sweep, sweep_connects, edits }, smoke, out, invoked_as } => {
-            let sizes = if smoke {
-                Sizes { connects: 2000, rate_connects: 300, round_trips: 1000, bulk_mib: 64, rounds: 2, sweep: vec![1, 100], sweep_connects: 300, edits: 5 }
-            } else {
-                Sizes { connects, rate_connects, round_trips, bulk_mib, rounds, sweep, sweep_connects, edits }
-            };
-            let command = invoked_as.unwrap_or_else(|| std::env::args().collect::<Vec<_>>().join(" "));
-            run(&sizes, &out, &command)
-        }
-        Mode::Sweep { points: SweepArgs { sweep, sweep_connects, edits }, redirector_only } => {
-            if !nix::unistd::geteuid().is_root() {
-                bail!("the sweep creates a network namespace, a cgroup and netfilter rules, and loads BPF: run it as root");
-            }
-            let sizes = Sizes { connects: 0, rate_connects: 0, round_trips: 0, bulk_mib: 0, rounds: 1, sweep, sweep_connects, edits };
-            enter_private_netns().context("creating the bench's network namespace")?;
-            sysctl("net/ipv4/ip_local_port_range", "1024 65000")?;
-            let _ = sysctl("net/netfilter/nf_conntrack_tcp_timeout_time_wait", "1");
-            let _backends = [Backend::tcp(EP_V1, "v1")?, Backend::tcp(EP_V2, "v2")?];
-            let points = run_sweep(&sizes, redirector_only)?;
-            for point in &points {
-                println!("{}", point.summary());
-            }
-            Ok(())
-        }
-        Mode::Client { mode, target, alt, source, count, warmup, cgroup } => match mode.as_str() {
-            "connect" => client::run(target, alt, source, count, warmup, cgroup.as_deref()),
-            "rr" => traffic::rr(target, count, warmup, cgroup.as_deref()),
-            "bulk" => traffic::bulk(target, count, cgroup.as_deref()),
-            other => bail!("unknown client mode {other}"),
-        },
-    }
+/// The options of `redirector bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Measured sequential connections per contender (latency CDFs).
+    #[arg(long, default_value_t = 100_000)]
+    pub connects: u32,
+    /// Connections per client process in the rate test (one process per CPU).
+    #[arg(long, default_value_t = 20_000)]
+    pub rate_connects: u32,
+    /// Request/response round trips on one established connection.
+    #[arg(long, default_value_t = 50_000)]
+    pub round_trips: u32,
+    /// MiB per bulk throughput run (best of the rounds).
+    #[arg(long, default_value_t = 2048)]
+    pub bulk_mib: u32,
+    /// Rounds over all contenders: latency pooled, rate and bulk best of.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: u32,
+    #[command(flatten)]
+    pub points: SweepArgs,
+    /// Workload classes of the flatness point (each its own cgroup and route set).
+    #[arg(long, default_value_t = 1000)]
+    pub classes: u32,
+    /// A seconds-long run of every measure (CI): small sizes, no timing claims.
+    #[arg(long)]
+    pub smoke: bool,
+    /// Where the report and plots go.
+    #[arg(long, default_value = "redirector-bench")]
+    pub out: PathBuf,
+    /// The command line the report names as how it was made.
+    #[arg(long)]
+    pub invoked_as: Option<String>,
+    /// The scale sweep alone, printed (no report): install, one change,
+    /// memory and connect latency per size.
+    #[arg(long)]
+    pub sweep_only: bool,
+    /// With --sweep-only: leave iptables and nftables out.
+    #[arg(long, requires = "sweep_only")]
+    pub redirector_only: bool,
 }
 
 /// The scale sweep's sizes.
-#[derive(clap::Args)]
-struct SweepArgs {
+#[derive(clap::Args, Debug)]
+pub struct SweepArgs {
     /// Service counts of the scale sweep, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,100,1000,10000,100000")]
-    sweep: Vec<u32>,
+    pub sweep: Vec<u32>,
     /// Sequential connections per sweep point.
     #[arg(long, default_value_t = 20_000)]
-    sweep_connects: u32,
+    pub sweep_connects: u32,
     /// One-route edits per sweep point (redirector), for the p50/p99 of one change.
     #[arg(long, default_value_t = 100)]
-    edits: u32,
+    pub edits: u32,
+}
+
+/// Runs `redirector bench` (as root).
+pub fn main(args: BenchArgs) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("the bench creates a network namespace, a cgroup and netfilter rules, and loads BPF: run it as root");
+    }
+    let BenchArgs { connects, rate_connects, round_trips, bulk_mib, rounds, points: SweepArgs { sweep, sweep_connects, edits }, classes, smoke, out, invoked_as, sweep_only, redirector_only } = args;
+    if sweep_only {
+        let sizes = Sizes { connects: 0, rate_connects: 0, round_trips: 0, bulk_mib: 0, rounds: 1, sweep, sweep_connects, edits, classes: 0 };
+        enter_private_netns().context("creating the bench's network namespace")?;
+        sysctl("net/ipv4/ip_local_port_range", "1024 65000")?;
+        let _ = sysctl("net/netfilter/nf_conntrack_tcp_timeout_time_wait", "1");
+        let _backends = [Backend::tcp(EP_V1, "v1")?, Backend::tcp(EP_V2, "v2")?];
+        for name in ["iptables", "nftables"] {
+            if let Some(tool) = missing_tool(name).filter(|_| !redirector_only) {
+                eprintln!("bench: {name}: skipped: {tool} not installed");
+            }
+        }
+        let points = run_sweep(&sizes, redirector_only)?;
+        for point in &points {
+            println!("{}", point.summary());
+        }
+        return Ok(());
+    }
+    let sizes = if smoke {
+        Sizes { connects: 2000, rate_connects: 300, round_trips: 1000, bulk_mib: 64, rounds: 2, sweep: vec![1, 100], sweep_connects: 300, edits: 5, classes: 1000 }
+    } else {
+        Sizes { connects, rate_connects, round_trips, bulk_mib, rounds, sweep, sweep_connects, edits, classes }
+    };
+    let command = invoked_as.unwrap_or_else(|| std::env::args().collect::<Vec<_>>().join(" "));
+    run(&sizes, &out, &command)
 }
 
 /// How much of each measure a run does.
@@ -170,6 +155,37 @@ struct Sizes {
     pub sweep_connects: u32,
     /// One-route edits per sweep point.
     pub edits: u32,
+    /// Workload classes of the flatness point (0: none).
+    pub classes: u32,
+}
+
+/// The agent binary the redirector contender runs: `$REDIRECTOR_BIN` when
+/// set (an override), else this very binary.
+pub fn agent_bin() -> anyhow::Result<PathBuf> {
+    match std::env::var_os("REDIRECTOR_BIN") {
+        Some(path) => Ok(PathBuf::from(path)),
+        None => std::env::current_exe().context("finding this binary (current_exe)"),
+    }
+}
+
+/// Whether an executable named `tool` is on PATH.
+fn on_path(tool: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).any(|dir| {
+        std::fs::metadata(dir.join(tool)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}
+
+/// The first tool contender `name` needs that is not on PATH (`None`: it can run).
+fn missing_tool(name: &str) -> Option<&'static str> {
+    let needs: &[&'static str] = match name {
+        "iptables" => &["iptables", "iptables-restore"],
+        "nftables" => &["nft"],
+        "haproxy" => &["haproxy"],
+        _ => &[],
+    };
+    needs.iter().copied().find(|t| !on_path(t))
 }
 
 /// Sets a sysctl of this network namespace.
@@ -177,70 +193,10 @@ fn sysctl(path: &str, value: &str) -> anyhow::Result<()> {
     std::fs::write(Path::new("/proc/sys").join(path), value).with_context(|| format!("setting {path}={value}"))
 }
 
-fn bpftool_json(args: &[&str]) -> anyhow::Result<serde_json::Value> {
-    let out = Command::new("bpftool").arg("--json").args(args).output().context("running bpftool")?;
-    if !out.status.success() {
-        bail!("bpftool {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(serde_json::from_slice(&out.stdout)?)
-}
-
-/// The programs attached to `cgroup`: (id, attach type, name), via `bpftool cgroup show`.
-fn cgroup_programs(cgroup: &Path) -> anyhow::Result<Vec<(u64, String, String)>> {
-    let v = bpftool_json(&["cgroup", "show", &cgroup.to_string_lossy()])?;
-    v.as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|p| {
-            let id = p["id"].as_u64().context("prog id")?;
-            Ok((id, p["attach_type"].as_str().unwrap_or("?").to_string(), p["name"].as_str().unwrap_or("?").to_string()))
-        })
-        .collect()
-}
-
-/// The redirector's connect4 program on `cgroup` (its id: the maps it uses).
-fn connect4_prog(cgroup: &Path) -> anyhow::Result<u64> {
-    let progs = cgroup_programs(cgroup)?;
-    let found: Vec<_> = progs.iter().filter(|(_, attach, name)| (attach == "connect4" || attach == "cgroup_inet4_connect") && name == "connect4").collect();
-    let [(id, _, _)] = found[..] else { bail!("expected one connect4 program on {}, found {progs:?}", cgroup.display()) };
-    Ok(*id)
-}
-
-/// (run_time_ns, run_cnt) of a program (BPF_OBJ_GET_INFO_BY_FD, through bpftool).
-fn prog_stats(id: u64) -> anyhow::Result<(u64, u64)> {
-    let v = bpftool_json(&["prog", "show", "id", &id.to_string()])?;
-    Ok((v["run_time_ns"].as_u64().unwrap_or(0), v["run_cnt"].as_u64().unwrap_or(0)))
-}
-
-/// Runs `f` with BPF statistics on and returns its result with the cost per
-/// run of every program on `cgroup` over that time, next to the floor: an
-/// empty connect4 program attached there for the measurement only (what
-/// running any program, and timing it, costs on this machine).
-fn with_hook_stats<T>(cgroup: &Path, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<(T, Hook)> {
-    let (calibration, floor_id) = integration_tests::calibration::Calibration::attach(cgroup).context("attaching the empty calibration program")?;
-    let progs = cgroup_programs(cgroup)?;
-    // BPF_ENABLE_STATS keeps statistics on while the fd is open; unlike the
-    // sysctl, another holder (a concurrent bench) cannot switch them off.
-    let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("BPF_ENABLE_STATS")?;
-    let before: Vec<(u64, u64)> = progs.iter().map(|(id, _, _)| prog_stats(*id)).collect::<anyhow::Result<_>>()?;
-    let value = f()?;
-    let after: Vec<(u64, u64)> = progs.iter().map(|(id, _, _)| prog_stats(*id)).collect::<anyhow::Result<_>>()?;
-    drop(stats);
-    drop(calibration);
-    let costs: Vec<ProgCost> = progs
-        .into_iter()
-        .zip(before.iter().zip(&after))
-        .map(|((prog_id, attach_type, prog_name), (b, a))| ProgCost { prog_id, attach_type, prog_name, run_time_ns: a.0 - b.0, run_cnt: a.1 - b.1 })
-        .collect();
-    let (floor, programs): (Vec<ProgCost>, Vec<ProgCost>) = costs.into_iter().partition(|p| p.prog_id == u64::from(floor_id));
-    Ok((value, Hook { programs, floor: floor.into_iter().next() }))
-}
-
 /// One bench-client subprocess for `target` from `source`.
-fn client(mode: &str, target: &str, source: &str, cgroup: Option<&Path>) -> anyhow::Result<Command> {
+fn client_cmd(mode: &str, target: &str, source: &str, cgroup: Option<&Path>) -> anyhow::Result<Command> {
     let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.args(["client", "--mode", mode, "--target", target, "--source", source]);
+    cmd.args(["bench-client", "--mode", mode, "--target", target, "--source", source]);
     if let Some(dir) = cgroup {
         cmd.arg("--cgroup").arg(dir);
     }
@@ -289,7 +245,7 @@ fn check_split(name: &str, s: &Sample, connects: u32) -> anyhow::Result<()> {
 
 /// Sequential connects from one client; the latency sample.
 fn latency(c: &Contender, source: &str, connects: u32, warmup: u32) -> anyhow::Result<Sample> {
-    let mut cmd = client("connect", &c.target, source, c.cgroup.as_deref())?;
+    let mut cmd = client_cmd("connect", &c.target, source, c.cgroup.as_deref())?;
     cmd.args(["--count", &connects.to_string(), "--warmup", &warmup.to_string()]);
     if let Some(a) = &c.alt {
         cmd.args(["--alt", a]);
@@ -318,7 +274,7 @@ fn rate(c: &Contender, index: usize, round: usize, per_client: u32) -> anyhow::R
     let started = Instant::now();
     let children: Vec<_> = (0..clients)
         .map(|p| {
-            let mut cmd = client("connect", &c.target, &format!("127.22.{}.{}", round * SOURCES.len() + index + 1, p + 1), c.cgroup.as_deref())?;
+            let mut cmd = client_cmd("connect", &c.target, &format!("127.22.{}.{}", round * SOURCES.len() + index + 1, p + 1), c.cgroup.as_deref())?;
             cmd.args(["--count", &per_client.to_string(), "--warmup", "0"]);
             if let Some(a) = &c.alt {
                 cmd.args(["--alt", a]);
@@ -341,7 +297,7 @@ fn rate(c: &Contender, index: usize, round: usize, per_client: u32) -> anyhow::R
 
 /// Request/response latencies on one connection (sorted, ns).
 fn round_trips(c: &Contender, round_trips: u32) -> anyhow::Result<Vec<u64>> {
-    let mut cmd = client("rr", &c.traffic, "127.0.0.1", c.cgroup.as_deref())?;
+    let mut cmd = client_cmd("rr", &c.traffic, "127.0.0.1", c.cgroup.as_deref())?;
     cmd.args(["--count", &round_trips.to_string(), "--warmup", &(round_trips / 10).to_string()]);
     let out = cmd.output()?;
     if !out.status.success() {
@@ -354,7 +310,7 @@ fn round_trips(c: &Contender, round_trips: u32) -> anyhow::Result<Vec<u64>> {
 
 /// One bulk transfer of `mib` MiB; Gbit/s.
 fn bulk(c: &Contender, mib: u32) -> anyhow::Result<f64> {
-    let mut cmd = client("bulk", &c.traffic, "127.0.0.1", c.cgroup.as_deref())?;
+    let mut cmd = client_cmd("bulk", &c.traffic, "127.0.0.1", c.cgroup.as_deref())?;
     cmd.args(["--count", &mib.to_string()]);
     let out = cmd.output()?;
     if !out.status.success() {
@@ -420,7 +376,7 @@ fn up(name: &'static str) -> anyhow::Result<Contender> {
         }
         "redirector" => {
             let agent = sweep::RunningAgent::start("rdr-bench")?;
-            c.what = format!("`redirector run` attached to a child cgroup; the client joins it and dials the MeshService VIP {VIP_REDIRECTOR}, a MeshTCPRoute splits 90/10");
+            c.what = format!("the agent (`redirector run`) attached to a child cgroup; the client joins it and dials the MeshService VIP {VIP_REDIRECTOR}, a MeshTCPRoute splits 90/10");
             c.target = VIP_REDIRECTOR.into();
             c.traffic = TRAFFIC_REDIRECTOR.into();
             c.cgroup = Some(agent.cgroup.path().to_path_buf());
@@ -469,33 +425,33 @@ fn first_line(cmd: &str, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
-fn machine() -> Machine {
+fn machine(agent: &Path) -> Machine {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpuinfo
         .lines()
         .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string()))
         .unwrap_or_else(|| "unknown".into());
-    let agent = integration_tests::redirector_bin();
-    let profile = if agent.components().any(|c| c.as_os_str() == "release") { "release" } else { "debug" };
+    let profile = if agent.components().any(|c| c.as_os_str() == "debug") { "debug build" } else { "release build (or installed binary)" };
+    let mut tools: Vec<String> = [
+        first_line("iptables", &["-V"]),
+        Some(first_line("nft", &["-v"])).filter(|v| !v.is_empty()).map(|v| format!("nftables {v}")).unwrap_or_default(),
+        first_line("haproxy", &["-v"]),
+        first_line("bpftool", &["version"]),
+    ]
+    .into_iter()
+    .filter(|t| !t.is_empty())
+    .collect();
+    tools.push(format!("redirector agent: {profile} (`{}`); its BPF programs are always built in release mode", agent.display()));
     Machine {
         cpu,
         nproc: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
         date: first_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
-        tools: vec![
-            first_line("iptables", &["-V"]),
-            format!("nftables {}", first_line("nft", &["-v"])),
-            first_line("haproxy", &["-v"]),
-            first_line("bpftool", &["version"]),
-            format!("redirector agent: {profile} build (`{}`); its BPF programs are always built in release mode", agent.display()),
-        ],
+        tools,
     }
 }
 
 fn run(sizes: &Sizes, out_dir: &Path, command: &str) -> anyhow::Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        bail!("the bench creates a network namespace, a cgroup and netfilter rules, and loads BPF: run it as root");
-    }
     if sizes.connects < 100 {
         bail!("--connects must be at least 100");
     }
@@ -503,7 +459,13 @@ fn run(sizes: &Sizes, out_dir: &Path, command: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let warmup = (sizes.connects / 20).clamp(100, 2000);
     let started = Instant::now();
-    let machine = machine();
+    let machine = machine(&agent_bin()?);
+    // Contenders whose tools are missing are left out, and listed as such.
+    let active: Vec<(usize, &'static str)> = SOURCES.iter().copied().enumerate().filter(|(_, n)| missing_tool(n).is_none()).collect();
+    let skipped: Vec<String> = SOURCES.iter().filter_map(|n| missing_tool(n).map(|t| format!("{n}: skipped: {t} not installed"))).collect();
+    for line in &skipped {
+        eprintln!("bench: {line}");
+    }
 
     enter_private_netns().context("creating the bench's network namespace")?;
     // Netns-local: enough ephemeral ports, and NAT'd connections in TIME_WAIT
@@ -520,13 +482,13 @@ fn run(sizes: &Sizes, out_dir: &Path, command: &str) -> anyhow::Result<()> {
     let rounds = sizes.rounds.max(1);
     let per_round = sizes.connects.div_ceil(rounds);
     let warmup = (warmup / rounds).max(50);
-    let mut samples: Vec<Option<Sample>> = SOURCES.iter().map(|_| None).collect();
-    let mut rrs: Vec<Vec<u64>> = SOURCES.iter().map(|_| Vec::new()).collect();
-    let mut rates: Vec<Option<Rate>> = SOURCES.iter().map(|_| None).collect();
-    let mut best_bulk = vec![0f64; SOURCES.len()];
-    let mut hooks = Vec::new();
+    let mut samples: Vec<Option<Sample>> = active.iter().map(|_| None).collect();
+    let mut rrs: Vec<Vec<u64>> = active.iter().map(|_| Vec::new()).collect();
+    let mut rates: Vec<Option<Rate>> = active.iter().map(|_| None).collect();
+    let mut best_bulk = vec![0f64; active.len()];
+    let (mut redirected, mut non_service) = (Vec::new(), Vec::new());
     for round in 0..rounds as usize {
-        for (index, name) in SOURCES.iter().enumerate() {
+        for (slot, &(index, name)) in active.iter().enumerate() {
             let c = up(name)?;
             let sample = latency(&c, &format!("127.21.{round}.{}", index + 1), per_round, warmup)?;
             eprintln!(
@@ -535,28 +497,27 @@ fn run(sizes: &Sizes, out_dir: &Path, command: &str) -> anyhow::Result<()> {
                 report::quantile(&sample.connect, 0.5) as f64 / 1e3,
                 report::quantile(&sample.connect, 0.99) as f64 / 1e3,
             );
-            match &mut samples[index] {
+            match &mut samples[slot] {
                 Some(pooled) => pooled.absorb(sample),
                 slot => *slot = Some(sample),
             }
-            // The hook cost in a run of its own: statistics and the
-            // calibration program stay out of the latency figures.
+            // The hook cost in runs of their own: statistics, the
+            // calibration program and the one-operation programs stay out
+            // of the latency figures.
             if let Some(cgroup) = &c.cgroup {
                 let runs = (per_round / 5).max(100);
-                let (_, h) = with_hook_stats(cgroup, || latency(&c, &format!("127.21.{}.{}", 100 + round, index + 1), runs, 50))?;
-                for line in h.lines() {
-                    eprintln!("bench: {line}");
-                }
-                hooks.push(h);
+                let (redirected_hook, non_service_hook) = hook_runs(&c, cgroup, round, runs)?;
+                redirected.push(redirected_hook);
+                non_service.push(non_service_hook);
             }
-            rrs[index].extend(round_trips(&c, sizes.round_trips.div_ceil(rounds))?);
+            rrs[slot].extend(round_trips(&c, sizes.round_trips.div_ceil(rounds))?);
             let r = rate(&c, index, round, sizes.rate_connects)?;
             let g = bulk(&c, sizes.bulk_mib)?;
             eprintln!("bench: {name}: round {}: {:.0} connects/s with {} clients, bulk {g:.2} Gbit/s", round + 1, r.per_second(), r.clients);
-            if rates[index].as_ref().is_none_or(|best| r.per_second() > best.per_second()) {
-                rates[index] = Some(r);
+            if rates[slot].as_ref().is_none_or(|best| r.per_second() > best.per_second()) {
+                rates[slot] = Some(r);
             }
-            best_bulk[index] = best_bulk[index].max(g);
+            best_bulk[slot] = best_bulk[slot].max(g);
         }
     }
     let samples: Vec<Sample> = samples.into_iter().map(|s| s.expect("measured")).collect();
@@ -569,17 +530,22 @@ fn run(sizes: &Sizes, out_dir: &Path, command: &str) -> anyhow::Result<()> {
             Traffic { rr, bulk_gbit }
         })
         .collect();
-    let hook = Hook::pooled(hooks);
 
     let points = run_sweep(sizes, false)?;
+    let classes = if sizes.classes > 0 { Some(run_classes(sizes)?) } else { None };
+    let hooks = HookFigures { redirected: Hook::pooled(redirected), non_service: Hook::pooled(non_service), classes };
+    for line in hooks.summary(&points) {
+        eprintln!("bench: {line}");
+    }
 
     let total = started.elapsed();
     let md = report::markdown(&report::Report {
         samples: &samples,
-        hook: hook.as_ref(),
+        hooks: &hooks,
         rates: &rates,
         traffic: &traffics,
         sweep: &points,
+        skipped: &skipped,
         machine: &machine,
         sizes,
         warmup,
@@ -597,10 +563,46 @@ fn run(sizes: &Sizes, out_dir: &Path, command: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The hook measurements of one round of the redirector contender `c`
+/// (clients in `cgroup`): (a) redirected connects to the service VIP, with
+/// the one-operation programs attached next to the real hooks; (b) connects
+/// from the same cgroup straight to the backend addresses (no service),
+/// during which the `sock_release` cost is that of never-redirected closes.
+fn hook_runs(c: &Contender, cgroup: &Path, round: usize, runs: u32) -> anyhow::Result<(Hook, Hook)> {
+    let (_, redirected) = with_hook_stats(cgroup, true, || latency(c, &format!("127.25.{round}.1"), runs, 50))?;
+    for line in redirected.lines() {
+        eprintln!("bench: redirected connect: {line}");
+    }
+    let mut plain = Contender::new("redirector", EP_V1, Some(cgroup));
+    plain.alt = Some(EP_V2.into());
+    let (_, non_service) = with_hook_stats(cgroup, false, || latency(&plain, &format!("127.25.{round}.2"), runs, 50))?;
+    for line in non_service.lines() {
+        eprintln!("bench: non-service connect: {line}");
+    }
+    Ok((redirected, non_service))
+}
+
 /// Sweep sources: 127.23.<contender>.<point>, so no point meets another's
 /// TIME_WAIT 4-tuples.
 fn sweep_source(contender: usize, point: usize) -> String {
     format!("127.23.{}.{}", contender + 1, point + 1)
+}
+
+/// The flatness point with many workload classes: an agent holding
+/// `sizes.classes` Dataplanes, each bound to its own cgroup below the agent's
+/// with its own MeshTCPRoute for the bench service; the client joins the
+/// middle one and dials the service VIP.
+fn run_classes(sizes: &Sizes) -> anyhow::Result<ClassesPoint> {
+    let n = sizes.classes;
+    let names: Vec<String> = (0..n).map(sweep::class_cgroup).collect();
+    let sa = sweep::RunningAgent::start_with("rdr-classes", &sweep::classes_files(n), &names)?;
+    let cgroup = sa.cgroup.path().join(sweep::class_cgroup(n / 2));
+    let c = Contender::new("redirector", VIP_REDIRECTOR, Some(&cgroup));
+    let runs = sizes.sweep_connects.max(100);
+    let (sample, hook) = with_hook_stats(sa.cgroup.path(), false, || latency(&c, "127.24.1.1", runs, 50))?;
+    let point = ClassesPoint { classes: n, sample, hook };
+    eprintln!("bench: {}", point.summary());
+    Ok(point)
 }
 
 fn run_sweep(sizes: &Sizes, redirector_only: bool) -> anyhow::Result<Vec<SweepPoint>> {
@@ -616,11 +618,11 @@ fn run_sweep(sizes: &Sizes, redirector_only: bool) -> anyhow::Result<Vec<SweepPo
             for (_, line) in sa.agent.log_lines("applied generation") {
                 eprintln!("bench: sweep {n}: install: {line}");
             }
-            let prog = connect4_prog(sa.cgroup.path())?;
+            let prog = hooks::connect4_prog(sa.cgroup.path())?;
             let c = Contender::new("redirector", &target, Some(sa.cgroup.path()));
             let sample = latency(&c, &sweep_source(1, k), sizes.sweep_connects, warmup)?;
             let runs = (sizes.sweep_connects / 2).max(100);
-            let (_, hook) = with_hook_stats(sa.cgroup.path(), || latency(&c, &format!("127.24.0.{}", k + 1), runs, 50))?;
+            let (_, hook) = with_hook_stats(sa.cgroup.path(), false, || latency(&c, &format!("127.24.0.{}", k + 1), runs, 50))?;
             let (rss, hwm) = sweep::rss(sa.agent.pid())?;
             let maps = sweep::map_memory(prog)?;
             // One route changed, again and again: its file replaced with new weights.
@@ -634,7 +636,8 @@ fn run_sweep(sizes: &Sizes, redirector_only: bool) -> anyhow::Result<Vec<SweepPo
             eprintln!("bench: sweep {n}: {}", point.summary());
             points.push(point);
         }
-        for (ci, name) in [(3usize, "iptables"), (4, "nftables")].into_iter().filter(|_| !redirector_only) {
+        let netfilter = [(3usize, "iptables"), (4, "nftables")].into_iter().filter(|(_, name)| !redirector_only && missing_tool(name).is_none());
+        for (ci, name) in netfilter {
             let (full, change, down, mut cmd): (String, String, fn() -> anyhow::Result<()>, Command) = match name {
                 "iptables" => {
                     let mut cmd = Command::new("iptables-restore");

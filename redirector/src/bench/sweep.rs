@@ -3,11 +3,16 @@
 //! endpoints each), connect latency measured on the middle one, for the
 //! redirector, iptables and nftables; plus the control plane at each size
 //! (how long N routes take to reach the kernel, how long one changed route
-//! takes, the agent's memory and the BPF maps' memory).
+//! takes, the agent's memory and the BPF maps' memory); and the config of
+//! the flatness point with many workload classes.
 
 use super::contenders::{EP_V1, EP_V2, WEIGHT_V1, WEIGHT_V2, redirector_config};
 use anyhow::{Context as _, bail};
-use integration_tests::{Agent, ChildCgroup, PinDir, ScratchDir};
+use std::os::fd::{AsFd as _, AsRawFd as _};
+use super::{
+    cgroup::ChildCgroup,
+    harness::{Agent, PinDir, ScratchDir},
+};
 use std::{
     fmt::Write as _,
     io::Write as _,
@@ -185,11 +190,13 @@ pub fn timed_stdin(cmd: &mut Command, input: &str, timeout: Duration) -> anyhow:
 }
 
 /// A `redirector run` agent on the bench config, with what it runs on;
-/// torn down in field order (agent, config, pins: detaches, then the cgroup).
+/// torn down in field order (agent, config, pins: detaches, then the
+/// workload cgroups below its cgroup, then its cgroup).
 pub struct RunningAgent {
     pub agent: Agent,
     pub config: ScratchDir,
     _pins: PinDir,
+    _children: Vec<ChildCgroup>,
     pub cgroup: ChildCgroup,
 }
 
@@ -197,12 +204,21 @@ impl RunningAgent {
     /// An agent on the bench config alone (the bench's four services), its
     /// cgroup, pins and config directory named after `prefix`.
     pub fn start(prefix: &str) -> anyhow::Result<Self> {
+        Self::start_with(prefix, &[("bench.yaml".to_string(), redirector_config())], &[])
+    }
+
+    /// An agent on `files`, with the cgroups `children` created below its
+    /// cgroup before it starts (the workload cgroups its Dataplanes name).
+    pub fn start_with(prefix: &str, files: &[(String, String)], children: &[String]) -> anyhow::Result<Self> {
         let pins = PinDir::new(prefix)?;
         let cgroup = ChildCgroup::create_unique(prefix)?;
+        let children = children.iter().map(|name| ChildCgroup::create(cgroup.path(), name)).collect::<anyhow::Result<Vec<_>>>()?;
         let config = ScratchDir::new(prefix)?;
-        config.write("bench.yaml", &redirector_config())?;
-        let agent = Agent::start(config.path(), cgroup.path(), pins.path())?;
-        Ok(Self { agent, config, _pins: pins, cgroup })
+        for (name, text) in files {
+            config.write(name, text)?;
+        }
+        let agent = Agent::start(&super::agent_bin()?, config.path(), cgroup.path(), pins.path())?;
+        Ok(Self { agent, config, _pins: pins, _children: children, cgroup })
     }
 
     /// Writes `files` (each atomically) and returns the time from the first
@@ -264,23 +280,55 @@ pub fn rss(pid: u32) -> anyhow::Result<(u64, u64)> {
     Ok((field("VmRSS:"), field("VmHWM:")))
 }
 
-/// The kernel's memory accounting (`bytes_memlock`, actual use for hash
-/// maps on kernels >= 6.4) of every map a program uses, by map name.
-pub fn map_memory(prog_id: u64) -> anyhow::Result<Vec<(String, u64)>> {
-    let prog = super::bpftool_json(&["prog", "show", "id", &prog_id.to_string()])?;
+/// The kernel's memory accounting (`memlock` in the map's fdinfo: actual
+/// use for hash maps on kernels >= 6.4) of every map a program uses, by map
+/// name, read through aya's program and map info.
+pub fn map_memory(prog_id: u32) -> anyhow::Result<Vec<(String, u64)>> {
+    let prog = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == prog_id)
+        .with_context(|| format!("program {prog_id} is not loaded"))?;
     let mut out = Vec::new();
-    for id in prog["map_ids"].as_array().cloned().unwrap_or_default() {
-        let id = id.as_u64().context("map id")?;
-        let m = super::bpftool_json(&["map", "show", "id", &id.to_string()])?;
-        let name = m["name"].as_str().unwrap_or("?").to_string();
+    for id in prog.map_ids().context("the program's map ids")?.unwrap_or_default() {
+        let map = aya::maps::MapInfo::from_id(id).with_context(|| format!("map {id}"))?;
+        let name = map.name_as_str().unwrap_or("?").to_string();
         // aya-log's and the loader's own maps are not part of the route state.
         if name.starts_with('.') || name == "AYA_LOGS" || name == "AYA_LOG_BUF" {
             continue;
         }
-        out.push((name, m["bytes_memlock"].as_u64().unwrap_or(0)));
+        let fd = map.fd().with_context(|| format!("opening map {id}"))?;
+        let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd()))?;
+        let memlock = fdinfo.lines().find_map(|l| l.strip_prefix("memlock:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+        out.push((name, memlock));
     }
     out.sort();
     Ok(out)
+}
+
+/// Workload class `i`'s cgroup, relative to the agent's.
+pub fn class_cgroup(i: u32) -> String {
+    format!("wl-{i}")
+}
+
+/// The many-classes config: the bench config plus `n` Dataplanes, each
+/// bound to its own cgroup ([`class_cgroup`]) and labelled `app: wl-<i>`,
+/// and per Dataplane a MeshTCPRoute targeting its labels that splits the
+/// bench service 90/10 (so every class has a route set of its own).
+pub fn classes_files(n: u32) -> Vec<(String, String)> {
+    let mut text = String::with_capacity(n as usize * 700);
+    for i in 0..n {
+        let addr = Ipv4Addr::new(127, 30, (i / 250) as u8, (i % 250 + 1) as u8);
+        let cg = class_cgroup(i);
+        let _ = writeln!(
+            text,
+            "--- {{type: Dataplane, name: {cg}, mesh: default, labels: {{app: {cg}, redirector.io/cgroup: {cg}}}, networking: {{address: {addr}, inbound: [{{port: 9999, tags: {{kuma.io/service: {cg}}}}}]}}}}"
+        );
+        let _ = writeln!(
+            text,
+            "--- {{type: MeshTCPRoute, name: {cg}-route, mesh: default, spec: {{targetRef: {{kind: Dataplane, labels: {{app: {cg}}}}}, to: [{{targetRef: {{kind: MeshService, name: bench}}, rules: [{{default: {{backendRefs: [{{kind: MeshService, name: bench-v1, port: 80, weight: {WEIGHT_V1}}}, {{kind: MeshService, name: bench-v2, port: 80, weight: {WEIGHT_V2}}}]}}}}]}}]}}}}"
+        );
+    }
+    vec![("bench.yaml".to_string(), redirector_config()), ("classes.yaml".to_string(), text)]
 }
 
 #[cfg(test)]
@@ -312,6 +360,20 @@ mod tests {
         assert_eq!(plan.tables.len(), 29);
         let text = plan.summary_lines().join("\n");
         assert!(text.contains(&vip(12).to_string()), "{text}");
+    }
+
+    #[test]
+    fn the_classes_config_gives_each_workload_its_own_routes() {
+        let dir = std::env::temp_dir().join(format!("rdr-classes-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, text) in classes_files(20) {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+        let plan = redirector_core::plan::build(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let plan = plan.unwrap_or_else(|p| panic!("{:?}", p.errors().map(|e| e.to_string()).collect::<Vec<_>>()));
+        assert_eq!(plan.config.dataplanes.len(), 20 + 3);
+        assert_eq!(plan.config.routes.len(), 20 + 1);
     }
 
     #[test]
