@@ -333,7 +333,7 @@ impl Chunk {
     #[inline(always)]
     fn entry(&mut self, index: u32) -> Option<TableEntry> {
         let chunk = index / TABLE_CHUNK;
-        if chunk != self.index || self.entries.is_none() {
+        if chunk != self.index {
             let key = TableKey { table: self.table, chunk };
             // SAFETY: TABLES values are plain data; the element outlives this
             // program run (no preallocation: freed after an RCU grace period).
