@@ -24,9 +24,9 @@ const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
 const BPF_FUNC_GET_PRANDOM_U32: i32 = 7;
 const BPF_FUNC_GET_SOCKET_COOKIE: i32 = 46;
 
-/// Key size of the hash map: the size of the real hook's route key class
-/// (24 bytes), looked up zeroed so that it misses.
-const HASH_KEY: i16 = 24;
+/// Key size of the hash map: the real hook's route key, looked up zeroed so
+/// that it misses.
+const HASH_KEY: i16 = size_of::<redirector_common::ServiceKey>() as i16;
 
 /// The BPF_MAP_CREATE part of `union bpf_attr`, up to `map_name`.
 #[repr(C)]
@@ -123,7 +123,7 @@ impl Op {
             Op::SocketCookie => (vec![call(BPF_FUNC_GET_SOCKET_COOKIE), ALLOW, EXIT], None),
             Op::Prandom => (vec![call(BPF_FUNC_GET_PRANDOM_U32), ALLOW, EXIT], None),
             Op::HashMiss => {
-                let map = create_map(BPF_MAP_TYPE_HASH, HASH_KEY as u32, 8, 131_072, BPF_F_NO_PREALLOC, b"rdr_op_hash")?;
+                let map = create_map(BPF_MAP_TYPE_HASH, HASH_KEY as u32, 8, redirector_common::MAX_ROUTES, BPF_F_NO_PREALLOC, b"rdr_op_hash")?;
                 let mut insns = vec![zero_dw(-8), zero_dw(-16), zero_dw(-24)];
                 insns.extend(key_ptr(-HASH_KEY));
                 insns.extend(load_map(&map));

@@ -335,6 +335,18 @@ pub fn classes_files(n: u32) -> Vec<(String, String)> {
 mod tests {
     use super::*;
 
+    /// The plan of a config written to a scratch directory (removed again).
+    fn plan_of(tag: &str, files: Vec<(String, String)>) -> redirector_core::plan::Plan {
+        let dir = std::env::temp_dir().join(format!("rdr-{tag}-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+        let plan = redirector_core::plan::build(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        plan.unwrap_or_else(|p| panic!("{:?}", p.errors().map(|e| e.to_string()).collect::<Vec<_>>()))
+    }
+
     #[test]
     fn service_addresses_are_distinct_and_never_network_or_broadcast() {
         let mut seen = std::collections::HashSet::new();
@@ -348,14 +360,7 @@ mod tests {
 
     #[test]
     fn the_sweep_config_plans_one_route_per_service_with_the_given_split() {
-        let dir = std::env::temp_dir().join(format!("rdr-sweep-unit-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        for (name, text) in redirector_files(25) {
-            std::fs::write(dir.join(name), text).unwrap();
-        }
-        let plan = redirector_core::plan::build(&dir);
-        std::fs::remove_dir_all(&dir).unwrap();
-        let plan = plan.unwrap_or_else(|p| panic!("{:?}", p.errors().map(|e| e.to_string()).collect::<Vec<_>>()));
+        let plan = plan_of("sweep", redirector_files(25));
         // 25 sweep services + bench, bench-v1, bench-v2, traffic.
         assert_eq!(plan.tables.len(), 29);
         let text = plan.summary_lines().join("\n");
@@ -364,14 +369,7 @@ mod tests {
 
     #[test]
     fn the_classes_config_gives_each_workload_its_own_routes() {
-        let dir = std::env::temp_dir().join(format!("rdr-classes-unit-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        for (name, text) in classes_files(20) {
-            std::fs::write(dir.join(name), text).unwrap();
-        }
-        let plan = redirector_core::plan::build(&dir);
-        std::fs::remove_dir_all(&dir).unwrap();
-        let plan = plan.unwrap_or_else(|p| panic!("{:?}", p.errors().map(|e| e.to_string()).collect::<Vec<_>>()));
+        let plan = plan_of("classes", classes_files(20));
         assert_eq!(plan.config.dataplanes.len(), 20 + 3);
         assert_eq!(plan.config.routes.len(), 20 + 1);
     }
