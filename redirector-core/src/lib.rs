@@ -12,6 +12,7 @@
 //! the `redirector` crate writes what this computes.
 
 pub mod compile;
+pub mod filter;
 pub mod model;
 pub mod pipeline;
 pub mod plan;

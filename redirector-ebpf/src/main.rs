@@ -31,11 +31,16 @@ use core::{
     intrinsics::{AtomicOrdering, atomic_xadd},
 };
 use redirector_common::{
-    BASE_CLASS, BackendSlot, Endpoint, MAX_COUNTERS, MAX_ORIGINS, MAX_ROUTES, MAX_TABLE_CHUNKS,
+    BASE_CLASS, BackendSlot, Endpoint, FILTER_WORDS, MAX_COUNTERS, MAX_ORIGINS, MAX_ROUTES, MAX_TABLE_CHUNKS,
     MAX_WORKLOAD_DEPTH, MAX_WORKLOADS, NO_ENDPOINT_ERRNO, Origin, OriginalDest, PASS_THROUGH, REFUSED,
     Route, ServiceKey, Settings, TABLE_CHUNK, TableChunk, TableEntry, TableHeader, TableKey,
-    is_mapped_v4, mapped_v4,
+    filter_bit, is_mapped_v4, mapped_v4,
 };
+
+/// One "maybe a service" bit per hash of a destination (see redirector-common).
+/// Mappable: the agent sets and clears bits as memory.
+#[btf_map]
+static FILTER: Array<u64, { FILTER_WORDS as usize }, { BPF_F_MMAPABLE as usize }> = Array::new();
 
 /// Class + service address:port -> route table id and header.
 #[btf_map]
@@ -159,8 +164,17 @@ pub fn getpeername6(ctx: SockAddrContext) -> i32 {
 /// `ctx.sock_addr` must be the context the kernel passed in.
 #[inline(always)]
 unsafe fn redirect(ctx: &SockAddrContext, dest: &ServiceKey, family: u32) -> i32 {
-    // Every destination any class routes has a base entry, so a miss here is
-    // the whole cost of a connect to something that is not a service.
+    // Every destination any class routes has a base entry and its filter
+    // bit, so a clear bit is the whole cost of a connect to something that
+    // is not a service: an inlined array load instead of a hash lookup.
+    let bit = filter_bit(&dest.addr, dest.port);
+    if let Some(word) = FILTER.get_ptr(bit >> 6) {
+        // SAFETY: an aligned u64 inside the array for the program's life;
+        // the agent rewrites it whole through its mapping.
+        if unsafe { read_volatile(word) } & (1u64 << (bit & 63)) == 0 {
+            return ALLOW;
+        }
+    }
     // SAFETY: ROUTES values are plain data; an element outlives this program
     // run (no preallocation: freed after an RCU grace period).
     let Some(base) = (unsafe { ROUTES.get(dest) }) else {

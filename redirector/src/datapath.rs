@@ -24,9 +24,15 @@
 //! refuses a cgroup where another redirector datapath's hooks already run
 //! (on it or on an ancestor): both would rewrite the same connects.
 
-use crate::{kernel, owner::OwnerLock};
+use crate::{
+    kernel::{self, MappedArray},
+    owner::OwnerLock,
+};
 use anyhow::{Context as _, anyhow, bail};
-use redirector_core::compile::{Diff, Generation, Table, Transition};
+use redirector_core::{
+    compile::{Diff, Generation, Table, Transition},
+    filter::ServiceFilter,
+};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData},
@@ -36,7 +42,7 @@ use aya::{
     },
 };
 use redirector_common::{
-    BASE_CLASS, COUNTERS_MAP, LAYOUT_VERSION, MAX_ROUTES, PASS_THROUGH, MAX_TABLE_CHUNKS, MAX_WORKLOADS, ORIGINS_MAP, ROUTES_MAP, Route,
+    BASE_CLASS, COUNTERS_MAP, FILTER_MAP, FILTER_WORDS, LAYOUT_VERSION, MAX_ROUTES, PASS_THROUGH, MAX_TABLE_CHUNKS, MAX_WORKLOADS, ORIGINS_MAP, ROUTES_MAP, Route,
     SETTINGS_MAP, ServiceKey, Settings, TABLE_GRACE_MS, TABLES_MAP, TableChunk, TableHeader, TableKey, WORKLOADS_MAP,
 };
 use std::{
@@ -55,7 +61,8 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 pub const PROGRAMS: [&str; 4] = ["connect4", "connect6", "getpeername4", "getpeername6"];
 
 /// Maps pinned in each generation directory, by their pin file name.
-const GENERATION_MAPS: [(&str, &str); 5] = [
+const GENERATION_MAPS: [(&str, &str); 6] = [
+    (FILTER_MAP, "filter"),
     (ROUTES_MAP, "routes"),
     (TABLES_MAP, "tables"),
     (WORKLOADS_MAP, "workloads"),
@@ -129,6 +136,10 @@ pub struct Datapath {
     /// Base keys holding a [`PASS_THROUGH`] entry: destinations that only
     /// classes route (the hooks look under the base class first).
     markers: BTreeSet<ServiceKey>,
+    /// The destinations of the base keys in `ROUTES`, as bits of `FILTER`.
+    filter: ServiceFilter,
+    /// `FILTER`, mapped for writing.
+    filter_words: MappedArray<u64>,
     links: Vec<PinnedLink>,
     _owner: OwnerLock,
 }
@@ -176,6 +187,10 @@ impl Datapath {
             let program = ebpf.program_mut(name).ok_or_else(|| anyhow!("BPF program {name} missing from the object"))?;
             <&mut CgroupSockAddr>::try_from(program)?.load().with_context(|| format!("loading BPF program {name} (verifier)"))?;
         }
+        let Some(aya::maps::Map::Array(filter_map)) = ebpf.map(FILTER_MAP) else {
+            bail!("array map {FILTER_MAP} missing from the BPF object");
+        };
+        let filter_words = MappedArray::writable(filter_map, FILTER_WORDS).with_context(|| format!("mapping {FILTER_MAP}"))?;
         Ok((
             Self {
                 ebpf,
@@ -191,6 +206,8 @@ impl Datapath {
                 workloads: BTreeMap::new(),
                 settings: None,
                 markers: BTreeSet::new(),
+                filter: ServiceFilter::new(),
+                filter_words,
                 links: Vec::new(),
                 _owner: owner,
             },
@@ -287,14 +304,22 @@ impl Datapath {
             remove: t.remove.iter().chain(&t.retire).copied().filter(|k| self.installed.contains_key(k)).collect(),
         };
         let mut undo = Vec::new();
-        match self.write(desired, t, &mut undo) {
+        let result = self.write(desired, t, &mut undo);
+        // Every ROUTES write and delete left an undo step: their base keys
+        // are the only ones whose filter bits may have to be cleared.
+        let touched: Vec<ServiceKey> = undo.iter().filter_map(|u| if let Undo::Route(k, _) = u { Some(*k) } else { None }).collect();
+        match result {
             Ok((written, markers)) => {
                 self.commit(desired, t, written);
                 self.markers = markers;
+                self.settle_filter(&touched);
                 Ok(diff)
             }
             Err(e) => {
                 let undone = self.undo(undo);
+                if undone.is_ok() {
+                    self.settle_filter(&touched);
+                }
                 Err(match undone {
                     Ok(()) => e.context("nothing of this generation was kept"),
                     Err(u) => e.context(format!("and undoing the writes failed too: {u:#}")),
@@ -348,6 +373,7 @@ impl Datapath {
         let new_markers: Vec<ServiceKey> = markers.difference(&self.markers).copied().collect();
         for key in new_markers {
             undo.push(Undo::Route(key, self.kernel_route(&key, &written)));
+            self.cover(&key);
             self.map::<ServiceKey, Route>(ROUTES_MAP)?.insert(key, MARKER, 0).context("writing a pass-through entry")?;
         }
         let to_base: Vec<(u64, u32)> = self.workloads.iter().filter(|(id, _)| !desired.workloads.contains_key(id)).map(|(&i, &c)| (i, c)).collect();
@@ -418,6 +444,7 @@ impl Datapath {
         self.write_batch(TABLES_MAP, &table_keys, &chunks).context("writing route tables")?;
         for key in keys {
             undo.push(Undo::Route(*key, self.kernel_route(key, written)));
+            self.cover(key);
         }
         self.write_batch(ROUTES_MAP, keys, &routes).context("writing routes")?;
         written.extend(keys.iter().copied().zip(routes));
@@ -439,7 +466,10 @@ impl Datapath {
     fn undo(&mut self, undo: Vec<Undo>) -> anyhow::Result<()> {
         for step in undo.into_iter().rev() {
             match step {
-                Undo::Route(key, Some(route)) => self.map::<ServiceKey, Route>(ROUTES_MAP)?.insert(key, route, 0)?,
+                Undo::Route(key, Some(route)) => {
+                    self.cover(&key);
+                    self.map::<ServiceKey, Route>(ROUTES_MAP)?.insert(key, route, 0)?
+                }
                 // A failed batch may have stopped before this entry.
                 Undo::Route(key, None) => match self.map::<ServiceKey, Route>(ROUTES_MAP)?.remove(&key) {
                     Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(nix::libc::ENOENT) => {}
@@ -595,11 +625,37 @@ impl Datapath {
     fn drop_stale_markers(&mut self) -> anyhow::Result<()> {
         let needed = self.needed_markers(&BTreeMap::new(), &[]);
         let stale: Vec<ServiceKey> = self.markers.difference(&needed).copied().collect();
-        for key in stale {
-            self.map::<ServiceKey, Route>(ROUTES_MAP)?.remove(&key).context("removing a pass-through entry")?;
-            self.markers.remove(&key);
+        for key in &stale {
+            self.map::<ServiceKey, Route>(ROUTES_MAP)?.remove(key).context("removing a pass-through entry")?;
+            self.markers.remove(key);
         }
+        self.settle_filter(&stale);
         Ok(())
+    }
+
+    /// Sets the filter bit of a base key's destination, before its `ROUTES`
+    /// entry is written (other classes' keys always have a base entry).
+    fn cover(&mut self, key: &ServiceKey) {
+        if key.class == BASE_CLASS
+            && let Some((word, value)) = self.filter.cover(key)
+        {
+            self.filter_words.set(word, value);
+        }
+    }
+
+    /// Clears the filter bits of those of `keys` whose base entry is no
+    /// longer in `ROUTES` (call after the deletes, with the bookkeeping
+    /// updated).
+    fn settle_filter(&mut self, keys: &[ServiceKey]) {
+        for key in keys {
+            if key.class == BASE_CLASS
+                && !self.installed.contains_key(key)
+                && !self.markers.contains(key)
+                && let Some((word, value)) = self.filter.uncover(key)
+            {
+                self.filter_words.set(word, value);
+            }
+        }
     }
 
     /// Whether replaced tables or entries of classes that went away are

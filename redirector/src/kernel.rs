@@ -210,28 +210,51 @@ fn get_info<T>(fd: &OwnedFd, info: &mut T) -> std::io::Result<()> {
     unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) }.map(|_| ())
 }
 
-/// A read-only view of a `BPF_F_MMAPABLE` array map's values, mapped into
-/// this process: reading 500,000 counters is a memory scan, not 500,000
-/// lookups.
+/// A view of a `BPF_F_MMAPABLE` array map's values, mapped into this
+/// process: reading 500,000 counters is a memory scan, not 500,000 lookups,
+/// and writing a value is a store, not a syscall.
 pub struct MappedArray<T> {
     ptr: std::ptr::NonNull<T>,
     len: usize,
+    writable: bool,
 }
 
 impl<T: aya::Pod> MappedArray<T> {
-    /// Maps the first `len` values of `map` (its max_entries or fewer).
+    /// Maps the first `len` values of `map` (its max_entries or fewer) to read.
     pub fn read_only(map: &aya::maps::MapData, len: u32) -> std::io::Result<Self> {
+        Self::map(map, len, false)
+    }
+
+    /// Maps the first `len` values of `map` to read and write.
+    pub fn writable(map: &aya::maps::MapData, len: u32) -> std::io::Result<Self> {
+        Self::map(map, len, true)
+    }
+
+    fn map(map: &aya::maps::MapData, len: u32, writable: bool) -> std::io::Result<Self> {
         use std::os::fd::AsFd as _;
         let bytes = (len as usize * size_of::<T>()).max(1);
         let fd = map.fd().as_fd().as_raw_fd();
-        // SAFETY: a fresh shared read-only mapping of the map's fd; the kernel
-        // checks the length against the map and fails otherwise.
-        let ptr = unsafe { nix::libc::mmap(std::ptr::null_mut(), bytes, nix::libc::PROT_READ, nix::libc::MAP_SHARED, fd, 0) };
+        let prot = if writable { nix::libc::PROT_READ | nix::libc::PROT_WRITE } else { nix::libc::PROT_READ };
+        // SAFETY: a fresh shared mapping of the map's fd; the kernel checks
+        // the length against the map and fails otherwise.
+        let ptr = unsafe { nix::libc::mmap(std::ptr::null_mut(), bytes, prot, nix::libc::MAP_SHARED, fd, 0) };
         if ptr == nix::libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
         let ptr = std::ptr::NonNull::new(ptr.cast()).ok_or_else(|| std::io::Error::other("mmap returned null"))?;
-        Ok(Self { ptr, len: len as usize })
+        Ok(Self { ptr, len: len as usize, writable })
+    }
+
+    /// Stores `value` at `index`, visible to BPF programs at once (a volatile
+    /// store, so it is neither merged nor moved across the syscalls around it).
+    ///
+    /// # Panics
+    /// If the view is read-only or `index` is out of range.
+    pub fn set(&mut self, index: u32, value: T) {
+        assert!(self.writable && (index as usize) < self.len, "store {index} outside a writable view of {}", self.len);
+        // SAFETY: in range of a writable mapping, page aligned; BPF programs
+        // read the value concurrently and, for u64 words, whole.
+        unsafe { std::ptr::write_volatile(self.ptr.as_ptr().add(index as usize), value) }
     }
 
     /// The values, as the kernel holds them now (they may change while read).
@@ -244,7 +267,7 @@ impl<T: aya::Pod> MappedArray<T> {
 
 impl<T> Drop for MappedArray<T> {
     fn drop(&mut self) {
-        // SAFETY: the mapping made in `read_only`, of this length.
+        // SAFETY: the mapping made in `map`, of this length.
         unsafe { nix::libc::munmap(self.ptr.as_ptr().cast(), (self.len * size_of::<T>()).max(1)) };
     }
 }

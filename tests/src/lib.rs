@@ -162,12 +162,55 @@ pub fn origins_recorded(root: &Path) -> anyhow::Result<usize> {
 
 /// How many entries the pinned hash map at `path` holds (walks every key).
 pub fn map_entries(path: &Path) -> anyhow::Result<usize> {
+    Ok(map_keys(path)?.len())
+}
+
+/// How the pinned `FILTER` of a generation compares with its `ROUTES`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FilterCheck {
+    /// Destinations with a base entry in `ROUTES`.
+    pub services: usize,
+    /// Bits those destinations need that are clear (each one a service the
+    /// hooks would not redirect).
+    pub missing: usize,
+    /// Bits set that no destination needs (harmless, but a leak).
+    pub extra: usize,
+}
+
+/// Compares the pinned `FILTER` of the generation directory `generation`
+/// with the bits of the base keys in its `ROUTES`.
+pub fn filter_check(generation: &Path) -> anyhow::Result<FilterCheck> {
+    use redirector_common::{FILTER_WORDS, ServiceKey, filter_bit};
+    let mut expected = vec![0u64; FILTER_WORDS as usize];
+    let mut services = 0;
+    for key in map_keys(&generation.join("routes"))? {
+        anyhow::ensure!(key.len() == size_of::<ServiceKey>(), "ROUTES key of {} bytes", key.len());
+        // SAFETY: ServiceKey is plain data of exactly this size.
+        let key: ServiceKey = unsafe { std::ptr::read_unaligned(key.as_ptr().cast()) };
+        if key.class == redirector_common::BASE_CLASS {
+            services += 1;
+            let bit = filter_bit(&key.addr, key.port);
+            expected[(bit >> 6) as usize] |= 1 << (bit & 63);
+        }
+    }
+    let path = generation.join("filter");
+    let map = aya::maps::MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+    let actual = redirector::kernel::MappedArray::<u64>::read_only(&map, FILTER_WORDS)?;
+    let (mut missing, mut extra) = (0, 0);
+    for (want, have) in expected.iter().zip(actual.iter()) {
+        missing += (want & !have).count_ones() as usize;
+        extra += (have & !want).count_ones() as usize;
+    }
+    Ok(FilterCheck { services, missing, extra })
+}
+
+/// The keys of the pinned hash map at `path`, as bytes.
+pub fn map_keys(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
     let map = aya::maps::MapData::from_pin(path).with_context(|| format!("opening {}", path.display()))?;
     let info = map.info()?;
     let key_size = info.key_size() as usize;
     let fd = map.fd();
-    let mut count = 0;
-    let mut key: Option<Vec<u8>> = None;
+    let mut keys = Vec::new();
     loop {
         let mut next = vec![0u8; key_size];
         /// `BPF_MAP_GET_NEXT_KEY` attr.
@@ -182,18 +225,17 @@ pub fn map_entries(path: &Path) -> anyhow::Result<usize> {
         let mut attr = NextKey {
             map_fd: fd.as_fd().as_raw_fd() as u32,
             pad: 0,
-            key: key.as_ref().map_or(0, |k| k.as_ptr() as u64),
+            key: keys.last().map_or(0, |k: &Vec<u8>| k.as_ptr() as u64),
             next_key: next.as_mut_ptr() as u64,
         };
         const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
         // SAFETY: the GET_NEXT_KEY layout; both pointers are buffers of the map's key size that outlive the call.
         if let Err(err) = unsafe { redirector::kernel::bpf(BPF_MAP_GET_NEXT_KEY, &mut attr) } {
             if err.raw_os_error() == Some(libc::ENOENT) {
-                return Ok(count);
+                return Ok(keys);
             }
             return Err(err).context("BPF_MAP_GET_NEXT_KEY");
         }
-        count += 1;
-        key = Some(next);
+        keys.push(next);
     }
 }

@@ -973,3 +973,58 @@ fn connect_counts_follow_their_backend_and_go_with_their_route() {
     assert!(counters() < with_route, "the removed route's counters stayed ({with_route} before, {} now)\n{}", counters(), agent.log());
     agent.stop().unwrap();
 }
+
+#[test]
+fn the_service_filter_covers_exactly_the_routed_destinations_and_a_shared_bit_costs_only_a_lookup() {
+    use redirector_common::{BASE_CLASS, ServiceKey, filter_bit, mapped_v4};
+    let env = Env::new("filter");
+    let _backends = canary_backends();
+    let _a = ChildCgroup::create(env.cgroup.path(), "wl-a").unwrap();
+    let config = [
+        canary_config(),
+        workload("client-a", "wl-a", "client-a"),
+        workload_route("a-to-v1", "client-a", "backend", "backend-v1"),
+    ]
+    .concat();
+    env.config.write("config.yaml", &config).unwrap();
+    let agent = Agent::start_with(&integration_tests::redirector_bin(), env.config.path(), env.cgroup.path(), env.pins.path(), &[]).expect("agent start");
+    let check = || integration_tests::filter_check(&redirector::status::read(env.pins.path()).unwrap().generation).unwrap();
+    let first = check();
+    assert!(first.services >= 3 && first.missing == 0 && first.extra == 0, "{first:?}");
+
+    // A destination that is no service but hashes to the canary VIP's bit
+    // goes through the ROUTES lookup, misses, and connects unchanged.
+    let key = |ip: std::net::Ipv4Addr, port: u16| ServiceKey { class: BASE_CLASS, addr: mapped_v4(u32::from(ip).to_be()), port: port.to_be(), pad: 0 };
+    let vip = key(std::net::Ipv4Addr::new(127, 10, 0, 1), 80);
+    let bit = filter_bit(&vip.addr, vip.port);
+    let twin = (20_000u16..30_000)
+        .flat_map(|port| (0..=u16::MAX).map(move |host| (std::net::Ipv4Addr::new(127, 30, (host >> 8) as u8, host as u8), port)))
+        .find(|&(ip, port)| filter_bit(&key(ip, port).addr, key(ip, port).port) == bit)
+        .expect("2^21 bits: a collision within a few million destinations");
+    let twin = format!("{}:{}", twin.0, twin.1);
+    let _twin = Backend::tcp(&twin, "twin").unwrap();
+    let through = env.probe(&twin, 50);
+    assert_eq!(through.replies_from("twin"), 50, "{twin}: {through:?}");
+    let routed = env.probe("127.10.0.1:80", 50);
+    assert_eq!(routed.replies_from("v1a") + routed.replies_from("v1b") + routed.replies_from("v2a"), 50, "{routed:?}");
+
+    // Services and the workload route go: their bits are cleared once the
+    // last entry they covered is deleted (class entries after the grace period).
+    let fewer = [
+        service("backend", "127.10.0.1", "backend", &[]),
+        service("backend-v1", "127.10.0.2", "backend", &[("version", "v1")]),
+        dataplane("v1a", "127.10.1.1", 18081, "backend", &[("version", "v1")]),
+        route("canary", "backend", &[("backend-v1", 1)]),
+    ]
+    .concat();
+    env.config.write("config.yaml", &fewer).unwrap();
+    wait_for_log(&agent, "applied generation 2", 1);
+    std::thread::sleep(std::time::Duration::from_millis(2 * redirector_common::TABLE_GRACE_MS + 500));
+    let after = check();
+    assert!(after.services < first.services && after.missing == 0 && after.extra == 0, "before {first:?}, after {after:?}");
+    let gone = env.probe("127.10.0.3:80", 5);
+    assert_eq!(gone.answered(), 0, "a removed service still redirected: {gone:?}");
+    let kept = env.probe("127.10.0.1:80", 20);
+    assert_eq!(kept.replies_from("v1a"), 20, "{kept:?}");
+    agent.stop().unwrap();
+}
