@@ -54,18 +54,19 @@
 //!
 //! `ROUTES` holds one entry per class and service address:port; its value
 //! names a route table, whose entries (`1 + backends + endpoints` of them, up
-//! to [`MAX_TABLE_ENTRIES`]) live in `TABLES` in chunks of [`TABLE_CHUNK`]:
-//! entry `i` is `entries[i % TABLE_CHUNK]` of the chunk under `(table id,
-//! i / TABLE_CHUNK)`. The `ROUTES` value carries a copy of the table's header,
-//! so a connect() does one `ROUTES` lookup and at most three `TABLES` lookups
-//! (a backend slot, its alias's slot, an endpoint), and a route of up to seven
-//! backends and endpoints, nearly every route, is one chunk. Entry 0 of the
-//! table holds the same header for readers of `TABLES` alone (`redirector
-//! status`).
+//! to [`MAX_TABLE_ENTRIES`]) come in chunks of [`TABLE_CHUNK`]: entry `i` is
+//! `entries[i % TABLE_CHUNK]` of chunk `i / TABLE_CHUNK`. Chunk 0 is in the
+//! `ROUTES` value itself ([`Route::first`]); the others are in `TABLES`
+//! under `(table id, chunk)`. A route of up to seven backends and endpoints,
+//! nearly every route, is chunk 0 alone, so its connect() does one hash
+//! lookup: a hash lookup that hits costs about 200 ns here (see the bench),
+//! more than everything else a redirected connect does. Larger tables cost
+//! one `TABLES` lookup per further chunk they read (at most three: a backend
+//! slot, its alias's slot, an endpoint).
 //!
 //! Chunks, not single entries, because a hash element costs its bookkeeping
 //! whatever its size: writing 100,000 two-backend routes is 100,000 element
-//! inserts instead of 500,000, and takes half the kernel memory.
+//! inserts instead of 500,000.
 //!
 //! ## Original destinations
 //!
@@ -186,10 +187,11 @@ pub const TABLES_MAP: &str = "TABLES";
 /// index with a shift and a mask).
 pub const TABLE_CHUNK: u32 = 8;
 
-/// Upper bound on the chunks of all tables together in `TABLES`: every route
-/// of [`MAX_ROUTES`] in one chunk, twice (a generation's new tables are
-/// written before the old ones go). Without preallocation the map costs its
-/// bucket array (4 MiB) plus what is in use, about 256 bytes per chunk.
+/// Upper bound on the chunks after the first (those are in `ROUTES`) of all
+/// tables together in `TABLES`: as many as every route of [`MAX_ROUTES`]
+/// with two, twice (a generation's new tables are written before the old
+/// ones go). Without preallocation the map costs its bucket array (4 MiB)
+/// plus what is in use, about 256 bytes per chunk.
 pub const MAX_TABLE_CHUNKS: u32 = 2 * MAX_ROUTES;
 
 /// How long a replaced table stays readable before its entries are deleted.
@@ -201,8 +203,9 @@ pub const TABLE_GRACE_MS: u64 = 1_000;
 pub struct TableKey {
     /// Table id (never 0).
     pub table: u32,
-    /// Chunk number: it holds entries `chunk * TABLE_CHUNK ..` (entry 0 the
-    /// header, `1..=n` backend slots, then endpoints).
+    /// Chunk number, from 1 (chunk 0 is [`Route::first`]): it holds entries
+    /// `chunk * TABLE_CHUNK ..` (entry 0 is the header, `1..=n` backend
+    /// slots, then endpoints).
     pub chunk: u32,
 }
 
@@ -280,15 +283,19 @@ pub struct ServiceKey {
     pub pad: u16,
 }
 
-/// Value of `ROUTES`: the route table's id and a copy of its header, so a
-/// connect() needs no `TABLES` lookup for the header.
+/// Value of `ROUTES`: the route table's id, its header, and its first
+/// chunk, so a connect() to a route of up to seven backends and endpoints
+/// needs no `TABLES` lookup.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy)]
 pub struct Route {
-    /// Table id in `TABLES` (never 0).
+    /// Table id, the key of its further chunks in `TABLES` (0 for a
+    /// [`PASS_THROUGH`] entry, which names no table).
     pub table: u32,
-    /// Copy of the table's entry 0.
+    /// Copy of the table's entry 0, next to the id.
     pub header: TableHeader,
+    /// The table's entries `0..TABLE_CHUNK` (zero past its end).
+    pub first: TableChunk,
 }
 
 /// Entry 0 of a route table.
@@ -448,6 +455,6 @@ const _: () = {
     assert!(MAX_ORIGINS.is_power_of_two());
     assert!(TABLE_CHUNK.is_power_of_two());
     assert!(core::mem::size_of::<OriginalDest>() == 36);
-    assert!(core::mem::size_of::<Route>() == 28);
+    assert!(core::mem::size_of::<Route>() == 28 + 24 * TABLE_CHUNK as usize);
     assert!(FILTER_BITS_LOG2 >= 6 && FILTER_BITS_LOG2 <= 32);
 };

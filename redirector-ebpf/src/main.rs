@@ -33,7 +33,7 @@ use core::{
 use redirector_common::{
     BASE_CLASS, BackendSlot, Endpoint, FILTER_WORDS, MAX_COUNTERS, MAX_ORIGINS, MAX_ROUTES, MAX_TABLE_CHUNKS,
     MAX_WORKLOAD_DEPTH, MAX_WORKLOADS, NO_ENDPOINT_ERRNO, Origin, OriginalDest, PASS_THROUGH, REFUSED,
-    Route, ServiceKey, Settings, TABLE_CHUNK, TableChunk, TableEntry, TableHeader, TableKey,
+    Route, ServiceKey, Settings, TABLE_CHUNK, TableChunk, TableEntry, TableKey,
     filter_bit, is_mapped_v4, mapped_v4,
 };
 
@@ -47,7 +47,8 @@ static FILTER: Array<u64, { FILTER_WORDS as usize }, { BPF_F_MMAPABLE as usize }
 static ROUTES: HashMap<ServiceKey, Route, { MAX_ROUTES as usize }, { BPF_F_NO_PREALLOC as usize }> =
     HashMap::new();
 
-/// (table id, chunk) -> TABLE_CHUNK table entries (see redirector-common for the layout).
+/// (table id, chunk) -> TABLE_CHUNK table entries, for the chunks after a
+/// table's first (see redirector-common for the layout).
 #[btf_map]
 static TABLES: HashMap<TableKey, TableChunk, { MAX_TABLE_CHUNKS as usize }, { BPF_F_NO_PREALLOC as usize }> =
     HashMap::new();
@@ -198,12 +199,11 @@ unsafe fn redirect(ctx: &SockAddrContext, dest: &ServiceKey, family: u32) -> i32
             route = own;
         }
     }
-    let Route { table, header } = *route;
-    if header.flags & PASS_THROUGH != 0 {
+    if route.header.flags & PASS_THROUGH != 0 {
         return ALLOW;
     }
-    let Some((counter, endpoint)) = (unsafe { pick(table, &header) }) else {
-        count(header.counters + REFUSED);
+    let Some((counter, endpoint)) = (unsafe { pick(route) }) else {
+        count(route.header.counters + REFUSED);
         debug!(ctx, "refused connect to a route without endpoints");
         return refuse();
     };
@@ -299,9 +299,10 @@ fn count(slot: u32) {
 /// when the chosen backend has no endpoints (or none can be chosen).
 ///
 /// # Safety
-/// The table behind `table` must follow the redirector-common layout.
+/// The table of `route` must follow the redirector-common layout.
 #[inline(always)]
-unsafe fn pick(table: u32, header: &TableHeader) -> Option<(u32, Endpoint)> {
+unsafe fn pick(route: &'static Route) -> Option<(u32, Endpoint)> {
+    let header = &route.header;
     let (n, total) = (header.backend_count, header.total_weight);
     if n == 0 || total == 0 {
         return None;
@@ -316,7 +317,7 @@ unsafe fn pick(table: u32, header: &TableHeader) -> Option<(u32, Endpoint)> {
     } else {
         (uniform(n, header.backend_reject), uniform(total, header.weight_reject))
     };
-    let mut chunk = Chunk::new(table);
+    let mut chunk = Chunk::new(route);
     let slot = chunk.backend(slot_index)?;
     let chosen = if u < slot.threshold { slot } else { chunk.backend(slot.alias)? };
     let k = match chosen.endpoint_count {
@@ -329,18 +330,19 @@ unsafe fn pick(table: u32, header: &TableHeader) -> Option<(u32, Endpoint)> {
     Some((chosen.counter, unsafe { found.endpoint }))
 }
 
-/// Reads one route table's entries through the last `TABLES` chunk looked
-/// up: a table of up to seven backends and endpoints is one lookup.
+/// Reads one route table's entries through the chunk last used: chunk 0
+/// from the `ROUTES` value, the others looked up in `TABLES`, each once for
+/// consecutive entries of the same chunk.
 struct Chunk {
-    table: u32,
+    route: &'static Route,
     index: u32,
     entries: Option<&'static TableChunk>,
 }
 
 impl Chunk {
     #[inline(always)]
-    fn new(table: u32) -> Self {
-        Self { table, index: u32::MAX, entries: None }
+    fn new(route: &'static Route) -> Self {
+        Self { route, index: 0, entries: Some(&route.first) }
     }
 
     /// Entry `index` of the table, copied out of its chunk.
@@ -348,10 +350,14 @@ impl Chunk {
     fn entry(&mut self, index: u32) -> Option<TableEntry> {
         let chunk = index / TABLE_CHUNK;
         if chunk != self.index {
-            let key = TableKey { table: self.table, chunk };
-            // SAFETY: TABLES values are plain data; the element outlives this
-            // program run (no preallocation: freed after an RCU grace period).
-            self.entries = unsafe { TABLES.get(&key) };
+            self.entries = if chunk == 0 {
+                Some(&self.route.first)
+            } else {
+                let key = TableKey { table: self.route.table, chunk };
+                // SAFETY: TABLES values are plain data; the element outlives this
+                // program run (no preallocation: freed after an RCU grace period).
+                unsafe { TABLES.get(&key) }
+            };
             self.index = chunk;
         }
         // The mask keeps the index inside the chunk for the verifier.

@@ -70,11 +70,16 @@ const GENERATION_MAPS: [(&str, &str); 6] = [
     (COUNTERS_MAP, "counters"),
 ];
 
+/// Keys per batched `ROUTES` write (and their tables' chunks per `TABLES`
+/// write): a slice's values take about 1 MiB.
+const WRITE_SLICE: usize = 4096;
+
 /// The `ROUTES` value of a destination only classes route: the base class
 /// connects to it unchanged. It names no table.
 const MARKER: Route = Route {
     table: 0,
     header: TableHeader { backend_count: 0, backend_reject: 0, total_weight: 0, weight_reject: 0, counters: 0, flags: PASS_THROUGH },
+    first: TableChunk::ZERO,
 };
 
 /// The BPF object built from `redirector-ebpf`.
@@ -92,7 +97,7 @@ pub fn layout_dir(root: &Path) -> PathBuf {
 /// One write of an apply, as what undoes it.
 enum Undo {
     /// `ROUTES` entry and its value before (none: it did not exist).
-    Route(ServiceKey, Option<Route>),
+    Route(ServiceKey, Option<Box<Route>>),
     /// `WORKLOADS` entry and its class before.
     Workload(u64, Option<u32>),
     /// The settings before (none: never written).
@@ -101,12 +106,12 @@ enum Undo {
     Table(u32, u32),
 }
 
-/// One route the kernel holds: what undoing a write to it, or retiring its
-/// table, needs (the tables themselves are the compiler's).
+/// One route the kernel holds: what retiring its table needs (the tables
+/// themselves are the compiler's; undoing a write reads the value back).
 #[derive(Clone, Copy, Debug)]
 struct Installed {
     table: u32,
-    header: TableHeader,
+    /// Its chunks in `TABLES` (all but the first).
     chunks: u32,
 }
 
@@ -335,7 +340,7 @@ impl Datapath {
         let written = || t.classes.iter().chain(&t.base);
         let new_keys = written().filter(|k| !self.installed.contains_key(k)).count();
         let routes = self.installed.len() + new_keys + self.retired_routes.len() + self.markers.len();
-        let new_chunks: usize = written().filter_map(|k| Transition::table(next, k)).map(|t| t.chunk_count() as usize).sum();
+        let new_chunks: usize = written().filter_map(|k| Transition::table(next, k)).map(|t| t.chunk_count() as usize - 1).sum();
         let chunks = self.table_chunks + self.retired_chunks + new_chunks;
         let workloads = self.workloads.len() + desired.workloads.keys().filter(|k| !self.workloads.contains_key(k)).count();
         for (map, need, max, what) in [
@@ -353,10 +358,10 @@ impl Datapath {
     /// The writes of [`Datapath::apply`], each recorded in `undo` before the
     /// next. Returns the new table id of every key written, and the markers
     /// in force after it.
-    fn write(&mut self, desired: &Desired, t: &Transition, undo: &mut Vec<Undo>) -> anyhow::Result<(BTreeMap<ServiceKey, Route>, BTreeSet<ServiceKey>)> {
+    fn write(&mut self, desired: &Desired, t: &Transition, undo: &mut Vec<Undo>) -> anyhow::Result<(BTreeMap<ServiceKey, u32>, BTreeSet<ServiceKey>)> {
         let next = &desired.routes;
         let mut written = BTreeMap::new();
-        self.write_routes(&t.classes, |key| Transition::table(next, key).expect("a written key has a table"), &mut written, undo)?;
+        self.write_routes(&t.classes, |key| Transition::table(next, key).expect("a written key has a table"), &mut written, undo, next)?;
         let to_class: Vec<(u64, u32)> = desired.workloads.iter().filter(|(id, class)| self.workloads.get(id) != Some(class)).map(|(&i, &c)| (i, c)).collect();
         for (id, class) in to_class {
             undo.push(Undo::Workload(id, self.workloads.get(&id).copied()));
@@ -366,13 +371,13 @@ impl Datapath {
             undo.push(Undo::Settings(self.settings));
             self.write_settings(desired.settings)?;
         }
-        self.write_routes(&t.base, |key| &next.tables[key], &mut written, undo)?;
+        self.write_routes(&t.base, |key| &next.tables[key], &mut written, undo, next)?;
         // Markers before removals: a base route that goes while classes still
         // route its destination is overwritten by its marker, not deleted.
         let markers = self.needed_markers(&written, &t.remove);
         let new_markers: Vec<ServiceKey> = markers.difference(&self.markers).copied().collect();
         for key in new_markers {
-            undo.push(Undo::Route(key, self.kernel_route(&key, &written)));
+            undo.push(Undo::Route(key, self.value_before(&key, &written, next)?));
             self.cover(&key);
             self.map::<ServiceKey, Route>(ROUTES_MAP)?.insert(key, MARKER, 0).context("writing a pass-through entry")?;
         }
@@ -385,15 +390,15 @@ impl Datapath {
             if markers.contains(key) {
                 continue;
             }
-            if let Some(route) = self.kernel_route(key, &written) {
-                undo.push(Undo::Route(*key, Some(route)));
+            if let Some(before) = self.value_before(key, &written, next)? {
+                undo.push(Undo::Route(*key, Some(before)));
                 self.map::<ServiceKey, Route>(ROUTES_MAP)?.remove(key).context("removing a route")?;
             }
         }
         // Markers no class needs any more, unless a base route took their place.
         let stale: Vec<ServiceKey> = self.markers.difference(&markers).filter(|k| !written.contains_key(k)).copied().collect();
         for key in stale {
-            undo.push(Undo::Route(key, Some(MARKER)));
+            undo.push(Undo::Route(key, Some(Box::new(MARKER))));
             self.map::<ServiceKey, Route>(ROUTES_MAP)?.remove(&key).context("removing a pass-through entry")?;
         }
         Ok((written, markers))
@@ -402,7 +407,7 @@ impl Datapath {
     /// The base keys that need a marker once `written` is in and `removed`
     /// is out: destinations a class entry routes (live, or retired and not
     /// deleted yet) without a base route of their own.
-    fn needed_markers(&self, written: &BTreeMap<ServiceKey, Route>, removed: &[ServiceKey]) -> BTreeSet<ServiceKey> {
+    fn needed_markers(&self, written: &BTreeMap<ServiceKey, u32>, removed: &[ServiceKey]) -> BTreeSet<ServiceKey> {
         let removed: BTreeSet<&ServiceKey> = removed.iter().collect();
         let present = |k: &ServiceKey| (self.installed.contains_key(k) || written.contains_key(k)) && !removed.contains(k);
         // Keys order by class first: the class keys are one range after the
@@ -417,48 +422,75 @@ impl Datapath {
     }
 
     /// Writes the table of every key under a fresh id, then points the keys
-    /// at them: every table is complete before any `ROUTES` entry moves. One
-    /// batched call for all the tables and one for all the entries, so an
-    /// install of 100,000 routes is two calls, not 200,000.
+    /// at them: a table is complete before its `ROUTES` entry names it (its
+    /// first chunk goes with the entry). Batched calls, in slices of
+    /// [`WRITE_SLICE`] keys (a slice's further chunks, then its entries), so
+    /// an install of 100,000 routes is some fifty calls, not 200,000, and
+    /// holds few values at a time.
     fn write_routes<'t>(
         &mut self,
         keys: &[ServiceKey],
         table_of: impl Fn(&ServiceKey) -> &'t Table,
-        written: &mut BTreeMap<ServiceKey, Route>,
+        written: &mut BTreeMap<ServiceKey, u32>,
         undo: &mut Vec<Undo>,
+        next: &Generation,
     ) -> anyhow::Result<()> {
-        if keys.is_empty() {
-            return Ok(());
+        for keys in keys.chunks(WRITE_SLICE) {
+            let (mut table_keys, mut chunks, mut routes) = (Vec::new(), Vec::new(), Vec::with_capacity(keys.len()));
+            for key in keys {
+                let table = table_of(key);
+                let id = self.fresh_table_id();
+                let mut table_chunks = table.chunks();
+                let first = table_chunks.next().expect("a table has its header");
+                let before = chunks.len();
+                chunks.extend(table_chunks);
+                let len = (chunks.len() - before) as u32;
+                undo.push(Undo::Table(id, len));
+                table_keys.extend((1..=len).map(|chunk| TableKey { table: id, chunk }));
+                routes.push(Route { table: id, header: table.header, first });
+            }
+            if !chunks.is_empty() {
+                self.write_batch(TABLES_MAP, &table_keys, &chunks).context("writing route tables")?;
+            }
+            for key in keys {
+                let before = self.value_before(key, written, next)?;
+                undo.push(Undo::Route(*key, before));
+                self.cover(key);
+            }
+            self.write_batch(ROUTES_MAP, keys, &routes).context("writing routes")?;
+            written.extend(keys.iter().copied().zip(routes.iter().map(|r| r.table)));
         }
-        let (mut table_keys, mut chunks, mut routes) = (Vec::with_capacity(keys.len()), Vec::with_capacity(keys.len()), Vec::with_capacity(keys.len()));
-        for key in keys {
-            let table = table_of(key);
-            let id = self.fresh_table_id();
-            let before = chunks.len();
-            chunks.extend(table.chunks());
-            let len = (chunks.len() - before) as u32;
-            undo.push(Undo::Table(id, len));
-            table_keys.extend((0..len).map(|chunk| TableKey { table: id, chunk }));
-            routes.push(Route { table: id, header: table.header });
-        }
-        self.write_batch(TABLES_MAP, &table_keys, &chunks).context("writing route tables")?;
-        for key in keys {
-            undo.push(Undo::Route(*key, self.kernel_route(key, written)));
-            self.cover(key);
-        }
-        self.write_batch(ROUTES_MAP, keys, &routes).context("writing routes")?;
-        written.extend(keys.iter().copied().zip(routes));
         Ok(())
     }
 
-    /// The `ROUTES` value of `key` as the kernel holds it now (`written`: the
-    /// values this apply wrote so far).
-    fn kernel_route(&self, key: &ServiceKey, written: &BTreeMap<ServiceKey, Route>) -> Option<Route> {
+    /// The table id of `key`'s `ROUTES` value as the kernel holds it now
+    /// (0 for a marker; `written`: the ids this apply wrote so far).
+    fn kernel_route(&self, key: &ServiceKey, written: &BTreeMap<ServiceKey, u32>) -> Option<u32> {
         written
             .get(key)
             .copied()
-            .or_else(|| self.installed.get(key).map(|i| Route { table: i.table, header: i.header }))
-            .or_else(|| self.markers.contains(key).then_some(MARKER))
+            .or_else(|| self.installed.get(key).map(|i| i.table))
+            .or_else(|| self.markers.contains(key).then_some(MARKER.table))
+    }
+
+    /// The whole `ROUTES` value of `key` as the kernel holds it now, for
+    /// undoing a write: rebuilt when this apply wrote it or it is a marker,
+    /// else read back (only keys that are overwritten or deleted, so a first
+    /// install reads nothing).
+    fn value_before(&mut self, key: &ServiceKey, written: &BTreeMap<ServiceKey, u32>, next: &Generation) -> anyhow::Result<Option<Box<Route>>> {
+        let Some(table) = self.kernel_route(key, written) else {
+            return Ok(None);
+        };
+        if let Some(&id) = written.get(key) {
+            let t = Transition::table(next, key).expect("a written key has a table");
+            let first = t.chunks().next().expect("a table has its header");
+            return Ok(Some(Box::new(Route { table: id, header: t.header, first })));
+        }
+        if table == MARKER.table {
+            return Ok(Some(Box::new(MARKER)));
+        }
+        let value = self.map::<ServiceKey, Route>(ROUTES_MAP)?.get(key, 0).context("reading a route back")?;
+        Ok(Some(Box::new(value)))
     }
 
     /// Reverts the writes of a failed apply, newest first. Tables written
@@ -468,7 +500,7 @@ impl Datapath {
             match step {
                 Undo::Route(key, Some(route)) => {
                     self.cover(&key);
-                    self.map::<ServiceKey, Route>(ROUTES_MAP)?.insert(key, route, 0)?
+                    self.map::<ServiceKey, Route>(ROUTES_MAP)?.insert(key, *route, 0)?
                 }
                 // A failed batch may have stopped before this entry.
                 Undo::Route(key, None) => match self.map::<ServiceKey, Route>(ROUTES_MAP)?.remove(&key) {
@@ -490,11 +522,11 @@ impl Datapath {
     }
 
     /// Records a successful apply.
-    fn commit(&mut self, desired: &Desired, t: &Transition, written: BTreeMap<ServiceKey, Route>) {
+    fn commit(&mut self, desired: &Desired, t: &Transition, written: BTreeMap<ServiceKey, u32>) {
         let next = &desired.routes;
-        let installed = written.into_iter().map(|(key, Route { table, header })| {
-            let chunks = Transition::table(next, &key).expect("a written key has a table").chunk_count();
-            (key, Installed { table, header, chunks })
+        let installed = written.into_iter().map(|(key, table)| {
+            let chunks = Transition::table(next, &key).expect("a written key has a table").chunk_count() - 1;
+            (key, Installed { table, chunks })
         });
         let installed: Vec<(ServiceKey, Installed)> = installed.collect();
         self.table_chunks += installed.iter().map(|(_, i)| i.chunks as usize).sum::<usize>();
@@ -610,7 +642,7 @@ impl Datapath {
                 break;
             }
             let mut tables = self.map::<TableKey, TableChunk>(TABLES_MAP)?;
-            for chunk in 0..len {
+            for chunk in 1..=len {
                 let _ = tables.remove(&TableKey { table: id, chunk });
             }
             self.retired.pop_front();

@@ -95,12 +95,12 @@ pub fn read(root: &Path) -> anyhow::Result<Status> {
     let tables: HashMap<MapData, TableKey, TableChunk> = Map::HashMap(pinned("tables")?).try_into()?;
     let mut routes = Vec::new();
     for route in routes_map.iter() {
-        let (key, Route { table: id, header }) = route?;
+        let (key, Route { table: id, header, first }) = route?;
         // A base entry that only says "classes route this": no table.
         if header.flags & PASS_THROUGH != 0 {
             continue;
         }
-        let entries = table_entries(|chunk| tables.get(&TableKey { table: id, chunk }, 0).ok());
+        let entries = table_entries(|chunk| if chunk == 0 { Some(first) } else { tables.get(&TableKey { table: id, chunk }, 0).ok() });
         routes.push(route_status(&key, &entries, &counts)?);
     }
     routes.sort_by_key(|r| (r.class, r.destination));

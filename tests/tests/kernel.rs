@@ -902,9 +902,9 @@ fn a_generation_the_kernel_cannot_hold_leaves_nothing_behind() {
     let before = redirector::status::read(env.pins.path()).unwrap();
 
     // One edit: the canary goes 50/50, and 2,100 services of 1,002 entries
-    // (126 chunks) each overflow TABLES.
+    // (126 chunks, the first in ROUTES) each overflow TABLES.
     let filler = 2100;
-    assert!(filler * 1002u32.div_ceil(redirector_common::TABLE_CHUNK) > redirector_common::MAX_TABLE_CHUNKS);
+    assert!(filler * (1002u32.div_ceil(redirector_common::TABLE_CHUNK) - 1) > redirector_common::MAX_TABLE_CHUNKS);
     let too_big = canary_config().replace("weight: 90", "weight: 50").replace("weight: 10", "weight: 50") + &table_filler(filler, 1000);
     env.config.write("config.yaml", &too_big).unwrap();
     wait_for_log(&agent, "applying failed", 1);
@@ -925,13 +925,13 @@ fn a_generation_the_kernel_cannot_hold_leaves_nothing_behind() {
     assert!(body.contains("redirector_config_reloads_total{result=\"failed\"} 1"), "{body}");
 
     // Back to a good config: after the grace periods TABLES holds exactly
-    // the chunks of the tables ROUTES names.
+    // the further chunks of the tables ROUTES names.
     let fifty = canary_config().replace("weight: 90", "weight: 50").replace("weight: 10", "weight: 50");
     env.config.write("config.yaml", &fifty).unwrap();
     wait_for_log(&agent, "applied generation 2", 1);
     std::thread::sleep(std::time::Duration::from_millis(2 * redirector_common::TABLE_GRACE_MS + 500));
     let status = redirector::status::read(env.pins.path()).unwrap();
-    let chunks = |entries: usize| entries.div_ceil(redirector_common::TABLE_CHUNK as usize);
+    let chunks = |entries: usize| entries.div_ceil(redirector_common::TABLE_CHUNK as usize) - 1;
     let named: usize = status.routes.iter().map(|r| chunks(1 + r.backends.len() + r.backends.iter().map(|b| b.endpoints.len()).sum::<usize>())).sum();
     assert_eq!(integration_tests::map_entries(&status.generation.join("tables")).unwrap(), named, "orphan TABLES entries");
     agent.stop().unwrap();
@@ -1026,5 +1026,52 @@ fn the_service_filter_covers_exactly_the_routed_destinations_and_a_shared_bit_co
     assert_eq!(gone.answered(), 0, "a removed service still redirected: {gone:?}");
     let kept = env.probe("127.10.0.1:80", 20);
     assert_eq!(kept.replies_from("v1a"), 20, "{kept:?}");
+    agent.stop().unwrap();
+}
+
+/// Chi-square critical value at p = 0.001 with 12 degrees of freedom.
+const CHI2_P001_DF12: f64 = 32.91;
+
+#[test]
+fn a_table_larger_than_its_first_chunk_splits_by_weight_and_is_replaced_whole() {
+    let env = Env::new("wide");
+    // 1 header + 2 backend slots + 13 endpoints: 16 entries, two chunks, so
+    // some endpoints are read from the ROUTES value and some from TABLES.
+    let mut config = vec![
+        service("backend", "127.10.0.1", "backend", &[]),
+        service("narrow", "127.10.0.2", "narrow", &[]),
+        service("wide", "127.10.0.3", "wide", &[]),
+        dataplane("narrow-1", "127.10.1.1", 18081, "narrow", &[]),
+    ];
+    let mut backends = vec![Backend::tcp("127.10.1.1:18081", "narrow-1").unwrap()];
+    for i in 1..=12 {
+        config.push(dataplane(&format!("wide-{i}"), &format!("127.10.2.{i}"), 18082, "wide", &[]));
+        backends.push(Backend::tcp(&format!("127.10.2.{i}:18082"), &format!("wide-{i}")).unwrap());
+    }
+    let services = config.concat();
+    let split = |narrow: u32, wide: u32| services.clone() + &route("split", "backend", &[("narrow", narrow), ("wide", wide)]);
+    let check = |result: &integration_tests::ProbeResult, narrow_share: f64| {
+        let ids: Vec<String> = std::iter::once("narrow-1".to_string()).chain((1..=12).map(|i| format!("wide-{i}"))).collect();
+        let observed: Vec<u32> = ids.iter().map(|id| result.replies_from(id)).collect();
+        assert_eq!(observed.iter().sum::<u32>(), 2600, "{result:?}");
+        let shares: Vec<f64> = std::iter::once(narrow_share).chain(std::iter::repeat_n((1.0 - narrow_share) / 12.0, 12)).collect();
+        let chi2 = chi_square(&observed, &shares);
+        assert!(chi2 < CHI2_P001_DF12, "{observed:?} against {shares:?} (chi2 {chi2:.2})");
+    };
+    let agent = env.start(&split(1, 3));
+    check(&env.probe("127.10.0.1:80", 2600), 0.25);
+
+    env.config.write("config.yaml", &split(3, 1)).unwrap();
+    wait_for_log(&agent, "applied generation 2", 1);
+    check(&env.probe("127.10.0.1:80", 2600), 0.75);
+    // After the grace periods TABLES holds the second chunks of the tables
+    // in force only: the new split's and the one of `wide` itself (Kuma's
+    // default route of a service to itself, 14 entries).
+    std::thread::sleep(std::time::Duration::from_millis(2 * redirector_common::TABLE_GRACE_MS + 500));
+    let status = redirector::status::read(env.pins.path()).unwrap();
+    let sizes: Vec<usize> = status.routes.iter().map(|r| 1 + r.backends.len() + r.backends.iter().map(|b| b.endpoints.len()).sum::<usize>()).collect();
+    assert_eq!(sizes.iter().filter(|&&n| n > redirector_common::TABLE_CHUNK as usize).count(), 2, "{sizes:?}");
+    assert_eq!(integration_tests::map_entries(&status.generation.join("tables")).unwrap(), 2, "TABLES entries");
+    drop(backends);
     agent.stop().unwrap();
 }
