@@ -26,7 +26,10 @@
 //! (the policies that target the whole mesh).
 //!
 //! The hooks look the destination up under [`BASE_CLASS`] first: a miss
-//! means no class routes it. Only on a hit do they find the
+//! means no class routes it. A hit without [`CLASS_ROUTED`] means no class
+//! has an entry of its own for it, so the base entry applies to every
+//! caller and nothing about the caller is looked up. Only on a flagged hit
+//! do they find the
 //! caller's class from its cgroup (the cgroup itself, then its ancestors
 //! down to `Settings::max_depth` levels below the cgroup the hooks are
 //! attached to, looked up in `WORKLOADS`; the deepest match wins) and look
@@ -35,6 +38,11 @@
 //! destinations whose table differs. A destination that only some classes
 //! route still has a base entry: a header-only table flagged
 //! [`PASS_THROUGH`], which leaves the base class's connects alone.
+//!
+//! The agent flags a base entry before any workload is switched to a class
+//! with an entry of its own for that destination, and clears the flag only
+//! once no class entry for it is left (retired ones included), so a
+//! workload never misses its class's entry.
 //!
 //! ## The service filter
 //!
@@ -263,10 +271,8 @@ pub struct Settings {
     /// Deepest workload cgroup, in levels below the attach point (0: no
     /// workloads, so every process is in the base class and nothing is looked up).
     pub max_depth: u32,
-    /// Process id (tgid) of the agent, whose own connects are never redirected.
-    pub agent_tgid: u32,
     /// Always zero.
-    pub pad: u32,
+    pub pad: [u32; 2],
 }
 
 /// Key of `ROUTES`: the class of the caller and the destination it dials.
@@ -314,7 +320,8 @@ pub struct TableHeader {
     pub weight_reject: u32,
     /// This route's `COUNTERS` slot ([`REFUSED`] is an offset from it).
     pub counters: u32,
-    /// [`PASS_THROUGH`] or zero.
+    /// [`PASS_THROUGH`] and [`CLASS_ROUTED`] bits (in the `ROUTES` value;
+    /// zero in the table's entry 0).
     pub flags: u32,
 }
 
@@ -322,6 +329,16 @@ pub struct TableHeader {
 /// goes to the address it dialled. The base entry of a destination that only
 /// some classes route (see Workload classes above).
 pub const PASS_THROUGH: u32 = 1;
+
+/// [`TableHeader::flags`] of a base entry: some class has its own entry for
+/// this destination, so the hooks look the caller's class up (see Workload
+/// classes above). Every [`PASS_THROUGH`] entry has it.
+pub const CLASS_ROUTED: u32 = 2;
+
+/// Name of the BPF programs' read-only global holding the agent's process
+/// id (tgid), set when the programs are loaded: its own connects are never
+/// redirected.
+pub const AGENT_TGID_GLOBAL: &str = "AGENT_TGID";
 
 /// Entries `1..=n` of a route table: one alias slot per backendRef.
 #[repr(C)]

@@ -31,7 +31,7 @@ use core::{
     intrinsics::{AtomicOrdering, atomic_xadd},
 };
 use redirector_common::{
-    BASE_CLASS, BackendSlot, Endpoint, FILTER_WORDS, MAX_COUNTERS, MAX_ORIGINS, MAX_ROUTES, MAX_TABLE_CHUNKS,
+    BASE_CLASS, BackendSlot, CLASS_ROUTED, Endpoint, FILTER_WORDS, MAX_COUNTERS, MAX_ORIGINS, MAX_ROUTES, MAX_TABLE_CHUNKS,
     MAX_WORKLOAD_DEPTH, MAX_WORKLOADS, NO_ENDPOINT_ERRNO, Origin, OriginalDest, PASS_THROUGH, REFUSED,
     Route, ServiceKey, Settings, TABLE_CHUNK, TableChunk, TableEntry, TableKey,
     filter_bit, is_mapped_v4, mapped_v4,
@@ -73,6 +73,11 @@ static COUNTERS: Array<u64, { MAX_COUNTERS as usize }, { BPF_F_MMAPABLE as usize
 /// Mappable so that userspace reads it as memory.
 #[btf_map]
 static ORIGINS: Array<Origin, { MAX_ORIGINS as usize }, { BPF_F_MMAPABLE as usize }> = Array::new();
+
+/// Process id (tgid) of the agent, set by the loader (redirector-common's
+/// `AGENT_TGID_GLOBAL`): its own connects are never redirected.
+#[unsafe(no_mangle)]
+static AGENT_TGID: u32 = 0;
 
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
@@ -181,22 +186,27 @@ unsafe fn redirect(ctx: &SockAddrContext, dest: &ServiceKey, family: u32) -> i32
     let Some(base) = (unsafe { ROUTES.get(dest) }) else {
         return ALLOW;
     };
-    let Some(settings) = SETTINGS.get(0) else {
-        return ALLOW;
-    };
     // The agent's own connects (e.g. hostname lookups) are never redirected.
-    // SAFETY: the helper has no preconditions.
-    if settings.agent_tgid != 0 && (unsafe { bpf_get_current_pid_tgid() } >> 32) as u32 == settings.agent_tgid {
+    // SAFETY: a read-only global the loader sets; the helper has no preconditions.
+    let agent = unsafe { read_volatile(&AGENT_TGID) };
+    if agent != 0 && (unsafe { bpf_get_current_pid_tgid() } >> 32) as u32 == agent {
         return ALLOW;
     }
-    // A workload's own table if it has one for this destination, else the base one.
+    // A workload's own table if it has one for this destination, else the
+    // base one; without the flag no class has one, and the caller's class
+    // is not looked up at all.
     let mut route = base;
-    let class = workload_class(settings);
-    if class != BASE_CLASS {
-        let key = ServiceKey { class, ..*dest };
-        // SAFETY: as above.
-        if let Some(own) = unsafe { ROUTES.get(&key) } {
-            route = own;
+    if base.header.flags & CLASS_ROUTED != 0 {
+        let Some(settings) = SETTINGS.get(0) else {
+            return ALLOW;
+        };
+        let class = workload_class(settings);
+        if class != BASE_CLASS {
+            let key = ServiceKey { class, ..*dest };
+            // SAFETY: as above.
+            if let Some(own) = unsafe { ROUTES.get(&key) } {
+                route = own;
+            }
         }
     }
     if route.header.flags & PASS_THROUGH != 0 {

@@ -711,7 +711,6 @@ fn desired_state(ready: Ready, installed: &impl InForce, cgroup: &Path, attach_l
         info!("{} pods have no cgroup yet (routed as soon as it is created): {}", missing.len(), missing.join(", "));
     }
     desired.settings.attach_level = attach_level;
-    desired.settings.agent_tgid = std::process::id();
     Ok(desired)
 }
 

@@ -42,7 +42,7 @@ use aya::{
     },
 };
 use redirector_common::{
-    BASE_CLASS, COUNTERS_MAP, FILTER_MAP, FILTER_WORDS, LAYOUT_VERSION, MAX_ROUTES, PASS_THROUGH, MAX_TABLE_CHUNKS, MAX_WORKLOADS, ORIGINS_MAP, ROUTES_MAP, Route,
+    AGENT_TGID_GLOBAL, BASE_CLASS, CLASS_ROUTED, COUNTERS_MAP, FILTER_MAP, FILTER_WORDS, LAYOUT_VERSION, MAX_ROUTES, PASS_THROUGH, MAX_TABLE_CHUNKS, MAX_WORKLOADS, ORIGINS_MAP, ROUTES_MAP, Route,
     SETTINGS_MAP, ServiceKey, Settings, TABLE_GRACE_MS, TABLES_MAP, TableChunk, TableHeader, TableKey, WORKLOADS_MAP,
 };
 use std::{
@@ -78,7 +78,7 @@ const WRITE_SLICE: usize = 4096;
 /// connects to it unchanged. It names no table.
 const MARKER: Route = Route {
     table: 0,
-    header: TableHeader { backend_count: 0, backend_reject: 0, total_weight: 0, weight_reject: 0, counters: 0, flags: PASS_THROUGH },
+    header: TableHeader { backend_count: 0, backend_reject: 0, total_weight: 0, weight_reject: 0, counters: 0, flags: PASS_THROUGH | CLASS_ROUTED },
     first: TableChunk::ZERO,
 };
 
@@ -93,6 +93,10 @@ pub type BpfLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
 pub fn layout_dir(root: &Path) -> PathBuf {
     root.join(format!("layout-v{LAYOUT_VERSION}"))
 }
+
+/// The `ROUTES` entries an apply wrote: key -> table id and the flags added
+/// to its header ([`CLASS_ROUTED`]).
+type Written = BTreeMap<ServiceKey, (u32, u32)>;
 
 /// One write of an apply, as what undoes it.
 enum Undo {
@@ -141,6 +145,9 @@ pub struct Datapath {
     /// Base keys holding a [`PASS_THROUGH`] entry: destinations that only
     /// classes route (the hooks look under the base class first).
     markers: BTreeSet<ServiceKey>,
+    /// Base keys of routes (not markers) flagged [`CLASS_ROUTED`]: some
+    /// class has an entry of its own for the destination.
+    flagged: BTreeSet<ServiceKey>,
     /// The destinations of the base keys in `ROUTES`, as bits of `FILTER`.
     filter: ServiceFilter,
     /// `FILTER`, mapped for writing.
@@ -185,6 +192,7 @@ impl Datapath {
         let mut ebpf = EbpfLoader::new()
             .map_pin_path(ORIGINS_MAP, origins.as_path())
             .override_global("AYA_LOG_LEVEL", &log_level, false)
+            .override_global(AGENT_TGID_GLOBAL, &std::process::id(), true)
             .load(OBJECT)
             .context("loading the BPF object")?;
         let logger = aya_log::EbpfLogger::init(&mut ebpf).context("initialising BPF logs")?;
@@ -211,6 +219,7 @@ impl Datapath {
                 workloads: BTreeMap::new(),
                 settings: None,
                 markers: BTreeSet::new(),
+                flagged: BTreeSet::new(),
                 filter: ServiceFilter::new(),
                 filter_words,
                 links: Vec::new(),
@@ -314,9 +323,10 @@ impl Datapath {
         // are the only ones whose filter bits may have to be cleared.
         let touched: Vec<ServiceKey> = undo.iter().filter_map(|u| if let Undo::Route(k, _) = u { Some(*k) } else { None }).collect();
         match result {
-            Ok((written, markers)) => {
+            Ok((written, markers, flagged)) => {
                 self.commit(desired, t, written);
                 self.markers = markers;
+                self.flagged = flagged.into_iter().filter(|k| self.installed.contains_key(k)).collect();
                 self.settle_filter(&touched);
                 Ok(diff)
             }
@@ -357,11 +367,22 @@ impl Datapath {
 
     /// The writes of [`Datapath::apply`], each recorded in `undo` before the
     /// next. Returns the new table id of every key written, and the markers
-    /// in force after it.
-    fn write(&mut self, desired: &Desired, t: &Transition, undo: &mut Vec<Undo>) -> anyhow::Result<(BTreeMap<ServiceKey, u32>, BTreeSet<ServiceKey>)> {
+    /// and flagged base routes in force after it.
+    fn write(&mut self, desired: &Desired, t: &Transition, undo: &mut Vec<Undo>) -> anyhow::Result<(Written, BTreeSet<ServiceKey>, BTreeSet<ServiceKey>)> {
         let next = &desired.routes;
         let mut written = BTreeMap::new();
-        self.write_routes(&t.classes, |key| Transition::table(next, key).expect("a written key has a table"), &mut written, undo, next)?;
+        self.write_routes(&t.classes, |key| Transition::table(next, key).expect("a written key has a table"), |_| 0, &mut written, undo, next)?;
+        // Before any workload moves: every destination a class has an entry
+        // for (new ones included) is flagged on its base route, so the hooks
+        // look the class up.
+        let routed = self.class_routed(&written, &[]);
+        let mut flagged = self.flagged.clone();
+        // (A base route about to change is flagged too: it changes after the switch.)
+        let to_flag: Vec<ServiceKey> = routed.iter().filter(|k| self.installed.contains_key(k) && !flagged.contains(k)).copied().collect();
+        for key in to_flag {
+            self.set_class_flag(&key, true, &mut written, undo, next)?;
+            flagged.insert(key);
+        }
         let to_class: Vec<(u64, u32)> = desired.workloads.iter().filter(|(id, class)| self.workloads.get(id) != Some(class)).map(|(&i, &c)| (i, c)).collect();
         for (id, class) in to_class {
             undo.push(Undo::Workload(id, self.workloads.get(&id).copied()));
@@ -371,7 +392,8 @@ impl Datapath {
             undo.push(Undo::Settings(self.settings));
             self.write_settings(desired.settings)?;
         }
-        self.write_routes(&t.base, |key| &next.tables[key], &mut written, undo, next)?;
+        self.write_routes(&t.base, |key| &next.tables[key], |key| if routed.contains(key) { CLASS_ROUTED } else { 0 }, &mut written, undo, next)?;
+        flagged.extend(t.base.iter().filter(|k| routed.contains(k)));
         // Markers before removals: a base route that goes while classes still
         // route its destination is overwritten by its marker, not deleted.
         let markers = self.needed_markers(&written, &t.remove);
@@ -395,21 +417,56 @@ impl Datapath {
                 self.map::<ServiceKey, Route>(ROUTES_MAP)?.remove(key).context("removing a route")?;
             }
         }
+        // Flags no class entry needs any more (entries of classes that went
+        // away count until they are deleted).
+        let still = self.class_routed(&written, &t.remove);
+        let unflag: Vec<ServiceKey> = flagged.iter().filter(|k| !still.contains(k) && !markers.contains(k) && !t.remove.contains(k)).copied().collect();
+        for key in unflag {
+            self.set_class_flag(&key, false, &mut written, undo, next)?;
+            flagged.remove(&key);
+        }
         // Markers no class needs any more, unless a base route took their place.
         let stale: Vec<ServiceKey> = self.markers.difference(&markers).filter(|k| !written.contains_key(k)).copied().collect();
         for key in stale {
             undo.push(Undo::Route(key, Some(Box::new(MARKER))));
             self.map::<ServiceKey, Route>(ROUTES_MAP)?.remove(&key).context("removing a pass-through entry")?;
         }
-        Ok((written, markers))
+        Ok((written, markers, flagged))
+    }
+
+    /// Rewrites the base route of `key` with [`CLASS_ROUTED`] set or clear
+    /// (same table: only the flag changes, in one update).
+    fn set_class_flag(&mut self, key: &ServiceKey, on: bool, written: &mut Written, undo: &mut Vec<Undo>, next: &Generation) -> anyhow::Result<()> {
+        let before = self.value_before(key, written, next)?.ok_or_else(|| anyhow!("no base route to flag"))?;
+        let mut route = *before;
+        if on {
+            route.header.flags |= CLASS_ROUTED;
+        } else {
+            route.header.flags &= !CLASS_ROUTED;
+        }
+        undo.push(Undo::Route(*key, Some(before)));
+        self.map::<ServiceKey, Route>(ROUTES_MAP)?.insert(key, route, 0).context("flagging a route")?;
+        if let Some(entry) = written.get_mut(key) {
+            entry.1 = route.header.flags & CLASS_ROUTED;
+        }
+        Ok(())
     }
 
     /// The base keys that need a marker once `written` is in and `removed`
     /// is out: destinations a class entry routes (live, or retired and not
     /// deleted yet) without a base route of their own.
-    fn needed_markers(&self, written: &BTreeMap<ServiceKey, u32>, removed: &[ServiceKey]) -> BTreeSet<ServiceKey> {
+    fn needed_markers(&self, written: &Written, removed: &[ServiceKey]) -> BTreeSet<ServiceKey> {
+        let mut routed = self.class_routed(written, removed);
         let removed: BTreeSet<&ServiceKey> = removed.iter().collect();
-        let present = |k: &ServiceKey| (self.installed.contains_key(k) || written.contains_key(k)) && !removed.contains(k);
+        routed.retain(|k| !(self.installed.contains_key(k) || written.contains_key(k)) || removed.contains(k));
+        routed
+    }
+
+    /// The base keys of the destinations some class has an entry for once
+    /// `written` is in and `removed` is out (entries of classes that went
+    /// away count until they are deleted).
+    fn class_routed(&self, written: &Written, removed: &[ServiceKey]) -> BTreeSet<ServiceKey> {
+        let removed: BTreeSet<&ServiceKey> = removed.iter().collect();
         // Keys order by class first: the class keys are one range after the
         // base keys, so a reload of 100,000 base routes walks none of them.
         let classes = ServiceKey { class: BASE_CLASS + 1, addr: [0; 4], port: 0, pad: 0 }..;
@@ -417,7 +474,6 @@ impl Datapath {
         class_keys
             .chain(self.retired_routes.iter().map(|(_, k, _, _)| k))
             .map(|k| ServiceKey { class: BASE_CLASS, ..*k })
-            .filter(|base| !present(base))
             .collect()
     }
 
@@ -431,7 +487,8 @@ impl Datapath {
         &mut self,
         keys: &[ServiceKey],
         table_of: impl Fn(&ServiceKey) -> &'t Table,
-        written: &mut BTreeMap<ServiceKey, u32>,
+        flags_of: impl Fn(&ServiceKey) -> u32,
+        written: &mut Written,
         undo: &mut Vec<Undo>,
         next: &Generation,
     ) -> anyhow::Result<()> {
@@ -447,7 +504,8 @@ impl Datapath {
                 let len = (chunks.len() - before) as u32;
                 undo.push(Undo::Table(id, len));
                 table_keys.extend((1..=len).map(|chunk| TableKey { table: id, chunk }));
-                routes.push(Route { table: id, header: table.header, first });
+                let header = TableHeader { flags: table.header.flags | flags_of(key), ..table.header };
+                routes.push(Route { table: id, header, first });
             }
             if !chunks.is_empty() {
                 self.write_batch(TABLES_MAP, &table_keys, &chunks).context("writing route tables")?;
@@ -458,17 +516,17 @@ impl Datapath {
                 self.cover(key);
             }
             self.write_batch(ROUTES_MAP, keys, &routes).context("writing routes")?;
-            written.extend(keys.iter().copied().zip(routes.iter().map(|r| r.table)));
+            written.extend(keys.iter().copied().zip(routes.iter().map(|r| (r.table, r.header.flags & CLASS_ROUTED))));
         }
         Ok(())
     }
 
     /// The table id of `key`'s `ROUTES` value as the kernel holds it now
     /// (0 for a marker; `written`: the ids this apply wrote so far).
-    fn kernel_route(&self, key: &ServiceKey, written: &BTreeMap<ServiceKey, u32>) -> Option<u32> {
+    fn kernel_route(&self, key: &ServiceKey, written: &Written) -> Option<u32> {
         written
             .get(key)
-            .copied()
+            .map(|&(table, _)| table)
             .or_else(|| self.installed.get(key).map(|i| i.table))
             .or_else(|| self.markers.contains(key).then_some(MARKER.table))
     }
@@ -477,14 +535,15 @@ impl Datapath {
     /// undoing a write: rebuilt when this apply wrote it or it is a marker,
     /// else read back (only keys that are overwritten or deleted, so a first
     /// install reads nothing).
-    fn value_before(&mut self, key: &ServiceKey, written: &BTreeMap<ServiceKey, u32>, next: &Generation) -> anyhow::Result<Option<Box<Route>>> {
+    fn value_before(&mut self, key: &ServiceKey, written: &Written, next: &Generation) -> anyhow::Result<Option<Box<Route>>> {
         let Some(table) = self.kernel_route(key, written) else {
             return Ok(None);
         };
-        if let Some(&id) = written.get(key) {
+        if let Some(&(id, flags)) = written.get(key) {
             let t = Transition::table(next, key).expect("a written key has a table");
             let first = t.chunks().next().expect("a table has its header");
-            return Ok(Some(Box::new(Route { table: id, header: t.header, first })));
+            let header = TableHeader { flags: t.header.flags | flags, ..t.header };
+            return Ok(Some(Box::new(Route { table: id, header, first })));
         }
         if table == MARKER.table {
             return Ok(Some(Box::new(MARKER)));
@@ -522,9 +581,9 @@ impl Datapath {
     }
 
     /// Records a successful apply.
-    fn commit(&mut self, desired: &Desired, t: &Transition, written: BTreeMap<ServiceKey, u32>) {
+    fn commit(&mut self, desired: &Desired, t: &Transition, written: Written) {
         let next = &desired.routes;
-        let installed = written.into_iter().map(|(key, table)| {
+        let installed = written.into_iter().map(|(key, (table, _))| {
             let chunks = Transition::table(next, &key).expect("a written key has a table").chunk_count() - 1;
             (key, Installed { table, chunks })
         });
@@ -633,7 +692,7 @@ impl Datapath {
             // already counted as retired.
             self.retired.push_back((Instant::now(), id, len));
             self.retired_routes.pop_front();
-            if self.retired_routes.is_empty() && !self.markers.is_empty() {
+            if self.retired_routes.is_empty() && !(self.markers.is_empty() && self.flagged.is_empty()) {
                 self.drop_stale_markers()?;
             }
         }
@@ -652,9 +711,18 @@ impl Datapath {
         Ok(deleted)
     }
 
-    /// Deletes the markers no class entry needs any more (after retired
-    /// class entries were deleted).
+    /// Deletes the markers, and clears the flags, no class entry needs any
+    /// more (after retired class entries were deleted).
     fn drop_stale_markers(&mut self) -> anyhow::Result<()> {
+        let routed = self.class_routed(&BTreeMap::new(), &[]);
+        let unflag: Vec<ServiceKey> = self.flagged.difference(&routed).copied().collect();
+        for key in unflag {
+            let mut routes = self.map::<ServiceKey, Route>(ROUTES_MAP)?;
+            let mut route = routes.get(&key, 0).context("reading a route back")?;
+            route.header.flags &= !CLASS_ROUTED;
+            routes.insert(key, route, 0).context("clearing a route's class flag")?;
+            self.flagged.remove(&key);
+        }
         let needed = self.needed_markers(&BTreeMap::new(), &[]);
         let stale: Vec<ServiceKey> = self.markers.difference(&needed).copied().collect();
         for key in &stale {

@@ -204,6 +204,25 @@ pub fn filter_check(generation: &Path) -> anyhow::Result<FilterCheck> {
     Ok(FilterCheck { services, missing, extra })
 }
 
+/// The base entries of the generation directory `generation` flagged
+/// `CLASS_ROUTED`: destinations the hooks look the caller's class up for.
+pub fn class_routed_entries(generation: &Path) -> anyhow::Result<Vec<String>> {
+    use redirector_common::{BASE_CLASS, CLASS_ROUTED, Route, ServiceKey};
+    let path = generation.join("routes");
+    let map = aya::maps::MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+    let routes: aya::maps::HashMap<_, ServiceKey, Route> = aya::maps::Map::HashMap(map).try_into()?;
+    let mut flagged = Vec::new();
+    for entry in routes.iter() {
+        let (key, route) = entry?;
+        if key.class == BASE_CLASS && route.header.flags & CLASS_ROUTED != 0 {
+            let ip = std::net::Ipv6Addr::from(key.addr.map(u32::from_be).iter().fold(0u128, |a, w| a << 32 | *w as u128));
+            flagged.push(format!("{}:{}", ip.to_ipv4_mapped().map_or(ip.to_string(), |v4| v4.to_string()), u16::from_be(key.port)));
+        }
+    }
+    flagged.sort();
+    Ok(flagged)
+}
+
 /// The keys of the pinned hash map at `path`, as bytes.
 pub fn map_keys(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
     let map = aya::maps::MapData::from_pin(path).with_context(|| format!("opening {}", path.display()))?;

@@ -975,7 +975,7 @@ fn connect_counts_follow_their_backend_and_go_with_their_route() {
 }
 
 #[test]
-fn the_service_filter_covers_exactly_the_routed_destinations_and_a_shared_bit_costs_only_a_lookup() {
+fn the_service_filter_and_the_class_flags_follow_the_routes_and_a_shared_filter_bit_costs_only_a_lookup() {
     use redirector_common::{BASE_CLASS, ServiceKey, filter_bit, mapped_v4};
     let env = Env::new("filter");
     let _backends = canary_backends();
@@ -991,6 +991,9 @@ fn the_service_filter_covers_exactly_the_routed_destinations_and_a_shared_bit_co
     let check = || integration_tests::filter_check(&redirector::status::read(env.pins.path()).unwrap().generation).unwrap();
     let first = check();
     assert!(first.services >= 3 && first.missing == 0 && first.extra == 0, "{first:?}");
+    // Only the destination a class routes its own way makes the hooks look the class up.
+    let generation = || redirector::status::read(env.pins.path()).unwrap().generation;
+    assert_eq!(integration_tests::class_routed_entries(&generation()).unwrap(), ["127.10.0.1:80"]);
 
     // A destination that is no service but hashes to the canary VIP's bit
     // goes through the ROUTES lookup, misses, and connects unchanged.
@@ -1022,6 +1025,7 @@ fn the_service_filter_covers_exactly_the_routed_destinations_and_a_shared_bit_co
     std::thread::sleep(std::time::Duration::from_millis(2 * redirector_common::TABLE_GRACE_MS + 500));
     let after = check();
     assert!(after.services < first.services && after.missing == 0 && after.extra == 0, "before {first:?}, after {after:?}");
+    assert_eq!(integration_tests::class_routed_entries(&generation()).unwrap(), Vec::<String>::new(), "flags left after the class went");
     let gone = env.probe("127.10.0.3:80", 5);
     assert_eq!(gone.answered(), 0, "a removed service still redirected: {gone:?}");
     let kept = env.probe("127.10.0.1:80", 20);
