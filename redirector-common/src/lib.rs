@@ -103,12 +103,13 @@
 //! ## Make-before-break
 //!
 //! A table is never modified in place. A changed route gets a fresh table id;
-//! its entries are written completely, then the `ROUTES` value is swapped to
-//! the new id in one update, and the old table's entries are deleted only
-//! after a grace period ([`TABLE_GRACE_MS`]), far longer than any program run.
-//! A connect therefore reads the whole old table or the whole new one, never a
-//! mix: the header it uses comes with the table id in the same `ROUTES`
-//! value. Both maps are created with `BPF_F_NO_PREALLOC`: a preallocated hash
+//! its further chunks are written completely, then the `ROUTES` value (with
+//! the new id, header and first chunk) replaces the old one in one update,
+//! and the old table's chunks are deleted only after a grace period
+//! ([`TABLE_GRACE_MS`]), far longer than any program run. A connect
+//! therefore reads the whole old table or the whole new one, never a mix:
+//! the header, first chunk and id it uses come in the same `ROUTES` value (a
+//! hash update replaces the element; it never copies into the old one). Both maps are created with `BPF_F_NO_PREALLOC`: a preallocated hash
 //! recycles a replaced element at once, which a concurrent reader could see;
 //! without preallocation elements are freed after an RCU grace period.
 //!
