@@ -420,7 +420,8 @@ impl Datapath {
         // Flags no class entry needs any more (entries of classes that went
         // away count until they are deleted).
         let still = self.class_routed(&written, &t.remove);
-        let unflag: Vec<ServiceKey> = flagged.iter().filter(|k| !still.contains(k) && !markers.contains(k) && !t.remove.contains(k)).copied().collect();
+        let removed: BTreeSet<&ServiceKey> = t.remove.iter().collect();
+        let unflag: Vec<ServiceKey> = flagged.iter().filter(|k| !still.contains(k) && !markers.contains(k) && !removed.contains(k)).copied().collect();
         for key in unflag {
             self.set_class_flag(&key, false, &mut written, undo, next)?;
             flagged.remove(&key);
