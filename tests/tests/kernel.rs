@@ -434,7 +434,10 @@ fn config_changes_apply_live_and_a_bad_edit_under_load_keeps_the_last_good_confi
     assert!(log.contains("weight: invalid value: integer `-1`"), "{log}");
     let (status, body) = integration_tests::http_get(metrics, "/metrics").unwrap();
     assert_eq!(status, "HTTP/1.1 200 OK");
-    assert!(body.contains("redirector_config_reloads_total{result=\"failed\"} 1"), "{body}");
+    // Every reload of the bad files counts: one per file event the agent
+    // did not coalesce (usually one; a late second event reads them again).
+    let failed = body.lines().find_map(|l| l.strip_prefix("redirector_config_reloads_total{result=\"failed\"} ")).and_then(|v| v.parse::<u64>().ok());
+    assert!(failed.is_some_and(|n| n >= 1), "no failed reload counted in\n{body}");
     assert!(body.contains("redirector_config_reloads_total{result=\"ok\"} 1"), "{body}");
     let routes = body.lines().find_map(|l| l.strip_prefix("redirector_map_entries{map=\"routes\"} ")).and_then(|v| v.parse::<u64>().ok());
     assert!(routes.is_some_and(|n| n > 0), "no route count in\n{body}");
@@ -737,7 +740,12 @@ fn a_removed_cgroup_is_reported_and_hooked_again_when_it_returns() {
     std::fs::create_dir(env.cgroup.path()).expect("creating the cgroup again");
     let back = eventually_all_from(&env, "127.10.0.1:80", &["v2a"]);
     assert_eq!(back.replies_from("v2a"), 20, "not redirected after the cgroup came back: {back:?}\n{}", agent.log());
-    assert_eq!(integration_tests::http_get(metrics, "/readyz").unwrap().0, "HTTP/1.1 200 OK");
+    // Readiness follows the attach (the probes may see the hooks first).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while integration_tests::http_get(metrics, "/readyz").unwrap().0 != "HTTP/1.1 200 OK" {
+        assert!(std::time::Instant::now() < deadline, "not ready after the cgroup came back:\n{}", agent.log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert_eq!(connect4_programs(env.cgroup.path()), 1);
     agent.stop().unwrap();
 }
@@ -922,7 +930,8 @@ fn a_generation_the_kernel_cannot_hold_leaves_nothing_behind() {
     assert!(chi2 < CHI2_P001_DF1, "the canary is no longer 90/10: {result:?} (chi2 {chi2:.2})");
     let (_, body) = integration_tests::http_get(metrics, "/metrics").unwrap();
     assert!(body.contains("redirector_config_generation 1"), "{body}");
-    assert!(body.contains("redirector_config_reloads_total{result=\"failed\"} 1"), "{body}");
+    let failed = body.lines().find_map(|l| l.strip_prefix("redirector_config_reloads_total{result=\"failed\"} ")).and_then(|v| v.parse::<u64>().ok());
+    assert!(failed.is_some_and(|n| n >= 1), "no failed reload counted in\n{body}");
 
     // Back to a good config: after the grace periods TABLES holds exactly
     // the further chunks of the tables ROUTES names.
