@@ -394,9 +394,12 @@ impl Datapath {
         }
         self.write_routes(&t.base, |key| &next.tables[key], |key| if routed.contains(key) { CLASS_ROUTED } else { 0 }, &mut written, undo, next)?;
         flagged.extend(t.base.iter().filter(|k| routed.contains(k)));
+        // What classes route once the removals are done: it decides the
+        // markers and the flags to clear.
+        let still = self.class_routed(&written, &t.remove);
         // Markers before removals: a base route that goes while classes still
         // route its destination is overwritten by its marker, not deleted.
-        let markers = self.needed_markers(&written, &t.remove);
+        let markers = self.needed_markers(&still, &written, &t.remove);
         let new_markers: Vec<ServiceKey> = markers.difference(&self.markers).copied().collect();
         for key in new_markers {
             undo.push(Undo::Route(key, self.value_before(&key, &written, next)?));
@@ -419,7 +422,6 @@ impl Datapath {
         }
         // Flags no class entry needs any more (entries of classes that went
         // away count until they are deleted).
-        let still = self.class_routed(&written, &t.remove);
         let removed: BTreeSet<&ServiceKey> = t.remove.iter().collect();
         let unflag: Vec<ServiceKey> = flagged.iter().filter(|k| !still.contains(k) && !markers.contains(k) && !removed.contains(k)).copied().collect();
         for key in unflag {
@@ -454,13 +456,12 @@ impl Datapath {
     }
 
     /// The base keys that need a marker once `written` is in and `removed`
-    /// is out: destinations a class entry routes (live, or retired and not
-    /// deleted yet) without a base route of their own.
-    fn needed_markers(&self, written: &Written, removed: &[ServiceKey]) -> BTreeSet<ServiceKey> {
-        let mut routed = self.class_routed(written, removed);
+    /// is out: of the destinations classes route then (`routed`, from
+    /// [`Datapath::class_routed`] with the same arguments), those without a
+    /// base route of their own.
+    fn needed_markers(&self, routed: &BTreeSet<ServiceKey>, written: &Written, removed: &[ServiceKey]) -> BTreeSet<ServiceKey> {
         let removed: BTreeSet<&ServiceKey> = removed.iter().collect();
-        routed.retain(|k| !(self.installed.contains_key(k) || written.contains_key(k)) || removed.contains(k));
-        routed
+        routed.iter().filter(|k| !(self.installed.contains_key(k) || written.contains_key(k)) || removed.contains(k)).copied().collect()
     }
 
     /// The base keys of the destinations some class has an entry for once
@@ -724,7 +725,7 @@ impl Datapath {
             routes.insert(key, route, 0).context("clearing a route's class flag")?;
             self.flagged.remove(&key);
         }
-        let needed = self.needed_markers(&BTreeMap::new(), &[]);
+        let needed = self.needed_markers(&routed, &BTreeMap::new(), &[]);
         let stale: Vec<ServiceKey> = self.markers.difference(&needed).copied().collect();
         for key in &stale {
             self.map::<ServiceKey, Route>(ROUTES_MAP)?.remove(key).context("removing a pass-through entry")?;

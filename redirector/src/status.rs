@@ -186,8 +186,7 @@ impl Status {
             let _ = writeln!(out, "class {class}: {} workloads: {}", names.len(), named.join(", "));
         }
         for r in &self.routes {
-            let _ = write!(out, "class {} {}  refused {}", r.class, r.destination, r.refused);
-            let _ = writeln!(out);
+            let _ = writeln!(out, "class {} {}  refused {}", r.class, r.destination, r.refused);
             for b in &r.backends {
                 let pct = if b.share.1 == 0 { 0.0 } else { 100.0 * b.share.0 as f64 / b.share.1 as f64 };
                 let eps: Vec<String> = b.endpoints.iter().map(|e| e.to_string()).collect();

@@ -160,9 +160,11 @@ pub fn origins_recorded(root: &Path) -> anyhow::Result<usize> {
     Ok(slots.iter().filter(|o| o.cookie != 0).count())
 }
 
-/// How many entries the pinned hash map at `path` holds (walks every key).
-pub fn map_entries(path: &Path) -> anyhow::Result<usize> {
-    Ok(map_keys(path)?.len())
+/// The pinned `ROUTES` of the generation directory `generation`.
+fn pinned_routes(generation: &Path) -> anyhow::Result<aya::maps::HashMap<aya::maps::MapData, redirector_common::ServiceKey, redirector_common::Route>> {
+    let path = generation.join("routes");
+    let map = aya::maps::MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+    Ok(aya::maps::Map::HashMap(map).try_into()?)
 }
 
 /// How the pinned `FILTER` of a generation compares with its `ROUTES`.
@@ -180,13 +182,11 @@ pub struct FilterCheck {
 /// Compares the pinned `FILTER` of the generation directory `generation`
 /// with the bits of the base keys in its `ROUTES`.
 pub fn filter_check(generation: &Path) -> anyhow::Result<FilterCheck> {
-    use redirector_common::{FILTER_WORDS, ServiceKey, filter_bit};
+    use redirector_common::{FILTER_WORDS, filter_bit};
     let mut expected = vec![0u64; FILTER_WORDS as usize];
     let mut services = 0;
-    for key in map_keys(&generation.join("routes"))? {
-        anyhow::ensure!(key.len() == size_of::<ServiceKey>(), "ROUTES key of {} bytes", key.len());
-        // SAFETY: ServiceKey is plain data of exactly this size.
-        let key: ServiceKey = unsafe { std::ptr::read_unaligned(key.as_ptr().cast()) };
+    for key in pinned_routes(generation)?.keys() {
+        let key = key?;
         if key.class == redirector_common::BASE_CLASS {
             services += 1;
             let bit = filter_bit(&key.addr, key.port);
@@ -207,29 +207,26 @@ pub fn filter_check(generation: &Path) -> anyhow::Result<FilterCheck> {
 /// The base entries of the generation directory `generation` flagged
 /// `CLASS_ROUTED`: destinations the hooks look the caller's class up for.
 pub fn class_routed_entries(generation: &Path) -> anyhow::Result<Vec<String>> {
-    use redirector_common::{BASE_CLASS, CLASS_ROUTED, Route, ServiceKey};
-    let path = generation.join("routes");
-    let map = aya::maps::MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
-    let routes: aya::maps::HashMap<_, ServiceKey, Route> = aya::maps::Map::HashMap(map).try_into()?;
+    use redirector_common::{BASE_CLASS, CLASS_ROUTED};
     let mut flagged = Vec::new();
-    for entry in routes.iter() {
+    for entry in pinned_routes(generation)?.iter() {
         let (key, route) = entry?;
         if key.class == BASE_CLASS && route.header.flags & CLASS_ROUTED != 0 {
-            let ip = std::net::Ipv6Addr::from(key.addr.map(u32::from_be).iter().fold(0u128, |a, w| a << 32 | *w as u128));
-            flagged.push(format!("{}:{}", ip.to_ipv4_mapped().map_or(ip.to_string(), |v4| v4.to_string()), u16::from_be(key.port)));
+            flagged.push(redirector_core::compile::destination(&key).to_string());
         }
     }
     flagged.sort();
     Ok(flagged)
 }
 
-/// The keys of the pinned hash map at `path`, as bytes.
-pub fn map_keys(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
+/// How many entries the pinned hash map at `path` holds (walks every key).
+pub fn map_entries(path: &Path) -> anyhow::Result<usize> {
     let map = aya::maps::MapData::from_pin(path).with_context(|| format!("opening {}", path.display()))?;
     let info = map.info()?;
     let key_size = info.key_size() as usize;
     let fd = map.fd();
-    let mut keys = Vec::new();
+    let mut count = 0;
+    let mut key: Option<Vec<u8>> = None;
     loop {
         let mut next = vec![0u8; key_size];
         /// `BPF_MAP_GET_NEXT_KEY` attr.
@@ -244,17 +241,18 @@ pub fn map_keys(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
         let mut attr = NextKey {
             map_fd: fd.as_fd().as_raw_fd() as u32,
             pad: 0,
-            key: keys.last().map_or(0, |k: &Vec<u8>| k.as_ptr() as u64),
+            key: key.as_ref().map_or(0, |k| k.as_ptr() as u64),
             next_key: next.as_mut_ptr() as u64,
         };
         const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
         // SAFETY: the GET_NEXT_KEY layout; both pointers are buffers of the map's key size that outlive the call.
         if let Err(err) = unsafe { redirector::kernel::bpf(BPF_MAP_GET_NEXT_KEY, &mut attr) } {
             if err.raw_os_error() == Some(libc::ENOENT) {
-                return Ok(keys);
+                return Ok(count);
             }
             return Err(err).context("BPF_MAP_GET_NEXT_KEY");
         }
-        keys.push(next);
+        count += 1;
+        key = Some(next);
     }
 }
