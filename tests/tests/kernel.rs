@@ -436,10 +436,10 @@ fn config_changes_apply_live_and_a_bad_edit_under_load_keeps_the_last_good_confi
     assert_eq!(status, "HTTP/1.1 200 OK");
     // Every reload of the bad files counts: one per file event the agent
     // did not coalesce (usually one; a late second event reads them again).
-    let failed = body.lines().find_map(|l| l.strip_prefix("redirector_config_reloads_total{result=\"failed\"} ")).and_then(|v| v.parse::<u64>().ok());
+    let failed = metric(&body, "redirector_config_reloads_total{result=\"failed\"}");
     assert!(failed.is_some_and(|n| n >= 1), "no failed reload counted in\n{body}");
     assert!(body.contains("redirector_config_reloads_total{result=\"ok\"} 1"), "{body}");
-    let routes = body.lines().find_map(|l| l.strip_prefix("redirector_map_entries{map=\"routes\"} ")).and_then(|v| v.parse::<u64>().ok());
+    let routes = metric(&body, "redirector_map_entries{map=\"routes\"}");
     assert!(routes.is_some_and(|n| n > 0), "no route count in\n{body}");
     let served: u64 = body
         .lines()
@@ -452,6 +452,11 @@ fn config_changes_apply_live_and_a_bad_edit_under_load_keeps_the_last_good_confi
     let back = eventually_all_from(&env, "127.10.0.1:80", &["v1a", "v1b"]);
     assert_eq!(back.replies_from("v1a") + back.replies_from("v1b"), 20, "{back:?}\n{}", agent.log());
     agent.stop().unwrap();
+}
+
+/// The value of the metric series `series` (name and labels) in a scrape.
+fn metric(body: &str, series: &str) -> Option<u64> {
+    body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// Runs probes of `chunk` connects from the test's cgroup in a thread until
@@ -930,7 +935,7 @@ fn a_generation_the_kernel_cannot_hold_leaves_nothing_behind() {
     assert!(chi2 < CHI2_P001_DF1, "the canary is no longer 90/10: {result:?} (chi2 {chi2:.2})");
     let (_, body) = integration_tests::http_get(metrics, "/metrics").unwrap();
     assert!(body.contains("redirector_config_generation 1"), "{body}");
-    let failed = body.lines().find_map(|l| l.strip_prefix("redirector_config_reloads_total{result=\"failed\"} ")).and_then(|v| v.parse::<u64>().ok());
+    let failed = metric(&body, "redirector_config_reloads_total{result=\"failed\"}");
     assert!(failed.is_some_and(|n| n >= 1), "no failed reload counted in\n{body}");
 
     // Back to a good config: after the grace periods TABLES holds exactly
@@ -997,11 +1002,11 @@ fn the_service_filter_and_the_class_flags_follow_the_routes_and_a_shared_filter_
     .concat();
     env.config.write("config.yaml", &config).unwrap();
     let agent = Agent::start_with(&integration_tests::redirector_bin(), env.config.path(), env.cgroup.path(), env.pins.path(), &[]).expect("agent start");
-    let check = || integration_tests::filter_check(&redirector::status::read(env.pins.path()).unwrap().generation).unwrap();
+    let generation = || redirector::status::read(env.pins.path()).unwrap().generation;
+    let check = || integration_tests::filter_check(&generation()).unwrap();
     let first = check();
     assert!(first.services >= 3 && first.missing == 0 && first.extra == 0, "{first:?}");
     // Only the destination a class routes its own way makes the hooks look the class up.
-    let generation = || redirector::status::read(env.pins.path()).unwrap().generation;
     assert_eq!(integration_tests::class_routed_entries(&generation()).unwrap(), ["127.10.0.1:80"]);
 
     // A destination that is no service but hashes to the canary VIP's bit
